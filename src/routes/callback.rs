@@ -1,0 +1,314 @@
+//! `GET /callback/{app}` (URL verification) and `POST /callback/{app}` (callbacks).
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
+use tracing::Instrument;
+
+use crate::callback::{self, Rejection};
+use crate::configuration::AppConfig;
+use crate::startup::AppState;
+use crate::store::{NewEvent, StoreOutcome};
+
+/// The one body for every authentication or decryption failure, so a prober learns nothing about which
+/// step failed. The log line says which.
+const REJECTED_BODY: &str = "forbidden: the request could not be verified";
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/plain; charset=utf-8")
+        .body(body.into())
+}
+
+fn reject(app: &str, rejection: &Rejection) -> HttpResponse {
+    match rejection {
+        Rejection::Query(e) => {
+            tracing::warn!(app, class = e.label(), reason = %e, "callback rejected");
+            text(StatusCode::BAD_REQUEST, format!("bad request: {e}"))
+        }
+        Rejection::Envelope(e) => {
+            tracing::warn!(app, class = e.label(), reason = %e, "callback rejected");
+            text(StatusCode::BAD_REQUEST, format!("bad request: {e}"))
+        }
+        Rejection::Auth(e) => {
+            tracing::warn!(
+                app,
+                class = e.label(),
+                wecom_code = e.code(),
+                reason = %e,
+                "callback rejected"
+            );
+            text(StatusCode::FORBIDDEN, REJECTED_BODY)
+        }
+        Rejection::Message(e) => {
+            // Only someone holding the key can get here, but keep the uniform answer anyway.
+            tracing::warn!(app, class = "bad_message", reason = %e, "callback rejected");
+            text(StatusCode::FORBIDDEN, REJECTED_BODY)
+        }
+    }
+}
+
+fn unknown_app(name: &str) -> HttpResponse {
+    tracing::warn!(
+        app = name,
+        class = "unknown_app",
+        "callback for an app that is not configured"
+    );
+    text(
+        StatusCode::NOT_FOUND,
+        "not found: no app is configured under this path",
+    )
+}
+
+fn request_span(app: &str) -> tracing::Span {
+    tracing::info_span!("callback", request_id = %uuid::Uuid::new_v4(), app)
+}
+
+/// `GET /callback/{app}`: WeCom's URL verification (answer the decrypted echostr, bare).
+pub async fn verify_url(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let name = path.into_inner();
+    let span = request_span(&name);
+    match state.app(&name) {
+        Some(app) => handle_verify(&req, app, &state).instrument(span).await,
+        None => span.in_scope(|| unknown_app(&name)),
+    }
+}
+
+/// `GET /callback`: URL verification for the only configured app.
+pub async fn verify_default_url(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    match state.default_app() {
+        Some(app) => {
+            let span = request_span(&app.name);
+            handle_verify(&req, app, &state).instrument(span).await
+        }
+        None => text(
+            StatusCode::NOT_FOUND,
+            "not found: several apps are configured; use /callback/{app}",
+        ),
+    }
+}
+
+async fn handle_verify(req: &HttpRequest, app: &AppConfig, state: &AppState) -> HttpResponse {
+    let outcome = callback::parse_query(req.query_string(), true)
+        .map_err(Rejection::from)
+        .and_then(|q| {
+            callback::verify_url(
+                app,
+                &q,
+                unix_now(),
+                state.http.timestamp_tolerance.as_secs(),
+            )
+        });
+    match outcome {
+        Ok(echo) => {
+            tracing::info!("URL verification passed");
+            // Exactly the plaintext: no quotes, newline or BOM (PROTOCOL.md §2.4).
+            HttpResponse::Ok()
+                .content_type("text/plain")
+                .body(echo.plaintext().to_vec())
+        }
+        Err(r) => reject(&app.name, &r),
+    }
+}
+
+/// `POST /callback/{app}`: verify, decrypt, store, then answer.
+pub async fn receive_callback(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let name = path.into_inner();
+    let span = request_span(&name);
+    match state.app(&name) {
+        Some(app) => {
+            handle_callback(&req, app, payload, &state)
+                .instrument(span)
+                .await
+        }
+        None => span.in_scope(|| unknown_app(&name)),
+    }
+}
+
+/// `POST /callback`: callbacks for the only configured app.
+pub async fn receive_default_callback(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    match state.default_app() {
+        Some(app) => {
+            let span = request_span(&app.name);
+            handle_callback(&req, app, payload, &state)
+                .instrument(span)
+                .await
+        }
+        None => text(
+            StatusCode::NOT_FOUND,
+            "not found: several apps are configured; use /callback/{app}",
+        ),
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    TimedOut,
+    Broken,
+}
+
+/// Reads the body under a size cap and a time limit. actix has no body timer of its own, and a client that
+/// trickles bytes must not hold a worker for longer than WeCom would wait anyway.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Vec<u8>, BodyError> {
+    if let Some(len) = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        // Refuse before reading a byte.
+        if len > limit as u64 {
+            return Err(BodyError::TooLarge);
+        }
+    }
+    let read = async {
+        let mut body = Vec::with_capacity(1024);
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|_| BodyError::Broken)?;
+            if body.len() + chunk.len() > limit {
+                return Err(BodyError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or(Err(BodyError::TimedOut))
+}
+
+async fn handle_callback(
+    req: &HttpRequest,
+    app: &AppConfig,
+    payload: web::Payload,
+    state: &AppState,
+) -> HttpResponse {
+    let started = Instant::now();
+    let deadline = started + state.http.request_deadline;
+
+    let query = match callback::parse_query(req.query_string(), false) {
+        Ok(q) => q,
+        Err(e) => return reject(&app.name, &Rejection::from(e)),
+    };
+
+    let body = match read_body(
+        req,
+        payload,
+        state.http.max_body_bytes,
+        state.http.body_read_timeout,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            tracing::warn!(
+                app = %app.name,
+                class = "too_large",
+                limit = state.http.max_body_bytes,
+                "callback rejected: body over the limit (http.max_body_bytes)"
+            );
+            return text(StatusCode::PAYLOAD_TOO_LARGE, "payload too large");
+        }
+        Err(BodyError::TimedOut) => {
+            tracing::warn!(app = %app.name, class = "body_timeout", "callback rejected: the body did not arrive in time");
+            return text(
+                StatusCode::REQUEST_TIMEOUT,
+                "request timeout: body too slow",
+            );
+        }
+        Err(BodyError::Broken) => {
+            tracing::warn!(app = %app.name, class = "body_error", "callback rejected: the body could not be read");
+            return text(StatusCode::BAD_REQUEST, "bad request: unreadable body");
+        }
+    };
+
+    let verified = match callback::verify_callback(
+        app,
+        query,
+        &body,
+        unix_now(),
+        state.http.timestamp_tolerance.as_secs(),
+    ) {
+        Ok(v) => v,
+        Err(r) => return reject(&app.name, &r),
+    };
+    let event = NewEvent::from(&verified);
+    tracing::debug!(message = %verified.raw_message(), "decrypted");
+
+    match store_until(state, event, deadline).await {
+        Some(outcome) => {
+            match outcome {
+                StoreOutcome::Stored => tracing::info!(
+                    event = verified.message().event().unwrap_or("-"),
+                    change_type = verified.message().change_type().unwrap_or("-"),
+                    "callback stored"
+                ),
+                StoreOutcome::Duplicate => tracing::debug!("duplicate callback acknowledged"),
+            }
+            text(StatusCode::OK, app.kind.success_body())
+        }
+        None => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service unavailable: the event could not be stored; retry",
+        ),
+    }
+}
+
+/// Stores the event, retrying within the request's deadline. `None` means it was not committed in time:
+/// the caller must not answer success.
+async fn store_until(state: &AppState, event: NewEvent, deadline: Instant) -> Option<StoreOutcome> {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            tracing::error!(
+                class = "db_unavailable",
+                "callback not stored before the deadline; answered 503 so WeCom retries"
+            );
+            return None;
+        }
+        match tokio::time::timeout(remaining, state.writer.write(event.clone())).await {
+            Ok(Ok(outcome)) => return Some(outcome),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "storing the callback failed; retrying");
+                let pause = backoff.min(deadline.saturating_duration_since(Instant::now()));
+                tokio::time::sleep(pause).await;
+                backoff = (backoff * 2).min(Duration::from_millis(800));
+            }
+            Err(_) => {
+                tracing::error!(
+                    class = "db_unavailable",
+                    "callback not stored before the deadline; answered 503 so WeCom retries"
+                );
+                return None;
+            }
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! Liveness and readiness probes.
+
+use actix_web::{HttpResponse, web};
+
+use crate::startup::AppState;
+
+/// `GET /healthz`: the process is up and serving.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok")
+}
+
+/// `GET /readyz`: the database answers and every migration is applied, so callbacks can be stored.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    match crate::store::readiness(&state.pool).await {
+        Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ready"),
+        Err(why) => {
+            tracing::warn!(%why, "not ready");
+            HttpResponse::ServiceUnavailable()
+                .content_type("text/plain")
+                .body("not ready")
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Wiring: database, event writer and HTTP server.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use sqlx::PgPool;
+
+use crate::configuration::{AppConfig, HttpSettings, Settings};
+use crate::routes;
+use crate::store::{self, EventWriter, StoreError};
+
+/// What every handler can reach.
+pub struct AppState {
+    apps: HashMap<String, AppConfig>,
+    default_app: Option<String>,
+    pub writer: EventWriter,
+    pub pool: PgPool,
+    pub http: HttpSettings,
+}
+
+impl AppState {
+    /// The app configured under `name`.
+    pub fn app(&self, name: &str) -> Option<&AppConfig> {
+        self.apps.get(name)
+    }
+
+    /// The app served at `/callback` (only when exactly one is configured).
+    pub fn default_app(&self) -> Option<&AppConfig> {
+        self.default_app.as_deref().and_then(|n| self.apps.get(n))
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(
+        "cannot listen on {addr}: {source}; is another process using the port? set WECOM_LISTEN"
+    )]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("invalid database settings: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// A built, bound, not yet running service.
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    /// Prepares the database (create if missing, migrate), binds the listener and builds the server.
+    pub async fn build(settings: Settings) -> Result<Application, StartupError> {
+        store::ensure_database_exists(&settings.database).await?;
+        let pool = store::pool(&settings.database)?;
+        store::migrate(&pool).await?;
+        let listener =
+            TcpListener::bind(settings.http.listen).map_err(|source| StartupError::Bind {
+                addr: settings.http.listen.to_string(),
+                source,
+            })?;
+        Self::build_with(settings, pool, listener)
+    }
+
+    /// Builds the server on an existing pool and listener (tests use this with a random port).
+    pub fn build_with(
+        settings: Settings,
+        pool: PgPool,
+        listener: TcpListener,
+    ) -> Result<Application, StartupError> {
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind {
+                addr: settings.http.listen.to_string(),
+                source,
+            })?
+            .port();
+        let writer = EventWriter::spawn(pool.clone(), &settings.store);
+        let default_app = match settings.apps.as_slice() {
+            [only] => Some(only.name.clone()),
+            _ => None,
+        };
+        let state = web::Data::new(AppState {
+            apps: settings
+                .apps
+                .iter()
+                .map(|a| (a.name.clone(), a.clone()))
+                .collect(),
+            default_app,
+            writer,
+            pool,
+            http: settings.http.clone(),
+        });
+        let http = settings.http.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .route("/healthz", web::get().to(routes::healthz))
+                .route("/readyz", web::get().to(routes::readyz))
+                .route("/callback", web::get().to(routes::verify_default_url))
+                .route(
+                    "/callback",
+                    web::post().to(routes::receive_default_callback),
+                )
+                .route("/callback/{app}", web::get().to(routes::verify_url))
+                .route("/callback/{app}", web::post().to(routes::receive_callback))
+        })
+        // Slow request heads are cut off by actix itself with 408.
+        .client_request_timeout(http.header_read_timeout)
+        .shutdown_timeout(10);
+        if http.workers > 0 {
+            server = server.workers(http.workers);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|source| StartupError::Bind {
+                addr: http.listen.to_string(),
+                source,
+            })?
+            .run();
+        Ok(Application { port, server })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM/SIGINT (actix stops accepting, finishes in-flight requests, then returns).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

@@ -1,0 +1,355 @@
+//! Test harness: every test gets its own database (dropped afterwards) and its own server on a random
+//! loopback port, and talks to it over real HTTP.
+
+use std::net::TcpListener;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use secrecy::SecretString;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, Executor, PgPool};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wecom_callback::configuration::{
+    AppConfig, AppKind, DatabaseSettings, HttpSettings, LogFormat, Settings, StoreSettings,
+};
+use wecom_callback::crypto::{self, AesKey};
+use wecom_callback::startup::Application;
+
+/// The server every test talks to, and its database.
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub pool: PgPool,
+    pub client: reqwest::Client,
+    db_name: String,
+    admin_options: PgConnectOptions,
+}
+
+/// One configured app as the tests know it (with its secrets in clear, to sign and encrypt like WeCom).
+#[derive(Clone)]
+pub struct TestAppConfig {
+    pub name: &'static str,
+    pub kind: AppKind,
+    pub token: &'static str,
+    pub encoding_aes_key: &'static str,
+    pub receive_id: &'static str,
+}
+
+impl TestAppConfig {
+    pub fn key(&self) -> AesKey {
+        AesKey::from_encoding_aes_key(self.encoding_aes_key).expect("valid test key")
+    }
+
+    fn to_config(&self) -> AppConfig {
+        AppConfig {
+            name: self.name.to_owned(),
+            kind: self.kind,
+            token: SecretString::from(self.token),
+            aes_key: self.key(),
+            receive_ids: vec![self.receive_id.to_owned()],
+        }
+    }
+}
+
+/// A self-built app with the key, token and corpid of WeCom's own worked example (vector official-qdg6ek).
+pub const MAIN: TestAppConfig = TestAppConfig {
+    name: "main",
+    kind: AppKind::SelfBuilt,
+    token: "QDG6eK",
+    encoding_aes_key: "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
+    receive_id: "wx5823bf96d3bd56c7",
+};
+
+/// A third-party suite's instruction URL (answers `success`).
+pub const SUITE: TestAppConfig = TestAppConfig {
+    name: "suite",
+    kind: AppKind::SuiteInstruction,
+    token: "hJqcu3uJ9Tn2gXPmxx2w9kkCkCE2EPYo",
+    encoding_aes_key: "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt",
+    receive_id: "ww4asffe99e54c0f4c",
+};
+
+/// Base URL of the PostgreSQL server the tests use (any database on it; tests create their own).
+pub fn admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+}
+
+/// Settings as `serve` would build them, for the given apps and database.
+pub fn test_settings(apps: &[TestAppConfig], database_url: &str) -> Settings {
+    Settings {
+        database: DatabaseSettings {
+            url: SecretString::from(database_url.to_owned()),
+            max_connections: 8,
+            acquire_timeout: Duration::from_millis(1_000),
+            statement_timeout: Duration::from_millis(3_000),
+        },
+        http: HttpSettings {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            max_body_bytes: 64 * 1024,
+            body_read_timeout: Duration::from_millis(3_000),
+            header_read_timeout: Duration::from_millis(3_000),
+            request_deadline: Duration::from_millis(4_000),
+            timestamp_tolerance: Duration::from_secs(300),
+            workers: 2,
+        },
+        store: StoreSettings {
+            max_batch_rows: 512,
+            max_in_flight_batches: 4,
+            queue_capacity: 4096,
+        },
+        log_format: LogFormat::Text,
+        apps: apps.iter().map(TestAppConfig::to_config).collect(),
+    }
+}
+
+fn init_logs() {
+    if std::env::var("TEST_LOG").is_ok() {
+        wecom_callback::telemetry::init(LogFormat::Text);
+    }
+}
+
+/// Spawns the service with MAIN and SUITE configured and the default settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[MAIN, SUITE], |_| {}).await
+}
+
+/// Spawns the service with the given apps; `tweak` may change any setting before start.
+pub async fn spawn_app_with(apps: &[TestAppConfig], tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    init_logs();
+    let admin_options: PgConnectOptions = admin_url().parse().expect("TEST_DATABASE_URL");
+    let db_name = format!("wecom_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = admin_options
+        .clone()
+        .connect()
+        .await
+        .expect("PostgreSQL must be running for the tests (see README: .ci/run starts it)");
+    admin
+        .execute(format!("CREATE DATABASE \"{db_name}\"").as_str())
+        .await
+        .expect("create test database");
+    admin.close().await.expect("close");
+
+    let db_url = database_url_for(&db_name);
+    let mut settings = test_settings(apps, &db_url);
+    tweak(&mut settings);
+
+    let pool = wecom_callback::store::pool(&settings.database).expect("pool");
+    // The test's own view of the database, independent of what the app's settings say.
+    let test_pool = PgPool::connect_with(admin_options.clone().database(&db_name))
+        .await
+        .expect("connect test pool");
+    wecom_callback::store::migrate(&test_pool)
+        .await
+        .expect("migrate");
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let app = Application::build_with(settings, pool, listener).expect("build app");
+    let port = app.port();
+    tokio::spawn(app.run_until_stopped());
+
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        pool: test_pool,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client"),
+        db_name,
+        admin_options,
+    }
+}
+
+/// URL of database `name` on the test server.
+pub fn database_url_for(name: &str) -> String {
+    let admin = admin_url();
+    match admin.rfind('/') {
+        Some(i) if admin[..i].contains("://") && i > admin.find("://").unwrap_or(0) + 2 => {
+            format!("{}/{name}", &admin[..i])
+        }
+        _ => format!("{admin}/{name}"),
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let name = self.db_name.clone();
+        let options = self.admin_options.clone();
+        // Drop runs inside the test's runtime, which cannot be blocked on; use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                if let Ok(mut admin) = options.connect().await {
+                    let _ = admin
+                        .execute(
+                            format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str(),
+                        )
+                        .await;
+                    let _ = admin.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A request as WeCom would send it.
+pub struct SignedCallback {
+    pub query: String,
+    pub body: String,
+    pub encrypt: String,
+    pub timestamp: String,
+    pub nonce: String,
+    pub signature: String,
+}
+
+/// Encrypts `plaintext` for `app` with a fresh random prefix and signs it, like WeCom.
+pub fn sign_callback(app: &TestAppConfig, plaintext: &str, timestamp: i64) -> SignedCallback {
+    sign_callback_with(app, plaintext, app.receive_id, timestamp)
+}
+
+/// Like [`sign_callback`], with any receive id inside the ciphertext.
+pub fn sign_callback_with(
+    app: &TestAppConfig,
+    plaintext: &str,
+    receive_id: &str,
+    timestamp: i64,
+) -> SignedCallback {
+    let encrypt = crypto::encrypt(
+        &app.key(),
+        &mut rand::thread_rng(),
+        plaintext.as_bytes(),
+        receive_id.as_bytes(),
+    );
+    sign_encrypted(app, &encrypt, timestamp)
+}
+
+/// Signs an already encrypted text (or anything else) with the app's token.
+pub fn sign_encrypted(app: &TestAppConfig, encrypt: &str, timestamp: i64) -> SignedCallback {
+    let nonce = format!("{}", rand::random::<u32>());
+    let timestamp = timestamp.to_string();
+    let signature = crypto::signature(app.token, &timestamp, &nonce, encrypt);
+    SignedCallback {
+        query: format!("msg_signature={signature}&timestamp={timestamp}&nonce={nonce}"),
+        body: envelope(app.receive_id, encrypt),
+        encrypt: encrypt.to_owned(),
+        timestamp,
+        nonce,
+        signature,
+    }
+}
+
+/// The outer XML WeCom POSTs.
+pub fn envelope(to_user: &str, encrypt: &str) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[{to_user}]]></ToUserName>\n<Encrypt><![CDATA[{encrypt}]]></Encrypt>\n<AgentID><![CDATA[218]]></AgentID>\n</xml>"
+    )
+}
+
+/// Percent-encodes a query value the way WeCom does (every reserved character, so '+' becomes %2B).
+pub fn encode(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+impl TestApp {
+    pub fn url(&self, app: &str) -> String {
+        format!("{}/callback/{app}", self.address)
+    }
+
+    /// POSTs a signed callback to `app`.
+    pub async fn post(&self, app: &str, cb: &SignedCallback) -> reqwest::Response {
+        self.post_raw(app, &cb.query, cb.body.clone()).await
+    }
+
+    pub async fn post_raw(&self, app: &str, query: &str, body: String) -> reqwest::Response {
+        self.client
+            .post(format!("{}?{query}", self.url(app)))
+            .header("content-type", "text/xml")
+            .body(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get(&self, path_and_query: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path_and_query}", self.address))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM wecom_events")
+            .fetch_one(&self.pool)
+            .await
+            .expect("count")
+    }
+
+    /// Sends raw bytes over TCP and returns the status code and body of the reply.
+    pub async fn raw_http(&self, request: &[u8]) -> (u16, String) {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .expect("connect");
+        stream.write_all(request).await.expect("write");
+        read_reply(&mut stream).await
+    }
+}
+
+/// Reads one HTTP/1.1 reply (status and body) from a stream, however the server frames it.
+pub async fn read_reply(stream: &mut tokio::net::TcpStream) -> (u16, String) {
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    if let Some(done) = reply_complete(&buf) {
+                        if done {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn reply_complete(buf: &[u8]) -> Option<bool> {
+    let text = String::from_utf8_lossy(buf);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())
+                .flatten()
+        })
+        .unwrap_or(0);
+    Some(body.len() >= len)
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: real PostgreSQL, the real server over loopback HTTP.
+
+mod bad_input;
+mod callbacks;
+mod database_down;
+mod dedupe;
+mod health;
+mod helpers;
+mod verify_url;
