@@ -43,6 +43,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate,
+    /// Recompute every synced table (contacts, follows, chats, tags) from the stored events.
+    Rebuild,
 }
 
 /// Options of `serve`.
@@ -57,6 +59,9 @@ pub struct ServeArgs {
     /// Refuse callbacks whose timestamp is further than this from now; 0 disables [default: 300].
     #[arg(long, env = "WECOM_TIMESTAMP_TOLERANCE_SECS")]
     pub timestamp_tolerance_secs: Option<u64>,
+    /// Bearer token enabling the read API under /api/v1 (at least 16 characters) [default: API off].
+    #[arg(long, env = "WECOM_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
 }
 
 impl Cli {
@@ -78,6 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 database_url: cli.database_url.clone(),
                 log_format: args.log_format.clone(),
                 timestamp_tolerance_secs: args.timestamp_tolerance_secs,
+                api_token: args.api_token.clone(),
                 app: EnvApp::from_env(),
             };
             let settings = configuration::build_settings(file, overrides)?;
@@ -85,24 +91,44 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             serve(settings).await
         }
         Command::Migrate => {
-            telemetry::init(configuration::LogFormat::Text);
-            let overrides = Overrides {
-                database_url: cli.database_url.clone(),
-                ..Overrides::default()
-            };
-            let db = configuration::database_settings(&file, &overrides)?;
-            let target = store::describe(&db);
-            store::ensure_database_exists(&db)
-                .await
-                .with_context(|| cannot_reach(&target))?;
-            let pool = store::pool(&db)?;
-            store::migrate(&pool)
-                .await
-                .with_context(|| cannot_reach(&target))?;
+            let (pool, target) = prepared_pool(&cli, &file).await?;
+            drop(pool);
             tracing::info!(database = %target, "migrations applied");
             Ok(())
         }
+        Command::Rebuild => {
+            let (pool, target) = prepared_pool(&cli, &file).await?;
+            let started = std::time::Instant::now();
+            let applied = store::projections::rebuild(&pool)
+                .await
+                .with_context(|| format!("rebuilding the synced tables in {target} failed; nothing was changed"))?;
+            tracing::info!(
+                events = applied,
+                seconds = started.elapsed().as_secs_f64(),
+                "synced tables rebuilt from wecom_events"
+            );
+            Ok(())
+        }
     }
+}
+
+/// Logging plus a migrated pool, for the one-shot commands.
+async fn prepared_pool(cli: &Cli, file: &FileConfig) -> anyhow::Result<(sqlx::PgPool, String)> {
+    telemetry::init(configuration::LogFormat::Text);
+    let overrides = Overrides {
+        database_url: cli.database_url.clone(),
+        ..Overrides::default()
+    };
+    let db = configuration::database_settings(file, &overrides)?;
+    let target = store::describe(&db);
+    store::ensure_database_exists(&db)
+        .await
+        .with_context(|| cannot_reach(&target))?;
+    let pool = store::pool(&db)?;
+    store::migrate(&pool)
+        .await
+        .with_context(|| cannot_reach(&target))?;
+    Ok((pool, target))
 }
 
 fn cannot_reach(target: &str) -> String {

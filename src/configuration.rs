@@ -195,6 +195,10 @@ pub struct Settings {
     pub store: StoreSettings,
     pub log_format: LogFormat,
     pub apps: Vec<AppConfig>,
+    /// Bearer token for the read API; the API is off without one.
+    pub api_token: Option<SecretString>,
+    /// Apply stored events to the synced tables inside `serve`.
+    pub run_projector: bool,
 }
 
 impl Settings {
@@ -233,6 +237,10 @@ pub struct FileConfig {
     pub listen: Option<String>,
     pub database_url: Option<String>,
     pub log_format: Option<String>,
+    /// Bearer token for the read API (`/api/v1`); the API is off without one.
+    pub api_token: Option<String>,
+    /// Apply stored events to the synced tables inside `serve` (default true).
+    pub run_projector: Option<bool>,
     #[serde(default)]
     pub database: FileDatabase,
     #[serde(default)]
@@ -304,6 +312,7 @@ pub struct Overrides {
     pub database_url: Option<String>,
     pub log_format: Option<String>,
     pub timestamp_tolerance_secs: Option<u64>,
+    pub api_token: Option<String>,
     /// The single-app environment variables (`WECOM_*`).
     pub app: EnvApp,
 }
@@ -400,7 +409,7 @@ fn build_database(
 }
 
 /// Validates everything `serve` needs.
-pub fn build_settings(file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigError> {
+pub fn build_settings(mut file: FileConfig, overrides: Overrides) -> Result<Settings, ConfigError> {
     let mut problems = Vec::new();
     let database = build_database(&file, &overrides, &mut problems);
 
@@ -475,7 +484,7 @@ pub fn build_settings(file: FileConfig, overrides: Overrides) -> Result<Settings
         }
     };
 
-    let apps = build_apps(file.apps, &overrides.app, &mut problems);
+    let apps = build_apps(std::mem::take(&mut file.apps), &overrides.app, &mut problems);
 
     if store.max_in_flight_batches as u32 > database.max_connections {
         problems.push(format!(
@@ -485,6 +494,17 @@ pub fn build_settings(file: FileConfig, overrides: Overrides) -> Result<Settings
         ));
     }
 
+    let api_token = overrides.api_token.clone().or(file.api_token.clone());
+    if let Some(t) = &api_token {
+        if t.len() < 16 {
+            problems.push(format!(
+                "WECOM_API_TOKEN / api_token is {} characters; use at least 16 random characters \
+                 (e.g. `openssl rand -hex 24`)",
+                t.len()
+            ));
+        }
+    }
+
     if problems.is_empty() {
         Ok(Settings {
             database,
@@ -492,6 +512,8 @@ pub fn build_settings(file: FileConfig, overrides: Overrides) -> Result<Settings
             store,
             log_format,
             apps,
+            api_token: api_token.map(SecretString::from),
+            run_projector: file.run_projector.unwrap_or(true),
         })
     } else {
         Err(ConfigError::Invalid(problems))

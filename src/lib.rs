@@ -2,13 +2,17 @@
 //!
 //! Data flow: HTTP ([`routes`]) → verification ([`callback`], over [`crypto`], [`envelope`], [`message`])
 //! → group-commit writer ([`store`]) → `wecom_events`. Only after the commit does the handler answer.
+//! Then the [`projector`] applies each stored event ([`events`]) to the synced tables
+//! ([`store::projections`]), which backends read through SQL or [`routes`]' JSON API.
 
 pub mod callback;
 pub mod cli;
 pub mod configuration;
 pub mod crypto;
 pub mod envelope;
+pub mod events;
 pub mod message;
+pub mod projector;
 pub mod routes;
 pub mod startup;
 pub mod store;

@@ -5,6 +5,7 @@ use std::net::TcpListener;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
+use secrecy::SecretString;
 use sqlx::PgPool;
 
 use crate::configuration::{AppConfig, HttpSettings, Settings};
@@ -18,6 +19,8 @@ pub struct AppState {
     pub writer: EventWriter,
     pub pool: PgPool,
     pub http: HttpSettings,
+    /// Bearer token of the read API (the API routes exist only when it is set).
+    pub api_token: Option<SecretString>,
 }
 
 impl AppState {
@@ -82,6 +85,10 @@ impl Application {
             })?
             .port();
         let writer = EventWriter::spawn(pool.clone(), &settings.store);
+        if settings.run_projector {
+            tokio::spawn(crate::projector::run(pool.clone(), writer.committed()));
+        }
+        let api_enabled = settings.api_token.is_some();
         let default_app = match settings.apps.as_slice() {
             [only] => Some(only.name.clone()),
             _ => None,
@@ -96,11 +103,31 @@ impl Application {
             writer,
             pool,
             http: settings.http.clone(),
+            api_token: settings.api_token.clone(),
         });
         let http = settings.http.clone();
         let mut server = HttpServer::new(move || {
+            let api = web::scope("/api/v1")
+                .route("/openapi.yaml", web::get().to(routes::api::openapi))
+                .route(
+                    "/corps/{corp}/staff/{userid}/customers",
+                    web::get().to(routes::api::staff_customers),
+                )
+                .route(
+                    "/corps/{corp}/customers/{external_userid}",
+                    web::get().to(routes::api::customer),
+                )
+                .route(
+                    "/corps/{corp}/customers/{external_userid}/timeline",
+                    web::get().to(routes::api::timeline),
+                );
             App::new()
                 .app_data(state.clone())
+                .configure(|cfg| {
+                    if api_enabled {
+                        cfg.service(api);
+                    }
+                })
                 .route("/healthz", web::get().to(routes::healthz))
                 .route("/readyz", web::get().to(routes::readyz))
                 .route("/callback", web::get().to(routes::verify_default_url))

@@ -1,5 +1,6 @@
 //! HTTP handlers: they translate between HTTP and the core, nothing more.
 
+pub mod api;
 mod callback;
 mod health;
 

@@ -68,6 +68,9 @@ pub const SUITE: TestAppConfig = TestAppConfig {
     receive_id: "ww4asffe99e54c0f4c",
 };
 
+/// The read API's bearer token in tests.
+pub const API_TOKEN: &str = "test-api-token-0123456789";
+
 /// Base URL of the PostgreSQL server the tests use (any database on it; tests create their own).
 pub fn admin_url() -> String {
     std::env::var("TEST_DATABASE_URL")
@@ -106,6 +109,8 @@ pub fn test_settings(apps: &[TestAppConfig], database_url: &str) -> Settings {
         },
         log_format: LogFormat::Text,
         apps: apps.iter().map(TestAppConfig::to_config).collect(),
+        api_token: Some(SecretString::from(API_TOKEN)),
+        run_projector: true,
     }
 }
 

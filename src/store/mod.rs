@@ -12,12 +12,15 @@ use chrono::{DateTime, TimeZone, Utc};
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 use crate::callback::VerifiedCallback;
 use crate::configuration::{DatabaseSettings, StoreSettings};
 
 /// Embedded migrations (migrations/).
+pub mod projections;
+pub mod read;
+
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// A database failure, worded for operators.
@@ -238,19 +241,27 @@ struct Pending {
 #[derive(Clone)]
 pub struct EventWriter {
     tx: mpsc::Sender<Pending>,
+    committed: Arc<Notify>,
 }
 
 impl EventWriter {
     /// Starts the writer task on the current tokio runtime.
     pub fn spawn(pool: PgPool, settings: &StoreSettings) -> EventWriter {
         let (tx, rx) = mpsc::channel(settings.queue_capacity);
+        let committed = Arc::new(Notify::new());
         tokio::spawn(run_writer(
             pool,
             rx,
             settings.max_batch_rows,
             settings.max_in_flight_batches,
+            committed.clone(),
         ));
-        EventWriter { tx }
+        EventWriter { tx, committed }
+    }
+
+    /// Signalled after every commit that added rows (the projector waits on it).
+    pub fn committed(&self) -> Arc<Notify> {
+        self.committed.clone()
     }
 
     /// Writes one event and waits for the commit that holds it. Cancel-safe: dropping the future (e.g. on a
@@ -270,6 +281,7 @@ async fn run_writer(
     mut rx: mpsc::Receiver<Pending>,
     max_batch: usize,
     max_in_flight: usize,
+    committed: Arc<Notify>,
 ) {
     let slots = Arc::new(Semaphore::new(max_in_flight));
     loop {
@@ -290,19 +302,23 @@ async fn run_writer(
             }
         }
         let pool = pool.clone();
+        let committed = committed.clone();
         tokio::spawn(async move {
-            flush(&pool, batch).await;
+            if flush(&pool, batch).await {
+                committed.notify_one();
+            }
             drop(slot);
         });
     }
 }
 
-async fn flush(pool: &PgPool, batch: Vec<Pending>) {
+/// Writes a batch and answers its requests. Returns whether any new row was committed.
+async fn flush(pool: &PgPool, batch: Vec<Pending>) -> bool {
     // Requests whose deadline passed have dropped their receiver; do not write rows nobody will acknowledge
     // (WeCom will retry them), except that a row already on its way is harmless either way.
     let batch: Vec<Pending> = batch.into_iter().filter(|p| !p.reply.is_closed()).collect();
     if batch.is_empty() {
-        return;
+        return false;
     }
     let events: Vec<&NewEvent> = batch.iter().map(|p| &p.event).collect();
     let started = std::time::Instant::now();
@@ -314,6 +330,7 @@ async fn flush(pool: &PgPool, batch: Vec<Pending>) {
     );
     match result {
         Ok(new) => {
+            let any_new = new.iter().any(|n| *n);
             for (p, is_new) in batch.into_iter().zip(new) {
                 let outcome = if is_new {
                     StoreOutcome::Stored
@@ -322,12 +339,14 @@ async fn flush(pool: &PgPool, batch: Vec<Pending>) {
                 };
                 let _ = p.reply.send(Ok(outcome));
             }
+            any_new
         }
         Err(e) => {
             let err = Arc::new(StoreError::Database(e));
             for p in batch {
                 let _ = p.reply.send(Err(err.clone()));
             }
+            false
         }
     }
 }

@@ -1,0 +1,39 @@
+//! The projector: applies stored events to the synced tables, at start-up (whatever a crash left) and then
+//! continuously, woken by the event writer after each commit and by a timer for other replicas' events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::Notify;
+
+use crate::store::projections;
+
+/// Events applied per transaction.
+const BATCH: i64 = 500;
+/// Poll interval for events stored by other replicas.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// Runs until the process stops.
+pub async fn run(pool: PgPool, committed: Arc<Notify>) {
+    let mut failures = 0u32;
+    loop {
+        match projections::apply_pending(&pool, BATCH).await {
+            Ok(n) if n > 0 => {
+                failures = 0;
+                tracing::debug!(applied = n, "events applied");
+            }
+            Ok(_) => {
+                failures = 0;
+                let _ = tokio::time::timeout(IDLE_POLL, committed.notified()).await;
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                if failures == 1 || failures % 60 == 0 {
+                    tracing::warn!(error = %e, "applying events failed; retrying (events stay stored and will be applied)");
+                }
+                tokio::time::sleep(IDLE_POLL).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Read queries behind the JSON API. They read the same tables and views as the documented SQL contract.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+/// One follow relation as the API returns it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Follow {
+    pub corp_id: String,
+    pub userid: String,
+    pub external_userid: String,
+    pub status: String,
+    pub state: Option<String>,
+    pub added_at: Option<DateTime<Utc>>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub delete_source: Option<String>,
+    pub transfer_fail_reason: Option<String>,
+    pub transfer_fail_at: Option<DateTime<Utc>>,
+    pub remark: Option<String>,
+    pub description: Option<String>,
+    pub tags: Option<serde_json::Value>,
+    pub last_change_type: String,
+    pub last_event_at: DateTime<Utc>,
+}
+
+/// A customer (external contact) as the API returns it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Contact {
+    pub corp_id: String,
+    pub external_userid: String,
+    pub first_seen_at: DateTime<Utc>,
+    pub last_event_at: DateTime<Utc>,
+    pub name: Option<String>,
+    pub avatar: Option<String>,
+    #[serde(rename = "type")]
+    #[sqlx(rename = "type")]
+    pub kind: Option<i16>,
+    pub gender: Option<i16>,
+    pub unionid: Option<String>,
+    pub position: Option<String>,
+    pub corp_name: Option<String>,
+    pub corp_full_name: Option<String>,
+    pub external_profile: Option<serde_json::Value>,
+    pub detail_synced_at: Option<DateTime<Utc>>,
+}
+
+/// One entry of a customer's timeline.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TimelineEntry {
+    pub event_id: i64,
+    pub userid: Option<String>,
+    pub change_type: String,
+    pub event_time: DateTime<Utc>,
+    pub details: serde_json::Value,
+}
+
+const FOLLOW_COLUMNS: &str = "corp_id, userid, external_userid, status, state, added_at, deleted_at, \
+    delete_source, transfer_fail_reason, transfer_fail_at, remark, description, tags, last_change_type, last_event_at";
+
+/// A staff member's customers with the given status, ordered by external_userid, after the cursor.
+pub async fn staff_customers(
+    pool: &PgPool,
+    corp_id: &str,
+    userid: &str,
+    status: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Follow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {FOLLOW_COLUMNS} FROM external_contact_follows \
+         WHERE corp_id = $1 AND userid = $2 AND status = $3 AND ($4::text IS NULL OR external_userid > $4) \
+         ORDER BY external_userid LIMIT $5"
+    ))
+    .bind(corp_id)
+    .bind(userid)
+    .bind(status)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// A customer and all of their follow relations, or `None` when unknown.
+pub async fn customer(
+    pool: &PgPool,
+    corp_id: &str,
+    external_userid: &str,
+) -> Result<Option<(Contact, Vec<Follow>)>, sqlx::Error> {
+    let contact: Option<Contact> = sqlx::query_as(
+        "SELECT corp_id, external_userid, first_seen_at, last_event_at, name, avatar, type, gender, unionid, \
+                position, corp_name, corp_full_name, external_profile, detail_synced_at \
+         FROM external_contacts WHERE corp_id = $1 AND external_userid = $2",
+    )
+    .bind(corp_id)
+    .bind(external_userid)
+    .fetch_optional(pool)
+    .await?;
+    let Some(contact) = contact else {
+        return Ok(None);
+    };
+    let follows = sqlx::query_as(&format!(
+        "SELECT {FOLLOW_COLUMNS} FROM external_contact_follows \
+         WHERE corp_id = $1 AND external_userid = $2 ORDER BY userid"
+    ))
+    .bind(corp_id)
+    .bind(external_userid)
+    .fetch_all(pool)
+    .await?;
+    Ok(Some((contact, follows)))
+}
+
+/// A customer's timeline in event-time order, after the cursor `(event_time, history id)`.
+pub async fn timeline(
+    pool: &PgPool,
+    corp_id: &str,
+    external_userid: &str,
+    after: Option<(DateTime<Utc>, i64)>,
+    limit: i64,
+) -> Result<Vec<(i64, TimelineEntry)>, sqlx::Error> {
+    let rows: Vec<(i64, i64, Option<String>, String, DateTime<Utc>, serde_json::Value)> = sqlx::query_as(
+        "SELECT id, event_id, userid, change_type, event_time, details FROM external_contact_history \
+         WHERE corp_id = $1 AND kind = 'contact' AND subject_id = $2 \
+           AND ($3::timestamptz IS NULL OR (event_time, id) > ($3, $4)) \
+         ORDER BY event_time, id LIMIT $5",
+    )
+    .bind(corp_id)
+    .bind(external_userid)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1).unwrap_or(0))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, event_id, userid, change_type, event_time, details)| {
+            (
+                id,
+                TimelineEntry {
+                    event_id,
+                    userid,
+                    change_type,
+                    event_time,
+                    details,
+                },
+            )
+        })
+        .collect())
+}
