@@ -99,9 +99,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rebuild => {
             let (pool, target) = prepared_pool(&cli, &file).await?;
             let started = std::time::Instant::now();
-            let applied = store::projections::rebuild(&pool)
-                .await
-                .with_context(|| format!("rebuilding the synced tables in {target} failed; nothing was changed"))?;
+            let applied = store::projections::rebuild(&pool).await.with_context(|| {
+                format!("rebuilding the synced tables in {target} failed; nothing was changed")
+            })?;
             tracing::info!(
                 events = applied,
                 seconds = started.elapsed().as_secs_f64(),

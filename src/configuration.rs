@@ -484,7 +484,11 @@ pub fn build_settings(mut file: FileConfig, overrides: Overrides) -> Result<Sett
         }
     };
 
-    let apps = build_apps(std::mem::take(&mut file.apps), &overrides.app, &mut problems);
+    let apps = build_apps(
+        std::mem::take(&mut file.apps),
+        &overrides.app,
+        &mut problems,
+    );
 
     if store.max_in_flight_batches as u32 > database.max_connections {
         problems.push(format!(

@@ -329,13 +329,18 @@ pub fn interpret(m: &Message) -> TypedEvent {
         change_type: change_type.clone(),
     };
     // User messages (text, image, ...) carry MsgType other than event and are not events.
-    let is_event = m.info_type().is_some() || m.msg_type() == Some("event") || m.msg_type().is_none();
+    let is_event =
+        m.info_type().is_some() || m.msg_type() == Some("event") || m.msg_type().is_none();
     let kind = if !is_event {
         unknown()
     } else {
         match (event.as_deref(), change_type.as_deref()) {
-            (Some("change_external_contact"), Some(ct)) => external_contact(m, ct).unwrap_or_else(unknown),
-            (Some("change_external_chat"), Some(ct)) => external_chat(m, ct).unwrap_or_else(unknown),
+            (Some("change_external_contact"), Some(ct)) => {
+                external_contact(m, ct).unwrap_or_else(unknown)
+            }
+            (Some("change_external_chat"), Some(ct)) => {
+                external_chat(m, ct).unwrap_or_else(unknown)
+            }
             (Some("change_external_tag"), Some(ct)) => external_tag(m, ct).unwrap_or_else(unknown),
             (Some("change_contact"), Some(ct)) => contact(m, ct).unwrap_or_else(unknown),
             (Some(info), _) if m.info_type().is_some() => suite(m, info).unwrap_or_else(unknown),
@@ -395,7 +400,10 @@ fn external_chat(m: &Message, ct: &str) -> Option<EventKind> {
         }),
         other => ChatChange::Other(other.to_owned()),
     };
-    Some(EventKind::ExternalChat(ExternalChatEvent { chat_id, change }))
+    Some(EventKind::ExternalChat(ExternalChatEvent {
+        chat_id,
+        change,
+    }))
 }
 
 fn external_tag(m: &Message, ct: &str) -> Option<EventKind> {

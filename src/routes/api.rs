@@ -49,7 +49,11 @@ fn authorize(req: &HttpRequest, state: &AppState) -> Result<(), HttpResponse> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if bool::from(provided.as_bytes().ct_eq(expected.expose_secret().as_bytes())) {
+    if bool::from(
+        provided
+            .as_bytes()
+            .ct_eq(expected.expose_secret().as_bytes()),
+    ) {
         Ok(())
     } else {
         Err(unauthorized())
@@ -197,13 +201,12 @@ pub async fn timeline(
         Ok(rows) => {
             let next = (rows.len() as i64 == limit)
                 .then(|| {
-                    rows.last().map(|(id, e)| {
-                        encode_cursor(&format!("{}:{id}", e.event_time.timestamp_micros()))
+                    rows.last().map(|e| {
+                        encode_cursor(&format!("{}:{}", e.event_time.timestamp_micros(), e.id))
                     })
                 })
                 .flatten();
-            let data: Vec<_> = rows.into_iter().map(|(_, e)| e).collect();
-            HttpResponse::Ok().json(json!({"data": data, "next_cursor": next}))
+            HttpResponse::Ok().json(json!({"data": rows, "next_cursor": next}))
         }
         Err(e) => unavailable(e),
     }

@@ -13,8 +13,8 @@ use serde_json::json;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use crate::events::{
-    ChatChange, ContactChange, EventKind, ExternalChatEvent, ExternalContactEvent, ExternalTagEvent,
-    TagChange, TypedEvent, UpdateDetail,
+    ChatChange, ContactChange, EventKind, ExternalChatEvent, ExternalContactEvent,
+    ExternalTagEvent, TagChange, TypedEvent, UpdateDetail,
 };
 use crate::message;
 
@@ -88,7 +88,9 @@ async fn apply_batch(tx: &mut Transaction<'_, Postgres>, limit: i64) -> Result<u
         let ev = StoredEvent {
             id,
             dedupe_key: row.get("dedupe_key"),
-            corp_id: row.get::<Option<String>, _>("corp_id").or(typed.corp_id.clone()),
+            corp_id: row
+                .get::<Option<String>, _>("corp_id")
+                .or(typed.corp_id.clone()),
             time: row.get::<Option<i64>, _>("t").unwrap_or(0),
             typed,
         };
@@ -103,7 +105,10 @@ async fn apply_batch(tx: &mut Transaction<'_, Postgres>, limit: i64) -> Result<u
     Ok(ids.len())
 }
 
-async fn apply_one(tx: &mut Transaction<'_, Postgres>, ev: &StoredEvent) -> Result<(), sqlx::Error> {
+async fn apply_one(
+    tx: &mut Transaction<'_, Postgres>,
+    ev: &StoredEvent,
+) -> Result<(), sqlx::Error> {
     let Some(corp) = ev.corp_id.as_deref() else {
         return Ok(());
     };
@@ -134,7 +139,17 @@ async fn apply_contact(
     c: &ExternalContactEvent,
 ) -> Result<(), sqlx::Error> {
     let change = change_name(&c.change);
-    history(tx, ev, corp, "contact", &c.external_userid, Some(&c.userid), change, contact_details(&c.change)).await?;
+    history(
+        tx,
+        ev,
+        corp,
+        "contact",
+        &c.external_userid,
+        Some(&c.userid),
+        change,
+        contact_details(&c.change),
+    )
+    .await?;
     let Some(rank) = contact_rank(&c.change) else {
         return Ok(());
     };
@@ -171,15 +186,21 @@ async fn apply_contact(
         _ => ("active", String::new(), false, None),
     };
     let (add_version, state, welcome_code) = match &c.change {
-        ContactChange::Add { state, welcome_code } | ContactChange::AddHalf { state, welcome_code } => {
-            (Some(v.clone()), state.clone(), welcome_code.clone())
+        ContactChange::Add {
+            state,
+            welcome_code,
         }
+        | ContactChange::AddHalf {
+            state,
+            welcome_code,
+        } => (Some(v.clone()), state.clone(), welcome_code.clone()),
         _ => (None, None, None),
     };
     let (fail_version, fail_reason) = match &c.change {
-        ContactChange::TransferFail { reason } => {
-            (Some(v.clone()), reason.as_ref().map(|r| r.as_str().to_owned()))
-        }
+        ContactChange::TransferFail { reason } => (
+            Some(v.clone()),
+            reason.as_ref().map(|r| r.as_str().to_owned()),
+        ),
         _ => (None, None),
     };
     sqlx::query(
@@ -240,7 +261,14 @@ async fn apply_contact(
 
 fn contact_details(c: &ContactChange) -> serde_json::Value {
     match c {
-        ContactChange::Add { state, welcome_code } | ContactChange::AddHalf { state, welcome_code } => {
+        ContactChange::Add {
+            state,
+            welcome_code,
+        }
+        | ContactChange::AddHalf {
+            state,
+            welcome_code,
+        } => {
             json!({"state": state, "welcome_code": welcome_code.is_some()})
         }
         ContactChange::DeletedByStaff { source } => {

@@ -48,6 +48,9 @@ pub struct Contact {
 /// One entry of a customer's timeline.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct TimelineEntry {
+    /// The history row's id: the paging cursor's tie-breaker, not part of the answer.
+    #[serde(skip)]
+    pub id: i64,
     pub event_id: i64,
     pub userid: Option<String>,
     pub change_type: String,
@@ -117,8 +120,8 @@ pub async fn timeline(
     external_userid: &str,
     after: Option<(DateTime<Utc>, i64)>,
     limit: i64,
-) -> Result<Vec<(i64, TimelineEntry)>, sqlx::Error> {
-    let rows: Vec<(i64, i64, Option<String>, String, DateTime<Utc>, serde_json::Value)> = sqlx::query_as(
+) -> Result<Vec<TimelineEntry>, sqlx::Error> {
+    sqlx::query_as(
         "SELECT id, event_id, userid, change_type, event_time, details FROM external_contact_history \
          WHERE corp_id = $1 AND kind = 'contact' AND subject_id = $2 \
            AND ($3::timestamptz IS NULL OR (event_time, id) > ($3, $4)) \
@@ -130,20 +133,5 @@ pub async fn timeline(
     .bind(after.map(|a| a.1).unwrap_or(0))
     .bind(limit)
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, event_id, userid, change_type, event_time, details)| {
-            (
-                id,
-                TimelineEntry {
-                    event_id,
-                    userid,
-                    change_type,
-                    event_time,
-                    details,
-                },
-            )
-        })
-        .collect())
+    .await
 }

@@ -5,7 +5,7 @@ mod callbacks;
 mod database_down;
 mod dedupe;
 mod health;
-mod ordering;
 mod helpers;
+mod ordering;
 mod sync;
 mod verify_url;

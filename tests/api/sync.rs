@@ -47,12 +47,42 @@ fn state(s: &str) -> String {
 /// delete, a delete followed by a genuine re-add, chat and tag changes.
 fn a_day() -> Vec<String> {
     vec![
-        contact_event(T + 10, "add_external_contact", "alice", "wmC1", &state("ad_campaign")),
-        contact_event(T + 20, "add_external_contact", "bob", "wmC1", &state("qr_store")),
+        contact_event(
+            T + 10,
+            "add_external_contact",
+            "alice",
+            "wmC1",
+            &state("ad_campaign"),
+        ),
+        contact_event(
+            T + 20,
+            "add_external_contact",
+            "bob",
+            "wmC1",
+            &state("qr_store"),
+        ),
         contact_event(T + 30, "edit_external_contact", "alice", "wmC1", ""),
-        contact_event(T + 40, "add_half_external_contact", "alice", "wmC2", &state("h5")),
-        contact_event(T + 50, "add_external_contact", "alice", "wmC2", &state("h5")),
-        contact_event(T + 60, "add_external_contact", "alice", "wmC3", &state("fair")),
+        contact_event(
+            T + 40,
+            "add_half_external_contact",
+            "alice",
+            "wmC2",
+            &state("h5"),
+        ),
+        contact_event(
+            T + 50,
+            "add_external_contact",
+            "alice",
+            "wmC2",
+            &state("h5"),
+        ),
+        contact_event(
+            T + 60,
+            "add_external_contact",
+            "alice",
+            "wmC3",
+            &state("fair"),
+        ),
         contact_event(T + 70, "del_external_contact", "alice", "wmC3", ""),
         contact_event(T + 80, "del_follow_user", "bob", "wmC1", ""),
         contact_event(
@@ -70,9 +100,21 @@ fn a_day() -> Vec<String> {
             "wmC4",
             "<Source><![CDATA[DELETE_BY_TRANSFER]]></Source>",
         ),
-        contact_event(T + 110, "add_external_contact", "alice", "wmC5", &state("first")),
+        contact_event(
+            T + 110,
+            "add_external_contact",
+            "alice",
+            "wmC5",
+            &state("first"),
+        ),
         contact_event(T + 120, "del_follow_user", "alice", "wmC5", ""),
-        contact_event(T + 130, "add_external_contact", "alice", "wmC5", &state("readd")),
+        contact_event(
+            T + 130,
+            "add_external_contact",
+            "alice",
+            "wmC5",
+            &state("readd"),
+        ),
         chat_event(T + 15, "create", "wrR1", ""),
         chat_event(
             T + 25,
@@ -129,7 +171,10 @@ pub async fn snapshot(pool: &PgPool) -> Vec<String> {
     ];
     let mut out = Vec::new();
     for q in queries {
-        let rows: Vec<String> = sqlx::query_scalar(q).fetch_all(pool).await.expect("snapshot");
+        let rows: Vec<String> = sqlx::query_scalar(q)
+            .fetch_all(pool)
+            .await
+            .expect("snapshot");
         out.extend(rows);
     }
     out
@@ -163,7 +208,10 @@ async fn api(app: &TestApp, path: &str) -> (u16, Value) {
 async fn a_day_of_callbacks_shuffled_with_duplicates_gives_the_expected_tables() {
     let app = spawn_app().await;
     let mut listener = PgListener::connect_with(&app.pool).await.expect("listener");
-    listener.listen("wecom_contact_changed").await.expect("listen");
+    listener
+        .listen("wecom_contact_changed")
+        .await
+        .expect("listen");
 
     let day = a_day();
     let mut deliveries: Vec<&String> = day.iter().collect();
@@ -171,8 +219,12 @@ async fn a_day_of_callbacks_shuffled_with_duplicates_gives_the_expected_tables()
     deliveries.extend(day.iter().step_by(3));
     deliveries.shuffle(&mut rand::thread_rng());
     for chunk in deliveries.chunks(8) {
-        let signed: Vec<_> = chunk.iter().map(|xml| sign_callback(&MAIN, xml, unix_now())).collect();
-        let replies = futures_util::future::join_all(signed.iter().map(|cb| app.post("main", cb))).await;
+        let signed: Vec<_> = chunk
+            .iter()
+            .map(|xml| sign_callback(&MAIN, xml, unix_now()))
+            .collect();
+        let replies =
+            futures_util::future::join_all(signed.iter().map(|cb| app.post("main", cb))).await;
         assert!(replies.iter().all(|r| r.status().as_u16() == 200));
     }
     assert_eq!(app.event_count().await, day.len() as i64);
@@ -183,22 +235,34 @@ async fn a_day_of_callbacks_shuffled_with_duplicates_gives_the_expected_tables()
     assert_eq!(f["status"], "active");
     assert_eq!(f["state"], "ad_campaign");
     assert_eq!(f["welcome_code"], "W-ad_campaign");
-    assert_eq!(f["transfer_fail_reason"], "customer_refused", "recorded, follow kept");
+    assert_eq!(
+        f["transfer_fail_reason"], "customer_refused",
+        "recorded, follow kept"
+    );
     assert_eq!(f["last_change_type"], "transfer_fail");
     let f = follow(pool, "bob", "wmC1").await;
     assert_eq!(f["status"], "deleted_by_customer");
     assert_eq!(f["state"], "qr_store");
     assert!(f["deleted_at"].is_string());
     let f = follow(pool, "alice", "wmC2").await;
-    assert_eq!(f["status"], "active", "the confirmation outranks the half-add");
+    assert_eq!(
+        f["status"], "active",
+        "the confirmation outranks the half-add"
+    );
     let f = follow(pool, "alice", "wmC3").await;
     assert_eq!(f["status"], "deleted_by_staff");
     assert_eq!(f["delete_source"], Value::Null);
     let f = follow(pool, "bob", "wmC4").await;
-    assert_eq!(f["status"], "deleted_by_staff", "in the same second a delete outranks an add");
+    assert_eq!(
+        f["status"], "deleted_by_staff",
+        "in the same second a delete outranks an add"
+    );
     assert_eq!(f["delete_source"], "DELETE_BY_TRANSFER");
     let f = follow(pool, "alice", "wmC5").await;
-    assert_eq!(f["status"], "active", "a genuinely newer re-add revives the follow");
+    assert_eq!(
+        f["status"], "active",
+        "a genuinely newer re-add revives the follow"
+    );
     assert_eq!(f["state"], "readd");
     assert_eq!(f["deleted_at"], Value::Null);
 
@@ -224,7 +288,12 @@ async fn a_day_of_callbacks_shuffled_with_duplicates_gives_the_expected_tables()
     assert_eq!(
         chats,
         vec![
-            ("wrR1".into(), "active".into(), Some("change_name".into()), Some("v2".into())),
+            (
+                "wrR1".into(),
+                "active".into(),
+                Some("change_name".into()),
+                Some("v2".into())
+            ),
             ("wrR2".into(), "dismissed".into(), None, None),
         ]
     );
@@ -290,7 +359,10 @@ async fn a_day_of_callbacks_shuffled_with_duplicates_gives_the_expected_tables()
     );
 
     // One notification per applied contact change (duplicates apply nothing).
-    let contact_events = day.iter().filter(|x| x.contains("change_external_contact")).count();
+    let contact_events = day
+        .iter()
+        .filter(|x| x.contains("change_external_contact"))
+        .count();
     let mut seen = Vec::new();
     while seen.len() < contact_events {
         let n = tokio::time::timeout(Duration::from_secs(5), listener.recv())
@@ -311,17 +383,46 @@ async fn a_day_of_callbacks_shuffled_with_duplicates_gives_the_expected_tables()
         && p["change"] == "del_external_contact"));
 
     // The HTTP API answers the same.
-    let (status, page) = api(&app, &format!("/corps/{CORP}/staff/alice/customers?limit=2")).await;
+    let (status, page) = api(
+        &app,
+        &format!("/corps/{CORP}/staff/alice/customers?limit=2"),
+    )
+    .await;
     assert_eq!(status, 200);
-    let ids: Vec<&str> = page["data"].as_array().expect("data").iter().map(|f| f["external_userid"].as_str().unwrap_or("")).collect();
+    let ids: Vec<&str> = page["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|f| f["external_userid"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(ids, vec!["wmC1", "wmC2"]);
-    let cursor = page["next_cursor"].as_str().expect("a next page").to_owned();
-    let (_, page) = api(&app, &format!("/corps/{CORP}/staff/alice/customers?limit=2&cursor={cursor}")).await;
-    let ids: Vec<&str> = page["data"].as_array().expect("data").iter().map(|f| f["external_userid"].as_str().unwrap_or("")).collect();
+    let cursor = page["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    let (_, page) = api(
+        &app,
+        &format!("/corps/{CORP}/staff/alice/customers?limit=2&cursor={cursor}"),
+    )
+    .await;
+    let ids: Vec<&str> = page["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|f| f["external_userid"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(ids, vec!["wmC5"]);
     assert_eq!(page["next_cursor"], Value::Null);
-    let (_, page) = api(&app, &format!("/corps/{CORP}/staff/alice/customers?status=deleted_by_staff&limit=1000")).await;
-    assert_eq!(page["data"].as_array().map(Vec::len), Some(1), "limit capped, filter applied");
+    let (_, page) = api(
+        &app,
+        &format!("/corps/{CORP}/staff/alice/customers?status=deleted_by_staff&limit=1000"),
+    )
+    .await;
+    assert_eq!(
+        page["data"].as_array().map(Vec::len),
+        Some(1),
+        "limit capped, filter applied"
+    );
 
     let (status, c) = api(&app, &format!("/corps/{CORP}/customers/wmC1")).await;
     assert_eq!(status, 200);
@@ -329,18 +430,37 @@ async fn a_day_of_callbacks_shuffled_with_duplicates_gives_the_expected_tables()
     assert_eq!(c["follows"].as_array().map(Vec::len), Some(2));
     let (status, _) = api(&app, &format!("/corps/{CORP}/customers/wmNOBODY")).await;
     assert_eq!(status, 404);
-    let (_, t) = api(&app, &format!("/corps/{CORP}/customers/wmC1/timeline?limit=3")).await;
+    let (_, t) = api(
+        &app,
+        &format!("/corps/{CORP}/customers/wmC1/timeline?limit=3"),
+    )
+    .await;
     assert_eq!(t["data"].as_array().map(Vec::len), Some(3));
     let cursor = t["next_cursor"].as_str().expect("more").to_owned();
-    let (_, t) = api(&app, &format!("/corps/{CORP}/customers/wmC1/timeline?cursor={cursor}")).await;
-    let rest: Vec<&str> = t["data"].as_array().expect("data").iter().map(|e| e["change_type"].as_str().unwrap_or("")).collect();
+    let (_, t) = api(
+        &app,
+        &format!("/corps/{CORP}/customers/wmC1/timeline?cursor={cursor}"),
+    )
+    .await;
+    let rest: Vec<&str> = t["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|e| e["change_type"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(rest, vec!["del_follow_user", "transfer_fail"]);
-    let (status, _) = api(&app, &format!("/corps/{CORP}/staff/alice/customers?cursor=!!")).await;
+    let (status, _) = api(
+        &app,
+        &format!("/corps/{CORP}/staff/alice/customers?cursor=!!"),
+    )
+    .await;
     assert_eq!(status, 400);
 
     // Rebuilding from the event log gives exactly the incrementally maintained tables.
     let before = snapshot(pool).await;
-    let applied = wecom_callback::store::projections::rebuild(pool).await.expect("rebuild");
+    let applied = wecom_callback::store::projections::rebuild(pool)
+        .await
+        .expect("rebuild");
     assert_eq!(applied, day.len());
     assert_eq!(snapshot(pool).await, before);
 }
@@ -349,16 +469,30 @@ async fn a_day_of_callbacks_shuffled_with_duplicates_gives_the_expected_tables()
 async fn the_read_api_needs_the_bearer_token() {
     let app = spawn_app().await;
     let url = format!("{}/api/v1/corps/{CORP}/staff/alice/customers", app.address);
-    for auth in [None, Some("Bearer wrong-token-wrong-token"), Some("Basic abc"), Some(API_TOKEN)] {
+    for auth in [
+        None,
+        Some("Bearer wrong-token-wrong-token"),
+        Some("Basic abc"),
+        Some(API_TOKEN),
+    ] {
         let mut req = app.client.get(&url);
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
         let r = req.send().await.expect("reply");
         assert_eq!(r.status().as_u16(), 401, "{auth:?}");
-        assert_eq!(r.json::<Value>().await.expect("json"), serde_json::json!({"error": "unauthorized"}));
+        assert_eq!(
+            r.json::<Value>().await.expect("json"),
+            serde_json::json!({"error": "unauthorized"})
+        );
     }
-    let r = app.client.get(&url).bearer_auth(API_TOKEN).send().await.expect("reply");
+    let r = app
+        .client
+        .get(&url)
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .expect("reply");
     assert_eq!(r.status().as_u16(), 200);
     let r = app.get("/api/v1/openapi.yaml").await;
     assert_eq!(r.status().as_u16(), 200);
@@ -370,7 +504,10 @@ async fn the_api_is_off_without_a_token() {
     let app = crate::helpers::spawn_app_with(&[MAIN], |s| s.api_token = None).await;
     let r = app
         .client
-        .get(format!("{}/api/v1/corps/{CORP}/staff/alice/customers", app.address))
+        .get(format!(
+            "{}/api/v1/corps/{CORP}/staff/alice/customers",
+            app.address
+        ))
         .bearer_auth(API_TOKEN)
         .send()
         .await
@@ -383,14 +520,17 @@ async fn events_stored_before_a_crash_are_applied_at_start_up() {
     // The receiver committed these, then the process died before applying them.
     let app = crate::helpers::spawn_app_with(&[MAIN], |s| s.run_projector = false).await;
     for xml in a_day().iter().take(5) {
-        let r = app.post("main", &sign_callback(&MAIN, xml, unix_now())).await;
+        let r = app
+            .post("main", &sign_callback(&MAIN, xml, unix_now()))
+            .await;
         assert_eq!(r.status().as_u16(), 200);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_events WHERE applied_at IS NULL")
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
+    let pending: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM wecom_events WHERE applied_at IS NULL")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
     assert_eq!(pending, 5);
     // A new process starts its projector on the same database.
     let projector = tokio::spawn(wecom_callback::projector::run(
