@@ -79,7 +79,8 @@ fn every_verify_and_decrypt_vector_decrypts_with_its_receive_id() {
             v.name
         );
         assert_eq!(d.receive_id, v.receive_id.as_bytes(), "{}", v.name);
-        crypto::check_receive_id(&d.receive_id, &[v.receive_id.clone()]).expect("receive id");
+        crypto::check_receive_id(&d.receive_id, std::slice::from_ref(&v.receive_id))
+            .expect("receive id");
         n += 1;
     }
     assert_eq!(n, 6);
