@@ -464,7 +464,7 @@ pub fn build_settings(mut file: FileConfig, overrides: Overrides) -> Result<Sett
     let s = &file.store;
     let store = StoreSettings {
         max_batch_rows: s.max_batch_rows.unwrap_or(512).clamp(1, 4096),
-        max_in_flight_batches: s.max_in_flight_batches.unwrap_or(4).max(1),
+        max_in_flight_batches: s.max_in_flight_batches.unwrap_or(1).max(1),
         queue_capacity: s.queue_capacity.unwrap_or(16_384).max(1),
     };
 

@@ -104,7 +104,7 @@ pub fn test_settings(apps: &[TestAppConfig], database_url: &str) -> Settings {
         },
         store: StoreSettings {
             max_batch_rows: 512,
-            max_in_flight_batches: 4,
+            max_in_flight_batches: 2,
             queue_capacity: 4096,
         },
         log_format: LogFormat::Text,
