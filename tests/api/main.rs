@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod callbacks;
+mod cli;
 mod database_down;
 mod dedupe;
 mod health;

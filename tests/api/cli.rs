@@ -1,0 +1,197 @@
+//! The binary itself: `migrate` creates and migrates a missing database, `serve` refuses a bad configuration
+//! with the fix in the message, runs from environment variables alone, and stops gracefully on SIGTERM.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, Executor};
+
+use crate::helpers::{MAIN, admin_url, database_url_for, sign_callback, unix_now};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wecom-callback");
+
+/// Drops the named database when the test ends, however it ends.
+struct DropDb(String);
+
+impl Drop for DropDb {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let options: PgConnectOptions = admin_url().parse().expect("url");
+                if let Ok(mut c) = options.connect().await {
+                    let _ = c
+                        .execute(
+                            format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str(),
+                        )
+                        .await;
+                    let _ = c.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn fresh_db() -> (DropDb, String) {
+    let name = format!("wecom_test_{}", uuid::Uuid::new_v4().simple());
+    let url = database_url_for(&name);
+    (DropDb(name), url)
+}
+
+fn clean_env(cmd: &mut Command) -> &mut Command {
+    for var in [
+        "WECOM_CONFIG",
+        "WECOM_TOKEN",
+        "WECOM_ENCODING_AES_KEY",
+        "WECOM_CORP_ID",
+        "WECOM_RECEIVE_IDS",
+        "WECOM_APP_NAME",
+        "WECOM_APP_KIND",
+        "WECOM_LISTEN",
+        "WECOM_API_TOKEN",
+        "DATABASE_URL",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+#[tokio::test]
+async fn migrate_creates_a_missing_database_and_applies_every_migration() {
+    let (_guard, url) = fresh_db();
+    let out = clean_env(&mut Command::new(BIN))
+        .args(["migrate"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pool = sqlx::PgPool::connect(&url)
+        .await
+        .expect("the database exists now");
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&pool)
+        .await
+        .expect("migrations table");
+    assert_eq!(
+        applied as usize,
+        wecom_callback::store::MIGRATOR.iter().count()
+    );
+    pool.close().await;
+}
+
+#[test]
+fn serve_refuses_a_bad_configuration_and_says_how_to_fix_it() {
+    let out = clean_env(&mut Command::new(BIN))
+        .args(["serve"])
+        .env("WECOM_TOKEN", "QDG6eK")
+        .env(
+            "WECOM_ENCODING_AES_KEY",
+            "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C=",
+        )
+        .env("WECOM_CORP_ID", "wx5823bf96d3bd56c7")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("WECOM_ENCODING_AES_KEY"), "{stderr}");
+    assert!(stderr.contains("drop the trailing '='"), "{stderr}");
+    assert!(
+        !stderr.contains("jWmYm7qr5nMoAUwZ"),
+        "the key leaked: {stderr}"
+    );
+
+    let out = clean_env(&mut Command::new(BIN))
+        .args(["serve"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WECOM_TOKEN"));
+}
+
+#[tokio::test]
+async fn serve_runs_from_the_environment_alone_and_stops_gracefully() {
+    let (_guard, url) = fresh_db();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut child = clean_env(&mut Command::new(BIN))
+        .args(["serve"])
+        .env("WECOM_TOKEN", MAIN.token)
+        .env("WECOM_ENCODING_AES_KEY", MAIN.encoding_aes_key)
+        .env("WECOM_CORP_ID", MAIN.receive_id)
+        .env("DATABASE_URL", &url)
+        .env("WECOM_LISTEN", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    loop {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "serve did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The single app answers on /callback as well as /callback/default.
+    let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event><ChangeType>edit_external_contact</ChangeType><UserID>u</UserID><ExternalUserID>wm1</ExternalUserID></xml>";
+    for path in ["/callback", "/callback/default"] {
+        let cb = sign_callback(&MAIN, xml, unix_now());
+        let r = client
+            .post(format!("{base}{path}?{}", cb.query))
+            .body(cb.body.clone())
+            .send()
+            .await
+            .expect("reply");
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+    }
+
+    // SIGTERM: stops accepting, finishes, exits 0.
+    let pid = child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || {
+        let status = child.wait().expect("wait");
+        let mut log = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut log);
+        }
+        (status, log)
+    })
+    .await
+    .expect("join");
+    assert!(
+        status.0.success(),
+        "exit {:?}; log:\n{}",
+        status.0,
+        status.1
+    );
+    assert!(status.1.contains("callback stored"), "{}", status.1);
+    assert!(status.1.contains("stopped"), "{}", status.1);
+    // Secrets stay out of the log.
+    assert!(!status.1.contains(MAIN.token));
+    assert!(!status.1.contains(MAIN.encoding_aes_key));
+}
