@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// Bearer token enabling the read API under /api/v1 (at least 16 characters) [default: API off].
     #[arg(long, env = "WECOM_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// Spool directory for callbacks the database cannot take in time
+    /// [default: $STATE_DIRECTORY/spool, $XDG_STATE_HOME/wecom-callback/spool or ~/.local/state/wecom-callback/spool].
+    #[arg(long, env = "WECOM_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl Cli {
@@ -84,6 +88,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 log_format: args.log_format.clone(),
                 timestamp_tolerance_secs: args.timestamp_tolerance_secs,
                 api_token: args.api_token.clone(),
+                spool_dir: args.spool_dir.clone(),
                 app: EnvApp::from_env(),
             };
             let settings = configuration::build_settings(file, overrides)?;

@@ -179,6 +179,37 @@ pub struct StoreSettings {
     pub queue_capacity: usize,
 }
 
+/// The local spool for callbacks the database could not take in time.
+#[derive(Debug, Clone)]
+pub struct SpoolSettings {
+    /// Directory of the spool; `None` = no spool (answer 503 when the database is down).
+    pub dir: Option<PathBuf>,
+    /// Largest spool; past it callbacks get 503.
+    pub max_bytes: u64,
+    /// How long a callback waits for the database before it is spooled instead.
+    pub after: Duration,
+}
+
+/// The default spool directory: systemd's `$STATE_DIRECTORY`, else `$XDG_STATE_HOME/wecom-callback/spool`,
+/// else `~/.local/state/wecom-callback/spool`, else `./spool`.
+pub fn default_spool_dir() -> PathBuf {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(d) = env("STATE_DIRECTORY") {
+        return d.join("spool");
+    }
+    if let Some(d) = env("XDG_STATE_HOME") {
+        return d.join("wecom-callback").join("spool");
+    }
+    if let Some(h) = env("HOME") {
+        return h.join(".local/state/wecom-callback/spool");
+    }
+    PathBuf::from("spool")
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -199,6 +230,11 @@ pub struct Settings {
     pub api_token: Option<SecretString>,
     /// Apply stored events to the synced tables inside `serve`.
     pub run_projector: bool,
+    pub spool: SpoolSettings,
+    /// Test-only fault: answer success before the commit. Exists so the fault-injection checker can prove it
+    /// catches exactly this bug; never settable from a file or the environment.
+    #[doc(hidden)]
+    pub fault_ack_before_commit: bool,
 }
 
 impl Settings {
@@ -248,7 +284,19 @@ pub struct FileConfig {
     #[serde(default)]
     pub store: FileStore,
     #[serde(default)]
+    pub spool: FileSpool,
+    #[serde(default)]
     pub apps: Vec<FileApp>,
+}
+
+/// `[spool]` in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpool {
+    pub enabled: Option<bool>,
+    pub dir: Option<PathBuf>,
+    pub max_bytes: Option<u64>,
+    pub after_ms: Option<u64>,
 }
 
 /// `[database]` in the file.
@@ -313,6 +361,8 @@ pub struct Overrides {
     pub log_format: Option<String>,
     pub timestamp_tolerance_secs: Option<u64>,
     pub api_token: Option<String>,
+    /// `WECOM_SPOOL_DIR`.
+    pub spool_dir: Option<PathBuf>,
     /// The single-app environment variables (`WECOM_*`).
     pub app: EnvApp,
 }
@@ -509,6 +559,32 @@ pub fn build_settings(mut file: FileConfig, overrides: Overrides) -> Result<Sett
         }
     }
 
+    let sp = &file.spool;
+    let spool_after = Duration::from_millis(sp.after_ms.unwrap_or(2_500));
+    if spool_after + Duration::from_millis(500) > request_deadline {
+        problems.push(format!(
+            "spool.after_ms = {} leaves no time to write the spool within http.request_deadline_ms = {}; \
+             keep it at least 500 ms below",
+            spool_after.as_millis(),
+            request_deadline.as_millis()
+        ));
+    }
+    let spool = SpoolSettings {
+        dir: if sp.enabled.unwrap_or(true) {
+            Some(
+                overrides
+                    .spool_dir
+                    .clone()
+                    .or_else(|| sp.dir.clone())
+                    .unwrap_or_else(default_spool_dir),
+            )
+        } else {
+            None
+        },
+        max_bytes: sp.max_bytes.unwrap_or(256 * 1024 * 1024),
+        after: spool_after,
+    };
+
     if problems.is_empty() {
         Ok(Settings {
             database,
@@ -518,6 +594,8 @@ pub fn build_settings(mut file: FileConfig, overrides: Overrides) -> Result<Sett
             apps,
             api_token: api_token.map(SecretString::from),
             run_projector: file.run_projector.unwrap_or(true),
+            spool,
+            fault_ack_before_commit: false,
         })
     } else {
         Err(ConfigError::Invalid(problems))

@@ -10,6 +10,7 @@ use sqlx::PgPool;
 
 use crate::configuration::{AppConfig, HttpSettings, Settings};
 use crate::routes;
+use crate::spool::Spool;
 use crate::store::{self, EventWriter, StoreError};
 
 /// What every handler can reach.
@@ -21,6 +22,12 @@ pub struct AppState {
     pub http: HttpSettings,
     /// Bearer token of the read API (the API routes exist only when it is set).
     pub api_token: Option<SecretString>,
+    /// Where callbacks go when the database cannot take them in time; `None` = answer 503 instead.
+    pub spool: Option<Spool>,
+    /// How long a callback waits for the database before it is spooled.
+    pub spool_after: std::time::Duration,
+    #[doc(hidden)]
+    pub fault_ack_before_commit: bool,
 }
 
 impl AppState {
@@ -49,6 +56,11 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("invalid database settings: {0}")]
     Database(#[from] sqlx::Error),
+    #[error(
+        "cannot open the spool directory {dir}: {source}; set WECOM_SPOOL_DIR to a writable directory, \
+         or disable the spool with [spool] enabled = false"
+    )]
+    Spool { dir: String, source: std::io::Error },
 }
 
 /// A built, bound, not yet running service.
@@ -89,21 +101,43 @@ impl Application {
             tokio::spawn(crate::projector::run(pool.clone(), writer.committed()));
         }
         let api_enabled = settings.api_token.is_some();
+        let apps: HashMap<String, AppConfig> = settings
+            .apps
+            .iter()
+            .map(|a| (a.name.clone(), a.clone()))
+            .collect();
+        let spool = match &settings.spool.dir {
+            Some(dir) => {
+                let spool = Spool::open(dir, settings.spool.max_bytes).map_err(|source| {
+                    StartupError::Spool {
+                        dir: dir.display().to_string(),
+                        source,
+                    }
+                })?;
+                tokio::spawn(crate::drain::run(
+                    spool.clone(),
+                    pool.clone(),
+                    apps.clone(),
+                    writer.committed(),
+                ));
+                Some(spool)
+            }
+            None => None,
+        };
         let default_app = match settings.apps.as_slice() {
             [only] => Some(only.name.clone()),
             _ => None,
         };
         let state = web::Data::new(AppState {
-            apps: settings
-                .apps
-                .iter()
-                .map(|a| (a.name.clone(), a.clone()))
-                .collect(),
+            apps,
             default_app,
             writer,
             pool,
             http: settings.http.clone(),
             api_token: settings.api_token.clone(),
+            spool,
+            spool_after: settings.spool.after,
+            fault_ack_before_commit: settings.fault_ack_before_commit,
         });
         let http = settings.http.clone();
         let mut server = HttpServer::new(move || {

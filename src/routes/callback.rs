@@ -9,6 +9,7 @@ use tracing::Instrument;
 
 use crate::callback::{self, Rejection};
 use crate::configuration::AppConfig;
+use crate::spool::{SpoolError, SpooledRequest};
 use crate::startup::AppState;
 use crate::store::{NewEvent, StoreOutcome};
 
@@ -212,6 +213,10 @@ async fn handle_callback(
 ) -> HttpResponse {
     let started = Instant::now();
     let deadline = started + state.http.request_deadline;
+    let arrived_us = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0);
 
     let query = match callback::parse_query(req.query_string(), false) {
         Ok(q) => q,
@@ -262,7 +267,19 @@ async fn handle_callback(
     let event = NewEvent::from(&verified);
     tracing::debug!(message = %verified.raw_message(), "decrypted");
 
-    match store_until(state, event, deadline).await {
+    if state.fault_ack_before_commit {
+        // Test-only fault (see Settings): the bug the fault-injection checker must catch.
+        let writer = state.writer.clone();
+        tokio::spawn(async move { writer.write(event).await });
+        return text(StatusCode::OK, app.kind.success_body());
+    }
+
+    // With a spool, give the database until `spool_after`, then spool: WeCom may never retry a 503.
+    let db_deadline = match &state.spool {
+        Some(_) => (started + state.spool_after).min(deadline),
+        None => deadline,
+    };
+    match store_until(state, event, db_deadline).await {
         Some(outcome) => {
             match outcome {
                 StoreOutcome::Stored => tracing::info!(
@@ -274,11 +291,58 @@ async fn handle_callback(
             }
             text(StatusCode::OK, app.kind.success_body())
         }
-        None => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service unavailable: the event could not be stored; retry",
-        ),
+        None => match &state.spool {
+            Some(spool) => {
+                let request = SpooledRequest {
+                    app: app.name.clone(),
+                    query: req.query_string().to_owned(),
+                    // The envelope parsed, so the body is UTF-8.
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                    received_at_us: arrived_us,
+                };
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(remaining, spool.append(&request)).await {
+                    Ok(Ok(())) => {
+                        tracing::warn!(
+                            class = "spooled",
+                            spooled_bytes = spool.bytes(),
+                            "database unavailable: callback fsynced to the spool and acknowledged; it is stored when the database is back"
+                        );
+                        text(StatusCode::OK, app.kind.success_body())
+                    }
+                    Ok(Err(e)) => {
+                        let class = match e {
+                            SpoolError::Full { .. } => "spool_full",
+                            _ => "spool_error",
+                        };
+                        tracing::error!(class, error = %e, "callback neither stored nor spooled; answered 503");
+                        unavailable()
+                    }
+                    Err(_) => {
+                        tracing::error!(
+                            class = "spool_error",
+                            "spooling took too long; answered 503"
+                        );
+                        unavailable()
+                    }
+                }
+            }
+            None => {
+                tracing::error!(
+                    class = "db_unavailable",
+                    "callback not stored; answered 503 so WeCom may retry (no spool configured)"
+                );
+                unavailable()
+            }
+        },
     }
+}
+
+fn unavailable() -> HttpResponse {
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "service unavailable: the event could not be stored; retry",
+    )
 }
 
 /// Stores the event, retrying within the request's deadline. `None` means it was not committed in time:
@@ -288,10 +352,7 @@ async fn store_until(state: &AppState, event: NewEvent, deadline: Instant) -> Op
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            tracing::error!(
-                class = "db_unavailable",
-                "callback not stored before the deadline; answered 503 so WeCom retries"
-            );
+            tracing::warn!(class = "db_unavailable", "callback not committed in time");
             return None;
         }
         match tokio::time::timeout(remaining, state.writer.write(event.clone())).await {
@@ -303,10 +364,7 @@ async fn store_until(state: &AppState, event: NewEvent, deadline: Instant) -> Op
                 backoff = (backoff * 2).min(Duration::from_millis(800));
             }
             Err(_) => {
-                tracing::error!(
-                    class = "db_unavailable",
-                    "callback not stored before the deadline; answered 503 so WeCom retries"
-                );
+                tracing::warn!(class = "db_unavailable", "callback not committed in time");
                 return None;
             }
         }

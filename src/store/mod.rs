@@ -53,6 +53,8 @@ pub struct NewEvent {
     pub req_timestamp: String,
     pub req_nonce: String,
     pub msg_signature: String,
+    /// When the callback arrived, if not now (events drained from the spool keep their arrival time).
+    pub received_at: Option<DateTime<Utc>>,
 }
 
 impl From<&VerifiedCallback> for NewEvent {
@@ -76,6 +78,7 @@ impl From<&VerifiedCallback> for NewEvent {
             req_timestamp: cb.query().timestamp.clone(),
             req_nonce: cb.query().nonce.clone(),
             msg_signature: cb.query().msg_signature.clone(),
+            received_at: None,
         }
     }
 }
@@ -177,6 +180,7 @@ pub async fn insert_events(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<bo
     let mut req_timestamp = Vec::with_capacity(n);
     let mut req_nonce = Vec::with_capacity(n);
     let mut msg_signature = Vec::with_capacity(n);
+    let mut received_at = Vec::with_capacity(n);
     for e in events {
         app.push(e.app.as_str());
         dedupe_key.push(e.dedupe_key.as_str());
@@ -192,17 +196,18 @@ pub async fn insert_events(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<bo
         req_timestamp.push(e.req_timestamp.as_str());
         req_nonce.push(e.req_nonce.as_str());
         msg_signature.push(e.msg_signature.as_str());
+        received_at.push(e.received_at);
     }
     let inserted: Vec<(String, String)> = sqlx::query_as(
         "INSERT INTO wecom_events (app, dedupe_key, receive_id, corp_id, event_time, msg_type, event, \
-             info_type, change_type, message, fields, req_timestamp, req_nonce, msg_signature) \
+             info_type, change_type, message, fields, req_timestamp, req_nonce, msg_signature, received_at) \
          SELECT app, dedupe_key, receive_id, corp_id, event_time, msg_type, event, info_type, change_type, \
-             message, fields::jsonb, req_timestamp, req_nonce, msg_signature \
+             message, fields::jsonb, req_timestamp, req_nonce, msg_signature, COALESCE(received_at, now()) \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], \
              $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], \
-             $14::text[]) \
+             $14::text[], $15::timestamptz[]) \
            AS t(app, dedupe_key, receive_id, corp_id, event_time, msg_type, event, info_type, change_type, \
-             message, fields, req_timestamp, req_nonce, msg_signature) \
+             message, fields, req_timestamp, req_nonce, msg_signature, received_at) \
          ON CONFLICT (app, dedupe_key) DO NOTHING \
          RETURNING app, dedupe_key",
     )
@@ -220,6 +225,7 @@ pub async fn insert_events(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<bo
     .bind(&req_timestamp)
     .bind(&req_nonce)
     .bind(&msg_signature)
+    .bind(&received_at)
     .fetch_all(pool)
     .await?;
 

@@ -55,3 +55,128 @@ async fn unreachable_database_gives_503_within_the_deadline() {
         .expect("reply");
     assert_eq!(r.status().as_u16(), 200, "the process itself is fine");
 }
+
+#[tokio::test]
+async fn with_a_spool_an_outage_is_acknowledged_and_drained_later() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let spool_dir = std::env::temp_dir().join(format!("wecom-spool-{}", uuid::Uuid::new_v4()));
+    let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let mut settings = test_settings(
+        &[MAIN],
+        &format!("postgres://postgres@127.0.0.1:{dead_port}/nothing"),
+    );
+    settings.spool.dir = Some(spool_dir.clone());
+    settings.spool.after = Duration::from_millis(1_000);
+    let pool = wecom_callback::store::pool(&settings.database).expect("pool");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let app = Application::build_with(settings, pool, listener).expect("build");
+    let port = app.port();
+    tokio::spawn(app.run_until_stopped());
+
+    let client = reqwest::Client::new();
+    let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1700000000</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event><ChangeType>del_follow_user</ChangeType><UserID>u</UserID><ExternalUserID>wmSPOOL</ExternalUserID></xml>";
+    let cb = sign_callback(&MAIN, xml, unix_now());
+    let started = Instant::now();
+    let r = client
+        .post(format!(
+            "http://127.0.0.1:{port}/callback/main?{}",
+            cb.query
+        ))
+        .body(cb.body.clone())
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(r.status().as_u16(), 200, "spooled, so acknowledged");
+    assert!(started.elapsed() < Duration::from_millis(4_500));
+    let mode = std::fs::metadata(&spool_dir)
+        .expect("dir")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700);
+    let files: Vec<_> = std::fs::read_dir(&spool_dir)
+        .expect("dir")
+        .flatten()
+        .collect();
+    assert_eq!(files.len(), 1);
+    assert_eq!(
+        files[0].metadata().expect("meta").permissions().mode() & 0o777,
+        0o600
+    );
+
+    // The database comes back (here: a healthy test database): the drain stores it, keeping its arrival time.
+    let db = crate::helpers::spawn_app().await;
+    let spool = wecom_callback::spool::Spool::open(&spool_dir, 1 << 20).expect("open");
+    let apps = [(
+        "main".to_owned(),
+        test_settings(&[MAIN], "postgres://x@127.0.0.1/x")
+            .apps
+            .remove(0),
+    )]
+    .into_iter()
+    .collect();
+    let n = wecom_callback::drain::drain_once(&spool, &db.pool, &apps)
+        .await
+        .expect("drained");
+    assert_eq!(n, 1);
+    let (ext, received): (String, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("SELECT fields->>'ExternalUserID', received_at FROM wecom_events")
+            .fetch_one(&db.pool)
+            .await
+            .expect("row");
+    assert_eq!(ext, "wmSPOOL");
+    assert!(
+        received < chrono::Utc::now() - chrono::Duration::milliseconds(100),
+        "arrival time kept"
+    );
+    assert_eq!(spool.bytes(), 0);
+    // Draining again (a crash after insert, before delete) adds nothing.
+    assert_eq!(
+        wecom_callback::drain::drain_once(&spool, &db.pool, &apps)
+            .await
+            .expect("drain"),
+        0
+    );
+    assert_eq!(db.event_count().await, 1);
+    let _ = std::fs::remove_dir_all(&spool_dir);
+}
+
+#[tokio::test]
+async fn without_a_spool_or_with_a_full_one_the_answer_is_503() {
+    let spool_dir = std::env::temp_dir().join(format!("wecom-spool-{}", uuid::Uuid::new_v4()));
+    let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let mut settings = test_settings(
+        &[MAIN],
+        &format!("postgres://postgres@127.0.0.1:{dead_port}/nothing"),
+    );
+    settings.spool.dir = Some(spool_dir.clone());
+    settings.spool.max_bytes = 10; // smaller than any request
+    settings.spool.after = Duration::from_millis(300);
+    let pool = wecom_callback::store::pool(&settings.database).expect("pool");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let app = Application::build_with(settings, pool, listener).expect("build");
+    let port = app.port();
+    tokio::spawn(app.run_until_stopped());
+    let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>x</Event></xml>";
+    let cb = sign_callback(&MAIN, xml, unix_now());
+    let r = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{port}/callback/main?{}",
+            cb.query
+        ))
+        .body(cb.body.clone())
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(
+        r.status().as_u16(),
+        503,
+        "past the cap: 503, never a false success"
+    );
+    let _ = std::fs::remove_dir_all(&spool_dir);
+}

@@ -9,7 +9,8 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor, PgPool};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wecom_callback::configuration::{
-    AppConfig, AppKind, DatabaseSettings, HttpSettings, LogFormat, Settings, StoreSettings,
+    AppConfig, AppKind, DatabaseSettings, HttpSettings, LogFormat, Settings, SpoolSettings,
+    StoreSettings,
 };
 use wecom_callback::crypto::{self, AesKey};
 use wecom_callback::startup::Application;
@@ -111,6 +112,12 @@ pub fn test_settings(apps: &[TestAppConfig], database_url: &str) -> Settings {
         apps: apps.iter().map(TestAppConfig::to_config).collect(),
         api_token: Some(SecretString::from(API_TOKEN)),
         run_projector: true,
+        spool: SpoolSettings {
+            dir: None,
+            max_bytes: 1 << 20,
+            after: Duration::from_millis(2_500),
+        },
+        fault_ack_before_commit: false,
     }
 }
 

@@ -62,6 +62,7 @@ fn new_event(xml: &str, n: usize) -> NewEvent {
         req_timestamp: "0".into(),
         req_nonce: format!("n{n}"),
         msg_signature: "0".repeat(40),
+        received_at: None,
     }
 }
 

@@ -1,0 +1,116 @@
+//! Draining the spool into `wecom_events`: at start-up (what a crash or an outage left) and then every half
+//! second while anything is spooled. A spooled request is verified again (without the replay window: it is
+//! old by now, and it was fresh when it arrived), so a tampered spool file cannot inject events.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::DateTime;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+
+use crate::callback;
+use crate::configuration::AppConfig;
+use crate::spool::{self, Spool, SpooledRequest};
+use crate::store::{self, NewEvent};
+
+/// Rows per INSERT while draining.
+const CHUNK: usize = 500;
+
+/// Why a drain pass stopped early (the rest is retried on the next pass).
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    #[error("the database is still unavailable: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("reading the spool failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn to_event(apps: &HashMap<String, AppConfig>, r: &SpooledRequest) -> Result<NewEvent, String> {
+    let app = apps
+        .get(&r.app)
+        .ok_or_else(|| format!("app {:?} is no longer configured", r.app))?;
+    let query = callback::parse_query(&r.query, false).map_err(|e| e.to_string())?;
+    let verified = callback::verify_callback(app, query, r.body.as_bytes(), 0, 0)
+        .map_err(|e| format!("{} ({})", e.label(), e))?;
+    let mut event = NewEvent::from(&verified);
+    event.received_at = DateTime::from_timestamp_micros(r.received_at_us);
+    Ok(event)
+}
+
+/// Drains every sealed segment once. Returns how many requests were written (new or duplicate).
+pub async fn drain_once(
+    spool: &Spool,
+    pool: &PgPool,
+    apps: &HashMap<String, AppConfig>,
+) -> Result<usize, DrainError> {
+    let mut written = 0;
+    for segment in spool.seal().await? {
+        let (requests, torn) = spool::read_segment(&segment)?;
+        if torn > 0 {
+            tracing::warn!(segment = %segment.display(), lines = torn, "skipping unreadable spool lines (a write cut short by a crash; such requests were never acknowledged)");
+        }
+        let mut events = Vec::with_capacity(requests.len());
+        for r in &requests {
+            match to_event(apps, r) {
+                Ok(e) => events.push(e),
+                Err(why) => {
+                    // Keep it for an operator rather than lose it or block the spool forever.
+                    tracing::error!(segment = %segment.display(), app = %r.app, %why, "a spooled callback cannot be stored; kept in rejected.jsonl");
+                    keep_rejected(spool, r)?;
+                }
+            }
+        }
+        for chunk in events.chunks(CHUNK) {
+            let refs: Vec<&NewEvent> = chunk.iter().collect();
+            store::insert_events(pool, &refs).await?;
+        }
+        written += events.len();
+        spool.remove(&segment)?;
+    }
+    Ok(written)
+}
+
+fn keep_rejected(spool: &Spool, r: &SpooledRequest) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(spool.dir().join("rejected.jsonl"))?;
+    let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    f.write_all(&line)?;
+    f.sync_data()
+}
+
+/// Runs until the process stops: drains at start-up, then whenever something is spooled.
+pub async fn run(
+    spool: Spool,
+    pool: PgPool,
+    apps: HashMap<String, AppConfig>,
+    committed: Arc<Notify>,
+) {
+    let mut failures = 0u32;
+    loop {
+        if spool.bytes() > 0 {
+            match drain_once(&spool, &pool, &apps).await {
+                Ok(0) => failures = 0,
+                Ok(n) => {
+                    failures = 0;
+                    committed.notify_one();
+                    tracing::info!(events = n, "spooled callbacks drained into the database");
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    if failures == 1 || failures % 120 == 0 {
+                        tracing::warn!(error = %e, spooled_bytes = spool.bytes(), "spool not drained yet; retrying");
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

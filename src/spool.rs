@@ -1,0 +1,363 @@
+//! The spool: a local, fsynced, append-only log of verified callbacks that could not be committed to
+//! PostgreSQL in time. WeCom retries a callback only a few times within seconds (and perhaps not at all after an
+//! HTTP error), so answering 503 during a database restart loses events; with the spool, `success` means
+//! "committed to PostgreSQL, or fsynced to the spool and drained into PostgreSQL as soon as it is back".
+//!
+//! Layout: a directory (mode 0700) of segment files (mode 0600) named `{unix_ms}-{seq}.spool`, each holding
+//! JSON lines of [`SpooledRequest`]. One writer thread appends and fsyncs (one fsync for all appends waiting at
+//! that moment); the drainer seals the active segment, replays sealed segments into `wecom_events` (the dedupe
+//! key makes a double delivery harmless) and deletes them. A torn last line from a crash is skipped.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+/// A verified callback request as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpooledRequest {
+    /// The configured app it arrived for.
+    pub app: String,
+    /// The raw query string (signature, timestamp, nonce).
+    pub query: String,
+    /// The body (already checked to be UTF-8 XML).
+    pub body: String,
+    /// Arrival time, unix microseconds.
+    pub received_at_us: i64,
+}
+
+/// Why an append failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error(
+        "the spool is full ({used} of {max} bytes): the database has been unreachable for long; \
+         raise spool.max_bytes or bring PostgreSQL back"
+    )]
+    Full { used: u64, max: u64 },
+    #[error("writing the spool failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("the spool writer has stopped")]
+    Stopped,
+}
+
+type AppendReply = oneshot::Sender<Result<(), SpoolError>>;
+
+enum Cmd {
+    Append(Vec<u8>, AppendReply),
+    Seal(oneshot::Sender<io::Result<Vec<PathBuf>>>),
+}
+
+/// Handle to the spool. Cheap to clone.
+#[derive(Clone)]
+pub struct Spool {
+    tx: mpsc::Sender<Cmd>,
+    bytes: Arc<AtomicU64>,
+    max_bytes: u64,
+    dir: PathBuf,
+}
+
+fn segment_name(seq: u64) -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!("{ms:013}-{seq:06}.spool")
+}
+
+fn segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "spool"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+impl Spool {
+    /// Opens (creating) the spool directory and starts the writer thread.
+    pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Spool> {
+        fs::create_dir_all(dir)?;
+        // Callbacks hold personal data: only the service user may read them.
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        let used: u64 = segments(dir)?
+            .iter()
+            .filter_map(|p| fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        let bytes = Arc::new(AtomicU64::new(used));
+        let (tx, rx) = mpsc::channel(4096);
+        let writer = Writer {
+            dir: dir.to_owned(),
+            active: None,
+            seq: 0,
+            bytes: bytes.clone(),
+            max_bytes,
+        };
+        std::thread::Builder::new()
+            .name("spool-writer".into())
+            .spawn(move || writer.run(rx))?;
+        Ok(Spool {
+            tx,
+            bytes,
+            max_bytes,
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Appends one request and returns once it is fsynced.
+    pub async fn append(&self, request: &SpooledRequest) -> Result<(), SpoolError> {
+        let mut line = serde_json::to_vec(request).map_err(io::Error::other)?;
+        line.push(b'\n');
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Append(line, reply))
+            .await
+            .map_err(|_| SpoolError::Stopped)?;
+        rx.await.map_err(|_| SpoolError::Stopped)?
+    }
+
+    /// Closes the active segment and returns every sealed segment, oldest first.
+    pub async fn seal(&self) -> io::Result<Vec<PathBuf>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Cmd::Seal(reply))
+            .await
+            .map_err(|_| io::Error::other("spool writer stopped"))?;
+        rx.await
+            .map_err(|_| io::Error::other("spool writer stopped"))?
+    }
+
+    /// Deletes a drained segment.
+    pub fn remove(&self, segment: &Path) -> io::Result<()> {
+        let len = fs::metadata(segment).map(|m| m.len()).unwrap_or(0);
+        fs::remove_file(segment)?;
+        self.bytes.fetch_sub(
+            len.min(self.bytes.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        // Make the deletion durable too, so a crash cannot resurrect a drained segment... which would be
+        // harmless anyway (deduplicated), only slower.
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Bytes held in the spool now.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// The configured cap.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Reads a sealed segment. Lines that do not parse (a torn write at a crash) are counted, not returned.
+pub fn read_segment(path: &Path) -> io::Result<(Vec<SpooledRequest>, usize)> {
+    let reader = BufReader::new(File::open(path)?);
+    let mut ok = Vec::new();
+    let mut bad = 0;
+    for line in reader.split(b'\n') {
+        let line = line?;
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice(&line) {
+            Ok(r) => ok.push(r),
+            Err(_) => bad += 1,
+        }
+    }
+    Ok((ok, bad))
+}
+
+struct Writer {
+    dir: PathBuf,
+    active: Option<(PathBuf, File)>,
+    seq: u64,
+    bytes: Arc<AtomicU64>,
+    max_bytes: u64,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        let mut pending_seal = None;
+        while let Some(cmd) = rx.blocking_recv() {
+            match cmd {
+                Cmd::Seal(reply) => {
+                    let _ = reply.send(self.seal());
+                }
+                Cmd::Append(line, reply) => {
+                    let mut batch = vec![(line, reply)];
+                    // Everything already waiting shares one fsync.
+                    while batch.len() < 1024 {
+                        match rx.try_recv() {
+                            Ok(Cmd::Append(l, r)) => batch.push((l, r)),
+                            Ok(Cmd::Seal(r)) => {
+                                pending_seal = Some(r);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.write_batch(batch);
+                    if let Some(r) = pending_seal.take() {
+                        let _ = r.send(self.seal());
+                    }
+                }
+            }
+        }
+    }
+
+    fn write_batch(&mut self, batch: Vec<(Vec<u8>, AppendReply)>) {
+        let mut accepted = Vec::with_capacity(batch.len());
+        let mut buf = Vec::new();
+        for (line, reply) in batch {
+            let used = self.bytes.load(Ordering::Relaxed) + buf.len() as u64;
+            if used + line.len() as u64 > self.max_bytes {
+                let _ = reply.send(Err(SpoolError::Full {
+                    used,
+                    max: self.max_bytes,
+                }));
+                continue;
+            }
+            buf.extend_from_slice(&line);
+            accepted.push(reply);
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        match self.append_durably(&buf) {
+            Ok(()) => {
+                self.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                for r in accepted {
+                    let _ = r.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                // The segment may now end in a partial line; start a fresh one so later appends stay parseable.
+                self.active = None;
+                let kind = e.kind();
+                let msg = e.to_string();
+                for r in accepted {
+                    let _ = r.send(Err(SpoolError::Io(io::Error::new(kind, msg.clone()))));
+                }
+            }
+        }
+    }
+
+    fn append_durably(&mut self, buf: &[u8]) -> io::Result<()> {
+        if self.active.is_none() {
+            self.seq += 1;
+            let path = self.dir.join(segment_name(self.seq));
+            let file = OpenOptions::new()
+                .create_new(true)
+                .append(true)
+                .mode(0o600)
+                .open(&path)?;
+            // The new directory entry must survive a crash as well as the data.
+            File::open(&self.dir)?.sync_all()?;
+            self.active = Some((path, file));
+        }
+        let Some((_, file)) = self.active.as_mut() else {
+            return Err(io::Error::other("no active segment"));
+        };
+        file.write_all(buf)?;
+        file.sync_data()
+    }
+
+    fn seal(&mut self) -> io::Result<Vec<PathBuf>> {
+        self.active = None;
+        segments(&self.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(n: i64) -> SpooledRequest {
+        SpooledRequest {
+            app: "main".into(),
+            query: format!("msg_signature=x&timestamp={n}&nonce=1"),
+            body: format!("<xml><Encrypt>{n}\n</Encrypt></xml>"),
+            received_at_us: n,
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_seal_read_and_remove() {
+        let dir = std::env::temp_dir().join(format!("spool-test-{}", uuid::Uuid::new_v4()));
+        let spool = Spool::open(&dir, 1 << 20).expect("open");
+        let appends = futures_util::future::join_all((0..50).map(|n| {
+            let s = spool.clone();
+            async move { s.append(&req(n)).await }
+        }))
+        .await;
+        assert!(appends.iter().all(Result::is_ok));
+        let mode = fs::metadata(&dir).expect("dir").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        let segs = spool.seal().await.expect("seal");
+        assert!(!segs.is_empty());
+        let mut all = Vec::new();
+        for s in &segs {
+            assert_eq!(
+                fs::metadata(s).expect("seg").permissions().mode() & 0o777,
+                0o600
+            );
+            let (ok, bad) = read_segment(s).expect("read");
+            assert_eq!(bad, 0);
+            all.extend(ok);
+        }
+        all.sort_by_key(|r| r.received_at_us);
+        assert_eq!(all, (0..50).map(req).collect::<Vec<_>>());
+        for s in &segs {
+            spool.remove(s).expect("remove");
+        }
+        assert_eq!(spool.bytes(), 0);
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[tokio::test]
+    async fn refuses_past_the_cap_and_survives_a_torn_line() {
+        let dir = std::env::temp_dir().join(format!("spool-test-{}", uuid::Uuid::new_v4()));
+        let spool = Spool::open(&dir, 300).expect("open");
+        spool.append(&req(1)).await.expect("fits");
+        let mut full = false;
+        for n in 2..10 {
+            if let Err(SpoolError::Full { .. }) = spool.append(&req(n)).await {
+                full = true;
+                break;
+            }
+        }
+        assert!(full, "the cap is enforced");
+        let segs = spool.seal().await.expect("seal");
+        // A crash mid-write leaves a partial last line.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(&segs[0])
+            .expect("open");
+        f.write_all(b"{\"app\":\"ma").expect("write");
+        drop(f);
+        let (ok, bad) = read_segment(&segs[0]).expect("read");
+        assert!(!ok.is_empty());
+        assert_eq!(bad, 1);
+        // Reopening counts what is on disk.
+        drop(spool);
+        let again = Spool::open(&dir, 300).expect("reopen");
+        assert!(again.bytes() > 0);
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}
