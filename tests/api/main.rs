@@ -8,5 +8,7 @@ mod dedupe;
 mod health;
 mod helpers;
 mod ordering;
+#[path = "../common/snapshot.rs"]
+mod snapshot;
 mod sync;
 mod verify_url;
