@@ -920,6 +920,17 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configuration_is_valid_once_filled_in() {
+        let text = include_str!("../config.example.toml")
+            .replace("REPLACE_WITH_TOKEN", "abc123")
+            .replace("REPLACE_WITH_THE_43_CHARACTER_ENCODING_AES_KEY", KEY);
+        let file: FileConfig = toml::from_str(&text).expect("the example parses");
+        let s = build_settings(file, Overrides::default()).expect("and validates");
+        assert_eq!(s.apps[0].name, "crm");
+        assert!(s.spool.dir.is_some());
+    }
+
+    #[test]
     fn reply_body_follows_the_kind() {
         assert_eq!(AppKind::SelfBuilt.success_body(), "");
         assert_eq!(AppKind::Agency.success_body(), "");
