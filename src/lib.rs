@@ -13,6 +13,7 @@ pub mod drain;
 pub mod envelope;
 pub mod events;
 pub mod message;
+pub mod metrics;
 pub mod projector;
 pub mod routes;
 pub mod spool;

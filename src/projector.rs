@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus::IntGauge;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
@@ -15,16 +16,23 @@ const BATCH: i64 = 500;
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// Runs until the process stops.
-pub async fn run(pool: PgPool, committed: Arc<Notify>) {
+pub async fn run(pool: PgPool, committed: Arc<Notify>, pending_gauge: Option<IntGauge>) {
     let mut failures = 0u32;
     loop {
         match projections::apply_pending(&pool, BATCH).await {
             Ok(n) if n > 0 => {
                 failures = 0;
                 tracing::debug!(applied = n, "events applied");
+                if let (Some(g), Ok(p)) = (&pending_gauge, projections::pending_count(&pool).await)
+                {
+                    g.set(p);
+                }
             }
             Ok(_) => {
                 failures = 0;
+                if let Some(g) = &pending_gauge {
+                    g.set(0);
+                }
                 let _ = tokio::time::timeout(IDLE_POLL, committed.notified()).await;
             }
             Err(e) => {

@@ -9,6 +9,7 @@ use secrecy::SecretString;
 use sqlx::PgPool;
 
 use crate::configuration::{AppConfig, HttpSettings, Settings};
+use crate::metrics::Metrics;
 use crate::routes;
 use crate::spool::Spool;
 use crate::store::{self, EventWriter, StoreError};
@@ -28,6 +29,7 @@ pub struct AppState {
     pub spool_after: std::time::Duration,
     #[doc(hidden)]
     pub fault_ack_before_commit: bool,
+    pub metrics: Metrics,
 }
 
 impl AppState {
@@ -97,8 +99,13 @@ impl Application {
             })?
             .port();
         let writer = EventWriter::spawn(pool.clone(), &settings.store);
+        let metrics = Metrics::new();
         if settings.run_projector {
-            tokio::spawn(crate::projector::run(pool.clone(), writer.committed()));
+            tokio::spawn(crate::projector::run(
+                pool.clone(),
+                writer.committed(),
+                Some(metrics.apply_pending.clone()),
+            ));
         }
         let api_enabled = settings.api_token.is_some();
         let apps: HashMap<String, AppConfig> = settings
@@ -138,6 +145,7 @@ impl Application {
             spool,
             spool_after: settings.spool.after,
             fault_ack_before_commit: settings.fault_ack_before_commit,
+            metrics,
         });
         let http = settings.http.clone();
         let mut server = HttpServer::new(move || {
@@ -164,6 +172,7 @@ impl Application {
                 })
                 .route("/healthz", web::get().to(routes::healthz))
                 .route("/readyz", web::get().to(routes::readyz))
+                .route("/metrics", web::get().to(routes::metrics))
                 .route("/callback", web::get().to(routes::verify_default_url))
                 .route(
                     "/callback",

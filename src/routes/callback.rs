@@ -115,13 +115,17 @@ async fn handle_verify(req: &HttpRequest, app: &AppConfig, state: &AppState) -> 
         });
     match outcome {
         Ok(echo) => {
+            state.metrics.outcome(&app.name, "url_verified");
             tracing::info!("URL verification passed");
             // Exactly the plaintext: no quotes, newline or BOM (PROTOCOL.md §2.4).
             HttpResponse::Ok()
                 .content_type("text/plain")
                 .body(echo.plaintext().to_vec())
         }
-        Err(r) => reject(&app.name, &r),
+        Err(r) => {
+            state.metrics.outcome(&app.name, r.label());
+            reject(&app.name, &r)
+        }
     }
 }
 
@@ -136,11 +140,17 @@ pub async fn receive_callback(
     let span = request_span(&name);
     match state.app(&name) {
         Some(app) => {
-            handle_callback(&req, app, payload, &state)
+            let started = Instant::now();
+            let (response, outcome) = handle_callback(&req, app, payload, &state)
                 .instrument(span)
-                .await
+                .await;
+            record(&state, &app.name, "POST", outcome, started);
+            response
         }
-        None => span.in_scope(|| unknown_app(&name)),
+        None => {
+            state.metrics.outcome("-", "unknown_app");
+            span.in_scope(|| unknown_app(&name))
+        }
     }
 }
 
@@ -153,9 +163,12 @@ pub async fn receive_default_callback(
     match state.default_app() {
         Some(app) => {
             let span = request_span(&app.name);
-            handle_callback(&req, app, payload, &state)
+            let started = Instant::now();
+            let (response, outcome) = handle_callback(&req, app, payload, &state)
                 .instrument(span)
-                .await
+                .await;
+            record(&state, &app.name, "POST", outcome, started);
+            response
         }
         None => text(
             StatusCode::NOT_FOUND,
@@ -210,7 +223,7 @@ async fn handle_callback(
     app: &AppConfig,
     payload: web::Payload,
     state: &AppState,
-) -> HttpResponse {
+) -> (HttpResponse, &'static str) {
     let started = Instant::now();
     let deadline = started + state.http.request_deadline;
     let arrived_us = SystemTime::now()
@@ -220,7 +233,10 @@ async fn handle_callback(
 
     let query = match callback::parse_query(req.query_string(), false) {
         Ok(q) => q,
-        Err(e) => return reject(&app.name, &Rejection::from(e)),
+        Err(e) => {
+            let r = Rejection::from(e);
+            return (reject(&app.name, &r), r.label());
+        }
     };
 
     let body = match read_body(
@@ -239,18 +255,27 @@ async fn handle_callback(
                 limit = state.http.max_body_bytes,
                 "callback rejected: body over the limit (http.max_body_bytes)"
             );
-            return text(StatusCode::PAYLOAD_TOO_LARGE, "payload too large");
+            return (
+                text(StatusCode::PAYLOAD_TOO_LARGE, "payload too large"),
+                "too_large",
+            );
         }
         Err(BodyError::TimedOut) => {
             tracing::warn!(app = %app.name, class = "body_timeout", "callback rejected: the body did not arrive in time");
-            return text(
-                StatusCode::REQUEST_TIMEOUT,
-                "request timeout: body too slow",
+            return (
+                text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request timeout: body too slow",
+                ),
+                "body_timeout",
             );
         }
         Err(BodyError::Broken) => {
             tracing::warn!(app = %app.name, class = "body_error", "callback rejected: the body could not be read");
-            return text(StatusCode::BAD_REQUEST, "bad request: unreadable body");
+            return (
+                text(StatusCode::BAD_REQUEST, "bad request: unreadable body"),
+                "body_error",
+            );
         }
     };
 
@@ -262,7 +287,7 @@ async fn handle_callback(
         state.http.timestamp_tolerance.as_secs(),
     ) {
         Ok(v) => v,
-        Err(r) => return reject(&app.name, &r),
+        Err(r) => return (reject(&app.name, &r), r.label()),
     };
     let event = NewEvent::from(&verified);
     tracing::debug!(message = %verified.raw_message(), "decrypted");
@@ -271,7 +296,7 @@ async fn handle_callback(
         // Test-only fault (see Settings): the bug the fault-injection checker must catch.
         let writer = state.writer.clone();
         tokio::spawn(async move { writer.write(event).await });
-        return text(StatusCode::OK, app.kind.success_body());
+        return (text(StatusCode::OK, app.kind.success_body()), "stored");
     }
 
     // With a spool, give the database until `spool_after`, then spool: WeCom may never retry a 503.
@@ -281,15 +306,21 @@ async fn handle_callback(
     };
     match store_until(state, event, db_deadline).await {
         Some(outcome) => {
-            match outcome {
-                StoreOutcome::Stored => tracing::info!(
-                    event = verified.message().event().unwrap_or("-"),
-                    change_type = verified.message().change_type().unwrap_or("-"),
-                    "callback stored"
-                ),
-                StoreOutcome::Duplicate => tracing::debug!("duplicate callback acknowledged"),
-            }
-            text(StatusCode::OK, app.kind.success_body())
+            let label = match outcome {
+                StoreOutcome::Stored => {
+                    tracing::info!(
+                        event = verified.message().event().unwrap_or("-"),
+                        change_type = verified.message().change_type().unwrap_or("-"),
+                        "callback stored"
+                    );
+                    "stored"
+                }
+                StoreOutcome::Duplicate => {
+                    tracing::debug!("duplicate callback acknowledged");
+                    "duplicate"
+                }
+            };
+            (text(StatusCode::OK, app.kind.success_body()), label)
         }
         None => match &state.spool {
             Some(spool) => {
@@ -308,7 +339,7 @@ async fn handle_callback(
                             spooled_bytes = spool.bytes(),
                             "database unavailable: callback fsynced to the spool and acknowledged; it is stored when the database is back"
                         );
-                        text(StatusCode::OK, app.kind.success_body())
+                        (text(StatusCode::OK, app.kind.success_body()), "spooled")
                     }
                     Ok(Err(e)) => {
                         let class = match e {
@@ -316,14 +347,14 @@ async fn handle_callback(
                             _ => "spool_error",
                         };
                         tracing::error!(class, error = %e, "callback neither stored nor spooled; answered 503");
-                        unavailable()
+                        (unavailable(), class)
                     }
                     Err(_) => {
                         tracing::error!(
                             class = "spool_error",
                             "spooling took too long; answered 503"
                         );
-                        unavailable()
+                        (unavailable(), "spool_error")
                     }
                 }
             }
@@ -332,10 +363,19 @@ async fn handle_callback(
                     class = "db_unavailable",
                     "callback not stored; answered 503 so WeCom may retry (no spool configured)"
                 );
-                unavailable()
+                (unavailable(), "db_unavailable")
             }
         },
     }
+}
+
+fn record(state: &AppState, app: &str, method: &str, outcome: &str, started: Instant) {
+    state.metrics.outcome(app, outcome);
+    state
+        .metrics
+        .latency
+        .with_label_values(&[app, method])
+        .observe(started.elapsed().as_secs_f64());
 }
 
 fn unavailable() -> HttpResponse {

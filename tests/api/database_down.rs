@@ -180,3 +180,44 @@ async fn without_a_spool_or_with_a_full_one_the_answer_is_503() {
     );
     let _ = std::fs::remove_dir_all(&spool_dir);
 }
+
+#[tokio::test]
+async fn at_start_up_the_service_drains_what_a_crash_left_in_the_spool() {
+    let spool_dir = std::env::temp_dir().join(format!("wecom-spool-{}", uuid::Uuid::new_v4()));
+    let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1700000000</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event><ChangeType>add_external_contact</ChangeType><UserID>u</UserID><ExternalUserID>wmLEFT</ExternalUserID></xml>";
+    let cb = sign_callback(&MAIN, xml, unix_now() - 3600);
+    {
+        // A previous process spooled this, acknowledged it, and died.
+        let spool = wecom_callback::spool::Spool::open(&spool_dir, 1 << 20).expect("open");
+        spool
+            .append(&wecom_callback::spool::SpooledRequest {
+                app: "main".into(),
+                query: cb.query.clone(),
+                body: cb.body.clone(),
+                received_at_us: (unix_now() - 3600) * 1_000_000,
+            })
+            .await
+            .expect("append");
+    }
+    let dir = spool_dir.clone();
+    let app = crate::helpers::spawn_app_with(&[MAIN], move |s| s.spool.dir = Some(dir)).await;
+    let started = Instant::now();
+    loop {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM wecom_events WHERE fields->>'ExternalUserID' = 'wmLEFT' AND received_at < now() - interval '30 minutes'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+        if n == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not drained at start-up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    crate::sync::wait_applied(&app.pool).await;
+    let _ = std::fs::remove_dir_all(&spool_dir);
+}

@@ -20,3 +20,34 @@ async fn readyz_fails_when_migrations_are_missing() {
     let r = app.get("/readyz").await;
     assert_eq!(r.status().as_u16(), 503);
 }
+
+#[tokio::test]
+async fn metrics_count_callbacks_by_app_and_outcome() {
+    use crate::helpers::{MAIN, sign_callback, unix_now};
+    let app = spawn_app().await;
+    let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>e</Event></xml>";
+    let cb = sign_callback(&MAIN, xml, unix_now());
+    for _ in 0..3 {
+        assert_eq!(app.post("main", &cb).await.status().as_u16(), 200);
+    }
+    let bad = sign_callback(&MAIN, xml, unix_now() - 1000);
+    assert_eq!(app.post("main", &bad).await.status().as_u16(), 403);
+    let text = app.get("/metrics").await.text().await.expect("body");
+    assert!(
+        text.contains(r#"wecom_callbacks_total{app="main",outcome="stored"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"wecom_callbacks_total{app="main",outcome="duplicate"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"wecom_callbacks_total{app="main",outcome="stale_timestamp"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains("wecom_callback_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(text.contains("wecom_apply_pending_events"), "{text}");
+}

@@ -517,6 +517,7 @@ async fn events_stored_before_a_crash_are_applied_at_start_up() {
     let projector = tokio::spawn(wecom_callback::projector::run(
         app.pool.clone(),
         std::sync::Arc::new(tokio::sync::Notify::new()),
+        None,
     ));
     wait_applied(&app.pool).await;
     projector.abort();

@@ -26,11 +26,21 @@ pub fn scratch_dir() -> std::path::PathBuf {
     d
 }
 
+/// No secret and no plaintext in an info-level log (every plaintext carries a canary).
+pub fn assert_log_clean(log: &std::path::Path) {
+    let text = std::fs::read_to_string(log).expect("service log");
+    assert!(text.contains("INFO"), "the log was written at info level");
+    for secret in [harness::TOKEN, harness::KEY, harness::CANARY] {
+        assert!(!text.contains(secret), "the log contains {secret:?}");
+    }
+}
+
 async fn finish(
     name: &str,
     pg: &Cluster,
     cbs: &[harness::Callback],
     outcomes: &[harness::Outcome],
+    log: &std::path::Path,
 ) {
     eprintln!("{}", summary(name, outcomes));
     let pool = PgPool::connect(&pg.url("wecom")).await.expect("connect");
@@ -49,6 +59,7 @@ async fn finish(
         "{name}: with the spool every callback is acknowledged"
     );
     pool.close().await;
+    assert_log_clean(log);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -78,7 +89,7 @@ async fn r1_database_killed_twice() {
     };
     let outcomes = drive(svc.port(), &cbs, 16, Duration::from_secs(15)).await;
     faults.join().expect("fault schedule");
-    finish("R1", &pg, &cbs, &outcomes).await;
+    finish("R1", &pg, &cbs, &outcomes, &dir.join("service.log")).await;
     drop(svc);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -105,7 +116,7 @@ async fn r2_database_frozen() {
     };
     let outcomes = drive(svc.port(), &cbs, 16, Duration::from_secs(13)).await;
     faults.join().expect("fault schedule");
-    finish("R2", &pg, &cbs, &outcomes).await;
+    finish("R2", &pg, &cbs, &outcomes, &dir.join("service.log")).await;
     drop(svc);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -135,7 +146,7 @@ async fn r3_service_killed_and_stopped() {
     });
     let outcomes = drive(port, &cbs, 16, Duration::from_secs(12)).await;
     let svc = faults.join().expect("fault schedule");
-    finish("R3", &pg, &cbs, &outcomes).await;
+    finish("R3", &pg, &cbs, &outcomes, &dir.join("service.log")).await;
     drop(svc);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -174,7 +185,7 @@ async fn r4_connections_terminated_every_500ms() {
         terminated > 20,
         "the fault really cut connections ({terminated})"
     );
-    finish("R4", &pg, &cbs, &outcomes).await;
+    finish("R4", &pg, &cbs, &outcomes, &dir.join("service.log")).await;
     drop(svc);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,0 +1,86 @@
+//! Prometheus metrics, served at `GET /metrics` in the text exposition format.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Every metric the service exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Callbacks by app and outcome (`stored`, `duplicate`, `spooled`, `bad_signature`, `decrypt_error`,
+    /// `receive_id_mismatch`, `stale_timestamp`, `too_large`, `db_unavailable`, `spool_full`, ...).
+    pub callbacks: IntCounterVec,
+    /// Seconds from request start to answer, by app and method.
+    pub latency: HistogramVec,
+    /// Bytes waiting in the spool.
+    pub spool_bytes: IntGauge,
+    /// Stored events not yet applied to the synced tables.
+    pub apply_pending: IntGauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric. Names and labels are constants, so construction cannot fail on
+    /// any input.
+    pub fn new() -> Metrics {
+        let registry =
+            Registry::new_custom(Some("wecom".into()), None).unwrap_or_else(|_| Registry::new());
+        let callbacks = IntCounterVec::new(
+            Opts::new("callbacks_total", "Callbacks received, by app and outcome"),
+            &["app", "outcome"],
+        )
+        .expect("a valid metric definition");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "callback_duration_seconds",
+                "Time from request start to answer",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 4.0, 4.5,
+            ]),
+            &["app", "method"],
+        )
+        .expect("a valid metric definition");
+        let spool_bytes = IntGauge::new("spool_bytes", "Bytes waiting in the spool")
+            .expect("a valid metric definition");
+        let apply_pending = IntGauge::new(
+            "apply_pending_events",
+            "Stored events not yet applied to the synced tables",
+        )
+        .expect("a valid metric definition");
+        for m in [
+            Box::new(callbacks.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(spool_bytes.clone()),
+            Box::new(apply_pending.clone()),
+        ] {
+            // Names are constants and distinct, so registration cannot collide.
+            let _ = registry.register(m);
+        }
+        Metrics {
+            registry,
+            callbacks,
+            latency,
+            spool_bytes,
+            apply_pending,
+        }
+    }
+
+    /// Counts one callback outcome.
+    pub fn outcome(&self, app: &str, outcome: &str) {
+        self.callbacks.with_label_values(&[app, outcome]).inc();
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
