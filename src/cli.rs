@@ -45,6 +45,126 @@ pub enum Command {
     Migrate,
     /// Recompute every synced table (contacts, follows, chats, tags) from the stored events.
     Rebuild,
+    /// Print a fresh random Token and EncodingAESKey to paste into the WeCom admin console.
+    GenKey,
+    /// Verify and decrypt a captured request and say exactly which check fails.
+    Decrypt(DecryptArgs),
+    /// Send correctly signed, encrypted requests as WeCom would, to test a deployment end to end.
+    SendTest(SendTestArgs),
+    /// List stored events.
+    Events(EventsArgs),
+    /// Apply stored events to the synced tables again (e.g. after a fix).
+    Replay(ReplayArgs),
+}
+
+/// Options of `decrypt`.
+#[derive(Debug, Args)]
+pub struct DecryptArgs {
+    /// The app whose Token and key to use [default: the only app].
+    #[arg(long)]
+    pub app: Option<String>,
+    /// The query string exactly as received, e.g. 'msg_signature=…&timestamp=…&nonce=…[&echostr=…]'.
+    #[arg(long)]
+    pub query: String,
+    /// File with the POST body ('-' for standard input); omit for a GET (URL verification).
+    #[arg(long)]
+    pub body: Option<PathBuf>,
+    /// Also print the decrypted message (it may hold personal data).
+    #[arg(long)]
+    pub show_plaintext: bool,
+}
+
+/// Options of `send-test`.
+#[derive(Debug, Args)]
+pub struct SendTestArgs {
+    /// The full callback URL, e.g. https://example.com/callback/crm.
+    #[arg(long)]
+    pub url: String,
+    /// The app whose Token and key to sign with [default: the only app].
+    #[arg(long)]
+    pub app: Option<String>,
+    /// Event to send (repeatable): add_external_contact, edit_external_contact, add_half_external_contact,
+    /// del_external_contact, del_follow_user, transfer_fail, change_external_chat, change_external_tag,
+    /// change_contact, suite_ticket [default: add_external_contact].
+    #[arg(long = "event")]
+    pub events: Vec<String>,
+    /// Receive id to put inside the ciphertext [default: the app's first].
+    #[arg(long)]
+    pub receive_id: Option<String>,
+    /// Skip the URL verification (GET).
+    #[arg(long)]
+    pub no_verify: bool,
+}
+
+/// Filters shared by `events` and `replay`.
+#[derive(Debug, Args)]
+pub struct EventFilterArgs {
+    #[arg(long)]
+    pub app: Option<String>,
+    #[arg(long)]
+    pub corp: Option<String>,
+    /// Event (or InfoType), e.g. change_external_contact.
+    #[arg(long)]
+    pub event: Option<String>,
+    /// ChangeType, e.g. add_external_contact.
+    #[arg(long)]
+    pub change_type: Option<String>,
+    /// Received at or after (RFC 3339, e.g. 2026-11-24T00:00:00+08:00).
+    #[arg(long)]
+    pub since: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// Received before (RFC 3339).
+    #[arg(long)]
+    pub until: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// Event ids, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub ids: Vec<i64>,
+}
+
+impl EventFilterArgs {
+    fn filter(&self) -> store::read::EventFilter {
+        store::read::EventFilter {
+            app: self.app.clone(),
+            corp_id: self.corp.clone(),
+            event: self.event.clone(),
+            change_type: self.change_type.clone(),
+            since: self.since.map(|t| t.with_timezone(&chrono::Utc)),
+            until: self.until.map(|t| t.with_timezone(&chrono::Utc)),
+            ids: (!self.ids.is_empty()).then(|| self.ids.clone()),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.app.is_none()
+            && self.corp.is_none()
+            && self.event.is_none()
+            && self.change_type.is_none()
+            && self.since.is_none()
+            && self.until.is_none()
+            && self.ids.is_empty()
+    }
+}
+
+/// Options of `events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub filter: EventFilterArgs,
+    /// Most events to list (newest first).
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub filter: EventFilterArgs,
+    /// Replay every stored event (required when no filter is given).
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// Options of `serve`.
@@ -101,6 +221,61 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(database = %target, "migrations applied");
             Ok(())
         }
+        Command::GenKey => {
+            gen_key();
+            Ok(())
+        }
+        Command::Decrypt(args) => decrypt_command(&cli, file, args),
+        Command::SendTest(args) => send_test_command(&cli, file, args).await,
+        Command::Events(args) => {
+            let (pool, _) = prepared_pool(&cli, &file).await?;
+            let rows =
+                store::read::list_events(&pool, &args.filter.filter(), args.limit.clamp(1, 10_000))
+                    .await?;
+            if args.json {
+                for r in &rows {
+                    println!("{}", serde_json::to_string(r)?);
+                }
+            } else {
+                println!(
+                    "{:>8}  {:<25}  {:<10}  {:<20}  {:<26}  {:<26}  applied",
+                    "id", "received_at", "app", "corp", "event", "change_type"
+                );
+                for r in &rows {
+                    println!(
+                        "{:>8}  {:<25}  {:<10}  {:<20}  {:<26}  {:<26}  {}",
+                        r.id,
+                        r.received_at.format("%Y-%m-%d %H:%M:%S%.3f"),
+                        r.app,
+                        r.corp_id.as_deref().unwrap_or("-"),
+                        r.event.as_deref().or(r.msg_type.as_deref()).unwrap_or("-"),
+                        r.change_type.as_deref().unwrap_or("-"),
+                        if r.applied_at.is_some() { "yes" } else { "no" }
+                    );
+                }
+                eprintln!("{} event(s)", rows.len());
+            }
+            Ok(())
+        }
+        Command::Replay(args) => {
+            if args.filter.is_empty() && !args.all {
+                anyhow::bail!(
+                    "replay needs a filter (--app, --corp, --event, --change-type, --since, --until, --ids) or --all"
+                );
+            }
+            let (pool, _) = prepared_pool(&cli, &file).await?;
+            let marked = store::read::mark_for_replay(&pool, &args.filter.filter()).await?;
+            let mut applied = 0;
+            loop {
+                let n = store::projections::apply_pending(&pool, 1000).await?;
+                if n == 0 {
+                    break;
+                }
+                applied += n;
+            }
+            tracing::info!(marked, applied, "events applied again to the synced tables");
+            Ok(())
+        }
         Command::Rebuild => {
             let (pool, target) = prepared_pool(&cli, &file).await?;
             let started = std::time::Instant::now();
@@ -115,6 +290,138 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn gen_key() {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let key = crate::crypto::AesKey::from_bytes(rng.r#gen());
+    let token: String = (0..32)
+        .map(|_| {
+            let c = rng.gen_range(0..62u8);
+            (match c {
+                0..=9 => b'0' + c,
+                10..=35 => b'a' + c - 10,
+                _ => b'A' + c - 36,
+            }) as char
+        })
+        .collect();
+    println!("WECOM_TOKEN={token}");
+    println!("WECOM_ENCODING_AES_KEY={}", key.to_encoding_aes_key());
+    eprintln!(
+        "Paste both into the WeCom admin console (应用 → 接收消息 → 设置API接收: Token and EncodingAESKey) and give the \
+         same values to this service. Keep them secret."
+    );
+}
+
+fn select_app<'a>(
+    apps: &'a [configuration::AppConfig],
+    name: Option<&str>,
+) -> anyhow::Result<&'a configuration::AppConfig> {
+    match (name, apps) {
+        (Some(n), _) => apps.iter().find(|a| a.name == n).ok_or_else(|| {
+            let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+            anyhow::anyhow!("no app named {n:?}; configured: {names:?}")
+        }),
+        (None, [only]) => Ok(only),
+        (None, _) => anyhow::bail!("several apps are configured; name one with --app"),
+    }
+}
+
+fn settings_for_tools(cli: &Cli, file: FileConfig) -> anyhow::Result<configuration::Settings> {
+    let overrides = Overrides {
+        database_url: cli.database_url.clone(),
+        app: EnvApp::from_env(),
+        ..Overrides::default()
+    };
+    Ok(configuration::build_settings(file, overrides)?)
+}
+
+fn decrypt_command(cli: &Cli, file: FileConfig, args: &DecryptArgs) -> anyhow::Result<()> {
+    let settings = settings_for_tools(cli, file)?;
+    let app = select_app(&settings.apps, args.app.as_deref())?;
+    let body = match &args.body {
+        None => None,
+        Some(p) if p.as_os_str() == "-" => {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut b)?;
+            Some(b)
+        }
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
+    };
+    let now = chrono::Utc::now().timestamp();
+    let d = crate::diagnose::diagnose(&settings.apps, app, &args.query, body.as_deref(), now);
+    print!("{}", crate::diagnose::render(&d, args.show_plaintext));
+    if d.ok() {
+        Ok(())
+    } else {
+        anyhow::bail!("the request does not pass")
+    }
+}
+
+async fn send_test_command(cli: &Cli, file: FileConfig, args: &SendTestArgs) -> anyhow::Result<()> {
+    let settings = settings_for_tools(cli, file)?;
+    let app = select_app(&settings.apps, args.app.as_deref())?;
+    let receive_id = args
+        .receive_id
+        .clone()
+        .or_else(|| app.receive_ids.first().cloned())
+        .unwrap_or_default();
+    let now = chrono::Utc::now().timestamp();
+    let marker = format!("{:08x}", rand::random::<u32>());
+    let mut requests = Vec::new();
+    if !args.no_verify {
+        requests.push(crate::send_test::verification(app, &receive_id, now));
+    }
+    let events = if args.events.is_empty() {
+        vec!["add_external_contact".to_owned()]
+    } else {
+        args.events.clone()
+    };
+    for e in &events {
+        let xml =
+            crate::send_test::sample_event(e, &receive_id, now, &marker).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown --event {e:?}; one of {:?}",
+                    crate::send_test::EVENTS
+                )
+            })?;
+        requests.push(crate::send_test::callback(app, &receive_id, &xml, e, now));
+    }
+    let url = args.url.trim_end_matches('/');
+    let results = crate::send_test::send(url, &requests).await;
+    let mut failed = 0;
+    for (r, req) in results.iter().zip(&requests) {
+        let status = r
+            .status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{} {:<45} status {status:<3} {:>5} ms  body {:?}{}",
+            if r.ok { "ok  " } else { "FAIL" },
+            r.label,
+            r.millis,
+            r.body,
+            r.error
+                .as_ref()
+                .map(|e| format!("  ({e})"))
+                .unwrap_or_default()
+        );
+        if !r.ok {
+            failed += 1;
+            if r.error.is_none() {
+                println!("     expected status 200 and body {:?}", req.expect);
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} requests failed", results.len());
+    }
+    println!(
+        "All {} requests passed: {url} answers like WeCom expects.",
+        results.len()
+    );
+    Ok(())
 }
 
 /// Logging plus a migrated pool, for the one-shot commands.

@@ -135,3 +135,75 @@ pub async fn timeline(
     .fetch_all(pool)
     .await
 }
+
+/// One stored event, summarised for listing.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct EventSummary {
+    pub id: i64,
+    pub app: String,
+    pub corp_id: Option<String>,
+    pub event_time: Option<DateTime<Utc>>,
+    pub received_at: DateTime<Utc>,
+    pub msg_type: Option<String>,
+    pub event: Option<String>,
+    pub change_type: Option<String>,
+    pub applied_at: Option<DateTime<Utc>>,
+    pub dedupe_key: String,
+}
+
+/// Which events to list or replay. `None` fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub app: Option<String>,
+    pub corp_id: Option<String>,
+    pub event: Option<String>,
+    pub change_type: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub ids: Option<Vec<i64>>,
+}
+
+const FILTER: &str = "($1::text IS NULL OR app = $1) AND ($2::text IS NULL OR corp_id = $2) \
+    AND ($3::text IS NULL OR event = $3) AND ($4::text IS NULL OR change_type = $4) \
+    AND ($5::timestamptz IS NULL OR received_at >= $5) AND ($6::timestamptz IS NULL OR received_at < $6) \
+    AND ($7::bigint[] IS NULL OR id = ANY($7))";
+
+/// Stored events matching the filter, newest first.
+pub async fn list_events(
+    pool: &PgPool,
+    f: &EventFilter,
+    limit: i64,
+) -> Result<Vec<EventSummary>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT id, app, corp_id, event_time, received_at, msg_type, event, change_type, applied_at, dedupe_key \
+         FROM wecom_events WHERE {FILTER} ORDER BY id DESC LIMIT $8"
+    ))
+    .bind(&f.app)
+    .bind(&f.corp_id)
+    .bind(&f.event)
+    .bind(&f.change_type)
+    .bind(f.since)
+    .bind(f.until)
+    .bind(&f.ids)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Marks matching events unapplied, so the projector applies them again (idempotent: the tables only move
+/// forward). Returns how many were marked.
+pub async fn mark_for_replay(pool: &PgPool, f: &EventFilter) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(&format!(
+        "UPDATE wecom_events SET applied_at = NULL WHERE {FILTER} AND applied_at IS NOT NULL"
+    ))
+    .bind(&f.app)
+    .bind(&f.corp_id)
+    .bind(&f.event)
+    .bind(&f.change_type)
+    .bind(f.since)
+    .bind(f.until)
+    .bind(&f.ids)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected())
+}

@@ -11,4 +11,5 @@ mod ordering;
 #[path = "../common/snapshot.rs"]
 mod snapshot;
 mod sync;
+mod tools;
 mod verify_url;
