@@ -186,6 +186,12 @@ pub struct ServeArgs {
     /// [default: $STATE_DIRECTORY/spool, $XDG_STATE_HOME/wecom-callback/spool or ~/.local/state/wecom-callback/spool].
     #[arg(long, env = "WECOM_SPOOL_DIR")]
     pub spool_dir: Option<PathBuf>,
+    /// A domain ownership file to serve at /NAME, as NAME=CONTENT (WeCom's WW_verify_*.txt for 可信域名).
+    #[arg(long, env = "WECOM_VERIFY_FILE")]
+    pub verify_file: Option<String>,
+    /// Serve /metrics on this address only (e.g. 127.0.0.1:9090) instead of the main listener.
+    #[arg(long, env = "WECOM_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
 }
 
 impl Cli {
@@ -209,6 +215,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 timestamp_tolerance_secs: args.timestamp_tolerance_secs,
                 api_token: args.api_token.clone(),
                 spool_dir: args.spool_dir.clone(),
+                verification_file: args.verify_file.clone(),
+                metrics_listen: args.metrics_listen.clone(),
                 app: EnvApp::from_env(),
             };
             let settings = configuration::build_settings(file, overrides)?;

@@ -231,6 +231,10 @@ pub struct Settings {
     /// Apply stored events to the synced tables inside `serve`.
     pub run_projector: bool,
     pub spool: SpoolSettings,
+    /// Domain ownership files served at `/{name}` (WeCom's WW_verify_*.txt for 可信域名).
+    pub verification_files: std::collections::BTreeMap<String, String>,
+    /// A separate listen address for `/metrics` (then it is not served on the main one).
+    pub metrics_listen: Option<SocketAddr>,
     /// Test-only fault: answer success before the commit. Exists so the fault-injection checker can prove it
     /// catches exactly this bug; never settable from a file or the environment.
     #[doc(hidden)]
@@ -285,6 +289,11 @@ pub struct FileConfig {
     pub store: FileStore,
     #[serde(default)]
     pub spool: FileSpool,
+    /// `"WW_verify_xxxx.txt" = "content"`: files WeCom asks to serve at the domain root.
+    #[serde(default)]
+    pub verification_files: std::collections::BTreeMap<String, String>,
+    /// Listen address for `/metrics` alone, e.g. "127.0.0.1:9090".
+    pub metrics_listen: Option<String>,
     #[serde(default)]
     pub apps: Vec<FileApp>,
 }
@@ -363,6 +372,10 @@ pub struct Overrides {
     pub api_token: Option<String>,
     /// `WECOM_SPOOL_DIR`.
     pub spool_dir: Option<PathBuf>,
+    /// `WECOM_VERIFY_FILE`: `NAME=CONTENT`.
+    pub verification_file: Option<String>,
+    /// `WECOM_METRICS_LISTEN`.
+    pub metrics_listen: Option<String>,
     /// The single-app environment variables (`WECOM_*`).
     pub app: EnvApp,
 }
@@ -585,6 +598,51 @@ pub fn build_settings(mut file: FileConfig, overrides: Overrides) -> Result<Sett
         after: spool_after,
     };
 
+    let mut verification_files = std::mem::take(&mut file.verification_files);
+    if let Some(pair) = &overrides.verification_file {
+        match pair.split_once('=') {
+            Some((name, content)) => {
+                verification_files.insert(name.trim().to_owned(), content.trim().to_owned());
+            }
+            None => problems.push(
+                "WECOM_VERIFY_FILE must be NAME=CONTENT, e.g. WW_verify_AbCdEf.txt=AbCdEf (the file's name and \
+                 its content as the admin console shows them)"
+                    .to_owned(),
+            ),
+        }
+    }
+    for name in verification_files.keys() {
+        let safe = !name.is_empty()
+            && name.len() <= 128
+            && name.ends_with(".txt")
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+            && !name.starts_with('.');
+        if !safe {
+            problems.push(format!(
+                "verification file name {name:?} must be a plain file name ending in .txt \
+                 (letters, digits, '_', '-', '.'), e.g. WW_verify_AbCdEf.txt"
+            ));
+        }
+    }
+    let metrics_listen = match overrides
+        .metrics_listen
+        .clone()
+        .or(file.metrics_listen.clone())
+    {
+        None => None,
+        Some(text) => match text.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                problems.push(format!(
+                    "WECOM_METRICS_LISTEN / metrics_listen {text:?} is not an address: write IP:PORT, e.g. 127.0.0.1:9090"
+                ));
+                None
+            }
+        },
+    };
+
     if problems.is_empty() {
         Ok(Settings {
             database,
@@ -595,6 +653,8 @@ pub fn build_settings(mut file: FileConfig, overrides: Overrides) -> Result<Sett
             api_token: api_token.map(SecretString::from),
             run_projector: file.run_projector.unwrap_or(true),
             spool,
+            verification_files,
+            metrics_listen,
             fault_ack_before_commit: false,
         })
     } else {

@@ -30,6 +30,8 @@ pub struct AppState {
     #[doc(hidden)]
     pub fault_ack_before_commit: bool,
     pub metrics: Metrics,
+    /// Domain ownership files by name.
+    pub verification_files: std::collections::BTreeMap<String, String>,
 }
 
 impl AppState {
@@ -69,6 +71,7 @@ pub enum StartupError {
 pub struct Application {
     port: u16,
     server: Server,
+    metrics_server: Option<Server>,
 }
 
 impl Application {
@@ -146,8 +149,11 @@ impl Application {
             spool_after: settings.spool.after,
             fault_ack_before_commit: settings.fault_ack_before_commit,
             metrics,
+            verification_files: settings.verification_files.clone(),
         });
+        let separate_metrics = settings.metrics_listen;
         let http = settings.http.clone();
+        let metrics_state = state.clone();
         let mut server = HttpServer::new(move || {
             let api = web::scope("/api/v1")
                 .route("/openapi.yaml", web::get().to(routes::api::openapi))
@@ -172,7 +178,11 @@ impl Application {
                 })
                 .route("/healthz", web::get().to(routes::healthz))
                 .route("/readyz", web::get().to(routes::readyz))
-                .route("/metrics", web::get().to(routes::metrics))
+                .configure(|cfg| {
+                    if separate_metrics.is_none() {
+                        cfg.route("/metrics", web::get().to(routes::metrics));
+                    }
+                })
                 .route("/callback", web::get().to(routes::verify_default_url))
                 .route(
                     "/callback",
@@ -180,6 +190,7 @@ impl Application {
                 )
                 .route("/callback/{app}", web::get().to(routes::verify_url))
                 .route("/callback/{app}", web::post().to(routes::receive_callback))
+                .route("/{file}", web::get().to(routes::verification_file))
         })
         // Slow request heads are cut off by actix itself with 408.
         .client_request_timeout(http.header_read_timeout)
@@ -194,7 +205,31 @@ impl Application {
                 source,
             })?
             .run();
-        Ok(Application { port, server })
+        let metrics_server = match separate_metrics {
+            Some(addr) => {
+                let state = metrics_state;
+                Some(
+                    HttpServer::new(move || {
+                        App::new()
+                            .app_data(state.clone())
+                            .route("/metrics", web::get().to(routes::metrics))
+                    })
+                    .workers(1)
+                    .bind(addr)
+                    .map_err(|source| StartupError::Bind {
+                        addr: addr.to_string(),
+                        source,
+                    })?
+                    .run(),
+                )
+            }
+            None => None,
+        };
+        Ok(Application {
+            port,
+            server,
+            metrics_server,
+        })
     }
 
     /// The bound port.
@@ -204,6 +239,12 @@ impl Application {
 
     /// Serves until SIGTERM/SIGINT (actix stops accepting, finishes in-flight requests, then returns).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        match self.metrics_server {
+            Some(metrics) => {
+                let (a, b) = futures_util::future::join(self.server, metrics).await;
+                a.and(b)
+            }
+            None => self.server.await,
+        }
     }
 }

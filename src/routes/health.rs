@@ -31,3 +31,19 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())
 }
+
+/// `GET /{file}`: a configured domain ownership file (WeCom's `WW_verify_*.txt`), so no other web server is
+/// needed at the domain root.
+pub async fn verification_file(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    match state.verification_files.get(path.as_str()) {
+        Some(content) => HttpResponse::Ok()
+            .content_type("text/plain; charset=utf-8")
+            .body(content.clone()),
+        None => HttpResponse::NotFound()
+            .content_type("text/plain")
+            .body("not found"),
+    }
+}

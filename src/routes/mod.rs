@@ -5,4 +5,4 @@ mod callback;
 mod health;
 
 pub use callback::{receive_callback, receive_default_callback, verify_default_url, verify_url};
-pub use health::{healthz, metrics, readyz};
+pub use health::{healthz, metrics, readyz, verification_file};

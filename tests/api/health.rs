@@ -51,3 +51,40 @@ async fn metrics_count_callbacks_by_app_and_outcome() {
     );
     assert!(text.contains("wecom_apply_pending_events"), "{text}");
 }
+
+#[tokio::test]
+async fn domain_verification_files_are_served_at_the_root() {
+    let app = crate::helpers::spawn_app_with(&[crate::helpers::MAIN], |s| {
+        s.verification_files
+            .insert("WW_verify_AbCd1234.txt".into(), "AbCd1234".into());
+    })
+    .await;
+    let r = app.get("/WW_verify_AbCd1234.txt").await;
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.text().await.expect("body"), "AbCd1234");
+    assert_eq!(app.get("/WW_verify_other.txt").await.status().as_u16(), 404);
+    assert_eq!(app.get("/etc%2Fpasswd").await.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn metrics_can_live_on_their_own_address() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let app = crate::helpers::spawn_app_with(&[crate::helpers::MAIN], move |s| {
+        s.metrics_listen = Some(format!("127.0.0.1:{port}").parse().expect("addr"));
+    })
+    .await;
+    assert_eq!(
+        app.get("/metrics").await.status().as_u16(),
+        404,
+        "not on the public listener"
+    );
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("metrics listener");
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.text().await.expect("body").contains("wecom_spool_bytes"));
+}

@@ -117,6 +117,8 @@ pub fn test_settings(apps: &[TestAppConfig], database_url: &str) -> Settings {
             max_bytes: 1 << 20,
             after: Duration::from_millis(2_500),
         },
+        verification_files: Default::default(),
+        metrics_listen: None,
         fault_ack_before_commit: false,
     }
 }

@@ -278,6 +278,8 @@ impl Service {
                 max_bytes: 256 << 20,
                 after: Duration::from_millis(2_500),
             },
+            verification_files: Default::default(),
+            metrics_listen: None,
             fault_ack_before_commit,
         };
         wecom_callback::store::ensure_database_exists(&settings.database)
