@@ -219,9 +219,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 metrics_listen: args.metrics_listen.clone(),
                 app: EnvApp::from_env(),
             };
-            let settings = configuration::build_settings(file, overrides)?;
+            let explicit_database = cli.database_url.is_some() || file.database_url.is_some();
+            let mut settings = configuration::build_settings(file, overrides)?;
             telemetry::init(settings.log_format);
-            serve(settings).await
+            // First run on a fresh machine: no database configured and none on the local port.
+            let mut embedded = None;
+            if !explicit_database {
+                let probe = std::env::var("WECOM_LOCAL_PG_ADDR")
+                    .ok()
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 5432)));
+                if !crate::embedded::listening(probe) {
+                    let dir = std::env::var_os("WECOM_EMBEDDED_DATA_DIR")
+                        .filter(|d| !d.is_empty())
+                        .map(PathBuf::from)
+                        .unwrap_or_else(crate::embedded::default_data_dir);
+                    tracing::info!(%probe, dir = %dir.display(), "no DATABASE_URL and no PostgreSQL on the local port: using a private cluster");
+                    let pg = tokio::task::spawn_blocking(move || {
+                        crate::embedded::EmbeddedPostgres::start(&dir)
+                    })
+                    .await??;
+                    settings.database.url = secrecy::SecretString::from(pg.url("wecom_callback"));
+                    embedded = Some(pg);
+                }
+            }
+            let result = serve(settings).await;
+            if let Some(mut pg) = embedded {
+                tokio::task::spawn_blocking(move || pg.stop()).await?;
+            }
+            result
         }
         Command::Migrate => {
             let (pool, target) = prepared_pool(&cli, &file).await?;

@@ -11,6 +11,7 @@ pub mod configuration;
 pub mod crypto;
 pub mod diagnose;
 pub mod drain;
+pub mod embedded;
 pub mod envelope;
 pub mod events;
 pub mod message;

@@ -5,6 +5,7 @@ mod callbacks;
 mod cli;
 mod database_down;
 mod dedupe;
+mod embedded;
 mod health;
 mod helpers;
 mod ordering;

@@ -1,0 +1,238 @@
+//! A private PostgreSQL cluster for the first run on a fresh machine: when no database is configured and
+//! nothing listens on the local PostgreSQL port, `serve` initdb's a cluster from the machine's PostgreSQL
+//! binaries into a data directory, runs it on a Unix socket only (no TCP port to clash with or expose), and
+//! stops it on shutdown. Production deployments set DATABASE_URL instead.
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Why the private cluster could not be started. Every message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error(
+        "no database is configured and no PostgreSQL binaries were found (looked for initdb and pg_ctl in {looked}). \
+         Either install PostgreSQL (Debian/Ubuntu: apt-get install postgresql) so wecom-callback can run a private \
+         cluster, or point it at a server with DATABASE_URL=postgres://USER:PASSWORD@HOST:5432/wecom_callback"
+    )]
+    NoBinaries { looked: String },
+    #[error("{step} failed for the private PostgreSQL cluster in {dir}: {detail}")]
+    Command {
+        step: &'static str,
+        dir: String,
+        detail: String,
+    },
+    #[error(
+        "cannot prepare the data directory {dir}: {source}; set WECOM_EMBEDDED_DATA_DIR to a writable directory"
+    )]
+    Io { dir: String, source: std::io::Error },
+}
+
+/// Whether something accepts TCP connections at `addr` (the local PostgreSQL port, normally).
+pub fn listening(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
+}
+
+/// Directories searched for `initdb` and `pg_ctl`: `WECOM_POSTGRES_BIN` if set, else the newest
+/// `/usr/lib/postgresql/*/bin`, then every directory on PATH.
+fn candidate_dirs() -> Vec<PathBuf> {
+    if let Some(dir) = std::env::var_os("WECOM_POSTGRES_BIN").filter(|d| !d.is_empty()) {
+        return vec![PathBuf::from(dir)];
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| rd.flatten().map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    versions.sort_by_key(|p| {
+        p.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    versions.reverse();
+    let path: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    versions.into_iter().chain(path).collect()
+}
+
+/// Finds a directory holding both `initdb` and `pg_ctl`.
+pub fn find_binaries() -> Result<PathBuf, EmbeddedError> {
+    let dirs = candidate_dirs();
+    dirs.iter()
+        .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
+        .cloned()
+        .ok_or_else(|| EmbeddedError::NoBinaries {
+            looked: dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}
+
+/// The default data directory: `$XDG_DATA_HOME/wecom-callback/postgres`, else
+/// `~/.local/share/wecom-callback/postgres`; as root `/var/lib/wecom-callback/postgres`.
+pub fn default_data_dir() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/var/lib/wecom-callback/postgres");
+    }
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(d) = env("XDG_DATA_HOME") {
+        return d.join("wecom-callback/postgres");
+    }
+    if let Some(h) = env("HOME") {
+        return h.join(".local/share/wecom-callback/postgres");
+    }
+    PathBuf::from("wecom-callback-postgres")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// A running private cluster. Stopped by [`EmbeddedPostgres::stop`] or on drop.
+pub struct EmbeddedPostgres {
+    data: PathBuf,
+    bin: PathBuf,
+    /// initdb refuses to run as root: as root the cluster runs as user `postgres`.
+    run_as: Option<String>,
+    running: bool,
+}
+
+impl EmbeddedPostgres {
+    /// initdb (first time only) and start the cluster in `data` (the socket lives in `data/socket`).
+    pub fn start(data: &Path) -> Result<EmbeddedPostgres, EmbeddedError> {
+        let bin = find_binaries()?;
+        let run_as = is_root().then(|| "postgres".to_owned());
+        let io = |source| EmbeddedError::Io {
+            dir: data.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(data.join("socket")).map_err(io)?;
+        let mut pg = EmbeddedPostgres {
+            data: data.to_owned(),
+            bin,
+            run_as,
+            running: false,
+        };
+        if let Some(user) = &pg.run_as {
+            pg.run(
+                "chown",
+                Command::new("chown")
+                    .arg("-R")
+                    .arg(format!("{user}:{user}"))
+                    .arg(data),
+            )?;
+        }
+        let cluster = data.join("cluster");
+        if !cluster.join("PG_VERSION").exists() {
+            tracing::info!(dir = %cluster.display(), "creating a private PostgreSQL cluster (no DATABASE_URL set)");
+            let initdb = pg.bin.join("initdb");
+            let mut cmd = pg.as_owner(&initdb);
+            cmd.args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "-D",
+            ])
+            .arg(&cluster);
+            pg.run("initdb", &mut cmd)?;
+        }
+        let opts = format!(
+            "-c listen_addresses='' -k {} -p 5432",
+            data.join("socket").display()
+        );
+        let pg_ctl = pg.bin.join("pg_ctl");
+        let mut cmd = pg.as_owner(&pg_ctl);
+        cmd.arg("-D")
+            .arg(&cluster)
+            .args(["-o", &opts, "-l"])
+            .arg(data.join("postgres.log"))
+            .args(["-w", "-t", "60", "start"]);
+        pg.run("pg_ctl start", &mut cmd)?;
+        pg.running = true;
+        tracing::info!(socket = %data.join("socket").display(), "private PostgreSQL cluster started");
+        Ok(pg)
+    }
+
+    /// The URL for a database on this cluster (over its Unix socket).
+    pub fn url(&self, database: &str) -> String {
+        let socket = self.data.join("socket");
+        let encoded = percent_encoding::utf8_percent_encode(
+            &socket.to_string_lossy(),
+            percent_encoding::NON_ALPHANUMERIC,
+        )
+        .to_string();
+        format!("postgres://postgres@localhost:5432/{database}?host={encoded}")
+    }
+
+    /// Stops the cluster (fast shutdown: waits for it to write its data).
+    pub fn stop(&mut self) {
+        if !self.running {
+            return;
+        }
+        let pg_ctl = self.bin.join("pg_ctl");
+        let mut cmd = self.as_owner(&pg_ctl);
+        cmd.arg("-D")
+            .arg(self.data.join("cluster"))
+            .args(["-m", "fast", "-w", "stop"]);
+        match self.run("pg_ctl stop", &mut cmd) {
+            Ok(()) => tracing::info!("private PostgreSQL cluster stopped"),
+            Err(e) => tracing::warn!(error = %e, "stopping the private PostgreSQL cluster failed"),
+        }
+        self.running = false;
+    }
+
+    fn as_owner(&self, program: &Path) -> Command {
+        match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(program);
+                c
+            }
+            None => Command::new(program),
+        }
+    }
+
+    fn run(&self, step: &'static str, cmd: &mut Command) -> Result<(), EmbeddedError> {
+        let out = cmd.output().map_err(|e| EmbeddedError::Command {
+            step,
+            dir: self.data.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(EmbeddedError::Command {
+                step,
+                dir: self.data.display().to_string(),
+                detail: format!(
+                    "{}{} (see {})",
+                    String::from_utf8_lossy(&out.stdout).trim(),
+                    String::from_utf8_lossy(&out.stderr).trim(),
+                    self.data.join("postgres.log").display()
+                ),
+            })
+        }
+    }
+}
+
+impl Drop for EmbeddedPostgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
