@@ -313,7 +313,11 @@ async fn handle_callback(
                         change_type = verified.message().change_type().unwrap_or("-"),
                         "callback stored"
                     );
-                    "stored"
+                    // Stored like any other; counted apart so a new WeCom event type shows up on a dashboard.
+                    match crate::events::interpret(verified.message()).kind {
+                        crate::events::EventKind::Unknown { .. } => "unknown_type",
+                        _ => "stored",
+                    }
                 }
                 StoreOutcome::Duplicate => {
                     tracing::debug!("duplicate callback acknowledged");
