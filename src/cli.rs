@@ -55,6 +55,11 @@ pub enum Command {
     Events(EventsArgs),
     /// Apply stored events to the synced tables again (e.g. after a fix).
     Replay(ReplayArgs),
+    /// Explain a WeCom API errcode and its usual fix (offline).
+    Explain {
+        /// The errcode, e.g. 60020; omit to list every known code.
+        errcode: Option<i64>,
+    },
 }
 
 /// Options of `decrypt`.
@@ -253,6 +258,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let (pool, target) = prepared_pool(&cli, &file).await?;
             drop(pool);
             tracing::info!(database = %target, "migrations applied");
+            Ok(())
+        }
+        Command::Explain { errcode } => {
+            match errcode {
+                Some(code) => match crate::errcode::explain(*code) {
+                    Some(i) => println!("{}: {}\n{}", i.code, i.meaning, i.fix),
+                    None => anyhow::bail!(
+                        "errcode {code} is not in our table; WeCom's lookup: https://open.work.weixin.qq.com/devtool/query?e={code}"
+                    ),
+                },
+                None => {
+                    for i in crate::errcode::all() {
+                        println!("{:>6}  {}\n        {}", i.code, i.meaning, i.fix);
+                    }
+                }
+            }
             Ok(())
         }
         Command::GenKey => {

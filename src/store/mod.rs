@@ -20,6 +20,7 @@ use crate::configuration::{DatabaseSettings, StoreSettings};
 /// Embedded migrations (migrations/).
 pub mod projections;
 pub mod read;
+pub mod tokens;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

@@ -14,3 +14,4 @@ mod snapshot;
 mod sync;
 mod tools;
 mod verify_url;
+mod wecom_api;
