@@ -28,6 +28,7 @@ fn bench(c: &mut Criterion) {
         token: SecretString::from(TOKEN),
         aes_key: key.clone(),
         receive_ids: vec![CORP.into()],
+        secret: None,
     };
     let query = CallbackQuery {
         msg_signature: sig.clone(),

@@ -32,6 +32,9 @@ pub struct Cli {
     /// PostgreSQL URL [default: postgres://postgres@127.0.0.1:5432/wecom_callback].
     #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
+    /// WeCom API base URL [default: https://qyapi.weixin.qq.com].
+    #[arg(long, env = "WECOM_API_BASE_URL", global = true)]
+    pub api_base_url: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -55,11 +58,35 @@ pub enum Command {
     Events(EventsArgs),
     /// Apply stored events to the synced tables again (e.g. after a fix).
     Replay(ReplayArgs),
+    /// Run only the WeCom API job worker (for apps with a secret), without the HTTP server.
+    Worker {
+        /// Concurrent jobs [default: api.worker_concurrency, 2].
+        #[arg(long)]
+        concurrency: Option<usize>,
+    },
+    /// List WeCom API jobs, or retry dead ones.
+    Jobs(JobsArgs),
     /// Explain a WeCom API errcode and its usual fix (offline).
     Explain {
         /// The errcode, e.g. 60020; omit to list every known code.
         errcode: Option<i64>,
     },
+}
+
+/// Options of `jobs`.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Which jobs to list: queued, running, done, dead.
+    #[arg(long, default_value = "dead")]
+    pub status: String,
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    /// Queue these dead jobs again (comma-separated ids).
+    #[arg(long, value_delimiter = ',')]
+    pub retry: Vec<i64>,
+    /// Queue every dead job again.
+    #[arg(long)]
+    pub retry_all_dead: bool,
 }
 
 /// Options of `decrypt`.
@@ -222,6 +249,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 spool_dir: args.spool_dir.clone(),
                 verification_file: args.verify_file.clone(),
                 metrics_listen: args.metrics_listen.clone(),
+                api_base_url: cli.api_base_url.clone(),
                 app: EnvApp::from_env(),
             };
             let explicit_database = cli.database_url.is_some() || file.database_url.is_some();
@@ -274,6 +302,58 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
             }
+            Ok(())
+        }
+        Command::Worker { concurrency } => {
+            let settings = settings_for_tools(&cli, file)?;
+            telemetry::init(settings.log_format);
+            let credentials = crate::worker::credentials(&settings.apps);
+            if credentials.is_empty() {
+                anyhow::bail!(
+                    "no app has a secret (WECOM_SECRET or secret in [[apps]]): the worker has nothing to call WeCom's API with"
+                );
+            }
+            store::ensure_database_exists(&settings.database).await?;
+            let pool = store::pool(&settings.database)?;
+            store::migrate(&pool).await?;
+            let api = crate::wecom_api::WecomApi::new(&settings.api.base_url, pool.clone())?;
+            tracing::info!(apps = credentials.len(), "WeCom API job worker running");
+            let w = crate::worker::Worker {
+                pool,
+                api,
+                credentials,
+                max_attempts: settings.api.max_attempts,
+                metrics: None,
+                idle: std::time::Duration::from_secs(1),
+            };
+            tokio::select! {
+                _ = crate::worker::run(w, concurrency.unwrap_or(settings.api.worker_concurrency).max(1)) => {}
+                _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
+            }
+            Ok(())
+        }
+        Command::Jobs(args) => {
+            let (pool, _) = prepared_pool(&cli, &file).await?;
+            if args.retry_all_dead || !args.retry.is_empty() {
+                let ids = (!args.retry.is_empty()).then_some(args.retry.as_slice());
+                let n = store::jobs::retry_dead(&pool, ids).await?;
+                println!("{n} dead job(s) queued again");
+                return Ok(());
+            }
+            let rows = store::jobs::list(&pool, &args.status, args.limit.clamp(1, 10_000)).await?;
+            for j in &rows {
+                println!(
+                    "{:>8}  {:<15} {:<10} {:<20} {:<34} attempts {:<2} {}",
+                    j.id,
+                    j.kind,
+                    j.app,
+                    j.corp_id,
+                    j.subject,
+                    j.attempts,
+                    j.last_error.as_deref().unwrap_or("")
+                );
+            }
+            eprintln!("{} {} job(s)", rows.len(), args.status);
             Ok(())
         }
         Command::GenKey => {
@@ -386,6 +466,7 @@ fn select_app<'a>(
 fn settings_for_tools(cli: &Cli, file: FileConfig) -> anyhow::Result<configuration::Settings> {
     let overrides = Overrides {
         database_url: cli.database_url.clone(),
+        api_base_url: cli.api_base_url.clone(),
         app: EnvApp::from_env(),
         ..Overrides::default()
     };

@@ -92,6 +92,15 @@ pub struct AppConfig {
     /// Receive ids accepted inside the ciphertext: the corpid for a self-built app, the suite id for an
     /// instruction URL, the provider's corpid for third-party URL verification, ...
     pub receive_ids: Vec<String>,
+    /// The app's Secret, for WeCom's API (details, resync). `None`: events only, no API calls.
+    pub secret: Option<SecretString>,
+}
+
+impl AppConfig {
+    /// The corp the API is called for: the first receive id (the corpid, for a self-built app).
+    pub fn api_corp_id(&self) -> Option<&str> {
+        self.receive_ids.first().map(String::as_str)
+    }
 }
 
 impl fmt::Debug for AppConfig {
@@ -102,6 +111,7 @@ impl fmt::Debug for AppConfig {
             .field("token", &"<redacted>")
             .field("aes_key", &self.aes_key)
             .field("receive_ids", &self.receive_ids)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -210,6 +220,17 @@ pub fn default_spool_dir() -> PathBuf {
     PathBuf::from("spool")
 }
 
+/// WeCom API settings (used for apps with a secret).
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Default https://qyapi.weixin.qq.com; tests point it at a fake.
+    pub base_url: String,
+    /// Concurrent API jobs inside `serve` (0: no worker in `serve`; run `wecom-callback worker`).
+    pub worker_concurrency: usize,
+    /// Attempts before a job is dead.
+    pub max_attempts: i32,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -235,6 +256,7 @@ pub struct Settings {
     pub verification_files: std::collections::BTreeMap<String, String>,
     /// A separate listen address for `/metrics` (then it is not served on the main one).
     pub metrics_listen: Option<SocketAddr>,
+    pub api: ApiSettings,
     /// Test-only fault: answer success before the commit. Exists so the fault-injection checker can prove it
     /// catches exactly this bug; never settable from a file or the environment.
     #[doc(hidden)]
@@ -295,7 +317,18 @@ pub struct FileConfig {
     /// Listen address for `/metrics` alone, e.g. "127.0.0.1:9090".
     pub metrics_listen: Option<String>,
     #[serde(default)]
+    pub api: FileApi,
+    #[serde(default)]
     pub apps: Vec<FileApp>,
+}
+
+/// `[api]` in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileApi {
+    pub base_url: Option<String>,
+    pub worker_concurrency: Option<usize>,
+    pub max_attempts: Option<i32>,
 }
 
 /// `[spool]` in the file.
@@ -349,6 +382,8 @@ pub struct FileApp {
     pub receive_ids: Option<Vec<String>>,
     /// Shorthand for `receive_ids = [corp_id]`.
     pub corp_id: Option<String>,
+    /// The app's Secret (应用管理 → the app → Secret), to call WeCom's API. Optional.
+    pub secret: Option<String>,
 }
 
 impl fmt::Debug for FileApp {
@@ -376,6 +411,8 @@ pub struct Overrides {
     pub verification_file: Option<String>,
     /// `WECOM_METRICS_LISTEN`.
     pub metrics_listen: Option<String>,
+    /// `WECOM_API_BASE_URL`.
+    pub api_base_url: Option<String>,
     /// The single-app environment variables (`WECOM_*`).
     pub app: EnvApp,
 }
@@ -390,6 +427,7 @@ pub struct EnvApp {
     pub corp_id: Option<String>,
     /// Comma-separated.
     pub receive_ids: Option<String>,
+    pub secret: Option<String>,
 }
 
 impl EnvApp {
@@ -404,6 +442,7 @@ impl EnvApp {
             encoding_aes_key: var("WECOM_ENCODING_AES_KEY"),
             corp_id: var("WECOM_CORP_ID"),
             receive_ids: var("WECOM_RECEIVE_IDS"),
+            secret: var("WECOM_SECRET"),
         }
     }
 
@@ -643,6 +682,23 @@ pub fn build_settings(mut file: FileConfig, overrides: Overrides) -> Result<Sett
         },
     };
 
+    let base_url = overrides
+        .api_base_url
+        .clone()
+        .or(file.api.base_url.clone())
+        .unwrap_or_else(|| crate::wecom_api::DEFAULT_BASE_URL.to_owned());
+    if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+        problems.push(format!(
+            "WECOM_API_BASE_URL / api.base_url {base_url:?} must start with https:// (default {})",
+            crate::wecom_api::DEFAULT_BASE_URL
+        ));
+    }
+    let api = ApiSettings {
+        base_url,
+        worker_concurrency: file.api.worker_concurrency.unwrap_or(2),
+        max_attempts: file.api.max_attempts.unwrap_or(8).max(1),
+    };
+
     if problems.is_empty() {
         Ok(Settings {
             database,
@@ -655,6 +711,7 @@ pub fn build_settings(mut file: FileConfig, overrides: Overrides) -> Result<Sett
             spool,
             verification_files,
             metrics_listen,
+            api,
             fault_ack_before_commit: false,
         })
     } else {
@@ -688,6 +745,7 @@ fn build_apps(file_apps: Vec<FileApp>, env: &EnvApp, problems: &mut Vec<String>)
                 encoding_aes_key: env.encoding_aes_key.clone(),
                 receive_ids,
                 corp_id: env.corp_id.clone(),
+                secret: env.secret.clone(),
             },
         )]
     } else {
@@ -814,6 +872,10 @@ fn build_apps(file_apps: Vec<FileApp>, env: &EnvApp, problems: &mut Vec<String>)
                     token: SecretString::from(token),
                     aes_key,
                     receive_ids,
+                    secret: app
+                        .secret
+                        .filter(|s| !s.trim().is_empty())
+                        .map(SecretString::from),
                 });
             }
         }

@@ -25,4 +25,5 @@ pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod wecom_api;
+pub mod worker;
 pub mod xml;

@@ -1,7 +1,8 @@
 //! Prometheus metrics, served at `GET /metrics` in the text exposition format.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// Every metric the service exports.
@@ -17,6 +18,15 @@ pub struct Metrics {
     pub spool_bytes: IntGauge,
     /// Stored events not yet applied to the synced tables.
     pub apply_pending: IntGauge,
+    /// Jobs waiting, and dead jobs waiting for an operator.
+    pub jobs_queued: IntGauge,
+    pub jobs_dead: IntGauge,
+    /// Failed job runs by kind.
+    pub job_failures: IntCounterVec,
+    /// WeCom API error answers by errcode.
+    pub api_errors: IntCounterVec,
+    /// Access tokens fetched from WeCom.
+    pub token_refreshes: IntCounter,
 }
 
 impl Default for Metrics {
@@ -54,6 +64,32 @@ impl Metrics {
             "Stored events not yet applied to the synced tables",
         )
         .expect("a valid metric definition");
+        let jobs_queued = IntGauge::new("jobs_queued", "WeCom API jobs waiting")
+            .expect("a valid metric definition");
+        let jobs_dead = IntGauge::new("jobs_dead", "WeCom API jobs that failed for good")
+            .expect("a valid metric definition");
+        let job_failures = IntCounterVec::new(
+            Opts::new("job_failures_total", "Failed WeCom API job runs"),
+            &["kind"],
+        )
+        .expect("a valid metric definition");
+        let api_errors = IntCounterVec::new(
+            Opts::new("api_errors_total", "WeCom API error answers by errcode"),
+            &["errcode"],
+        )
+        .expect("a valid metric definition");
+        let token_refreshes =
+            IntCounter::new("token_refreshes_total", "Access tokens fetched from WeCom")
+                .expect("a valid metric definition");
+        for m in [
+            Box::new(jobs_queued.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(jobs_dead.clone()),
+            Box::new(job_failures.clone()),
+            Box::new(api_errors.clone()),
+            Box::new(token_refreshes.clone()),
+        ] {
+            let _ = registry.register(m);
+        }
         for m in [
             Box::new(callbacks.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -69,6 +105,11 @@ impl Metrics {
             latency,
             spool_bytes,
             apply_pending,
+            jobs_queued,
+            jobs_dead,
+            job_failures,
+            api_errors,
+            token_refreshes,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The projector: applies stored events to the synced tables, at start-up (whatever a crash left) and then
 //! continuously, woken by the event writer after each commit and by a timer for other replicas' events.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,10 +17,16 @@ const BATCH: i64 = 500;
 const IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// Runs until the process stops.
-pub async fn run(pool: PgPool, committed: Arc<Notify>, pending_gauge: Option<IntGauge>) {
+/// `enrich`: apps with a secret, whose events queue WeCom API jobs.
+pub async fn run(
+    pool: PgPool,
+    committed: Arc<Notify>,
+    pending_gauge: Option<IntGauge>,
+    enrich: HashSet<String>,
+) {
     let mut failures = 0u32;
     loop {
-        match projections::apply_pending(&pool, BATCH).await {
+        match projections::apply_pending_with(&pool, BATCH, &enrich).await {
             Ok(n) if n > 0 => {
                 failures = 0;
                 tracing::debug!(applied = n, "events applied");

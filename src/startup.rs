@@ -60,6 +60,8 @@ pub enum StartupError {
     Store(#[from] StoreError),
     #[error("invalid database settings: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("cannot set up the WeCom API client: {0}")]
+    Api(String),
     #[error(
         "cannot open the spool directory {dir}: {source}; set WECOM_SPOOL_DIR to a writable directory, \
          or disable the spool with [spool] enabled = false"
@@ -103,11 +105,29 @@ impl Application {
             .port();
         let writer = EventWriter::spawn(pool.clone(), &settings.store);
         let metrics = Metrics::new();
+        let credentials = crate::worker::credentials(&settings.apps);
         if settings.run_projector {
             tokio::spawn(crate::projector::run(
                 pool.clone(),
                 writer.committed(),
                 Some(metrics.apply_pending.clone()),
+                credentials.keys().cloned().collect(),
+            ));
+        }
+        if !credentials.is_empty() && settings.api.worker_concurrency > 0 {
+            let api = crate::wecom_api::WecomApi::new(&settings.api.base_url, pool.clone())
+                .map_err(|e| StartupError::Api(e.to_string()))?
+                .with_metrics(metrics.clone());
+            tokio::spawn(crate::worker::run(
+                crate::worker::Worker {
+                    pool: pool.clone(),
+                    api,
+                    credentials,
+                    max_attempts: settings.api.max_attempts,
+                    metrics: Some(metrics.clone()),
+                    idle: std::time::Duration::from_secs(1),
+                },
+                settings.api.worker_concurrency,
             ));
         }
         let api_enabled = settings.api_token.is_some();

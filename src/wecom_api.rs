@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 use crate::errcode::WecomError;
+use crate::metrics::Metrics;
 use crate::store::tokens::{self, RefreshError};
 
 /// WeCom's production API.
@@ -53,6 +54,8 @@ pub enum ApiError {
          (WECOM_API_BASE_URL overrides the address)"
     )]
     Unreachable { base: String, detail: String },
+    #[error("WeCom's API answered HTTP {0}; retrying later")]
+    HttpStatus(u16),
     #[error("WeCom's API answered something that is not its JSON: {0}")]
     BadResponse(String),
     #[error("the token cache in PostgreSQL failed: {0}")]
@@ -76,6 +79,7 @@ pub struct WecomApi {
     base: String,
     pool: PgPool,
     backoff: Duration,
+    metrics: Option<Metrics>,
 }
 
 impl WecomApi {
@@ -94,7 +98,14 @@ impl WecomApi {
             base: base_url.trim_end_matches('/').to_owned(),
             pool,
             backoff: Duration::from_millis(500),
+            metrics: None,
         })
+    }
+
+    /// Counts API errors and token refreshes in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> WecomApi {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Shortens the pause between retries (tests).
@@ -119,16 +130,24 @@ impl WecomApi {
             base: self.base.clone(),
             detail: e.without_url().to_string(),
         })?;
+        if !resp.status().is_success() {
+            return Err(ApiError::HttpStatus(resp.status().as_u16()));
+        }
         let value: Value = resp
             .json()
             .await
             .map_err(|e| ApiError::BadResponse(e.without_url().to_string()))?;
         match value.get("errcode").and_then(Value::as_i64).unwrap_or(0) {
             0 => Ok(value),
-            code => Err(ApiError::Wecom(WecomError::new(
-                code,
-                value.get("errmsg").and_then(Value::as_str).unwrap_or(""),
-            ))),
+            code => {
+                if let Some(m) = &self.metrics {
+                    m.api_errors.with_label_values(&[&code.to_string()]).inc();
+                }
+                Err(ApiError::Wecom(WecomError::new(
+                    code,
+                    value.get("errmsg").and_then(Value::as_str).unwrap_or(""),
+                )))
+            }
         }
     }
 
@@ -176,6 +195,9 @@ impl WecomApi {
             .ok_or_else(|| ApiError::BadResponse("gettoken without access_token".into()))?;
         let expires_in = v.get("expires_in").and_then(Value::as_i64).unwrap_or(7200);
         tracing::info!(corp_id = %creds.corp_id, expires_in, "fetched a WeCom access token");
+        if let Some(m) = &self.metrics {
+            m.token_refreshes.inc();
+        }
         Ok((token.to_owned(), expires_in))
     }
 

@@ -12,6 +12,7 @@ fn app(name: &str, token: &str, key: &str, id: &str) -> AppConfig {
         token: SecretString::from(token),
         aes_key: AesKey::from_encoding_aes_key(key).expect("key"),
         receive_ids: vec![id.into()],
+        secret: None,
     }
 }
 

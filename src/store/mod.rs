@@ -17,6 +17,8 @@ use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use crate::callback::VerifiedCallback;
 use crate::configuration::{DatabaseSettings, StoreSettings};
 
+pub mod enrichment;
+pub mod jobs;
 /// Embedded migrations (migrations/).
 pub mod projections;
 pub mod read;

@@ -9,6 +9,8 @@
 //! event's version `(event_time, rank, dedupe_key)`, so the tables do not depend on the order events arrive
 //! in, and duplicates change nothing.
 
+use std::collections::HashSet;
+
 use serde_json::json;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
@@ -20,6 +22,11 @@ use crate::message;
 
 /// Advisory lock key separating appliers (shared) from a rebuild (exclusive).
 const APPLY_LOCK: i64 = 0x5745_434f_4d01;
+
+/// Job kinds queued by the projector.
+pub const JOB_CONTACT_DETAIL: &str = "contact_detail";
+pub const JOB_GROUP_CHAT: &str = "group_chat";
+pub const JOB_CORP_TAGS: &str = "corp_tags";
 
 /// The channel backends LISTEN on.
 pub const CHANNEL: &str = "wecom_contact_changed";
@@ -54,21 +61,35 @@ fn version(time: i64, rank: u8, dedupe_key: &str) -> String {
 
 /// Applies up to `limit` unapplied events in one transaction. Returns how many were taken.
 pub async fn apply_pending(pool: &PgPool, limit: i64) -> Result<usize, sqlx::Error> {
+    apply_pending_with(pool, limit, &HashSet::new()).await
+}
+
+/// Like [`apply_pending`], and queues WeCom API enrichment jobs (in the same transaction) for events of the
+/// apps in `enrich` (those configured with a secret).
+pub async fn apply_pending_with(
+    pool: &PgPool,
+    limit: i64,
+    enrich: &HashSet<String>,
+) -> Result<usize, sqlx::Error> {
     let mut tx = pool.begin().await?;
     // Shared with other appliers, exclusive against a rebuild (which would otherwise deadlock with us).
     sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
         .bind(APPLY_LOCK)
         .execute(&mut *tx)
         .await?;
-    let n = apply_batch(&mut tx, limit).await?;
+    let n = apply_batch(&mut tx, limit, enrich).await?;
     tx.commit().await?;
     Ok(n)
 }
 
 /// Applies up to `limit` unapplied events inside `tx` and marks them applied.
-async fn apply_batch(tx: &mut Transaction<'_, Postgres>, limit: i64) -> Result<usize, sqlx::Error> {
+async fn apply_batch(
+    tx: &mut Transaction<'_, Postgres>,
+    limit: i64,
+    enrich: &HashSet<String>,
+) -> Result<usize, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT id, dedupe_key, corp_id, extract(epoch FROM event_time)::bigint AS t, message \
+        "SELECT id, app, dedupe_key, corp_id, extract(epoch FROM event_time)::bigint AS t, message \
          FROM wecom_events WHERE applied_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)
@@ -95,6 +116,10 @@ async fn apply_batch(tx: &mut Transaction<'_, Postgres>, limit: i64) -> Result<u
             typed,
         };
         apply_one(tx, &ev).await?;
+        let app: String = row.get("app");
+        if enrich.contains(&app) {
+            enqueue_enrichment(tx, &app, &ev).await?;
+        }
     }
     if !ids.is_empty() {
         sqlx::query("UPDATE wecom_events SET applied_at = now() WHERE id = ANY($1)")
@@ -118,6 +143,37 @@ async fn apply_one(
         EventKind::ExternalTag(t) => apply_tag(tx, ev, corp, t).await,
         _ => Ok(()),
     }
+}
+
+/// Queues the API reads an event calls for: callbacks carry ids, not state (PROTOCOL.md §1.13).
+async fn enqueue_enrichment(
+    tx: &mut Transaction<'_, Postgres>,
+    app: &str,
+    ev: &StoredEvent,
+) -> Result<(), sqlx::Error> {
+    let Some(corp) = ev.corp_id.as_deref() else {
+        return Ok(());
+    };
+    let job = match &ev.typed.kind {
+        EventKind::ExternalContact(c) => match c.change {
+            ContactChange::Add { .. } | ContactChange::Edit | ContactChange::AddHalf { .. } => {
+                Some((JOB_CONTACT_DETAIL, c.external_userid.as_str()))
+            }
+            _ => None,
+        },
+        EventKind::ExternalChat(c) => match c.change {
+            ChatChange::Create | ChatChange::Update(_) => {
+                Some((JOB_GROUP_CHAT, c.chat_id.as_str()))
+            }
+            _ => None,
+        },
+        EventKind::ExternalTag(_) => Some((JOB_CORP_TAGS, "*")),
+        _ => None,
+    };
+    if let Some((kind, subject)) = job {
+        crate::store::jobs::enqueue(tx, kind, app, corp, subject, ev.id).await?;
+    }
+    Ok(())
 }
 
 fn change_name(c: &ContactChange) -> &str {
@@ -505,7 +561,8 @@ pub async fn rebuild(pool: &PgPool) -> Result<usize, sqlx::Error> {
         .await?;
     let mut total = 0;
     loop {
-        let n = apply_batch(&mut tx, 1000).await?;
+        // History is not re-fetched from WeCom on a rebuild: no enrichment jobs.
+        let n = apply_batch(&mut tx, 1000, &HashSet::new()).await?;
         if n == 0 {
             break;
         }

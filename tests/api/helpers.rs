@@ -47,6 +47,7 @@ impl TestAppConfig {
             token: SecretString::from(self.token),
             aes_key: self.key(),
             receive_ids: vec![self.receive_id.to_owned()],
+            secret: None,
         }
     }
 }
@@ -119,6 +120,11 @@ pub fn test_settings(apps: &[TestAppConfig], database_url: &str) -> Settings {
         },
         verification_files: Default::default(),
         metrics_listen: None,
+        api: wecom_callback::configuration::ApiSettings {
+            base_url: "http://127.0.0.1:9".into(),
+            worker_concurrency: 1,
+            max_attempts: 3,
+        },
         fault_ack_before_commit: false,
     }
 }

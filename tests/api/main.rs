@@ -6,6 +6,7 @@ mod cli;
 mod database_down;
 mod dedupe;
 mod embedded;
+mod enrichment;
 mod health;
 mod helpers;
 mod ordering;

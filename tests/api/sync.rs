@@ -518,6 +518,7 @@ async fn events_stored_before_a_crash_are_applied_at_start_up() {
         app.pool.clone(),
         std::sync::Arc::new(tokio::sync::Notify::new()),
         None,
+        Default::default(),
     ));
     wait_applied(&app.pool).await;
     projector.abort();

@@ -270,6 +270,7 @@ impl Service {
                 token: SecretString::from(TOKEN),
                 aes_key: AesKey::from_encoding_aes_key(KEY).expect("key"),
                 receive_ids: vec![CORP.into()],
+                secret: None,
             }],
             api_token: None,
             run_projector: true,
@@ -280,6 +281,11 @@ impl Service {
             },
             verification_files: Default::default(),
             metrics_listen: None,
+            api: wecom_callback::configuration::ApiSettings {
+                base_url: "http://127.0.0.1:9".into(),
+                worker_concurrency: 1,
+                max_attempts: 3,
+            },
             fault_ack_before_commit,
         };
         wecom_callback::store::ensure_database_exists(&settings.database)

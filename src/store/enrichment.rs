@@ -1,0 +1,269 @@
+//! Writing what WeCom's API says into the synced tables.
+//!
+//! One freshness rule for API data and event data: an API answer fetched at time T counts as an observation
+//! at T with the lowest rank, version `T:0:api`. It fills the detail columns when it is newer than the last
+//! detail sync, and it moves a follow's status (to active: WeCom still lists it) only when it is newer than
+//! the event that last set the status, so a later deletion event still wins and an event in the same second
+//! outranks it.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgPool;
+
+fn api_version(at: DateTime<Utc>) -> String {
+    format!("{:012}:0:api", at.timestamp().max(0))
+}
+
+fn text(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+fn int(v: &Value, key: &str) -> Option<i64> {
+    v.get(key).and_then(Value::as_i64)
+}
+
+/// `externalcontact/get`: the contact's details and every follow relation WeCom lists.
+pub async fn contact_detail(
+    pool: &PgPool,
+    corp_id: &str,
+    answer: &Value,
+    fetched_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let Some(contact) = answer.get("external_contact") else {
+        return Ok(());
+    };
+    let Some(external_userid) = text(contact, "external_userid") else {
+        return Ok(());
+    };
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO external_contacts AS c (corp_id, external_userid, first_seen_at, last_event_at, name, avatar, \
+             type, gender, unionid, position, corp_name, corp_full_name, external_profile, detail_synced_at) \
+         VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $3) \
+         ON CONFLICT (corp_id, external_userid) DO UPDATE SET name = EXCLUDED.name, avatar = EXCLUDED.avatar, \
+             type = EXCLUDED.type, gender = EXCLUDED.gender, unionid = EXCLUDED.unionid, \
+             position = EXCLUDED.position, corp_name = EXCLUDED.corp_name, \
+             corp_full_name = EXCLUDED.corp_full_name, external_profile = EXCLUDED.external_profile, \
+             detail_synced_at = EXCLUDED.detail_synced_at \
+         WHERE c.detail_synced_at IS NULL OR c.detail_synced_at <= EXCLUDED.detail_synced_at",
+    )
+    .bind(corp_id)
+    .bind(&external_userid)
+    .bind(fetched_at)
+    .bind(text(contact, "name"))
+    .bind(text(contact, "avatar"))
+    .bind(int(contact, "type").map(|t| t as i16))
+    .bind(int(contact, "gender").map(|g| g as i16))
+    .bind(text(contact, "unionid"))
+    .bind(text(contact, "position"))
+    .bind(text(contact, "corp_name"))
+    .bind(text(contact, "corp_full_name"))
+    .bind(contact.get("external_profile").cloned())
+    .execute(&mut *tx)
+    .await?;
+
+    let version = api_version(fetched_at);
+    for f in answer
+        .get("follow_user")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let Some(userid) = text(f, "userid") else {
+            continue;
+        };
+        let mobiles: Option<Vec<String>> =
+            f.get("remark_mobiles").and_then(Value::as_array).map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            });
+        let added_at = int(f, "createtime").and_then(|t| DateTime::from_timestamp(t, 0));
+        sqlx::query(
+            "INSERT INTO external_contact_follows AS f (corp_id, userid, external_userid, status, status_version, \
+                 state, added_at, last_change_type, last_event_at, last_version, remark, description, \
+                 remark_mobiles, add_way, oper_userid, tags, detail_synced_at) \
+             VALUES ($1, $2, $3, 'active', $4, $5, $6, 'api_sync', $7, $4, $8, $9, $10, $11, $12, $13, $7) \
+             ON CONFLICT (corp_id, userid, external_userid) DO UPDATE SET \
+               status = CASE WHEN EXCLUDED.status_version > f.status_version THEN 'active' ELSE f.status END, \
+               deleted_at = CASE WHEN EXCLUDED.status_version > f.status_version THEN NULL ELSE f.deleted_at END, \
+               delete_source = CASE WHEN EXCLUDED.status_version > f.status_version THEN NULL ELSE f.delete_source END, \
+               status_version = GREATEST(f.status_version, EXCLUDED.status_version), \
+               state = COALESCE(f.state, EXCLUDED.state), \
+               added_at = COALESCE(f.added_at, EXCLUDED.added_at), \
+               remark = CASE WHEN f.detail_synced_at IS NULL OR f.detail_synced_at <= EXCLUDED.detail_synced_at THEN EXCLUDED.remark ELSE f.remark END, \
+               description = CASE WHEN f.detail_synced_at IS NULL OR f.detail_synced_at <= EXCLUDED.detail_synced_at THEN EXCLUDED.description ELSE f.description END, \
+               remark_mobiles = CASE WHEN f.detail_synced_at IS NULL OR f.detail_synced_at <= EXCLUDED.detail_synced_at THEN EXCLUDED.remark_mobiles ELSE f.remark_mobiles END, \
+               add_way = CASE WHEN f.detail_synced_at IS NULL OR f.detail_synced_at <= EXCLUDED.detail_synced_at THEN EXCLUDED.add_way ELSE f.add_way END, \
+               oper_userid = CASE WHEN f.detail_synced_at IS NULL OR f.detail_synced_at <= EXCLUDED.detail_synced_at THEN EXCLUDED.oper_userid ELSE f.oper_userid END, \
+               tags = CASE WHEN f.detail_synced_at IS NULL OR f.detail_synced_at <= EXCLUDED.detail_synced_at THEN EXCLUDED.tags ELSE f.tags END, \
+               detail_synced_at = GREATEST(f.detail_synced_at, EXCLUDED.detail_synced_at)",
+        )
+        .bind(corp_id)
+        .bind(&userid)
+        .bind(&external_userid)
+        .bind(&version)
+        .bind(text(f, "state"))
+        .bind(added_at)
+        .bind(fetched_at)
+        .bind(text(f, "remark"))
+        .bind(text(f, "description"))
+        .bind(mobiles)
+        .bind(int(f, "add_way").map(|w| w as i32))
+        .bind(text(f, "oper_userid"))
+        .bind(f.get("tags").cloned())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// `groupchat/get`: name, owner, notice and, when the member version changed, the member list.
+pub async fn group_chat(
+    pool: &PgPool,
+    corp_id: &str,
+    chat: &Value,
+    fetched_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let Some(chat_id) = text(chat, "chat_id") else {
+        return Ok(());
+    };
+    let version = api_version(fetched_at);
+    let member_version = text(chat, "member_version");
+    let mut tx = pool.begin().await?;
+    let known: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT member_version FROM external_group_chats WHERE corp_id = $1 AND chat_id = $2",
+    )
+    .bind(corp_id)
+    .bind(&chat_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO external_group_chats AS g (corp_id, chat_id, status, status_version, created_at, \
+             member_version, last_event_at, last_version, name, owner, notice, detail_synced_at) \
+         VALUES ($1, $2, 'active', $3, $4, $5, $6, $3, $7, $8, $9, $6) \
+         ON CONFLICT (corp_id, chat_id) DO UPDATE SET name = EXCLUDED.name, owner = EXCLUDED.owner, \
+             notice = EXCLUDED.notice, member_version = COALESCE(EXCLUDED.member_version, g.member_version), \
+             created_at = COALESCE(g.created_at, EXCLUDED.created_at), detail_synced_at = EXCLUDED.detail_synced_at \
+         WHERE g.detail_synced_at IS NULL OR g.detail_synced_at <= EXCLUDED.detail_synced_at",
+    )
+    .bind(corp_id)
+    .bind(&chat_id)
+    .bind(&version)
+    .bind(int(chat, "create_time").and_then(|t| DateTime::from_timestamp(t, 0)))
+    .bind(&member_version)
+    .bind(fetched_at)
+    .bind(text(chat, "name"))
+    .bind(text(chat, "owner"))
+    .bind(text(chat, "notice"))
+    .execute(&mut *tx)
+    .await?;
+    // Same member version as stored: the list has not changed (PROTOCOL.md §7.5), skip it.
+    let unchanged = member_version.is_some() && known.flatten() == member_version;
+    if !unchanged {
+        let members: Vec<String> = chat
+            .get("member_list")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|m| text(m, "userid"))
+            .collect();
+        sqlx::query(
+            "INSERT INTO external_group_chat_members AS m (corp_id, chat_id, member_id, status, version, changed_at) \
+             SELECT $1, $2, member, 'joined', $4, $5 FROM UNNEST($3::text[]) AS member \
+             ON CONFLICT (corp_id, chat_id, member_id) DO UPDATE SET status = 'joined', version = EXCLUDED.version, \
+                 changed_at = EXCLUDED.changed_at WHERE EXCLUDED.version > m.version",
+        )
+        .bind(corp_id)
+        .bind(&chat_id)
+        .bind(&members)
+        .bind(&version)
+        .bind(fetched_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE external_group_chat_members SET status = 'left', version = $4, changed_at = $5 \
+             WHERE corp_id = $1 AND chat_id = $2 AND NOT (member_id = ANY($3)) AND status = 'joined' AND version < $4",
+        )
+        .bind(corp_id)
+        .bind(&chat_id)
+        .bind(&members)
+        .bind(&version)
+        .bind(fetched_at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// `get_corp_tag_list`: every tag group and tag.
+pub async fn corp_tags(
+    pool: &PgPool,
+    corp_id: &str,
+    answer: &Value,
+    fetched_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let version = api_version(fetched_at);
+    let mut tx = pool.begin().await?;
+    for group in answer
+        .get("tag_group")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let group_id = text(group, "group_id");
+        let mut rows = vec![(
+            group_id.clone(),
+            "tag_group",
+            text(group, "group_name"),
+            None,
+            int(group, "order"),
+            group
+                .get("deleted")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+        )];
+        for tag in group
+            .get("tag")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            rows.push((
+                text(tag, "id"),
+                "tag",
+                text(tag, "name"),
+                group_id.clone(),
+                int(tag, "order"),
+                tag.get("deleted").and_then(Value::as_bool).unwrap_or(false),
+            ));
+        }
+        for (id, kind, name, parent, order, deleted) in rows {
+            let Some(id) = id else { continue };
+            sqlx::query(
+                "INSERT INTO external_corp_tags AS t (corp_id, id, type, deleted, status_version, last_change_type, \
+                     last_event_at, last_version, name, group_id, sort_order, detail_synced_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'api_sync', $6, $5, $7, $8, $9, $6) \
+                 ON CONFLICT (corp_id, id) DO UPDATE SET type = COALESCE(t.type, EXCLUDED.type), \
+                     deleted = CASE WHEN EXCLUDED.status_version > t.status_version THEN EXCLUDED.deleted ELSE t.deleted END, \
+                     status_version = GREATEST(t.status_version, EXCLUDED.status_version), \
+                     name = EXCLUDED.name, group_id = EXCLUDED.group_id, sort_order = EXCLUDED.sort_order, \
+                     detail_synced_at = EXCLUDED.detail_synced_at \
+                 WHERE t.detail_synced_at IS NULL OR t.detail_synced_at <= EXCLUDED.detail_synced_at",
+            )
+            .bind(corp_id)
+            .bind(&id)
+            .bind(kind)
+            .bind(deleted)
+            .bind(&version)
+            .bind(fetched_at)
+            .bind(&name)
+            .bind(&parent)
+            .bind(order)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await
+}

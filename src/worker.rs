@@ -1,0 +1,204 @@
+//! The job worker: takes queued WeCom API jobs, runs them, and retries or buries them. Runs inside `serve`
+//! (configurable concurrency) or alone as `wecom-callback worker`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::metrics::Metrics;
+use crate::store::{enrichment, jobs, projections};
+use crate::wecom_api::{ApiError, Credentials, WecomApi};
+
+/// How long a worker owns a job before another may take it over (a crashed worker's job is not lost).
+const LEASE: Duration = Duration::from_secs(120);
+/// Pause between retries: 5 s, doubling per attempt, at most an hour.
+fn backoff(attempts: i32) -> Duration {
+    let exp = attempts.clamp(1, 20) as u32 - 1;
+    Duration::from_secs(5u64.saturating_mul(2u64.saturating_pow(exp)))
+        .min(Duration::from_secs(3600))
+}
+
+/// What a worker needs.
+#[derive(Clone)]
+pub struct Worker {
+    pub pool: PgPool,
+    pub api: WecomApi,
+    /// Credentials by app name (apps with a secret).
+    pub credentials: HashMap<String, Credentials>,
+    pub max_attempts: i32,
+    pub metrics: Option<Metrics>,
+    /// Pause when there is nothing to do.
+    pub idle: Duration,
+}
+
+/// Runs one job against WeCom's API and stores the answer.
+pub async fn execute(w: &Worker, job: &jobs::Job) -> Result<(), ApiError> {
+    let creds = w.credentials.get(&job.app).ok_or_else(|| {
+        ApiError::BadResponse(format!(
+            "no secret is configured for app {:?} any more; configure it and retry the job",
+            job.app
+        ))
+    })?;
+    let now = chrono::Utc::now();
+    match job.kind.as_str() {
+        projections::JOB_CONTACT_DETAIL => {
+            // More than 500 followers come in pages.
+            let mut cursor = String::new();
+            let mut merged: Option<serde_json::Value> = None;
+            loop {
+                let mut query = vec![("external_userid", job.subject.as_str())];
+                if !cursor.is_empty() {
+                    query.push(("cursor", cursor.as_str()));
+                }
+                let page = match w
+                    .api
+                    .call(creds, "/cgi-bin/externalcontact/get", &query, None)
+                    .await
+                {
+                    Ok(p) => p,
+                    // 84061: no relation (deleted, or half-added and not confirmed): nothing to fetch.
+                    Err(ApiError::Wecom(e)) if e.errcode == 84061 => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                cursor = page
+                    .get("next_cursor")
+                    .and_then(|c| c.as_str())
+                    .unwrap_or("")
+                    .to_owned();
+                merged = Some(match merged {
+                    None => page,
+                    Some(mut all) => {
+                        if let (Some(acc), Some(more)) = (
+                            all.get_mut("follow_user").and_then(|f| f.as_array_mut()),
+                            page.get("follow_user").and_then(|f| f.as_array()),
+                        ) {
+                            acc.extend(more.iter().cloned());
+                        }
+                        all
+                    }
+                });
+                if cursor.is_empty() {
+                    break;
+                }
+            }
+            if let Some(answer) = merged {
+                enrichment::contact_detail(&w.pool, &job.corp_id, &answer, now).await?;
+            }
+        }
+        projections::JOB_GROUP_CHAT => {
+            let body = json!({"chat_id": job.subject, "need_name": 1});
+            let answer = w
+                .api
+                .call(
+                    creds,
+                    "/cgi-bin/externalcontact/groupchat/get",
+                    &[],
+                    Some(&body),
+                )
+                .await?;
+            if let Some(chat) = answer.get("group_chat") {
+                enrichment::group_chat(&w.pool, &job.corp_id, chat, now).await?;
+            }
+        }
+        projections::JOB_CORP_TAGS => {
+            let answer = w
+                .api
+                .call(
+                    creds,
+                    "/cgi-bin/externalcontact/get_corp_tag_list",
+                    &[],
+                    Some(&json!({})),
+                )
+                .await?;
+            enrichment::corp_tags(&w.pool, &job.corp_id, &answer, now).await?;
+        }
+        other => {
+            return Err(ApiError::BadResponse(format!("unknown job kind {other:?}")));
+        }
+    }
+    Ok(())
+}
+
+fn retryable(e: &ApiError) -> bool {
+    match e {
+        ApiError::Wecom(w) => w.retryable(),
+        ApiError::Unreachable { .. } | ApiError::Database(_) => true,
+        ApiError::HttpStatus(s) => *s >= 500 || *s == 429,
+        ApiError::BadResponse(_) => false,
+    }
+}
+
+/// Takes and runs one job. Returns false when none was due.
+pub async fn run_once(w: &Worker) -> Result<bool, sqlx::Error> {
+    let Some(job) = jobs::claim(&w.pool, LEASE).await? else {
+        return Ok(false);
+    };
+    match execute(w, &job).await {
+        Ok(()) => jobs::complete(&w.pool, job.id).await?,
+        Err(e) => {
+            let errcode = e.errcode();
+            if let Some(m) = &w.metrics {
+                m.job_failures.with_label_values(&[job.kind.as_str()]).inc();
+            }
+            let retry =
+                (retryable(&e) && job.attempts < w.max_attempts).then(|| backoff(job.attempts));
+            match retry {
+                Some(wait) => {
+                    tracing::warn!(job = job.id, kind = %job.kind, attempts = job.attempts, retry_in_s = wait.as_secs(), error = %e, "job failed; will retry")
+                }
+                None => {
+                    tracing::error!(job = job.id, kind = %job.kind, attempts = job.attempts, error = %e, "job failed for good (dead); fix the cause, then `wecom-callback jobs retry`")
+                }
+            }
+            jobs::fail(&w.pool, job.id, &e.to_string(), errcode, retry).await?;
+        }
+    }
+    Ok(true)
+}
+
+/// Runs `concurrency` worker loops until the process stops.
+pub async fn run(w: Worker, concurrency: usize) {
+    let loops: Vec<_> = (0..concurrency.max(1))
+        .map(|_| {
+            let w = w.clone();
+            tokio::spawn(async move {
+                loop {
+                    match run_once(&w).await {
+                        Ok(true) => {}
+                        Ok(false) => tokio::time::sleep(w.idle).await,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "job queue unavailable; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                    if let Some(m) = &w.metrics {
+                        if let Ok((queued, dead)) = jobs::depth(&w.pool).await {
+                            m.jobs_queued.set(queued);
+                            m.jobs_dead.set(dead);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for l in loops {
+        let _ = l.await;
+    }
+}
+
+/// Credentials for every app with a secret.
+pub fn credentials(apps: &[crate::configuration::AppConfig]) -> HashMap<String, Credentials> {
+    apps.iter()
+        .filter_map(|a| {
+            Some((
+                a.name.clone(),
+                Credentials {
+                    corp_id: a.api_corp_id()?.to_owned(),
+                    secret: a.secret.clone()?,
+                },
+            ))
+        })
+        .collect()
+}

@@ -1,0 +1,290 @@
+//! Events queue WeCom API jobs durably; the worker fills in details; failures end dead and an operator
+//! retries them.
+
+use std::time::{Duration, Instant};
+
+use secrecy::SecretString;
+use serde_json::json;
+use sqlx::PgPool;
+use wiremock::matchers::{path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{MAIN, TestApp, sign_callback, spawn_app_with, unix_now};
+use crate::sync::contact_event;
+
+async fn app_with_api(server: &MockServer, max_attempts: i32) -> TestApp {
+    let uri = server.uri();
+    spawn_app_with(&[MAIN], move |s| {
+        s.apps[0].secret = Some(SecretString::from("app-secret"));
+        s.api.base_url = uri;
+        s.api.worker_concurrency = 1;
+        s.api.max_attempts = max_attempts;
+    })
+    .await
+}
+
+async fn wait_for(pool: &PgPool, sql: &str, want: i64) {
+    let started = Instant::now();
+    loop {
+        let n: i64 = sqlx::query_scalar(sql)
+            .fetch_one(pool)
+            .await
+            .expect("query");
+        if n == want {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{sql} stayed {n}, wanted {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn token() -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(
+        json!({"errcode": 0, "errmsg": "ok", "access_token": "T", "expires_in": 7200}),
+    )
+}
+
+fn detail() -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({
+        "errcode": 0, "errmsg": "ok",
+        "external_contact": {"external_userid": "wmE1", "name": "李雷", "type": 1, "gender": 1, "unionid": "u1",
+                             "corp_name": "腾讯", "external_profile": {"external_attr": []}},
+        "follow_user": [{"userid": "alice", "remark": "老客户", "description": "VIP", "createtime": 1700000000,
+                         "tags": [{"group_name": "等级", "tag_name": "A", "type": 1, "tag_id": "et1"}],
+                         "remark_mobiles": ["13800000000"], "oper_userid": "alice", "add_way": 1, "state": "qr"}],
+        "next_cursor": ""
+    }))
+}
+
+#[tokio::test]
+async fn an_add_event_fills_in_the_contact_from_the_api() {
+    let server = MockServer::start().await;
+    Mock::given(path("/cgi-bin/gettoken"))
+        .respond_with(token())
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/get"))
+        .and(query_param("external_userid", "wmE1"))
+        .respond_with(detail())
+        .mount(&server)
+        .await;
+    let app = app_with_api(&server, 3).await;
+    let xml = contact_event(
+        1_700_000_000,
+        "add_external_contact",
+        "alice",
+        "wmE1",
+        "<State>qr</State>",
+    );
+    assert_eq!(
+        app.post("main", &sign_callback(&MAIN, &xml, unix_now()))
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+
+    wait_for(
+        &app.pool,
+        "SELECT count(*) FROM wecom_jobs WHERE status = 'done'",
+        1,
+    )
+    .await;
+    let (name, corp_name, synced): (Option<String>, Option<String>, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as("SELECT name, corp_name, detail_synced_at FROM external_contacts WHERE external_userid = 'wmE1'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("contact");
+    assert_eq!(name.as_deref(), Some("李雷"));
+    assert_eq!(corp_name.as_deref(), Some("腾讯"));
+    assert!(synced.is_some());
+    let (status, remark, mobiles, tags): (String, Option<String>, Option<Vec<String>>, Option<serde_json::Value>) =
+        sqlx::query_as("SELECT status, remark, remark_mobiles, tags FROM external_contact_follows WHERE userid = 'alice'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("follow");
+    assert_eq!(status, "active");
+    assert_eq!(remark.as_deref(), Some("老客户"));
+    assert_eq!(mobiles, Some(vec!["13800000000".to_owned()]));
+    assert_eq!(tags.expect("tags")[0]["tag_id"], "et1");
+    // The API's view never revives a follow deleted by a newer event.
+    let del = contact_event(unix_now() + 10, "del_follow_user", "alice", "wmE1", "");
+    assert_eq!(
+        app.post("main", &sign_callback(&MAIN, &del, unix_now()))
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    crate::sync::wait_applied(&app.pool).await;
+    wecom_callback::store::enrichment::contact_detail(
+        &app.pool,
+        MAIN.receive_id,
+        &serde_json::json!({"external_contact": {"external_userid": "wmE1"}, "follow_user": [{"userid": "alice"}]}),
+        chrono::Utc::now(),
+    )
+    .await
+    .expect("stale API answer");
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM external_contact_follows WHERE userid = 'alice'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("follow");
+    assert_eq!(status, "deleted_by_customer");
+}
+
+#[tokio::test]
+async fn repeated_jobs_for_one_contact_collapse() {
+    let app = spawn_app_with(&[MAIN], |s| s.run_projector = false).await;
+    let mut tx = app.pool.begin().await.expect("tx");
+    let ev: i64 = sqlx::query_scalar(
+        "INSERT INTO wecom_events (app, dedupe_key, receive_id, message, fields, req_timestamp, req_nonce, msg_signature) \
+         VALUES ('main', 'k', 'r', '<xml/>', '{}', '0', '0', '0') RETURNING id",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .expect("event");
+    for _ in 0..3 {
+        wecom_callback::store::jobs::enqueue(&mut tx, "contact_detail", "main", "c", "wmX", ev)
+            .await
+            .expect("enqueue");
+    }
+    wecom_callback::store::jobs::enqueue(&mut tx, "contact_detail", "main", "c", "wmY", ev)
+        .await
+        .expect("enqueue");
+    tx.commit().await.expect("commit");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_jobs")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(n, 2);
+}
+
+#[tokio::test]
+async fn a_failing_job_goes_dead_and_the_operator_retries_it() {
+    let server = MockServer::start().await;
+    Mock::given(path("/cgi-bin/gettoken"))
+        .respond_with(token())
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/get"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"errcode": 48002, "errmsg": "api forbidden"})),
+        )
+        .mount(&server)
+        .await;
+    let app = app_with_api(&server, 3).await;
+    let xml = contact_event(1_700_000_000, "add_external_contact", "alice", "wmE1", "");
+    assert_eq!(
+        app.post("main", &sign_callback(&MAIN, &xml, unix_now()))
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    // A permission error is not retried: dead at once, with the explanation.
+    wait_for(
+        &app.pool,
+        "SELECT count(*) FROM wecom_jobs WHERE status = 'dead'",
+        1,
+    )
+    .await;
+    let (err, code): (Option<String>, Option<i64>) =
+        sqlx::query_as("SELECT last_error, last_errcode FROM wecom_jobs")
+            .fetch_one(&app.pool)
+            .await
+            .expect("job");
+    assert_eq!(code, Some(48002));
+    assert!(err.expect("error").contains("可调用接口的应用"));
+
+    // The operator fixes the permission in the console, then retries.
+    server.reset().await;
+    Mock::given(path("/cgi-bin/gettoken"))
+        .respond_with(token())
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/get"))
+        .respond_with(detail())
+        .mount(&server)
+        .await;
+    let db: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&app.pool)
+        .await
+        .expect("db");
+    let url = crate::helpers::database_url_for(&db);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wecom-callback"))
+            .args(["jobs", "--retry-all-dead"])
+            .env("DATABASE_URL", url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("runs")
+    })
+    .await
+    .expect("join");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 dead job(s) queued again"));
+    wait_for(
+        &app.pool,
+        "SELECT count(*) FROM wecom_jobs WHERE status = 'done'",
+        1,
+    )
+    .await;
+    let name: Option<String> = sqlx::query_scalar("SELECT name FROM external_contacts")
+        .fetch_one(&app.pool)
+        .await
+        .expect("contact");
+    assert_eq!(name.as_deref(), Some("李雷"));
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_until_the_attempts_cap() {
+    let server = MockServer::start().await;
+    Mock::given(path("/cgi-bin/gettoken"))
+        .respond_with(token())
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/get"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("gateway error"))
+        .mount(&server)
+        .await;
+    let xml = contact_event(1_700_000_000, "edit_external_contact", "alice", "wmE1", "");
+    // Attempts left: queued again with a backoff.
+    let app = app_with_api(&server, 3).await;
+    assert_eq!(
+        app.post("main", &sign_callback(&MAIN, &xml, unix_now()))
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    wait_for(
+        &app.pool,
+        "SELECT count(*) FROM wecom_jobs WHERE status = 'queued' AND attempts = 1 AND run_after > now() AND last_error LIKE '%HTTP 500%'",
+        1,
+    )
+    .await;
+    // No attempts left: the same failure makes it dead.
+    let app = app_with_api(&server, 1).await;
+    assert_eq!(
+        app.post("main", &sign_callback(&MAIN, &xml, unix_now()))
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    wait_for(
+        &app.pool,
+        "SELECT count(*) FROM wecom_jobs WHERE status = 'dead' AND attempts = 1",
+        1,
+    )
+    .await;
+}
