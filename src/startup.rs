@@ -32,6 +32,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Domain ownership files by name.
     pub verification_files: std::collections::BTreeMap<String, String>,
+    /// WeCom API client, when any app has a secret.
+    pub api: Option<crate::wecom_api::WecomApi>,
+    /// API credentials by app name.
+    pub credentials: HashMap<String, crate::wecom_api::Credentials>,
 }
 
 impl AppState {
@@ -114,15 +118,21 @@ impl Application {
                 credentials.keys().cloned().collect(),
             ));
         }
-        if !credentials.is_empty() && settings.api.worker_concurrency > 0 {
-            let api = crate::wecom_api::WecomApi::new(&settings.api.base_url, pool.clone())
-                .map_err(|e| StartupError::Api(e.to_string()))?
-                .with_metrics(metrics.clone());
+        let api = if credentials.is_empty() {
+            None
+        } else {
+            Some(
+                crate::wecom_api::WecomApi::new(&settings.api.base_url, pool.clone())
+                    .map_err(|e| StartupError::Api(e.to_string()))?
+                    .with_metrics(metrics.clone()),
+            )
+        };
+        if let (Some(api), true) = (&api, settings.api.worker_concurrency > 0) {
             tokio::spawn(crate::worker::run(
                 crate::worker::Worker {
                     pool: pool.clone(),
-                    api,
-                    credentials,
+                    api: api.clone(),
+                    credentials: credentials.clone(),
                     max_attempts: settings.api.max_attempts,
                     metrics: Some(metrics.clone()),
                     idle: std::time::Duration::from_secs(1),
@@ -170,6 +180,8 @@ impl Application {
             fault_ack_before_commit: settings.fault_ack_before_commit,
             metrics,
             verification_files: settings.verification_files.clone(),
+            api,
+            credentials,
         });
         let separate_metrics = settings.metrics_listen;
         let http = settings.http.clone();
@@ -188,6 +200,10 @@ impl Application {
                 .route(
                     "/corps/{corp}/customers/{external_userid}/timeline",
                     web::get().to(routes::api::timeline),
+                )
+                .route(
+                    "/miniprogram/session",
+                    web::post().to(routes::api::miniprogram_session),
                 );
             App::new()
                 .app_data(state.clone())

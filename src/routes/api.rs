@@ -224,3 +224,81 @@ pub async fn openapi() -> HttpResponse {
         .content_type("application/yaml")
         .body(OPENAPI_YAML)
 }
+
+/// Body of `POST /api/v1/miniprogram/session`.
+#[derive(Debug, Deserialize)]
+pub struct SessionRequest {
+    /// The configured app linked to the mini-program (its secret signs the exchange).
+    pub app: String,
+    /// The code from `wx.qy.login` (valid five minutes, once).
+    pub code: String,
+}
+
+/// `POST /api/v1/miniprogram/session`: exchanges a `wx.qy.login` code through `miniprogram/jscode2session`
+/// and returns the corp and user. The session_key stays here: it must never reach a client.
+pub async fn miniprogram_session(
+    req: HttpRequest,
+    body: web::Json<SessionRequest>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    if let Err(r) = authorize(&req, &state) {
+        return r;
+    }
+    let (Some(api), Some(creds)) = (&state.api, state.credentials.get(&body.app)) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "no_secret",
+            "this app has no secret configured (WECOM_SECRET or secret in [[apps]]): it cannot call jscode2session",
+        );
+    };
+    if body.code.is_empty() || body.code.len() > 512 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_code",
+            "code must be the wx.qy.login code",
+        );
+    }
+    let query = [
+        ("js_code", body.code.as_str()),
+        ("grant_type", "authorization_code"),
+    ];
+    match api
+        .call(creds, "/cgi-bin/miniprogram/jscode2session", &query, None)
+        .await
+    {
+        Ok(v) => {
+            let corpid = v.get("corpid").and_then(|c| c.as_str()).unwrap_or("");
+            let userid = v.get("userid").and_then(|u| u.as_str()).unwrap_or("");
+            if !corpid.is_empty() && corpid != creds.corp_id {
+                tracing::warn!(app = %body.app, "jscode2session returned another corp");
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    "cross_corp",
+                    "the code belongs to another corp than this app's (a multi-corp mini-program must use that corp's app)",
+                );
+            }
+            HttpResponse::Ok().json(json!({"corpid": corpid, "userid": userid}))
+        }
+        Err(crate::wecom_api::ApiError::Wecom(e)) if e.errcode == 40029 => error(
+            StatusCode::BAD_REQUEST,
+            "invalid_code",
+            "the code is wrong, already used, or older than 5 minutes: call wx.qy.login again",
+        ),
+        Err(crate::wecom_api::ApiError::Wecom(e)) => {
+            tracing::warn!(app = %body.app, errcode = e.errcode, error = %e, "jscode2session refused");
+            HttpResponse::BadGateway().json(json!({
+                "error": "wecom_refused",
+                "errcode": e.errcode,
+                "message": format!(
+                    "{e} — the classic cause: the access_token must come from the secret of the app linked to the \
+                     mini-program (app {:?} here), not another app's secret nor the mini-program's appid",
+                    body.app
+                ),
+            }))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "jscode2session failed");
+            error(StatusCode::BAD_GATEWAY, "wecom_unavailable", &e.to_string())
+        }
+    }
+}

@@ -9,6 +9,7 @@ mod embedded;
 mod enrichment;
 mod health;
 mod helpers;
+mod miniprogram;
 mod ordering;
 #[path = "../common/snapshot.rs"]
 mod snapshot;
