@@ -66,6 +66,13 @@ pub enum Command {
     },
     /// List WeCom API jobs, or retry dead ones.
     Jobs(JobsArgs),
+    /// Check the configuration, the database, URL verification and each secret; explain every failure.
+    Doctor {
+        /// Your public base URL (e.g. https://example.com): URL verification is then tried through it, as
+        /// WeCom would; without it, it is simulated locally.
+        #[arg(long)]
+        public_url: Option<String>,
+    },
     /// Explain a WeCom API errcode and its usual fix (offline).
     Explain {
         /// The errcode, e.g. 60020; omit to list every known code.
@@ -356,6 +363,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("{} {} job(s)", rows.len(), args.status);
             Ok(())
         }
+        Command::Doctor { public_url } => doctor(&cli, file, public_url.as_deref()).await,
         Command::GenKey => {
             gen_key();
             Ok(())
@@ -425,6 +433,129 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn doctor(cli: &Cli, file: FileConfig, public_url: Option<&str>) -> anyhow::Result<()> {
+    let mut failures = 0;
+    let mut report = |ok: bool, check: &str, detail: String| {
+        println!("{} {check:<22} {detail}", if ok { "ok  " } else { "FAIL" });
+        if !ok {
+            failures += 1;
+        }
+    };
+    let settings = match settings_for_tools(cli, file) {
+        Ok(s) => s,
+        Err(e) => {
+            report(false, "configuration", format!("{e:#}"));
+            anyhow::bail!("fix the configuration first");
+        }
+    };
+    for app in &settings.apps {
+        report(
+            true,
+            "configuration",
+            format!(
+                "app {:?} ({}): Token and 43-character EncodingAESKey valid, receive ids {:?}, {}",
+                app.name,
+                app.kind.as_str(),
+                app.receive_ids,
+                if app.secret.is_some() {
+                    "secret set"
+                } else {
+                    "no secret (events only)"
+                }
+            ),
+        );
+    }
+
+    let target = store::describe(&settings.database);
+    let pool = match store::pool(&settings.database) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            report(false, "database", format!("{target}: {e}"));
+            None
+        }
+    };
+    if let Some(pool) = &pool {
+        match store::readiness(pool).await {
+            Ok(()) => report(true, "database", format!("{target} reachable and migrated")),
+            Err(why) => report(
+                false,
+                "database",
+                format!("{target}: {why} (start PostgreSQL, or run `wecom-callback migrate`)"),
+            ),
+        }
+    }
+
+    let now = chrono::Utc::now().timestamp();
+    for app in &settings.apps {
+        let receive_id = app.receive_ids.first().cloned().unwrap_or_default();
+        let request = crate::send_test::verification(app, &receive_id, now);
+        match public_url {
+            Some(base) => {
+                let url = format!("{}/callback/{}", base.trim_end_matches('/'), app.name);
+                let r = crate::send_test::send(&url, std::slice::from_ref(&request)).await;
+                let ok = r.first().is_some_and(|r| r.ok);
+                let detail = r
+                    .first()
+                    .map(|r| match &r.error {
+                        Some(e) => format!("{url}: {e}"),
+                        None => format!("{url}: status {:?} in {} ms", r.status, r.millis),
+                    })
+                    .unwrap_or_default();
+                report(ok, "URL verification", detail);
+            }
+            None => {
+                let q = crate::callback::parse_query(&request.query, true);
+                let ok = q
+                    .map_err(crate::callback::Rejection::from)
+                    .and_then(|q| crate::callback::verify_url(app, &q, now, 300))
+                    .is_ok_and(|e| e.plaintext() == request.expect.as_bytes());
+                report(
+                    ok,
+                    "URL verification",
+                    format!(
+                        "app {:?} simulated locally (add --public-url https://your.domain to go through your proxy)",
+                        app.name
+                    ),
+                );
+            }
+        }
+    }
+
+    let credentials = crate::worker::credentials(&settings.apps);
+    if let (Some(pool), false) = (&pool, credentials.is_empty()) {
+        let api = crate::wecom_api::WecomApi::new(&settings.api.base_url, pool.clone())?;
+        for (name, creds) in &credentials {
+            match api.access_token(creds).await {
+                Ok(_) => report(
+                    true,
+                    "secret (gettoken)",
+                    format!(
+                        "app {name:?}: the secret is valid for corp {}",
+                        creds.corp_id
+                    ),
+                ),
+                Err(e) => {
+                    report(false, "secret (gettoken)", format!("app {name:?}: {e}"));
+                    continue;
+                }
+            }
+            match api.follow_user_list(creds).await {
+                Ok(users) => report(
+                    true,
+                    "客户联系 permission",
+                    format!("app {name:?}: {} member(s) with 客户联系", users.len()),
+                ),
+                Err(e) => report(false, "客户联系 permission", format!("app {name:?}: {e}")),
+            }
+        }
+    }
+    if failures > 0 {
+        anyhow::bail!("{failures} check(s) failed");
+    }
+    println!("\nEverything checked passed.");
+    Ok(())
 }
 
 fn gen_key() {

@@ -93,3 +93,71 @@ async fn an_app_without_a_secret_says_so() {
     assert_eq!(status, 400);
     assert_eq!(body["error"], "no_secret");
 }
+
+/// `doctor` through the real binary: every check passes against a healthy fake WeCom, and a missing trusted
+/// IP is reported with the address to add.
+#[tokio::test]
+async fn doctor_checks_everything_and_explains_60020() {
+    let server = MockServer::start().await;
+    Mock::given(path("/cgi-bin/gettoken"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"errcode": 0, "access_token": "T", "expires_in": 7200})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/get_follow_user_list"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"errcode": 0, "follow_user": ["a", "b"]})),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/get_follow_user_list"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"errcode": 60020, "errmsg": "not allow to access from your ip, hint: [x], from ip: 198.51.100.9"})))
+        .mount(&server)
+        .await;
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    let db: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&app.pool)
+        .await
+        .expect("db");
+    let url = crate::helpers::database_url_for(&db);
+    let public = app.address.clone();
+    let base = server.uri();
+    let run = move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wecom-callback"))
+            .args(["doctor", "--public-url", &public])
+            .env("DATABASE_URL", &url)
+            .env("WECOM_API_BASE_URL", &base)
+            .env("WECOM_TOKEN", MAIN.token)
+            .env("WECOM_ENCODING_AES_KEY", MAIN.encoding_aes_key)
+            .env("WECOM_CORP_ID", MAIN.receive_id)
+            .env("WECOM_APP_NAME", "main")
+            .env("WECOM_SECRET", "s3cret")
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("runs")
+    };
+    let first = tokio::task::spawn_blocking(run.clone())
+        .await
+        .expect("join");
+    let text = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(
+        first.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        text.contains("URL verification") && text.contains("2 member(s)"),
+        "{text}"
+    );
+    let second = tokio::task::spawn_blocking(run).await.expect("join");
+    let text = String::from_utf8_lossy(&second.stdout).into_owned();
+    assert!(!second.status.success());
+    assert!(
+        text.contains("198.51.100.9") && text.contains("企业可信IP"),
+        "{text}"
+    );
+}
