@@ -64,6 +64,12 @@ pub enum Command {
         #[arg(long)]
         concurrency: Option<usize>,
     },
+    /// Reconcile the synced tables with WeCom's API now (contacts and follows, chats, tags); prints the drift.
+    Resync {
+        /// Only this app [default: every app with a secret].
+        #[arg(long)]
+        app: Option<String>,
+    },
     /// List WeCom API jobs, or retry dead ones.
     Jobs(JobsArgs),
     /// Check the configuration, the database, URL verification and each secret; explain every failure.
@@ -336,6 +342,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tokio::select! {
                 _ = crate::worker::run(w, concurrency.unwrap_or(settings.api.worker_concurrency).max(1)) => {}
                 _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
+            }
+            Ok(())
+        }
+        Command::Resync { app } => {
+            let settings = settings_for_tools(&cli, file)?;
+            telemetry::init(settings.log_format);
+            let mut credentials = crate::worker::credentials(&settings.apps);
+            if let Some(name) = app {
+                credentials.retain(|k, _| k == name);
+            }
+            if credentials.is_empty() {
+                anyhow::bail!(
+                    "no app with a secret to resync (WECOM_SECRET or secret in [[apps]]; --app names one)"
+                );
+            }
+            store::ensure_database_exists(&settings.database).await?;
+            let pool = store::pool(&settings.database)?;
+            store::migrate(&pool).await?;
+            let api = crate::wecom_api::WecomApi::new(&settings.api.base_url, pool.clone())?;
+            let mut failed = 0;
+            for (name, creds) in &credentials {
+                match crate::resync::resync(&pool, &api, name, creds, settings.api.resync_pause)
+                    .await
+                {
+                    Ok(d) => println!("{name}: {}", serde_json::to_string(&d)?),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("{name}: {e}");
+                    }
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} resync(s) stopped early; run again to resume");
             }
             Ok(())
         }

@@ -229,6 +229,10 @@ pub struct ApiSettings {
     pub worker_concurrency: usize,
     /// Attempts before a job is dead.
     pub max_attempts: i32,
+    /// Full resync inside `serve` every this often (zero: off).
+    pub resync_interval: Duration,
+    /// Minimum gap between API calls during a resync.
+    pub resync_pause: Duration,
 }
 
 /// Log output format.
@@ -329,6 +333,8 @@ pub struct FileApi {
     pub base_url: Option<String>,
     pub worker_concurrency: Option<usize>,
     pub max_attempts: Option<i32>,
+    pub resync_interval_hours: Option<u64>,
+    pub resync_pause_ms: Option<u64>,
 }
 
 /// `[spool]` in the file.
@@ -697,6 +703,8 @@ pub fn build_settings(mut file: FileConfig, overrides: Overrides) -> Result<Sett
         base_url,
         worker_concurrency: file.api.worker_concurrency.unwrap_or(2),
         max_attempts: file.api.max_attempts.unwrap_or(8).max(1),
+        resync_interval: Duration::from_secs(file.api.resync_interval_hours.unwrap_or(24) * 3600),
+        resync_pause: Duration::from_millis(file.api.resync_pause_ms.unwrap_or(50)),
     };
 
     if problems.is_empty() {

@@ -18,6 +18,7 @@ pub mod events;
 pub mod message;
 pub mod metrics;
 pub mod projector;
+pub mod resync;
 pub mod routes;
 pub mod send_test;
 pub mod spool;

@@ -127,6 +127,15 @@ impl Application {
                     .with_metrics(metrics.clone()),
             )
         };
+        if let (Some(api), false) = (&api, settings.api.resync_interval.is_zero()) {
+            tokio::spawn(crate::resync::schedule(
+                pool.clone(),
+                api.clone(),
+                credentials.clone(),
+                settings.api.resync_interval,
+                settings.api.resync_pause,
+            ));
+        }
         if let (Some(api), true) = (&api, settings.api.worker_concurrency > 0) {
             tokio::spawn(crate::worker::run(
                 crate::worker::Worker {

@@ -22,6 +22,7 @@ pub mod jobs;
 /// Embedded migrations (migrations/).
 pub mod projections;
 pub mod read;
+pub mod resync;
 pub mod tokens;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

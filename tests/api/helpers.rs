@@ -124,6 +124,8 @@ pub fn test_settings(apps: &[TestAppConfig], database_url: &str) -> Settings {
             base_url: "http://127.0.0.1:9".into(),
             worker_concurrency: 1,
             max_attempts: 3,
+            resync_interval: Duration::ZERO,
+            resync_pause: Duration::ZERO,
         },
         fault_ack_before_commit: false,
     }

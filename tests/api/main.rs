@@ -11,6 +11,7 @@ mod health;
 mod helpers;
 mod miniprogram;
 mod ordering;
+mod resync;
 #[path = "../common/snapshot.rs"]
 mod snapshot;
 mod sync;

@@ -285,6 +285,8 @@ impl Service {
                 base_url: "http://127.0.0.1:9".into(),
                 worker_concurrency: 1,
                 max_attempts: 3,
+                resync_interval: Duration::ZERO,
+                resync_pause: Duration::ZERO,
             },
             fault_ack_before_commit,
         };

@@ -1,0 +1,208 @@
+//! Full resync against a fake WeCom: paging across cursors, mark-and-sweep, drift report, resuming.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde_json::json;
+use wecom_callback::wecom_api::{Credentials, WecomApi};
+use wiremock::matchers::{body_partial_json, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{MAIN, sign_callback, spawn_app_with, unix_now};
+use crate::sync::{contact_event, wait_applied};
+
+fn ok(body: serde_json::Value) -> ResponseTemplate {
+    let mut b = body;
+    b["errcode"] = json!(0);
+    b["errmsg"] = json!("ok");
+    ResponseTemplate::new(200).set_body_json(b)
+}
+
+fn entry(user: &str, ext: &str) -> serde_json::Value {
+    json!({"external_contact": {"external_userid": ext, "name": format!("name-{ext}"), "type": 1},
+           "follow_info": {"userid": user, "remark": "r", "createtime": 1700000000, "tag_id": ["et1"], "state": "s"}})
+}
+
+async fn mount_wecom(server: &MockServer) {
+    Mock::given(path("/cgi-bin/gettoken"))
+        .respond_with(ok(json!({"access_token": "T", "expires_in": 7200})))
+        .mount(server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/get_follow_user_list"))
+        .respond_with(ok(json!({"follow_user": ["alice", "bob"]})))
+        .mount(server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/groupchat/list"))
+        .respond_with(ok(
+            json!({"group_chat_list": [{"chat_id": "wrNEW", "status": 0}], "next_cursor": ""}),
+        ))
+        .mount(server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/groupchat/get"))
+        .respond_with(ok(json!({"group_chat": {"chat_id": "wrNEW", "name": "VIP群", "owner": "alice", "member_version": "v9",
+            "member_list": [{"userid": "wmC1", "type": 2}]}})))
+        .mount(server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/get_corp_tag_list"))
+        .respond_with(ok(json!({"tag_group": [{"group_id": "g1", "group_name": "等级", "order": 1, "deleted": false,
+            "tag": [{"id": "et1", "name": "A", "order": 1, "deleted": false}]}]})))
+        .mount(server)
+        .await;
+}
+
+fn creds() -> Credentials {
+    Credentials {
+        corp_id: MAIN.receive_id.into(),
+        secret: SecretString::from("s"),
+    }
+}
+
+#[tokio::test]
+async fn resync_pages_through_cursors_tombstones_what_wecom_no_longer_has_and_reports_drift() {
+    let server = MockServer::start().await;
+    mount_wecom(&server).await;
+    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
+        .and(body_partial_json(json!({"cursor": ""})))
+        .respond_with(ok(json!({"external_contact_list": [entry("alice", "wmC1"), entry("bob", "wmC1")], "next_cursor": "c2"})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
+        .and(body_partial_json(json!({"cursor": "c2"})))
+        .respond_with(ok(
+            json!({"external_contact_list": [entry("alice", "wmC2")], "next_cursor": ""}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    // We hold a follow WeCom no longer has (its deletion callback was missed), and a chat and a tag too.
+    for xml in [
+        contact_event(1_600_000_000, "add_external_contact", "alice", "wmOLD", ""),
+        contact_event(1_600_000_000, "add_external_contact", "alice", "wmC1", ""),
+        "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1600000000</CreateTime><MsgType>event</MsgType><Event>change_external_chat</Event><ChatId>wrGONE</ChatId><ChangeType>create</ChangeType></xml>".to_owned(),
+        "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1600000000</CreateTime><MsgType>event</MsgType><Event>change_external_tag</Event><Id>etGONE</Id><TagType>tag</TagType><ChangeType>create</ChangeType></xml>".to_owned(),
+    ] {
+        assert_eq!(app.post("main", &sign_callback(&MAIN, &xml, unix_now())).await.status().as_u16(), 200);
+    }
+    wait_applied(&app.pool).await;
+
+    let api = WecomApi::new(&server.uri(), app.pool.clone()).expect("client");
+    let drift = wecom_callback::resync::resync(&app.pool, &api, "main", &creds(), Duration::ZERO)
+        .await
+        .expect("resync");
+    assert_eq!(drift.follows_created, 2, "bob-wmC1 and alice-wmC2");
+    assert_eq!(drift.follows_updated, 1, "alice-wmC1");
+    assert_eq!(drift.follows_removed, 1, "alice-wmOLD");
+    assert_eq!(drift.contacts_created, 1, "wmC2");
+    assert_eq!((drift.chats_created, drift.chats_dismissed), (1, 1));
+    assert_eq!((drift.tags_created, drift.tags_deleted), (2, 1));
+
+    let (status, source): (String, Option<String>) = sqlx::query_as(
+        "SELECT status, delete_source FROM external_contact_follows WHERE external_userid = 'wmOLD'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("old follow");
+    assert_eq!(
+        (status.as_str(), source.as_deref()),
+        ("removed", Some("resync"))
+    );
+    let remark: Option<String> = sqlx::query_scalar(
+        "SELECT remark FROM external_contact_follows WHERE userid = 'alice' AND external_userid = 'wmC1'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("follow");
+    assert_eq!(remark.as_deref(), Some("r"));
+    let chats: Vec<(String, String)> =
+        sqlx::query_as("SELECT chat_id, status FROM external_group_chats ORDER BY chat_id")
+            .fetch_all(&app.pool)
+            .await
+            .expect("chats");
+    assert_eq!(
+        chats,
+        vec![
+            ("wrGONE".into(), "dismissed".into()),
+            ("wrNEW".into(), "active".into())
+        ]
+    );
+    let stored: serde_json::Value =
+        sqlx::query_scalar("SELECT drift FROM wecom_resync_runs WHERE status = 'done'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("run");
+    assert_eq!(stored["follows_removed"], 1);
+
+    // An event newer than the run outranks what the resync saw: this deletion wins.
+    let del = contact_event(unix_now() + 5, "del_follow_user", "bob", "wmC1", "");
+    assert_eq!(
+        app.post("main", &sign_callback(&MAIN, &del, unix_now()))
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    wait_applied(&app.pool).await;
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM external_contact_follows WHERE userid = 'bob'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("bob");
+    assert_eq!(status, "deleted_by_customer");
+}
+
+#[tokio::test]
+async fn an_interrupted_resync_resumes_where_it_stopped() {
+    let server = MockServer::start().await;
+    mount_wecom(&server).await;
+    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
+        .and(body_partial_json(json!({"cursor": ""})))
+        .respond_with(ok(
+            json!({"external_contact_list": [entry("alice", "wmC1")], "next_cursor": "c2"}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
+        .and(body_partial_json(json!({"cursor": "c2"})))
+        .respond_with(ResponseTemplate::new(502))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
+        .and(body_partial_json(json!({"cursor": "c2"})))
+        .respond_with(ok(
+            json!({"external_contact_list": [entry("bob", "wmC2")], "next_cursor": ""}),
+        ))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    let api = WecomApi::new(&server.uri(), app.pool.clone()).expect("client");
+    let first =
+        wecom_callback::resync::resync(&app.pool, &api, "main", &creds(), Duration::ZERO).await;
+    assert!(first.is_err(), "the gateway error stops the run");
+    let (status, cursor): (String, String) =
+        sqlx::query_as("SELECT status, progress->>'cursor' FROM wecom_resync_runs")
+            .fetch_one(&app.pool)
+            .await
+            .expect("run");
+    assert_eq!((status.as_str(), cursor.as_str()), ("failed", "c2"));
+
+    let drift = wecom_callback::resync::resync(&app.pool, &api, "main", &creds(), Duration::ZERO)
+        .await
+        .expect("resumed");
+    assert_eq!(
+        drift.follows_created, 2,
+        "both pages counted across the interruption"
+    );
+    let runs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM wecom_resync_runs WHERE status = 'done'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("runs");
+    assert_eq!(runs, 1, "the same run, resumed");
+}
