@@ -27,6 +27,8 @@ pub struct Metrics {
     pub api_errors: IntCounterVec,
     /// Access tokens fetched from WeCom.
     pub token_refreshes: IntCounter,
+    /// What full resyncs changed, by table and change (created, updated, removed).
+    pub resync_drift: IntCounterVec,
 }
 
 impl Default for Metrics {
