@@ -83,12 +83,21 @@ impl Metrics {
         let token_refreshes =
             IntCounter::new("token_refreshes_total", "Access tokens fetched from WeCom")
                 .expect("a valid metric definition");
+        let resync_drift = IntCounterVec::new(
+            Opts::new(
+                "resync_drift_total",
+                "Rows a full resync created, updated or removed",
+            ),
+            &["table", "change"],
+        )
+        .expect("a valid metric definition");
         for m in [
             Box::new(jobs_queued.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(jobs_dead.clone()),
             Box::new(job_failures.clone()),
             Box::new(api_errors.clone()),
             Box::new(token_refreshes.clone()),
+            Box::new(resync_drift.clone()),
         ] {
             let _ = registry.register(m);
         }
@@ -112,6 +121,7 @@ impl Metrics {
             job_failures,
             api_errors,
             token_refreshes,
+            resync_drift,
         }
     }
 

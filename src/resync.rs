@@ -34,10 +34,26 @@ pub async fn schedule(
     credentials: std::collections::HashMap<String, Credentials>,
     interval: Duration,
     pause: Duration,
+    metrics: Option<crate::metrics::Metrics>,
 ) {
     loop {
         for (app, creds) in &credentials {
-            let _ = resync(&pool, &api, app, creds, pause).await;
+            if let (Ok(d), Some(m)) = (resync(&pool, &api, app, creds, pause).await, &metrics) {
+                for (table, change, n) in [
+                    ("contacts", "created", d.contacts_created),
+                    ("follows", "created", d.follows_created),
+                    ("follows", "updated", d.follows_updated),
+                    ("follows", "removed", d.follows_removed),
+                    ("chats", "created", d.chats_created),
+                    ("chats", "updated", d.chats_updated),
+                    ("chats", "removed", d.chats_dismissed),
+                    ("tags", "created", d.tags_created),
+                    ("tags", "updated", d.tags_updated),
+                    ("tags", "removed", d.tags_deleted),
+                ] {
+                    m.resync_drift.with_label_values(&[table, change]).inc_by(n);
+                }
+            }
         }
         tokio::time::sleep(interval).await;
     }

@@ -134,6 +134,7 @@ impl Application {
                 credentials.clone(),
                 settings.api.resync_interval,
                 settings.api.resync_pause,
+                Some(metrics.clone()),
             ));
         }
         if let (Some(api), true) = (&api, settings.api.worker_concurrency > 0) {
