@@ -206,3 +206,32 @@ async fn an_interrupted_resync_resumes_where_it_stopped() {
             .expect("runs");
     assert_eq!(runs, 1, "the same run, resumed");
 }
+
+#[tokio::test]
+async fn serve_runs_the_scheduled_resync_and_exports_its_drift() {
+    let server = MockServer::start().await;
+    mount_wecom(&server).await;
+    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
+        .respond_with(ok(
+            json!({"external_contact_list": [entry("alice", "wmC1")], "next_cursor": ""}),
+        ))
+        .mount(&server)
+        .await;
+    let uri = server.uri();
+    let app = spawn_app_with(&[MAIN], move |s| {
+        s.apps[0].secret = Some(SecretString::from("s"));
+        s.api.base_url = uri;
+        s.api.worker_concurrency = 0;
+        s.api.resync_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let started = std::time::Instant::now();
+    loop {
+        let text = app.get("/metrics").await.text().await.expect("metrics");
+        if text.contains(r#"wecom_resync_drift_total{change="created",table="follows"} 1"#) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
