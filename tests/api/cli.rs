@@ -195,3 +195,80 @@ async fn serve_runs_from_the_environment_alone_and_stops_gracefully() {
     assert!(!status.1.contains(MAIN.token));
     assert!(!status.1.contains(MAIN.encoding_aes_key));
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id_and_no_plaintext() {
+    let (_guard, url) = fresh_db();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut child = clean_env(&mut Command::new(BIN))
+        .args(["serve"])
+        .env("WECOM_TOKEN", MAIN.token)
+        .env("WECOM_ENCODING_AES_KEY", MAIN.encoding_aes_key)
+        .env("WECOM_CORP_ID", MAIN.receive_id)
+        .env("DATABASE_URL", &url)
+        .env("WECOM_LISTEN", format!("127.0.0.1:{port}"))
+        .env("WECOM_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env(
+            "WECOM_SPOOL_DIR",
+            std::env::temp_dir().join(format!("spool-{port}")),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .map(|r| r.status().is_success())
+        .ok()
+        != Some(true)
+    {
+        assert!(started.elapsed() < Duration::from_secs(20), "not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event><ChangeType>edit_external_contact</ChangeType><UserID>u</UserID><ExternalUserID>wmSECRETPERSON</ExternalUserID></xml>";
+    let cb = sign_callback(&MAIN, xml, unix_now());
+    let r = client
+        .post(format!("http://127.0.0.1:{port}/callback?{}", cb.query))
+        .body(cb.body.clone())
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(r.status().as_u16(), 200);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let log = tokio::task::spawn_blocking(move || {
+        let _ = child.wait();
+        let mut log = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut log);
+        }
+        log
+    })
+    .await
+    .expect("join");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    let stored = lines
+        .iter()
+        .find(|l| l["message"] == "callback stored")
+        .expect("a stored line");
+    assert!(stored["span"]["request_id"].is_string(), "{stored}");
+    assert_eq!(stored["span"]["app"], "default");
+    assert!(
+        !log.contains("wmSECRETPERSON"),
+        "decrypted content above debug"
+    );
+    assert!(!log.contains(&cb.query), "query strings above debug");
+}
