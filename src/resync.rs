@@ -172,14 +172,7 @@ async fn steps(
             runs::mark_chat(pool, &corp, chat_id, run).await?;
             seen += 1;
             tokio::time::sleep(pause).await;
-            let detail = api
-                .call(
-                    creds,
-                    "/cgi-bin/externalcontact/groupchat/get",
-                    &[],
-                    Some(&json!({"chat_id": chat_id, "need_name": 1})),
-                )
-                .await?;
+            let detail = api.group_chat(creds, chat_id).await?;
             if let Some(g) = detail.get("group_chat") {
                 enrichment::group_chat(pool, &corp, g, chrono::Utc::now()).await?;
             }
@@ -201,14 +194,7 @@ async fn steps(
     // Tags.
     tokio::time::sleep(pause).await;
     let before = runs::count(pool, "tags", &corp).await?;
-    let tags = api
-        .call(
-            creds,
-            "/cgi-bin/externalcontact/get_corp_tag_list",
-            &[],
-            Some(&json!({})),
-        )
-        .await?;
+    let tags = api.corp_tag_list(creds).await?;
     enrichment::corp_tags(pool, &corp, &tags, chrono::Utc::now()).await?;
     let mut ids = Vec::new();
     for group in tags

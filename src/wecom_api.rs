@@ -273,4 +273,26 @@ impl WecomApi {
             })
             .unwrap_or_default())
     }
+
+    /// `externalcontact/get_corp_tag_list`: every tag group and tag.
+    pub async fn corp_tag_list(&self, creds: &Credentials) -> Result<Value, ApiError> {
+        self.call(
+            creds,
+            "/cgi-bin/externalcontact/get_corp_tag_list",
+            &[],
+            Some(&serde_json::json!({})),
+        )
+        .await
+    }
+
+    /// `externalcontact/groupchat/get`: one customer group chat with its members (`group_chat`).
+    pub async fn group_chat(&self, creds: &Credentials, chat_id: &str) -> Result<Value, ApiError> {
+        self.call(
+            creds,
+            "/cgi-bin/externalcontact/groupchat/get",
+            &[],
+            Some(&serde_json::json!({"chat_id": chat_id, "need_name": 1})),
+        )
+        .await
+    }
 }

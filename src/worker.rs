@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use serde_json::json;
 use sqlx::PgPool;
 
 use crate::metrics::Metrics;
@@ -88,30 +87,13 @@ pub async fn execute(w: &Worker, job: &jobs::Job) -> Result<(), ApiError> {
             }
         }
         projections::JOB_GROUP_CHAT => {
-            let body = json!({"chat_id": job.subject, "need_name": 1});
-            let answer = w
-                .api
-                .call(
-                    creds,
-                    "/cgi-bin/externalcontact/groupchat/get",
-                    &[],
-                    Some(&body),
-                )
-                .await?;
+            let answer = w.api.group_chat(creds, &job.subject).await?;
             if let Some(chat) = answer.get("group_chat") {
                 enrichment::group_chat(&w.pool, &job.corp_id, chat, now).await?;
             }
         }
         projections::JOB_CORP_TAGS => {
-            let answer = w
-                .api
-                .call(
-                    creds,
-                    "/cgi-bin/externalcontact/get_corp_tag_list",
-                    &[],
-                    Some(&json!({})),
-                )
-                .await?;
+            let answer = w.api.corp_tag_list(creds).await?;
             enrichment::corp_tags(&w.pool, &job.corp_id, &answer, now).await?;
         }
         other => {
