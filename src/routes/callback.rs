@@ -300,8 +300,11 @@ async fn handle_callback(
     }
 
     // With a spool, give the database until `spool_after`, then spool: WeCom may never retry a 503.
+    // A body that arrived slowly still gets a fair try at the database, and the spool keeps time to fsync.
     let db_deadline = match &state.spool {
-        Some(_) => (started + state.spool_after).min(deadline),
+        Some(_) => (started + state.spool_after)
+            .max(Instant::now() + Duration::from_millis(500))
+            .min(deadline.checked_sub(Duration::from_millis(500)).unwrap_or(deadline)),
         None => deadline,
     };
     match store_until(state, event, db_deadline).await {
