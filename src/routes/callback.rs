@@ -304,7 +304,11 @@ async fn handle_callback(
     let db_deadline = match &state.spool {
         Some(_) => (started + state.spool_after)
             .max(Instant::now() + Duration::from_millis(500))
-            .min(deadline.checked_sub(Duration::from_millis(500)).unwrap_or(deadline)),
+            .min(
+                deadline
+                    .checked_sub(Duration::from_millis(500))
+                    .unwrap_or(deadline),
+            ),
         None => deadline,
     };
     match store_until(state, event, db_deadline).await {
