@@ -117,12 +117,12 @@ pub async fn staff_customers(
     let status = page.status.as_deref().unwrap_or("active");
     if !matches!(
         status,
-        "active" | "pending" | "deleted_by_staff" | "deleted_by_customer"
+        "active" | "pending" | "deleted_by_staff" | "deleted_by_customer" | "removed"
     ) {
         return error(
             StatusCode::BAD_REQUEST,
             "bad_status",
-            "status must be active, pending, deleted_by_staff or deleted_by_customer",
+            "status must be active, pending, deleted_by_staff, deleted_by_customer or removed",
         );
     }
     let limit = match limit(&page) {
