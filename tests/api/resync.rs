@@ -109,6 +109,20 @@ async fn resync_pages_through_cursors_tombstones_what_wecom_no_longer_has_and_re
         (status.as_str(), source.as_deref()),
         ("removed", Some("resync"))
     );
+    let page: serde_json::Value = app
+        .client
+        .get(format!(
+            "{}/api/v1/corps/{}/staff/alice/customers?status=removed",
+            app.address, MAIN.receive_id
+        ))
+        .bearer_auth(crate::helpers::API_TOKEN)
+        .send()
+        .await
+        .expect("api")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(page["data"][0]["external_userid"], "wmOLD", "{page}");
     let remark: Option<String> = sqlx::query_scalar(
         "SELECT remark FROM external_contact_follows WHERE userid = 'alice' AND external_userid = 'wmC1'",
     )
