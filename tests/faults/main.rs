@@ -62,18 +62,13 @@ async fn finish(
     assert_log_clean(log);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn r1_database_killed_twice() {
-    let _serial = SERIAL.lock().await;
-    let pg = Cluster::start();
-    let dir = scratch_dir();
-    let svc = Service::spawn(
-        &pg.url("wecom"),
-        &dir.join("spool"),
-        &dir.join("service.log"),
-    );
+/// R1's load and faults: 2,000 callbacks (× scale) at 16 connections over 15 s while PostgreSQL is killed
+/// (immediate stop) for 2 s and then for 6 s.
+async fn r1_run(
+    pg: &std::sync::Arc<Cluster>,
+    port: u16,
+) -> (Vec<harness::Callback>, Vec<harness::Outcome>) {
     let cbs = callbacks(2_000 * scale());
-    let pg = std::sync::Arc::new(pg);
     let faults = {
         let pg = pg.clone();
         std::thread::spawn(move || {
@@ -87,8 +82,22 @@ async fn r1_database_killed_twice() {
             pg.restart();
         })
     };
-    let outcomes = drive(svc.port(), &cbs, 16, Duration::from_secs(15)).await;
+    let outcomes = drive(port, &cbs, 16, Duration::from_secs(15)).await;
     faults.join().expect("fault schedule");
+    (cbs, outcomes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r1_database_killed_twice() {
+    let _serial = SERIAL.lock().await;
+    let pg = std::sync::Arc::new(Cluster::start());
+    let dir = scratch_dir();
+    let svc = Service::spawn(
+        &pg.url("wecom"),
+        &dir.join("spool"),
+        &dir.join("service.log"),
+    );
+    let (cbs, outcomes) = r1_run(&pg, svc.port()).await;
     finish("R1", &pg, &cbs, &outcomes, &dir.join("service.log")).await;
     drop(svc);
     let _ = std::fs::remove_dir_all(dir);
@@ -190,25 +199,14 @@ async fn r4_connections_terminated_every_500ms() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// The checker's own check: a service that answers success before committing must fail it.
+/// The checker's own check: R1 against a service that answers success before committing must fail it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checker_catches_success_before_commit() {
     let _serial = SERIAL.lock().await;
     let pg = std::sync::Arc::new(Cluster::start());
     let dir = scratch_dir();
     let svc = Service::in_process(&pg.url("wecom"), &dir.join("spool"), true).await;
-    let cbs = callbacks(600);
-    let faults = {
-        let pg = pg.clone();
-        std::thread::spawn(move || {
-            sleep(Duration::from_secs(2));
-            pg.kill();
-            sleep(Duration::from_secs(3));
-            pg.restart();
-        })
-    };
-    let outcomes = drive(svc.port(), &cbs, 16, Duration::from_secs(6)).await;
-    faults.join().expect("fault schedule");
+    let (cbs, outcomes) = r1_run(&pg, svc.port()).await;
     let pool = PgPool::connect(&pg.url("wecom")).await.expect("connect");
     let verdict = check(
         &pool,
