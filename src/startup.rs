@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::TcpListener;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
@@ -240,7 +241,9 @@ impl Application {
         })
         // Slow request heads are cut off by actix itself with 408.
         .client_request_timeout(http.header_read_timeout)
-        .shutdown_timeout(10);
+        .shutdown_timeout(10)
+        // Signals are handled in run_until_stopped, which bounds the whole stop (see there).
+        .disable_signals();
         if http.workers > 0 {
             server = server.workers(http.workers);
         }
@@ -261,6 +264,7 @@ impl Application {
                             .route("/metrics", web::get().to(routes::metrics))
                     })
                     .workers(1)
+                    .disable_signals()
                     .bind(addr)
                     .map_err(|source| StartupError::Bind {
                         addr: addr.to_string(),
@@ -284,13 +288,60 @@ impl Application {
     }
 
     /// Serves until SIGTERM/SIGINT (actix stops accepting, finishes in-flight requests, then returns).
+    ///
+    /// actix's own signal handling was seen (rarely) to leave the server future pending after its workers had
+    /// stopped, so a SIGTERM never ended the process; here the stop is requested explicitly and bounded.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        match self.metrics_server {
-            Some(metrics) => {
-                let (a, b) = futures_util::future::join(self.server, metrics).await;
-                a.and(b)
+        let handles: Vec<_> = std::iter::once(self.server.handle())
+            .chain(self.metrics_server.as_ref().map(Server::handle))
+            .collect();
+        let servers = async move {
+            match self.metrics_server {
+                Some(metrics) => {
+                    let (a, b) = futures_util::future::join(self.server, metrics).await;
+                    a.and(b)
+                }
+                None => self.server.await,
             }
-            None => self.server.await,
+        };
+        tokio::pin!(servers);
+        tokio::select! {
+            result = &mut servers => return result,
+            () = shutdown_signal() => {}
         }
+        tracing::info!("stop requested: refusing new connections, finishing in-flight callbacks");
+        for h in &handles {
+            // Graceful: workers finish what they have (up to the 10 s shutdown timeout).
+            let stop = h.stop(true);
+            tokio::spawn(stop);
+        }
+        match tokio::time::timeout(Duration::from_secs(15), &mut servers).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(
+                    "the HTTP server did not confirm its stop within 15 s; exiting anyway"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
     }
 }

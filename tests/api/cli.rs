@@ -174,7 +174,7 @@ async fn serve_runs_from_the_environment_alone_and_stops_gracefully() {
         .expect("kill");
     assert!(killed.success());
     let status = tokio::task::spawn_blocking(move || {
-        let status = child.wait().expect("wait");
+        let status = crate::helpers::wait_exit(&mut child, 30);
         let mut log = String::new();
         if let Some(mut e) = child.stderr.take() {
             let _ = std::io::Read::read_to_string(&mut e, &mut log);
@@ -247,7 +247,7 @@ async fn json_logs_carry_the_request_id_and_no_plaintext() {
         .args(["-TERM", &child.id().to_string()])
         .status();
     let log = tokio::task::spawn_blocking(move || {
-        let _ = child.wait();
+        let _ = crate::helpers::wait_exit(&mut child, 30);
         let mut log = String::new();
         if let Some(mut e) = child.stderr.take() {
             let _ = std::io::Read::read_to_string(&mut e, &mut log);

@@ -51,7 +51,7 @@ async fn stop(mut child: std::process::Child) -> String {
     let pid = child.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     tokio::task::spawn_blocking(move || {
-        let status = child.wait().expect("wait");
+        let status = crate::helpers::wait_exit(&mut child, 30);
         let mut log = String::new();
         if let Some(mut e) = child.stderr.take() {
             let _ = std::io::Read::read_to_string(&mut e, &mut log);

@@ -375,3 +375,20 @@ fn reply_complete(buf: &[u8]) -> Option<bool> {
         .unwrap_or(0);
     Some(body.len() >= len)
 }
+
+/// Waits for a child process to exit; kills it and panics if it has not within `secs` (a stop that hangs must
+/// fail the test, never hang the suite).
+pub fn wait_exit(child: &mut std::process::Child, secs: u64) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        if started.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the process did not exit within {secs} s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

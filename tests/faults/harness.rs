@@ -336,7 +336,19 @@ impl Service {
             let _ = Command::new("kill")
                 .args([signal, &child.id().to_string()])
                 .status();
-            let _ = child.wait();
+            // A stop that hangs fails the scenario instead of hanging the suite.
+            let started = Instant::now();
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if started.elapsed() > Duration::from_secs(30) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("the service did not exit within 30 s of {signal}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
 
