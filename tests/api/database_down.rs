@@ -5,23 +5,33 @@ use std::time::{Duration, Instant};
 
 use wecom_callback::startup::Application;
 
+use wecom_callback::configuration::Settings;
+
 use crate::helpers::{MAIN, sign_callback, test_settings, unix_now};
 
-#[tokio::test]
-async fn unreachable_database_gives_503_within_the_deadline() {
-    // A port nothing listens on: every connection attempt is refused.
+/// Starts the service with MAIN against a port nothing listens on (every connection is refused) and
+/// returns its HTTP port.
+fn spawn_on_dead_database(tweak: impl FnOnce(&mut Settings)) -> u16 {
     let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
     let dead_port = closed.local_addr().expect("addr").port();
     drop(closed);
-    let settings = test_settings(
+    let mut settings = test_settings(
         &[MAIN],
         &format!("postgres://postgres@127.0.0.1:{dead_port}/nothing"),
     );
+    tweak(&mut settings);
     let pool = wecom_callback::store::pool(&settings.database).expect("pool");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let app = Application::build_with(settings, pool, listener).expect("build");
     let port = app.port();
     tokio::spawn(app.run_until_stopped());
+    port
+}
+
+#[tokio::test]
+async fn unreachable_database_gives_503_within_the_deadline() {
+    // A port nothing listens on: every connection attempt is refused.
+    let port = spawn_on_dead_database(|_| {});
 
     let client = reqwest::Client::new();
     let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event></xml>";
@@ -61,20 +71,10 @@ async fn with_a_spool_an_outage_is_acknowledged_and_drained_later() {
     use std::os::unix::fs::PermissionsExt;
 
     let spool_dir = std::env::temp_dir().join(format!("wecom-spool-{}", uuid::Uuid::new_v4()));
-    let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let dead_port = closed.local_addr().expect("addr").port();
-    drop(closed);
-    let mut settings = test_settings(
-        &[MAIN],
-        &format!("postgres://postgres@127.0.0.1:{dead_port}/nothing"),
-    );
-    settings.spool.dir = Some(spool_dir.clone());
-    settings.spool.after = Duration::from_millis(1_000);
-    let pool = wecom_callback::store::pool(&settings.database).expect("pool");
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let app = Application::build_with(settings, pool, listener).expect("build");
-    let port = app.port();
-    tokio::spawn(app.run_until_stopped());
+    let port = spawn_on_dead_database(|s| {
+        s.spool.dir = Some(spool_dir.clone());
+        s.spool.after = Duration::from_millis(1_000);
+    });
 
     let client = reqwest::Client::new();
     let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1700000000</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event><ChangeType>del_follow_user</ChangeType><UserID>u</UserID><ExternalUserID>wmSPOOL</ExternalUserID></xml>";
@@ -147,21 +147,11 @@ async fn with_a_spool_an_outage_is_acknowledged_and_drained_later() {
 #[tokio::test]
 async fn without_a_spool_or_with_a_full_one_the_answer_is_503() {
     let spool_dir = std::env::temp_dir().join(format!("wecom-spool-{}", uuid::Uuid::new_v4()));
-    let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let dead_port = closed.local_addr().expect("addr").port();
-    drop(closed);
-    let mut settings = test_settings(
-        &[MAIN],
-        &format!("postgres://postgres@127.0.0.1:{dead_port}/nothing"),
-    );
-    settings.spool.dir = Some(spool_dir.clone());
-    settings.spool.max_bytes = 10; // smaller than any request
-    settings.spool.after = Duration::from_millis(300);
-    let pool = wecom_callback::store::pool(&settings.database).expect("pool");
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let app = Application::build_with(settings, pool, listener).expect("build");
-    let port = app.port();
-    tokio::spawn(app.run_until_stopped());
+    let port = spawn_on_dead_database(|s| {
+        s.spool.dir = Some(spool_dir.clone());
+        s.spool.max_bytes = 10; // smaller than any request
+        s.spool.after = Duration::from_millis(300);
+    });
     let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>x</Event></xml>";
     let cb = sign_callback(&MAIN, xml, unix_now());
     let r = reqwest::Client::new()
