@@ -3,10 +3,10 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use secrecy::SecretString;
-use wecom_callback::callback::{self, CallbackQuery};
-use wecom_callback::configuration::{AppConfig, AppKind};
-use wecom_callback::crypto::{self, AesKey};
-use wecom_callback::{envelope, message};
+use wecom_callback::app::{AppConfig, AppKind};
+use wecom_callback::wecom::crypto::{self, AesKey};
+use wecom_callback::wecom::verify::{self, CallbackQuery};
+use wecom_callback::wecom::{envelope, message};
 
 const TOKEN: &str = "QDG6eK";
 const KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
@@ -56,7 +56,7 @@ fn bench(c: &mut Criterion) {
         &body,
         |b, body| {
             b.iter(|| {
-                callback::verify_callback(&app, query.clone(), black_box(body.as_bytes()), 0, 0)
+                verify::verify_callback(&app, query.clone(), black_box(body.as_bytes()), 0, 0)
                     .expect("valid")
             })
         },

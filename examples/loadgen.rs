@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use wecom_callback::crypto::{self, AesKey};
+use wecom_callback::wecom::crypto::{self, AesKey};
 
 #[derive(Debug, Parser)]
 struct Args {

@@ -1,30 +1,33 @@
-//! wecom-callback: verifies, decrypts and durably records WeCom (企业微信) callbacks in PostgreSQL.
+//! wecom-callback: verifies, decrypts and durably records WeCom (企业微信) callbacks in PostgreSQL, and keeps
+//! synced tables of a corp's customers, follows, group chats and tags.
 //!
-//! Data flow: HTTP ([`routes`]) → verification ([`callback`], over [`crypto`], [`envelope`], [`message`])
-//! → group-commit writer ([`store`]) → `wecom_events`. Only after the commit does the handler answer.
-//! Then the [`projector`] applies each stored event ([`events`]) to the synced tables
-//! ([`store::projections`]), which backends read through SQL or [`routes`]' JSON API.
+//! # Layout
+//! The folders are the stages a callback passes through, in order:
+//!
+//! - [`wecom`]: the WeCom protocol, pure (no I/O): crypto, hardened XML, envelope, message, verification
+//!   ([`wecom::verify`] is the only way to a `VerifiedCallback`), typed events, errcodes.
+//! - [`http`]: the actix server and its handlers, which only translate between HTTP and the core.
+//! - [`ingest`]: from a verified callback to an acknowledged one: the group-commit writer, the spool (when the
+//!   database cannot take a callback in time) and its drain.
+//! - [`sync`]: after `wecom_events`: the projector (events → synced tables), the WeCom API client, the job
+//!   worker (enrichment) and the full resync.
+//! - [`store`]: PostgreSQL, and the only module that writes SQL.
+//! - [`config`]: configuration (file, environment, flags), validated once with every problem at once.
+//! - [`cli`]: the `wecom-callback` subcommands. [`tools`]: operator tools (decrypt diagnosis, send-test, the
+//!   private PostgreSQL cluster).
+//! - [`app`]: the configured apps (domain types), [`metrics`], [`telemetry`].
+//!
+//! Data flow: HTTP → verify → ingest (group commit) → `wecom_events` → only then `success`. The projector then
+//! applies each stored event to the synced tables, which backends read through SQL or the JSON API.
 
-pub mod callback;
+pub mod app;
 pub mod cli;
-pub mod configuration;
-pub mod crypto;
-pub mod diagnose;
-pub mod drain;
-pub mod embedded;
-pub mod envelope;
-pub mod errcode;
-pub mod events;
-pub mod message;
+pub mod config;
+pub mod http;
+pub mod ingest;
 pub mod metrics;
-pub mod projector;
-pub mod resync;
-pub mod routes;
-pub mod send_test;
-pub mod spool;
-pub mod startup;
 pub mod store;
+pub mod sync;
 pub mod telemetry;
-pub mod wecom_api;
-pub mod worker;
-pub mod xml;
+pub mod tools;
+pub mod wecom;

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use proptest::prelude::*;
-use wecom_callback::crypto::{self, AesKey, CryptoError, KeyError};
+use wecom_callback::wecom::crypto::{self, AesKey, CryptoError, KeyError};
 
 #[derive(serde::Deserialize)]
 struct Vector {

@@ -1,9 +1,9 @@
 //! `decrypt`'s diagnosis: the right step fails, with the right hint.
 
 use secrecy::SecretString;
-use wecom_callback::configuration::{AppConfig, AppKind};
-use wecom_callback::crypto::{self, AesKey};
-use wecom_callback::diagnose::diagnose;
+use wecom_callback::app::{AppConfig, AppKind};
+use wecom_callback::tools::diagnose::diagnose;
+use wecom_callback::wecom::crypto::{self, AesKey};
 
 fn app(name: &str, token: &str, key: &str, id: &str) -> AppConfig {
     AppConfig {
@@ -20,7 +20,7 @@ const Q: &str = "msg_signature=5c45ff5e21c57e6ad56bac8758b79b1d9ac89fd3&timestam
 const KEY_A: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
 const KEY_B: &str = "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt";
 
-fn failing(d: &wecom_callback::diagnose::Diagnosis) -> (&'static str, String) {
+fn failing(d: &wecom_callback::tools::diagnose::Diagnosis) -> (&'static str, String) {
     let s = d.steps.iter().find(|s| !s.ok).expect("a failing step");
     (s.check, s.detail.clone())
 }

@@ -1,7 +1,7 @@
 //! Typed events from every example in PROTOCOL.md §6, in CDATA and bare-text form.
 
-use wecom_callback::events::*;
-use wecom_callback::message::parse_message;
+use wecom_callback::wecom::events::*;
+use wecom_callback::wecom::message::parse_message;
 
 /// Strips every CDATA wrapper, giving the bare-text variant of a sample.
 fn bare(xml: &str) -> String {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use wecom_callback::crypto::{AesKey, decrypt};
+use wecom_callback::wecom::crypto::{AesKey, decrypt};
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -25,7 +25,7 @@ fn corpus(target: &str) -> Vec<Vec<u8>> {
 #[test]
 fn envelope_corpus() {
     for input in corpus("envelope") {
-        let _ = wecom_callback::envelope::parse_envelope(&input);
+        let _ = wecom_callback::wecom::envelope::parse_envelope(&input);
     }
 }
 
@@ -44,8 +44,8 @@ fn decrypt_corpus() {
 fn event_corpus() {
     let mut parsed = 0;
     for input in corpus("event") {
-        if let Ok(m) = wecom_callback::message::parse_message(&input) {
-            let _ = wecom_callback::events::interpret(&m);
+        if let Ok(m) = wecom_callback::wecom::message::parse_message(&input) {
+            let _ = wecom_callback::wecom::events::interpret(&m);
             parsed += 1;
         }
     }

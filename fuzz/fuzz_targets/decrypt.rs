@@ -1,7 +1,7 @@
 #![no_main]
 //! The decryptor with the real key layout: any text must give a value or an error, never a panic.
 use libfuzzer_sys::fuzz_target;
-use wecom_callback::crypto::{AesKey, decrypt};
+use wecom_callback::wecom::crypto::{AesKey, decrypt};
 
 fuzz_target!(|data: &[u8]| {
     let key = AesKey::from_bytes([7u8; 32]);

@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = wecom_callback::envelope::parse_envelope(data);
+    let _ = wecom_callback::wecom::envelope::parse_envelope(data);
 });

@@ -3,7 +3,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(m) = wecom_callback::message::parse_message(data) {
-        let _ = wecom_callback::events::interpret(&m);
+    if let Ok(m) = wecom_callback::wecom::message::parse_message(data) {
+        let _ = wecom_callback::wecom::events::interpret(&m);
     }
 });

@@ -14,11 +14,11 @@ use std::collections::HashSet;
 use serde_json::json;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
-use crate::events::{
+use crate::wecom::events::{
     ChatChange, ContactChange, EventKind, ExternalChatEvent, ExternalContactEvent,
     ExternalTagEvent, TagChange, TypedEvent, UpdateDetail,
 };
-use crate::message;
+use crate::wecom::message;
 
 /// Advisory lock key separating appliers (shared) from a rebuild (exclusive).
 const APPLY_LOCK: i64 = 0x5745_434f_4d01;
@@ -105,7 +105,7 @@ async fn apply_batch(
             tracing::warn!(event_id = id, "stored message does not parse; not applied");
             continue;
         };
-        let typed = crate::events::interpret(&parsed);
+        let typed = crate::wecom::events::interpret(&parsed);
         let ev = StoredEvent {
             id,
             dedupe_key: row.get("dedupe_key"),

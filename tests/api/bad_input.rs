@@ -99,7 +99,7 @@ async fn every_authentication_failure_looks_the_same() {
     let mut cb = sign_callback(&MAIN, XML, now);
     cb.query = cb.query.replace(
         &cb.signature,
-        &wecom_callback::crypto::signature("wrong", &cb.timestamp, &cb.nonce, &cb.encrypt),
+        &wecom_callback::wecom::crypto::signature("wrong", &cb.timestamp, &cb.nonce, &cb.encrypt),
     );
     replies.push(("signature", app.post("main", &cb).await));
 

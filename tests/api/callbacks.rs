@@ -253,7 +253,7 @@ async fn the_official_decrypt_vectors_are_stored_verbatim() {
         .enumerate()
         .map(|(i, v)| crate::helpers::TestAppConfig {
             name: leak(&format!("d{i}")),
-            kind: wecom_callback::configuration::AppKind::SelfBuilt,
+            kind: wecom_callback::app::AppKind::SelfBuilt,
             token: leak(&v.token),
             encoding_aes_key: leak(&v.encoding_aes_key),
             receive_id: leak(&v.receive_id),

@@ -3,9 +3,9 @@
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use wecom_callback::startup::Application;
+use wecom_callback::http::server::Application;
 
-use wecom_callback::configuration::Settings;
+use wecom_callback::config::Settings;
 
 use crate::helpers::{MAIN, sign_callback, test_settings, unix_now};
 
@@ -109,7 +109,7 @@ async fn with_a_spool_an_outage_is_acknowledged_and_drained_later() {
 
     // The database comes back (here: a healthy test database): the drain stores it, keeping its arrival time.
     let db = crate::helpers::spawn_app().await;
-    let spool = wecom_callback::spool::Spool::open(&spool_dir, 1 << 20).expect("open");
+    let spool = wecom_callback::ingest::spool::Spool::open(&spool_dir, 1 << 20).expect("open");
     let apps = [(
         "main".to_owned(),
         test_settings(&[MAIN], "postgres://x@127.0.0.1/x")
@@ -118,7 +118,7 @@ async fn with_a_spool_an_outage_is_acknowledged_and_drained_later() {
     )]
     .into_iter()
     .collect();
-    let n = wecom_callback::drain::drain_once(&spool, &db.pool, &apps)
+    let n = wecom_callback::ingest::drain::drain_once(&spool, &db.pool, &apps)
         .await
         .expect("drained");
     assert_eq!(n, 1);
@@ -135,7 +135,7 @@ async fn with_a_spool_an_outage_is_acknowledged_and_drained_later() {
     assert_eq!(spool.bytes(), 0);
     // Draining again (a crash after insert, before delete) adds nothing.
     assert_eq!(
-        wecom_callback::drain::drain_once(&spool, &db.pool, &apps)
+        wecom_callback::ingest::drain::drain_once(&spool, &db.pool, &apps)
             .await
             .expect("drain"),
         0
@@ -178,9 +178,9 @@ async fn at_start_up_the_service_drains_what_a_crash_left_in_the_spool() {
     let cb = sign_callback(&MAIN, xml, unix_now() - 3600);
     {
         // A previous process spooled this, acknowledged it, and died.
-        let spool = wecom_callback::spool::Spool::open(&spool_dir, 1 << 20).expect("open");
+        let spool = wecom_callback::ingest::spool::Spool::open(&spool_dir, 1 << 20).expect("open");
         spool
-            .append(&wecom_callback::spool::SpooledRequest {
+            .append(&wecom_callback::ingest::spool::SpooledRequest {
                 app: "main".into(),
                 query: cb.query.clone(),
                 body: cb.body.clone(),

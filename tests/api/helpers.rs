@@ -8,12 +8,12 @@ use secrecy::SecretString;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor, PgPool};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use wecom_callback::configuration::{
-    AppConfig, AppKind, DatabaseSettings, HttpSettings, LogFormat, Settings, SpoolSettings,
-    StoreSettings,
+use wecom_callback::app::{AppConfig, AppKind};
+use wecom_callback::config::{
+    DatabaseSettings, HttpSettings, LogFormat, Settings, SpoolSettings, StoreSettings,
 };
-use wecom_callback::crypto::{self, AesKey};
-use wecom_callback::startup::Application;
+use wecom_callback::http::server::Application;
+use wecom_callback::wecom::crypto::{self, AesKey};
 
 /// The server every test talks to, and its database.
 pub struct TestApp {
@@ -120,7 +120,7 @@ pub fn test_settings(apps: &[TestAppConfig], database_url: &str) -> Settings {
         },
         verification_files: Default::default(),
         metrics_listen: None,
-        api: wecom_callback::configuration::ApiSettings {
+        api: wecom_callback::config::ApiSettings {
             base_url: "http://127.0.0.1:9".into(),
             worker_concurrency: 1,
             max_attempts: 3,

@@ -44,7 +44,7 @@ fn xml_of(step: &Step) -> String {
 }
 
 fn new_event(xml: &str, n: usize) -> NewEvent {
-    let m = wecom_callback::message::parse_message(xml.as_bytes()).expect("valid");
+    let m = wecom_callback::wecom::message::parse_message(xml.as_bytes()).expect("valid");
     NewEvent {
         app: "main".into(),
         dedupe_key: hex::encode(Sha256::digest(xml.as_bytes())),

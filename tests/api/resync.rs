@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use serde_json::json;
-use wecom_callback::wecom_api::{Credentials, WecomApi};
+use wecom_callback::sync::client::{Credentials, WecomApi};
 use wiremock::matchers::{body_partial_json, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -89,9 +89,10 @@ async fn resync_pages_through_cursors_tombstones_what_wecom_no_longer_has_and_re
     wait_applied(&app.pool).await;
 
     let api = WecomApi::new(&server.uri(), app.pool.clone()).expect("client");
-    let drift = wecom_callback::resync::resync(&app.pool, &api, "main", &creds(), Duration::ZERO)
-        .await
-        .expect("resync");
+    let drift =
+        wecom_callback::sync::resync::resync(&app.pool, &api, "main", &creds(), Duration::ZERO)
+            .await
+            .expect("resync");
     assert_eq!(drift.follows_created, 2, "bob-wmC1 and alice-wmC2");
     assert_eq!(drift.follows_updated, 1, "alice-wmC1");
     assert_eq!(drift.follows_removed, 1, "alice-wmOLD");
@@ -197,7 +198,8 @@ async fn an_interrupted_resync_resumes_where_it_stopped() {
     let app = spawn_app_with(&[MAIN], |_| {}).await;
     let api = WecomApi::new(&server.uri(), app.pool.clone()).expect("client");
     let first =
-        wecom_callback::resync::resync(&app.pool, &api, "main", &creds(), Duration::ZERO).await;
+        wecom_callback::sync::resync::resync(&app.pool, &api, "main", &creds(), Duration::ZERO)
+            .await;
     assert!(first.is_err(), "the gateway error stops the run");
     let (status, cursor): (String, String) =
         sqlx::query_as("SELECT status, progress->>'cursor' FROM wecom_resync_runs")
@@ -206,9 +208,10 @@ async fn an_interrupted_resync_resumes_where_it_stopped() {
             .expect("run");
     assert_eq!((status.as_str(), cursor.as_str()), ("failed", "c2"));
 
-    let drift = wecom_callback::resync::resync(&app.pool, &api, "main", &creds(), Duration::ZERO)
-        .await
-        .expect("resumed");
+    let drift =
+        wecom_callback::sync::resync::resync(&app.pool, &api, "main", &creds(), Duration::ZERO)
+            .await
+            .expect("resumed");
     assert_eq!(
         drift.follows_created, 2,
         "both pages counted across the interruption"

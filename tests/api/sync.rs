@@ -514,7 +514,7 @@ async fn events_stored_before_a_crash_are_applied_at_start_up() {
             .expect("count");
     assert_eq!(pending, 5);
     // A new process starts its projector on the same database.
-    let projector = tokio::spawn(wecom_callback::projector::run(
+    let projector = tokio::spawn(wecom_callback::sync::projector::run(
         app.pool.clone(),
         std::sync::Arc::new(tokio::sync::Notify::new()),
         None,

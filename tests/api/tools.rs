@@ -40,7 +40,8 @@ fn gen_key_prints_a_valid_token_and_key() {
         .expect("key");
     assert_eq!(token.len(), 32);
     assert!(token.chars().all(|c| c.is_ascii_alphanumeric()));
-    wecom_callback::crypto::AesKey::from_encoding_aes_key(key).expect("a key the service accepts");
+    wecom_callback::wecom::crypto::AesKey::from_encoding_aes_key(key)
+        .expect("a key the service accepts");
     let (_, again, _) = tool(&["gen-key"], None);
     assert_ne!(out, again, "fresh every time");
 }

@@ -1,6 +1,6 @@
 //! WeCom's URL verification (GET), through HTTP, with the public vectors.
 
-use wecom_callback::configuration::AppKind;
+use wecom_callback::app::AppKind;
 
 use crate::helpers::{MAIN, SUITE, TestAppConfig, encode, spawn_app, spawn_app_with, unix_now};
 
@@ -94,14 +94,14 @@ async fn the_official_request_line_works_as_written_in_the_docs() {
 async fn a_fresh_verification_with_the_replay_window_on() {
     let app = spawn_app().await;
     let echo = "4471590214384710183";
-    let encrypted = wecom_callback::crypto::encrypt(
+    let encrypted = wecom_callback::wecom::crypto::encrypt(
         &SUITE.key(),
         &mut rand::thread_rng(),
         echo.as_bytes(),
         SUITE.receive_id.as_bytes(),
     );
     let ts = unix_now().to_string();
-    let sig = wecom_callback::crypto::signature(SUITE.token, &ts, "n1", &encrypted);
+    let sig = wecom_callback::wecom::crypto::signature(SUITE.token, &ts, "n1", &encrypted);
     let r = app
         .get(&format!(
             "/callback/suite?msg_signature={sig}&timestamp={ts}&nonce=n1&echostr={}",
@@ -124,7 +124,7 @@ async fn a_fresh_verification_with_the_replay_window_on() {
     }
 
     // The wrong token: refused with the uniform answer.
-    let bad = wecom_callback::crypto::signature("otherToken", &ts, "n1", &encrypted);
+    let bad = wecom_callback::wecom::crypto::signature("otherToken", &ts, "n1", &encrypted);
     let r = app
         .get(&format!(
             "/callback/suite?msg_signature={bad}&timestamp={ts}&nonce=n1&echostr={}",

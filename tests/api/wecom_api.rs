@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use serde_json::json;
-use wecom_callback::wecom_api::{ApiError, Credentials, WecomApi};
+use wecom_callback::sync::client::{ApiError, Credentials, WecomApi};
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use wecom_callback::configuration::{
-    AppConfig, AppKind, DatabaseSettings, HttpSettings, LogFormat, Settings, SpoolSettings,
-    StoreSettings,
+use wecom_callback::app::{AppConfig, AppKind};
+use wecom_callback::config::{
+    DatabaseSettings, HttpSettings, LogFormat, Settings, SpoolSettings, StoreSettings,
 };
-use wecom_callback::crypto::{self, AesKey};
 use wecom_callback::store::{self, NewEvent, projections};
+use wecom_callback::wecom::crypto::{self, AesKey};
 
 pub const TOKEN: &str = "QDG6eK";
 pub const KEY: &str = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
@@ -281,7 +281,7 @@ impl Service {
             },
             verification_files: Default::default(),
             metrics_listen: None,
-            api: wecom_callback::configuration::ApiSettings {
+            api: wecom_callback::config::ApiSettings {
                 base_url: "http://127.0.0.1:9".into(),
                 worker_concurrency: 1,
                 max_attempts: 3,
@@ -296,7 +296,7 @@ impl Service {
         let pool = store::pool(&settings.database).expect("pool");
         store::migrate(&pool).await.expect("migrate");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let app = wecom_callback::startup::Application::build_with(settings, pool, listener)
+        let app = wecom_callback::http::server::Application::build_with(settings, pool, listener)
             .expect("build");
         let port = app.port();
         tokio::spawn(app.run_until_stopped());
@@ -462,7 +462,7 @@ pub async fn check(
         .await
         .map_err(|e| e.to_string())?;
     for (key, message, _) in &rows {
-        let m = wecom_callback::message::parse_message(message.as_bytes())
+        let m = wecom_callback::wecom::message::parse_message(message.as_bytes())
             .map_err(|e| e.to_string())?;
         let ev = NewEvent {
             app: "main".into(),

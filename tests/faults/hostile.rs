@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD;
 use sqlx::PgPool;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use wecom_callback::crypto::{self, AesKey};
+use wecom_callback::wecom::crypto::{self, AesKey};
 
 use crate::cluster::Cluster;
 use crate::harness::{CANARY, CORP, KEY, Service, TOKEN, callbacks};

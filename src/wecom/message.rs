@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::xml::{self, Element, XmlError};
+use crate::wecom::xml::{self, Element, XmlError};
 
 /// Which of WeCom's two message forms a message is in (PROTOCOL.md §5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,10 +10,10 @@ use chrono::DateTime;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
-use crate::callback;
-use crate::configuration::AppConfig;
-use crate::spool::{self, Spool, SpooledRequest};
+use crate::app::AppConfig;
+use crate::ingest::spool::{self, Spool, SpooledRequest};
 use crate::store::{self, NewEvent};
+use crate::wecom::verify;
 
 /// Rows per INSERT while draining.
 const CHUNK: usize = 500;
@@ -31,8 +31,8 @@ fn to_event(apps: &HashMap<String, AppConfig>, r: &SpooledRequest) -> Result<New
     let app = apps
         .get(&r.app)
         .ok_or_else(|| format!("app {:?} is no longer configured", r.app))?;
-    let query = callback::parse_query(&r.query, false).map_err(|e| e.to_string())?;
-    let verified = callback::verify_callback(app, query, r.body.as_bytes(), 0, 0)
+    let query = verify::parse_query(&r.query, false).map_err(|e| e.to_string())?;
+    let verified = verify::verify_callback(app, query, r.body.as_bytes(), 0, 0)
         .map_err(|e| format!("{} ({})", e.label(), e))?;
     let mut event = NewEvent::from(&verified);
     event.received_at = DateTime::from_timestamp_micros(r.received_at_us);

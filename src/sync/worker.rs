@@ -8,7 +8,7 @@ use sqlx::PgPool;
 
 use crate::metrics::Metrics;
 use crate::store::{enrichment, jobs, projections};
-use crate::wecom_api::{ApiError, Credentials, WecomApi};
+use crate::sync::client::{ApiError, Credentials, WecomApi};
 
 /// How long a worker owns a job before another may take it over (a crashed worker's job is not lost).
 const LEASE: Duration = Duration::from_secs(120);
@@ -171,7 +171,7 @@ pub async fn run(w: Worker, concurrency: usize) {
 }
 
 /// Credentials for every app with a secret.
-pub fn credentials(apps: &[crate::configuration::AppConfig]) -> HashMap<String, Credentials> {
+pub fn credentials(apps: &[crate::app::AppConfig]) -> HashMap<String, Credentials> {
     apps.iter()
         .filter_map(|a| {
             Some((

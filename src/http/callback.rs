@@ -7,11 +7,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use tracing::Instrument;
 
-use crate::callback::{self, Rejection};
-use crate::configuration::AppConfig;
-use crate::spool::{SpoolError, SpooledRequest};
-use crate::startup::AppState;
+use crate::app::AppConfig;
+use crate::http::AppState;
+use crate::ingest::spool::{SpoolError, SpooledRequest};
 use crate::store::{NewEvent, StoreOutcome};
+use crate::wecom::verify::{self, Rejection};
 
 /// The one body for every authentication or decryption failure, so a prober learns nothing about which
 /// step failed. The log line says which.
@@ -103,10 +103,10 @@ pub async fn verify_default_url(req: HttpRequest, state: web::Data<AppState>) ->
 }
 
 async fn handle_verify(req: &HttpRequest, app: &AppConfig, state: &AppState) -> HttpResponse {
-    let outcome = callback::parse_query(req.query_string(), true)
+    let outcome = verify::parse_query(req.query_string(), true)
         .map_err(Rejection::from)
         .and_then(|q| {
-            callback::verify_url(
+            verify::verify_url(
                 app,
                 &q,
                 unix_now(),
@@ -231,7 +231,7 @@ async fn handle_callback(
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0);
 
-    let query = match callback::parse_query(req.query_string(), false) {
+    let query = match verify::parse_query(req.query_string(), false) {
         Ok(q) => q,
         Err(e) => {
             let r = Rejection::from(e);
@@ -279,7 +279,7 @@ async fn handle_callback(
         }
     };
 
-    let verified = match callback::verify_callback(
+    let verified = match verify::verify_callback(
         app,
         query,
         &body,
@@ -321,8 +321,8 @@ async fn handle_callback(
                         "callback stored"
                     );
                     // Stored like any other; counted apart so a new WeCom event type shows up on a dashboard.
-                    match crate::events::interpret(verified.message()).kind {
-                        crate::events::EventKind::Unknown { .. } => "unknown_type",
+                    match crate::wecom::events::interpret(verified.message()).kind {
+                        crate::wecom::events::EventKind::Unknown { .. } => "unknown_type",
                         _ => "stored",
                     }
                 }

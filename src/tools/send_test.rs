@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 
-use crate::configuration::AppConfig;
-use crate::crypto;
+use crate::app::AppConfig;
+use crate::wecom::crypto;
 
 /// Sample events, one per supported `--event` name.
 pub const EVENTS: [&str; 10] = [

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::startup::AppState;
+use crate::http::AppState;
 use crate::store::read;
 
 /// The OpenAPI document describing this API.
@@ -279,12 +279,12 @@ pub async fn miniprogram_session(
             }
             HttpResponse::Ok().json(json!({"corpid": corpid, "userid": userid}))
         }
-        Err(crate::wecom_api::ApiError::Wecom(e)) if e.errcode == 40029 => error(
+        Err(crate::sync::client::ApiError::Wecom(e)) if e.errcode == 40029 => error(
             StatusCode::BAD_REQUEST,
             "invalid_code",
             "the code is wrong, already used, or older than 5 minutes: call wx.qy.login again",
         ),
-        Err(crate::wecom_api::ApiError::Wecom(e)) => {
+        Err(crate::sync::client::ApiError::Wecom(e)) => {
             tracing::warn!(app = %body.app, errcode = e.errcode, error = %e, "jscode2session refused");
             HttpResponse::BadGateway().json(json!({
                 "error": "wecom_refused",

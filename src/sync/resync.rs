@@ -13,7 +13,7 @@ use sqlx::PgPool;
 
 use crate::store::enrichment;
 use crate::store::resync::{self as runs, Drift};
-use crate::wecom_api::{ApiError, Credentials, WecomApi};
+use crate::sync::client::{ApiError, Credentials, WecomApi};
 
 /// Userids per `batch/get_by_user` call (WeCom's maximum).
 const CHUNK: usize = 100;

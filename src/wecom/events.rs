@@ -5,7 +5,7 @@
 //! recognised, or recognised but missing an identifying field, is [`EventKind::Unknown`]: the raw message is
 //! always kept in `wecom_events`, so nothing is lost by not understanding it.
 
-use crate::message::Message;
+use crate::wecom::message::Message;
 
 /// A parsed event with the header fields every kind shares.
 #[derive(Debug, Clone, PartialEq, Eq)]

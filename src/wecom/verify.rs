@@ -7,11 +7,11 @@
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
-use crate::configuration::AppConfig;
-use crate::crypto::{self, CryptoError};
-use crate::envelope::{self, EnvelopeError};
-use crate::message::{self, Message};
-use crate::xml::XmlError;
+use crate::app::AppConfig;
+use crate::wecom::crypto::{self, CryptoError};
+use crate::wecom::envelope::{self, EnvelopeError};
+use crate::wecom::message::{self, Message};
+use crate::wecom::xml::XmlError;
 
 /// The signed query parameters of a callback request, URL-decoded exactly once.
 #[derive(Debug, Clone, PartialEq, Eq)]

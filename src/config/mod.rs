@@ -18,7 +18,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sqlx::postgres::PgConnectOptions;
 
-use crate::crypto::AesKey;
+use crate::app::{AppConfig, AppKind};
+use crate::wecom::crypto::AesKey;
 
 /// The database used when neither `DATABASE_URL` nor the file names one.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/wecom_callback";
@@ -26,95 +27,6 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/wecom
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// The app name used for a single app configured from environment variables.
 pub const DEFAULT_APP_NAME: &str = "default";
-
-/// Which kind of WeCom endpoint an app is. It decides the reply body (PROTOCOL.md §5.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AppKind {
-    /// 企业内部开发: a self-built app's callback URL. Receive id: the corpid. Reply: empty 200.
-    SelfBuilt,
-    /// 代开发: the developed app's own callback URL (data callbacks). Reply: empty 200.
-    Agency,
-    /// A third-party suite's 指令回调URL, or a 代开发 template's callback URL. Receive id: the suite id
-    /// (template id). Reply: the literal `success`.
-    SuiteInstruction,
-    /// A third-party suite's 数据回调URL. Receive id: the authorising corp's corpid. Reply: empty 200.
-    SuiteData,
-}
-
-impl AppKind {
-    /// The body WeCom expects after a callback was accepted.
-    pub fn success_body(self) -> &'static str {
-        match self {
-            AppKind::SuiteInstruction => "success",
-            AppKind::SelfBuilt | AppKind::Agency | AppKind::SuiteData => "",
-        }
-    }
-
-    /// The name used in configuration files and environment variables.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AppKind::SelfBuilt => "self_built",
-            AppKind::Agency => "agency",
-            AppKind::SuiteInstruction => "suite_instruction",
-            AppKind::SuiteData => "suite_data",
-        }
-    }
-}
-
-impl FromStr for AppKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "self_built" => Ok(AppKind::SelfBuilt),
-            "agency" => Ok(AppKind::Agency),
-            "suite_instruction" => Ok(AppKind::SuiteInstruction),
-            "suite_data" => Ok(AppKind::SuiteData),
-            other => Err(format!(
-                "unknown app kind {other:?}; use one of self_built (企业内部开发), agency (代开发), \
-                 suite_instruction (第三方指令回调 / 代开发模版回调), suite_data (第三方数据回调)"
-            )),
-        }
-    }
-}
-
-/// One callback endpoint, i.e. one "接收消息服务器" configuration in the WeCom admin console.
-#[derive(Clone)]
-pub struct AppConfig {
-    /// The URL path segment: callbacks arrive at `/callback/{name}`.
-    pub name: String,
-    pub kind: AppKind,
-    /// The Token from the admin console. Used to sign; never logged.
-    pub token: SecretString,
-    /// The key decoded from the EncodingAESKey.
-    pub aes_key: AesKey,
-    /// Receive ids accepted inside the ciphertext: the corpid for a self-built app, the suite id for an
-    /// instruction URL, the provider's corpid for third-party URL verification, ...
-    pub receive_ids: Vec<String>,
-    /// The app's Secret, for WeCom's API (details, resync). `None`: events only, no API calls.
-    pub secret: Option<SecretString>,
-}
-
-impl AppConfig {
-    /// The corp the API is called for: the first receive id (the corpid, for a self-built app).
-    pub fn api_corp_id(&self) -> Option<&str> {
-        self.receive_ids.first().map(String::as_str)
-    }
-}
-
-impl fmt::Debug for AppConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AppConfig")
-            .field("name", &self.name)
-            .field("kind", &self.kind)
-            .field("token", &"<redacted>")
-            .field("aes_key", &self.aes_key)
-            .field("receive_ids", &self.receive_ids)
-            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
 
 /// Database connection settings.
 #[derive(Clone)]
@@ -692,11 +604,11 @@ pub fn build_settings(mut file: FileConfig, overrides: Overrides) -> Result<Sett
         .api_base_url
         .clone()
         .or(file.api.base_url.clone())
-        .unwrap_or_else(|| crate::wecom_api::DEFAULT_BASE_URL.to_owned());
+        .unwrap_or_else(|| crate::sync::client::DEFAULT_BASE_URL.to_owned());
     if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
         problems.push(format!(
             "WECOM_API_BASE_URL / api.base_url {base_url:?} must start with https:// (default {})",
-            crate::wecom_api::DEFAULT_BASE_URL
+            crate::sync::client::DEFAULT_BASE_URL
         ));
     }
     let api = ApiSettings {
@@ -1051,7 +963,7 @@ mod tests {
 
     #[test]
     fn the_example_configuration_is_valid_once_filled_in() {
-        let text = include_str!("../config.example.toml")
+        let text = include_str!("../../config.example.toml")
             .replace("REPLACE_WITH_TOKEN", "abc123")
             .replace("REPLACE_WITH_THE_43_CHARACTER_ENCODING_AES_KEY", KEY);
         let file: FileConfig = toml::from_str(&text).expect("the example parses");

@@ -1,5 +1,5 @@
 //! The WeCom server API client: access tokens shared through PostgreSQL, retries where WeCom advises them,
-//! and every failure explained (see [`crate::errcode`]).
+//! and every failure explained (see [`crate::wecom::errcode`]).
 //!
 //! The base URL is configurable (default `https://qyapi.weixin.qq.com`), so tests point it at a fake.
 
@@ -10,9 +10,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
-use crate::errcode::WecomError;
 use crate::metrics::Metrics;
 use crate::store::tokens::{self, RefreshError};
+use crate::wecom::errcode::WecomError;
 
 /// WeCom's production API.
 pub const DEFAULT_BASE_URL: &str = "https://qyapi.weixin.qq.com";

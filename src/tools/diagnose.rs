@@ -7,11 +7,11 @@
 
 use secrecy::ExposeSecret;
 
-use crate::callback::{self, CallbackQuery};
-use crate::configuration::AppConfig;
-use crate::crypto::{self, CryptoError};
-use crate::envelope;
-use crate::message;
+use crate::app::AppConfig;
+use crate::wecom::crypto::{self, CryptoError};
+use crate::wecom::envelope;
+use crate::wecom::message;
+use crate::wecom::verify::{self, CallbackQuery};
 
 /// One check and its result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +58,7 @@ pub fn diagnose(
         plaintext: None,
     };
     let is_get = body.is_none();
-    let q: CallbackQuery = match callback::parse_query(query.trim_start_matches('?'), is_get) {
+    let q: CallbackQuery = match verify::parse_query(query.trim_start_matches('?'), is_get) {
         Ok(q) => {
             d.push(
                 "query",

@@ -1,7 +1,7 @@
 //! The outer POST body: `<xml><ToUserName/><Encrypt/><AgentID/></xml>`. Parsed before the signature can be
 //! checked, so it goes through the hardened reader. Pure.
 
-use crate::xml::{self, XmlError};
+use crate::wecom::xml::{self, XmlError};
 
 /// The fields of the outer envelope that matter.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 
-use crate::startup::AppState;
+use crate::http::AppState;
 
 /// `GET /healthz`: the process is up and serving.
 pub async fn healthz() -> HttpResponse {

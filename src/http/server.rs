@@ -1,4 +1,4 @@
-//! Wiring: database, event writer and HTTP server.
+//! Wiring: database, event writer, background tasks and the HTTP server.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -6,50 +6,15 @@ use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
-use secrecy::SecretString;
 use sqlx::PgPool;
 
-use crate::configuration::{AppConfig, HttpSettings, Settings};
+use crate::app::AppConfig;
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::ingest::spool::Spool;
+use crate::ingest::writer::EventWriter;
 use crate::metrics::Metrics;
-use crate::routes;
-use crate::spool::Spool;
-use crate::store::{self, EventWriter, StoreError};
-
-/// What every handler can reach.
-pub struct AppState {
-    apps: HashMap<String, AppConfig>,
-    default_app: Option<String>,
-    pub writer: EventWriter,
-    pub pool: PgPool,
-    pub http: HttpSettings,
-    /// Bearer token of the read API (the API routes exist only when it is set).
-    pub api_token: Option<SecretString>,
-    /// Where callbacks go when the database cannot take them in time; `None` = answer 503 instead.
-    pub spool: Option<Spool>,
-    /// How long a callback waits for the database before it is spooled.
-    pub spool_after: std::time::Duration,
-    #[doc(hidden)]
-    pub fault_ack_before_commit: bool,
-    pub metrics: Metrics,
-    /// Domain ownership files by name.
-    pub verification_files: std::collections::BTreeMap<String, String>,
-    /// WeCom API client, when any app has a secret.
-    pub api: Option<crate::wecom_api::WecomApi>,
-    /// API credentials by app name.
-    pub credentials: HashMap<String, crate::wecom_api::Credentials>,
-}
-
-impl AppState {
-    /// The app configured under `name`.
-    pub fn app(&self, name: &str) -> Option<&AppConfig> {
-        self.apps.get(name)
-    }
-
-    /// The app served at `/callback` (only when exactly one is configured).
-    pub fn default_app(&self) -> Option<&AppConfig> {
-        self.default_app.as_deref().and_then(|n| self.apps.get(n))
-    }
-}
+use crate::store::{self, StoreError};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -110,9 +75,9 @@ impl Application {
             .port();
         let writer = EventWriter::spawn(pool.clone(), &settings.store);
         let metrics = Metrics::new();
-        let credentials = crate::worker::credentials(&settings.apps);
+        let credentials = crate::sync::worker::credentials(&settings.apps);
         if settings.run_projector {
-            tokio::spawn(crate::projector::run(
+            tokio::spawn(crate::sync::projector::run(
                 pool.clone(),
                 writer.committed(),
                 Some(metrics.apply_pending.clone()),
@@ -123,13 +88,13 @@ impl Application {
             None
         } else {
             Some(
-                crate::wecom_api::WecomApi::new(&settings.api.base_url, pool.clone())
+                crate::sync::client::WecomApi::new(&settings.api.base_url, pool.clone())
                     .map_err(|e| StartupError::Api(e.to_string()))?
                     .with_metrics(metrics.clone()),
             )
         };
         if let (Some(api), false) = (&api, settings.api.resync_interval.is_zero()) {
-            tokio::spawn(crate::resync::schedule(
+            tokio::spawn(crate::sync::resync::schedule(
                 pool.clone(),
                 api.clone(),
                 credentials.clone(),
@@ -139,8 +104,8 @@ impl Application {
             ));
         }
         if let (Some(api), true) = (&api, settings.api.worker_concurrency > 0) {
-            tokio::spawn(crate::worker::run(
-                crate::worker::Worker {
+            tokio::spawn(crate::sync::worker::run(
+                crate::sync::worker::Worker {
                     pool: pool.clone(),
                     api: api.clone(),
                     credentials: credentials.clone(),
@@ -165,7 +130,7 @@ impl Application {
                         source,
                     }
                 })?;
-                tokio::spawn(crate::drain::run(
+                tokio::spawn(crate::ingest::drain::run(
                     spool.clone(),
                     pool.clone(),
                     apps.clone(),
@@ -199,22 +164,22 @@ impl Application {
         let metrics_state = state.clone();
         let mut server = HttpServer::new(move || {
             let api = web::scope("/api/v1")
-                .route("/openapi.yaml", web::get().to(routes::api::openapi))
+                .route("/openapi.yaml", web::get().to(http::api::openapi))
                 .route(
                     "/corps/{corp}/staff/{userid}/customers",
-                    web::get().to(routes::api::staff_customers),
+                    web::get().to(http::api::staff_customers),
                 )
                 .route(
                     "/corps/{corp}/customers/{external_userid}",
-                    web::get().to(routes::api::customer),
+                    web::get().to(http::api::customer),
                 )
                 .route(
                     "/corps/{corp}/customers/{external_userid}/timeline",
-                    web::get().to(routes::api::timeline),
+                    web::get().to(http::api::timeline),
                 )
                 .route(
                     "/miniprogram/session",
-                    web::post().to(routes::api::miniprogram_session),
+                    web::post().to(http::api::miniprogram_session),
                 );
             App::new()
                 .app_data(state.clone())
@@ -223,21 +188,18 @@ impl Application {
                         cfg.service(api);
                     }
                 })
-                .route("/healthz", web::get().to(routes::healthz))
-                .route("/readyz", web::get().to(routes::readyz))
+                .route("/healthz", web::get().to(http::healthz))
+                .route("/readyz", web::get().to(http::readyz))
                 .configure(|cfg| {
                     if separate_metrics.is_none() {
-                        cfg.route("/metrics", web::get().to(routes::metrics));
+                        cfg.route("/metrics", web::get().to(http::metrics));
                     }
                 })
-                .route("/callback", web::get().to(routes::verify_default_url))
-                .route(
-                    "/callback",
-                    web::post().to(routes::receive_default_callback),
-                )
-                .route("/callback/{app}", web::get().to(routes::verify_url))
-                .route("/callback/{app}", web::post().to(routes::receive_callback))
-                .route("/{file}", web::get().to(routes::verification_file))
+                .route("/callback", web::get().to(http::verify_default_url))
+                .route("/callback", web::post().to(http::receive_default_callback))
+                .route("/callback/{app}", web::get().to(http::verify_url))
+                .route("/callback/{app}", web::post().to(http::receive_callback))
+                .route("/{file}", web::get().to(http::verification_file))
         })
         // Slow request heads are cut off by actix itself with 408.
         .client_request_timeout(http.header_read_timeout)
@@ -261,7 +223,7 @@ impl Application {
                     HttpServer::new(move || {
                         App::new()
                             .app_data(state.clone())
-                            .route("/metrics", web::get().to(routes::metrics))
+                            .route("/metrics", web::get().to(http::metrics))
                     })
                     .workers(1)
                     .disable_signals()

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use crate::configuration::{self, EnvApp, FileConfig, Overrides};
-use crate::startup::Application;
+use crate::config::{self, EnvApp, FileConfig, Overrides};
+use crate::http::server::Application;
 use crate::{store, telemetry};
 
 const ENV_HELP: &str = "\
@@ -242,7 +242,7 @@ pub struct ServeArgs {
 impl Cli {
     fn file(&self) -> anyhow::Result<FileConfig> {
         Ok(match &self.config {
-            Some(path) => configuration::read_file(path)?,
+            Some(path) => config::read_file(path)?,
             None => FileConfig::default(),
         })
     }
@@ -266,7 +266,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 app: EnvApp::from_env(),
             };
             let explicit_database = cli.database_url.is_some() || file.database_url.is_some();
-            let mut settings = configuration::build_settings(file, overrides)?;
+            let mut settings = config::build_settings(file, overrides)?;
             telemetry::init(settings.log_format);
             // First run on a fresh machine: no database configured and none on the local port.
             let mut embedded = None;
@@ -275,14 +275,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     .ok()
                     .and_then(|a| a.parse().ok())
                     .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 5432)));
-                if !crate::embedded::listening(probe) {
+                if !crate::tools::embedded::listening(probe) {
                     let dir = std::env::var_os("WECOM_EMBEDDED_DATA_DIR")
                         .filter(|d| !d.is_empty())
                         .map(PathBuf::from)
-                        .unwrap_or_else(crate::embedded::default_data_dir);
+                        .unwrap_or_else(crate::tools::embedded::default_data_dir);
                     tracing::info!(%probe, dir = %dir.display(), "no DATABASE_URL and no PostgreSQL on the local port: using a private cluster");
                     let pg = tokio::task::spawn_blocking(move || {
-                        crate::embedded::EmbeddedPostgres::start(&dir)
+                        crate::tools::embedded::EmbeddedPostgres::start(&dir)
                     })
                     .await??;
                     settings.database.url = secrecy::SecretString::from(pg.url("wecom_callback"));
@@ -303,14 +303,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Explain { errcode } => {
             match errcode {
-                Some(code) => match crate::errcode::explain(*code) {
+                Some(code) => match crate::wecom::errcode::explain(*code) {
                     Some(i) => println!("{}: {}\n{}", i.code, i.meaning, i.fix),
                     None => anyhow::bail!(
                         "errcode {code} is not in our table; WeCom's lookup: https://open.work.weixin.qq.com/devtool/query?e={code}"
                     ),
                 },
                 None => {
-                    for i in crate::errcode::all() {
+                    for i in crate::wecom::errcode::all() {
                         println!("{:>6}  {}\n        {}", i.code, i.meaning, i.fix);
                     }
                 }
@@ -320,7 +320,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Worker { concurrency } => {
             let settings = settings_for_tools(&cli, file)?;
             telemetry::init(settings.log_format);
-            let credentials = crate::worker::credentials(&settings.apps);
+            let credentials = crate::sync::worker::credentials(&settings.apps);
             if credentials.is_empty() {
                 anyhow::bail!(
                     "no app has a secret (WECOM_SECRET or secret in [[apps]]): the worker has nothing to call WeCom's API with"
@@ -329,9 +329,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             store::ensure_database_exists(&settings.database).await?;
             let pool = store::pool(&settings.database)?;
             store::migrate(&pool).await?;
-            let api = crate::wecom_api::WecomApi::new(&settings.api.base_url, pool.clone())?;
+            let api = crate::sync::client::WecomApi::new(&settings.api.base_url, pool.clone())?;
             tracing::info!(apps = credentials.len(), "WeCom API job worker running");
-            let w = crate::worker::Worker {
+            let w = crate::sync::worker::Worker {
                 pool,
                 api,
                 credentials,
@@ -340,7 +340,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 idle: std::time::Duration::from_secs(1),
             };
             tokio::select! {
-                _ = crate::worker::run(w, concurrency.unwrap_or(settings.api.worker_concurrency).max(1)) => {}
+                _ = crate::sync::worker::run(w, concurrency.unwrap_or(settings.api.worker_concurrency).max(1)) => {}
                 _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
             }
             Ok(())
@@ -348,7 +348,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Resync { app } => {
             let settings = settings_for_tools(&cli, file)?;
             telemetry::init(settings.log_format);
-            let mut credentials = crate::worker::credentials(&settings.apps);
+            let mut credentials = crate::sync::worker::credentials(&settings.apps);
             if let Some(name) = app {
                 credentials.retain(|k, _| k == name);
             }
@@ -360,11 +360,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             store::ensure_database_exists(&settings.database).await?;
             let pool = store::pool(&settings.database)?;
             store::migrate(&pool).await?;
-            let api = crate::wecom_api::WecomApi::new(&settings.api.base_url, pool.clone())?;
+            let api = crate::sync::client::WecomApi::new(&settings.api.base_url, pool.clone())?;
             let mut failed = 0;
             for (name, creds) in &credentials {
-                match crate::resync::resync(&pool, &api, name, creds, settings.api.resync_pause)
-                    .await
+                match crate::sync::resync::resync(
+                    &pool,
+                    &api,
+                    name,
+                    creds,
+                    settings.api.resync_pause,
+                )
+                .await
                 {
                     Ok(d) => println!("{name}: {}", serde_json::to_string(&d)?),
                     Err(e) => {
@@ -529,11 +535,11 @@ async fn doctor(cli: &Cli, file: FileConfig, public_url: Option<&str>) -> anyhow
     let now = chrono::Utc::now().timestamp();
     for app in &settings.apps {
         let receive_id = app.receive_ids.first().cloned().unwrap_or_default();
-        let request = crate::send_test::verification(app, &receive_id, now);
+        let request = crate::tools::send_test::verification(app, &receive_id, now);
         match public_url {
             Some(base) => {
                 let url = format!("{}/callback/{}", base.trim_end_matches('/'), app.name);
-                let r = crate::send_test::send(&url, std::slice::from_ref(&request)).await;
+                let r = crate::tools::send_test::send(&url, std::slice::from_ref(&request)).await;
                 let ok = r.first().is_some_and(|r| r.ok);
                 let detail = r
                     .first()
@@ -545,10 +551,10 @@ async fn doctor(cli: &Cli, file: FileConfig, public_url: Option<&str>) -> anyhow
                 report(ok, "URL verification", detail);
             }
             None => {
-                let q = crate::callback::parse_query(&request.query, true);
+                let q = crate::wecom::verify::parse_query(&request.query, true);
                 let ok = q
-                    .map_err(crate::callback::Rejection::from)
-                    .and_then(|q| crate::callback::verify_url(app, &q, now, 300))
+                    .map_err(crate::wecom::verify::Rejection::from)
+                    .and_then(|q| crate::wecom::verify::verify_url(app, &q, now, 300))
                     .is_ok_and(|e| e.plaintext() == request.expect.as_bytes());
                 report(
                     ok,
@@ -562,9 +568,9 @@ async fn doctor(cli: &Cli, file: FileConfig, public_url: Option<&str>) -> anyhow
         }
     }
 
-    let credentials = crate::worker::credentials(&settings.apps);
+    let credentials = crate::sync::worker::credentials(&settings.apps);
     if let (Some(pool), false) = (&pool, credentials.is_empty()) {
-        let api = crate::wecom_api::WecomApi::new(&settings.api.base_url, pool.clone())?;
+        let api = crate::sync::client::WecomApi::new(&settings.api.base_url, pool.clone())?;
         for (name, creds) in &credentials {
             match api.access_token(creds).await {
                 Ok(_) => report(
@@ -600,7 +606,7 @@ async fn doctor(cli: &Cli, file: FileConfig, public_url: Option<&str>) -> anyhow
 fn gen_key() {
     use rand::Rng;
     let mut rng = rand::thread_rng();
-    let key = crate::crypto::AesKey::from_bytes(rng.r#gen());
+    let key = crate::wecom::crypto::AesKey::from_bytes(rng.r#gen());
     let token: String = (0..32)
         .map(|_| {
             let c = rng.gen_range(0..62u8);
@@ -620,9 +626,9 @@ fn gen_key() {
 }
 
 fn select_app<'a>(
-    apps: &'a [configuration::AppConfig],
+    apps: &'a [crate::app::AppConfig],
     name: Option<&str>,
-) -> anyhow::Result<&'a configuration::AppConfig> {
+) -> anyhow::Result<&'a crate::app::AppConfig> {
     match (name, apps) {
         (Some(n), _) => apps.iter().find(|a| a.name == n).ok_or_else(|| {
             let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
@@ -633,14 +639,14 @@ fn select_app<'a>(
     }
 }
 
-fn settings_for_tools(cli: &Cli, file: FileConfig) -> anyhow::Result<configuration::Settings> {
+fn settings_for_tools(cli: &Cli, file: FileConfig) -> anyhow::Result<config::Settings> {
     let overrides = Overrides {
         database_url: cli.database_url.clone(),
         api_base_url: cli.api_base_url.clone(),
         app: EnvApp::from_env(),
         ..Overrides::default()
     };
-    Ok(configuration::build_settings(file, overrides)?)
+    Ok(config::build_settings(file, overrides)?)
 }
 
 fn decrypt_command(cli: &Cli, file: FileConfig, args: &DecryptArgs) -> anyhow::Result<()> {
@@ -656,8 +662,12 @@ fn decrypt_command(cli: &Cli, file: FileConfig, args: &DecryptArgs) -> anyhow::R
         Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
     };
     let now = chrono::Utc::now().timestamp();
-    let d = crate::diagnose::diagnose(&settings.apps, app, &args.query, body.as_deref(), now);
-    print!("{}", crate::diagnose::render(&d, args.show_plaintext));
+    let d =
+        crate::tools::diagnose::diagnose(&settings.apps, app, &args.query, body.as_deref(), now);
+    print!(
+        "{}",
+        crate::tools::diagnose::render(&d, args.show_plaintext)
+    );
     if d.ok() {
         Ok(())
     } else {
@@ -677,7 +687,7 @@ async fn send_test_command(cli: &Cli, file: FileConfig, args: &SendTestArgs) -> 
     let marker = format!("{:08x}", rand::random::<u32>());
     let mut requests = Vec::new();
     if !args.no_verify {
-        requests.push(crate::send_test::verification(app, &receive_id, now));
+        requests.push(crate::tools::send_test::verification(app, &receive_id, now));
     }
     let events = if args.events.is_empty() {
         vec!["add_external_contact".to_owned()]
@@ -685,17 +695,24 @@ async fn send_test_command(cli: &Cli, file: FileConfig, args: &SendTestArgs) -> 
         args.events.clone()
     };
     for e in &events {
-        let xml =
-            crate::send_test::sample_event(e, &receive_id, now, &marker).ok_or_else(|| {
+        let xml = crate::tools::send_test::sample_event(e, &receive_id, now, &marker).ok_or_else(
+            || {
                 anyhow::anyhow!(
                     "unknown --event {e:?}; one of {:?}",
-                    crate::send_test::EVENTS
+                    crate::tools::send_test::EVENTS
                 )
-            })?;
-        requests.push(crate::send_test::callback(app, &receive_id, &xml, e, now));
+            },
+        )?;
+        requests.push(crate::tools::send_test::callback(
+            app,
+            &receive_id,
+            &xml,
+            e,
+            now,
+        ));
     }
     let url = args.url.trim_end_matches('/');
-    let results = crate::send_test::send(url, &requests).await;
+    let results = crate::tools::send_test::send(url, &requests).await;
     let mut failed = 0;
     for (r, req) in results.iter().zip(&requests) {
         let status = r
@@ -732,12 +749,12 @@ async fn send_test_command(cli: &Cli, file: FileConfig, args: &SendTestArgs) -> 
 
 /// Logging plus a migrated pool, for the one-shot commands.
 async fn prepared_pool(cli: &Cli, file: &FileConfig) -> anyhow::Result<(sqlx::PgPool, String)> {
-    telemetry::init(configuration::LogFormat::Text);
+    telemetry::init(config::LogFormat::Text);
     let overrides = Overrides {
         database_url: cli.database_url.clone(),
         ..Overrides::default()
     };
-    let db = configuration::database_settings(file, &overrides)?;
+    let db = config::database_settings(file, &overrides)?;
     let target = store::describe(&db);
     store::ensure_database_exists(&db)
         .await
@@ -756,7 +773,7 @@ fn cannot_reach(target: &str) -> String {
     )
 }
 
-async fn serve(settings: configuration::Settings) -> anyhow::Result<()> {
+async fn serve(settings: config::Settings) -> anyhow::Result<()> {
     let target = store::describe(&settings.database);
     let listen = settings.http.listen;
     let apps: Vec<(String, &'static str)> = settings

@@ -1,0 +1,48 @@
+//! What every handler can reach.
+
+use std::collections::HashMap;
+
+use secrecy::SecretString;
+use sqlx::PgPool;
+
+use crate::app::AppConfig;
+use crate::config::HttpSettings;
+use crate::ingest::spool::Spool;
+use crate::ingest::writer::EventWriter;
+use crate::metrics::Metrics;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub(crate) apps: HashMap<String, AppConfig>,
+    pub(crate) default_app: Option<String>,
+    pub writer: EventWriter,
+    pub pool: PgPool,
+    pub http: HttpSettings,
+    /// Bearer token of the read API (the API routes exist only when it is set).
+    pub api_token: Option<SecretString>,
+    /// Where callbacks go when the database cannot take them in time; `None` = answer 503 instead.
+    pub spool: Option<Spool>,
+    /// How long a callback waits for the database before it is spooled.
+    pub spool_after: std::time::Duration,
+    #[doc(hidden)]
+    pub fault_ack_before_commit: bool,
+    pub metrics: Metrics,
+    /// Domain ownership files by name.
+    pub verification_files: std::collections::BTreeMap<String, String>,
+    /// WeCom API client, when any app has a secret.
+    pub api: Option<crate::sync::client::WecomApi>,
+    /// API credentials by app name.
+    pub credentials: HashMap<String, crate::sync::client::Credentials>,
+}
+
+impl AppState {
+    /// The app configured under `name`.
+    pub fn app(&self, name: &str) -> Option<&AppConfig> {
+        self.apps.get(name)
+    }
+
+    /// The app served at `/callback` (only when exactly one is configured).
+    pub fn default_app(&self) -> Option<&AppConfig> {
+        self.default_app.as_deref().and_then(|n| self.apps.get(n))
+    }
+}
