@@ -15,7 +15,7 @@
 //! - [`config`]: configuration (file, environment, flags), validated once with every problem at once.
 //! - [`cli`]: the `wecom-callback` subcommands. [`tools`]: operator tools (decrypt diagnosis, send-test, the
 //!   private PostgreSQL cluster).
-//! - [`app`]: the configured apps (domain types), [`metrics`], [`telemetry`].
+//! - [`app`]: the configured apps; [`domain`]: closed sets of kinds and statuses; [`metrics`], [`telemetry`].
 //!
 //! Data flow: HTTP → verify → ingest (group commit) → `wecom_events` → only then `success`. The projector then
 //! applies each stored event to the synced tables, which backends read through SQL or the JSON API.
@@ -23,6 +23,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

@@ -89,9 +89,9 @@ pub enum Command {
 /// Options of `jobs`.
 #[derive(Debug, Args)]
 pub struct JobsArgs {
-    /// Which jobs to list: queued, running, done, dead.
-    #[arg(long, default_value = "dead")]
-    pub status: String,
+    /// Which jobs to list.
+    #[arg(long, value_enum, default_value_t = crate::domain::JobStatus::Dead)]
+    pub status: crate::domain::JobStatus,
     #[arg(long, default_value_t = 50)]
     pub limit: i64,
     /// Queue these dead jobs again (comma-separated ids).
@@ -392,7 +392,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{n} dead job(s) queued again");
                 return Ok(());
             }
-            let rows = store::jobs::list(&pool, &args.status, args.limit.clamp(1, 10_000)).await?;
+            let rows = store::jobs::list(&pool, args.status, args.limit.clamp(1, 10_000)).await?;
             for j in &rows {
                 println!(
                     "{:>8}  {:<15} {:<10} {:<20} {:<34} attempts {:<2} {}",

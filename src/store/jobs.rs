@@ -6,15 +6,17 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
 
+use crate::domain::{JobKind, JobStatus};
+
 /// A claimed job.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Job {
     pub id: i64,
-    pub kind: String,
+    pub kind: JobKind,
     pub app: String,
     pub corp_id: String,
     pub subject: String,
-    pub status: String,
+    pub status: JobStatus,
     pub attempts: i32,
     pub run_after: DateTime<Utc>,
     pub last_error: Option<String>,
@@ -28,7 +30,7 @@ const COLUMNS: &str = "id, kind, app, corp_id, subject, status, attempts, run_af
 /// Queues a job in the caller's transaction; a job already queued for the same subject absorbs it.
 pub async fn enqueue(
     tx: &mut Transaction<'_, Postgres>,
-    kind: &str,
+    kind: JobKind,
     app: &str,
     corp_id: &str,
     subject: &str,
@@ -116,7 +118,7 @@ pub async fn fail(
 }
 
 /// Jobs with the given status, newest first.
-pub async fn list(pool: &PgPool, status: &str, limit: i64) -> Result<Vec<Job>, sqlx::Error> {
+pub async fn list(pool: &PgPool, status: JobStatus, limit: i64) -> Result<Vec<Job>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM wecom_jobs WHERE status = $1 ORDER BY updated_at DESC LIMIT $2"
     ))

@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use serde_json::json;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
+use crate::domain::JobKind;
 use crate::wecom::events::{
     ChatChange, ContactChange, EventKind, ExternalChatEvent, ExternalContactEvent,
     ExternalTagEvent, TagChange, TypedEvent, UpdateDetail,
@@ -24,9 +25,6 @@ use crate::wecom::message;
 const APPLY_LOCK: i64 = 0x5745_434f_4d01;
 
 /// Job kinds queued by the projector.
-pub const JOB_CONTACT_DETAIL: &str = "contact_detail";
-pub const JOB_GROUP_CHAT: &str = "group_chat";
-pub const JOB_CORP_TAGS: &str = "corp_tags";
 
 /// The channel backends LISTEN on.
 pub const CHANNEL: &str = "wecom_contact_changed";
@@ -157,17 +155,17 @@ async fn enqueue_enrichment(
     let job = match &ev.typed.kind {
         EventKind::ExternalContact(c) => match c.change {
             ContactChange::Add { .. } | ContactChange::Edit | ContactChange::AddHalf { .. } => {
-                Some((JOB_CONTACT_DETAIL, c.external_userid.as_str()))
+                Some((JobKind::ContactDetail, c.external_userid.as_str()))
             }
             _ => None,
         },
         EventKind::ExternalChat(c) => match c.change {
             ChatChange::Create | ChatChange::Update(_) => {
-                Some((JOB_GROUP_CHAT, c.chat_id.as_str()))
+                Some((JobKind::GroupChat, c.chat_id.as_str()))
             }
             _ => None,
         },
-        EventKind::ExternalTag(_) => Some((JOB_CORP_TAGS, "*")),
+        EventKind::ExternalTag(_) => Some((JobKind::CorpTags, "*")),
         _ => None,
     };
     if let Some((kind, subject)) = job {

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
+use crate::domain::JobKind;
 use crate::metrics::Metrics;
-use crate::store::{enrichment, jobs, projections};
+use crate::store::{enrichment, jobs};
 use crate::sync::client::{ApiError, Credentials, WecomApi};
 
 /// How long a worker owns a job before another may take it over (a crashed worker's job is not lost).
@@ -41,8 +42,8 @@ pub async fn execute(w: &Worker, job: &jobs::Job) -> Result<(), ApiError> {
         ))
     })?;
     let now = chrono::Utc::now();
-    match job.kind.as_str() {
-        projections::JOB_CONTACT_DETAIL => {
+    match job.kind {
+        JobKind::ContactDetail => {
             // More than 500 followers come in pages.
             let mut cursor = String::new();
             let mut merged: Option<serde_json::Value> = None;
@@ -86,18 +87,15 @@ pub async fn execute(w: &Worker, job: &jobs::Job) -> Result<(), ApiError> {
                 enrichment::contact_detail(&w.pool, &job.corp_id, &answer, now).await?;
             }
         }
-        projections::JOB_GROUP_CHAT => {
+        JobKind::GroupChat => {
             let answer = w.api.group_chat(creds, &job.subject).await?;
             if let Some(chat) = answer.get("group_chat") {
                 enrichment::group_chat(&w.pool, &job.corp_id, chat, now).await?;
             }
         }
-        projections::JOB_CORP_TAGS => {
+        JobKind::CorpTags => {
             let answer = w.api.corp_tag_list(creds).await?;
             enrichment::corp_tags(&w.pool, &job.corp_id, &answer, now).await?;
-        }
-        other => {
-            return Err(ApiError::BadResponse(format!("unknown job kind {other:?}")));
         }
     }
     Ok(())

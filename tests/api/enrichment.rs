@@ -148,13 +148,27 @@ async fn repeated_jobs_for_one_contact_collapse() {
     .await
     .expect("event");
     for _ in 0..3 {
-        wecom_callback::store::jobs::enqueue(&mut tx, "contact_detail", "main", "c", "wmX", ev)
-            .await
-            .expect("enqueue");
-    }
-    wecom_callback::store::jobs::enqueue(&mut tx, "contact_detail", "main", "c", "wmY", ev)
+        wecom_callback::store::jobs::enqueue(
+            &mut tx,
+            wecom_callback::domain::JobKind::ContactDetail,
+            "main",
+            "c",
+            "wmX",
+            ev,
+        )
         .await
         .expect("enqueue");
+    }
+    wecom_callback::store::jobs::enqueue(
+        &mut tx,
+        wecom_callback::domain::JobKind::ContactDetail,
+        "main",
+        "c",
+        "wmY",
+        ev,
+    )
+    .await
+    .expect("enqueue");
     tx.commit().await.expect("commit");
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_jobs")
         .fetch_one(&app.pool)

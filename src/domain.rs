@@ -1,0 +1,115 @@
+//! Closed sets of domain values, shared by SQL binds, the read API, the CLI and metrics, so a kind or status
+//! is spelled once. Stored as `text` in PostgreSQL (`sqlx::Type`), snake_case on every surface.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $wire:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, clap::ValueEnum)]
+        #[serde(rename_all = "snake_case")]
+        #[sqlx(type_name = "text", rename_all = "snake_case")]
+        #[clap(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The name stored in PostgreSQL and shown in the API, the CLI and metrics.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $wire),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($wire => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "unknown {} {other:?}; use one of {}",
+                        stringify!($name),
+                        [$($wire),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+wire_enum! {
+    /// What a queued WeCom API job does.
+    JobKind {
+        /// `externalcontact/get`: a customer's details and every follow.
+        ContactDetail = "contact_detail",
+        /// `externalcontact/groupchat/get`: a group chat with its members.
+        GroupChat = "group_chat",
+        /// `externalcontact/get_corp_tag_list`: every corp tag.
+        CorpTags = "corp_tags",
+    }
+}
+
+wire_enum! {
+    /// Where a job is in its life.
+    JobStatus {
+        /// Waiting for its `run_after`.
+        Queued = "queued",
+        /// Leased by a worker.
+        Running = "running",
+        /// Finished (or superseded by an equal queued job when retried).
+        Done = "done",
+        /// Gave up after `max_attempts` or a permanent error; `jobs retry` queues it again.
+        Dead = "dead",
+    }
+}
+
+wire_enum! {
+    /// The state of the relation between a staff member and a customer.
+    FollowStatus {
+        /// Both sides have each other.
+        Active = "active",
+        /// Half-added: the customer has not confirmed yet.
+        Pending = "pending",
+        /// The staff member deleted the customer.
+        DeletedByStaff = "deleted_by_staff",
+        /// The customer deleted the staff member (WeCom still lists the one-way relation).
+        DeletedByCustomer = "deleted_by_customer",
+        /// A resync no longer found it; which side ended it is unknown.
+        Removed = "removed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for k in JobKind::ALL {
+            assert_eq!(k.as_str().parse::<JobKind>(), Ok(*k));
+        }
+        for s in JobStatus::ALL {
+            assert_eq!(s.as_str().parse::<JobStatus>(), Ok(*s));
+        }
+        for s in FollowStatus::ALL {
+            assert_eq!(s.as_str().parse::<FollowStatus>(), Ok(*s));
+            assert_eq!(
+                serde_json::to_value(s).ok(),
+                Some(serde_json::Value::from(s.as_str()))
+            );
+        }
+        assert!("typo".parse::<JobStatus>().unwrap_err().contains("queued"));
+    }
+}
