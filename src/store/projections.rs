@@ -24,7 +24,6 @@ use crate::wecom::message;
 /// Advisory lock key separating appliers (shared) from a rebuild (exclusive).
 const APPLY_LOCK: i64 = 0x5745_434f_4d01;
 
-
 /// The channel backends LISTEN on.
 pub const CHANNEL: &str = "wecom_contact_changed";
 
