@@ -123,7 +123,8 @@ async fn an_add_event_fills_in_the_contact_from_the_api() {
     wecom_callback::store::enrichment::contact_detail(
         &app.pool,
         MAIN.receive_id,
-        &serde_json::json!({"external_contact": {"external_userid": "wmE1"}, "follow_user": [{"userid": "alice"}]}),
+        &serde_json::from_value(serde_json::json!({"external_contact": {"external_userid": "wmE1"}, "follow_user": [{"userid": "alice"}]}))
+            .expect("a typed answer"),
         chrono::Utc::now(),
     )
     .await

@@ -1,0 +1,106 @@
+//! WeCom's cursor paging, written once: ask with `cursor` (empty for the first page), follow `next_cursor`
+//! until it comes back empty.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use super::types::Paged;
+use super::{ApiError, Credentials, WecomApi};
+
+/// Where a paged walk is: the cursor to ask for next, or done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor(Option<String>);
+
+impl Cursor {
+    /// A walk starting at `cursor` (`""`: the first page; a saved `next_cursor`: resume there).
+    pub fn at(cursor: &str) -> Cursor {
+        Cursor(Some(cursor.to_owned()))
+    }
+
+    /// The cursor the next request carries; `None` once the last page was read.
+    pub fn pending(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
+    /// Fetches the next page with `fetch(cursor)` and moves on; `Ok(None)` when there are no more pages (and
+    /// then `fetch` is not called). After an error the cursor stays where it was.
+    pub async fn next<P, F, Fut>(&mut self, fetch: F) -> Result<Option<P>, ApiError>
+    where
+        P: Paged,
+        F: FnOnce(String) -> Fut,
+        Fut: Future<Output = Result<P, ApiError>>,
+    {
+        let Some(cursor) = self.0.clone() else {
+            return Ok(None);
+        };
+        let page = fetch(cursor).await?;
+        let next = page.next_cursor();
+        self.0 = (!next.is_empty()).then(|| next.to_owned());
+        Ok(Some(page))
+    }
+}
+
+/// Which paged endpoint, with its fixed arguments.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Endpoint<'a> {
+    ExternalContact { external_userid: &'a str },
+    BatchByUser { userids: &'a [String] },
+    GroupChatList,
+}
+
+/// The pages of one paged endpoint, fetched one at a time: `while let Some(page) = pages.next().await? {…}`.
+pub struct Pages<'a, P> {
+    api: &'a WecomApi,
+    creds: &'a Credentials,
+    endpoint: Endpoint<'a>,
+    cursor: Cursor,
+    pause: Duration,
+    page: std::marker::PhantomData<fn() -> P>,
+}
+
+impl<'a, P> Pages<'a, P>
+where
+    P: Paged + DeserializeOwned,
+{
+    pub(crate) fn new(
+        api: &'a WecomApi,
+        creds: &'a Credentials,
+        endpoint: Endpoint<'a>,
+        cursor: &str,
+    ) -> Pages<'a, P> {
+        Pages {
+            api,
+            creds,
+            endpoint,
+            cursor: Cursor::at(cursor),
+            pause: Duration::ZERO,
+            page: std::marker::PhantomData,
+        }
+    }
+
+    /// Waits `pause` before every request (a rate limit).
+    pub fn with_pause(mut self, pause: Duration) -> Pages<'a, P> {
+        self.pause = pause;
+        self
+    }
+
+    /// The cursor of the next page (to save for resuming); `None` after the last page.
+    pub fn cursor(&self) -> Option<&str> {
+        self.cursor.pending()
+    }
+
+    /// The next page, or `None` after the last one.
+    pub async fn next(&mut self) -> Result<Option<P>, ApiError> {
+        let (api, creds, endpoint, pause) = (self.api, self.creds, self.endpoint, self.pause);
+        self.cursor
+            .next(|cursor| async move {
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+                api.page(creds, endpoint, &cursor).await
+            })
+            .await
+    }
+}
