@@ -147,3 +147,22 @@ pub fn credentials(apps: &[crate::app::AppConfig]) -> HashMap<String, Credential
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_secret_and_a_bad_answer_are_not_retried() {
+        let no_secret = ApiError::NoSecret { app: "main".into() };
+        assert!(!retryable(&no_secret));
+        assert_eq!(
+            no_secret.to_string(),
+            r#"no secret is configured for app "main" any more; configure it and retry the job"#
+        );
+        assert!(!retryable(&ApiError::BadResponse("x".into())));
+        assert!(retryable(&ApiError::HttpStatus(502)));
+        assert!(retryable(&ApiError::HttpStatus(429)));
+        assert!(!retryable(&ApiError::HttpStatus(404)));
+    }
+}

@@ -104,3 +104,112 @@ where
             .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq)]
+    struct Page {
+        items: Vec<u32>,
+        next_cursor: String,
+    }
+
+    impl Paged for Page {
+        fn next_cursor(&self) -> &str {
+            &self.next_cursor
+        }
+    }
+
+    /// A fake endpoint: cursor → page; records the cursors asked for.
+    fn pages() -> HashMap<&'static str, Page> {
+        HashMap::from([
+            (
+                "",
+                Page {
+                    items: vec![1, 2],
+                    next_cursor: "c2".into(),
+                },
+            ),
+            (
+                "c2",
+                Page {
+                    items: vec![3],
+                    next_cursor: "c3".into(),
+                },
+            ),
+            (
+                "c3",
+                Page {
+                    items: vec![4],
+                    next_cursor: String::new(),
+                },
+            ),
+        ])
+    }
+
+    async fn walk(start: &str) -> (Vec<u32>, Vec<String>) {
+        let fake = pages();
+        let mut asked = Vec::new();
+        let mut items = Vec::new();
+        let mut cursor = Cursor::at(start);
+        while let Some(page) = cursor
+            .next(|c| {
+                asked.push(c.clone());
+                let page = fake.get(c.as_str()).cloned();
+                async move { page.ok_or_else(|| ApiError::BadResponse("unknown cursor".into())) }
+            })
+            .await
+            .expect("pages")
+        {
+            items.extend(page.items);
+        }
+        (items, asked)
+    }
+
+    #[tokio::test]
+    async fn every_page_is_read_following_next_cursor() {
+        let (items, asked) = walk("").await;
+        assert_eq!(items, vec![1, 2, 3, 4]);
+        assert_eq!(asked, vec!["", "c2", "c3"]);
+    }
+
+    #[tokio::test]
+    async fn a_saved_cursor_resumes_there() {
+        let (items, asked) = walk("c2").await;
+        assert_eq!(items, vec![3, 4]);
+        assert_eq!(asked, vec!["c2", "c3"]);
+    }
+
+    #[tokio::test]
+    async fn an_empty_next_cursor_ends_the_walk_without_another_request() {
+        let mut cursor = Cursor::at("c3");
+        let mut calls = 0;
+        let mut fetch = |_: String| {
+            calls += 1;
+            async {
+                Ok(Page {
+                    items: vec![],
+                    next_cursor: String::new(),
+                })
+            }
+        };
+        assert!(cursor.next(&mut fetch).await.expect("page").is_some());
+        assert_eq!(cursor.pending(), None);
+        assert!(cursor.next(&mut fetch).await.expect("done").is_none());
+        assert!(cursor.next(&mut fetch).await.expect("done").is_none());
+        assert_eq!(calls, 1);
+    }
+
+    #[tokio::test]
+    async fn an_error_keeps_the_cursor_for_a_retry() {
+        let mut cursor = Cursor::at("c2");
+        let r: Result<Option<Page>, ApiError> = cursor
+            .next(|_| async { Err(ApiError::HttpStatus(502)) })
+            .await;
+        assert!(matches!(r, Err(ApiError::HttpStatus(502))));
+        assert_eq!(cursor.pending(), Some("c2"));
+    }
+}

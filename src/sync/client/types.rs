@@ -284,3 +284,275 @@ pub struct Jscode2Session {
     #[serde(default, deserialize_with = "de::opt_secret")]
     pub session_key: Option<SecretString>,
 }
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+    use serde_json::json;
+
+    use super::*;
+
+    fn decode<T: serde::de::DeserializeOwned>(v: Value) -> T {
+        serde_json::from_value(v).expect("decodes")
+    }
+
+    #[test]
+    fn follow_user_list_keeps_only_userids() {
+        let l: FollowUserList = decode(json!({
+            "errcode": 0, "errmsg": "ok", "follow_user": ["zhangsan", 7, "lisi"], "new_field": {"x": 1}
+        }));
+        assert_eq!(l.follow_user, vec!["zhangsan", "lisi"]);
+        let l: FollowUserList = decode(json!({"errcode": 0, "errmsg": "ok"}));
+        assert!(l.follow_user.is_empty());
+    }
+
+    #[test]
+    fn external_contact_detail_decodes_a_full_answer() {
+        let d: ExternalContactDetail = decode(json!({
+            "errcode": 0, "errmsg": "ok",
+            "external_contact": {
+                "external_userid": "woAJ2GCAAAXtWyujaWJHDDGi0mACHAAA", "name": "李雷", "position": "Manager",
+                "avatar": "http://p.qlogo.cn/bizmail/x/0", "corp_name": "腾讯", "corp_full_name": "腾讯科技有限公司",
+                "type": 2, "gender": 1, "unionid": "ozynqsulJFCZ2z1aYeS8h-nuasdAAA",
+                "external_profile": {"external_attr": [{"type": 0, "name": "文本名称", "text": {"value": "文本"}}]},
+                "brand_new": true
+            },
+            "follow_user": [{
+                "userid": "rocky", "remark": "李部长", "description": "对接采购事务", "createtime": 1525779812,
+                "tags": [{"group_name": "标签分组名称", "tag_name": "标签名称", "tag_id": "etAJ2GCAAAXtWyujaWJHDDGi0mACHAAA", "type": 1}],
+                "remark_corp_name": "腾讯科技", "remark_mobiles": ["13800000001", "13000000002"],
+                "oper_userid": "rocky", "add_way": 1, "state": "外联二维码1",
+                "wechat_channels": {"nickname": "视频号名称", "source": 0}
+            }, {"userid": "tommy", "createtime": 1525881637}],
+            "next_cursor": "NEXT"
+        }));
+        let c = d.external_contact.expect("contact");
+        assert_eq!(
+            c.external_userid.as_deref(),
+            Some("woAJ2GCAAAXtWyujaWJHDDGi0mACHAAA")
+        );
+        assert_eq!((c.kind, c.gender), (Some(2), Some(1)));
+        assert_eq!(c.corp_full_name.as_deref(), Some("腾讯科技有限公司"));
+        assert_eq!(
+            c.external_profile.expect("profile")["external_attr"][0]["name"],
+            "文本名称"
+        );
+        assert_eq!(d.follow_user.len(), 2);
+        let f = &d.follow_user[0];
+        assert_eq!(f.userid.as_deref(), Some("rocky"));
+        assert_eq!(f.createtime, Some(1525779812));
+        assert_eq!(
+            f.tags.as_ref().expect("tags")[0]["tag_id"],
+            "etAJ2GCAAAXtWyujaWJHDDGi0mACHAAA"
+        );
+        assert!(f.tag_id.is_none());
+        assert_eq!(
+            f.remark_mobiles.as_deref(),
+            Some(&["13800000001".to_owned(), "13000000002".to_owned()][..])
+        );
+        assert_eq!(
+            (f.add_way, f.state.as_deref()),
+            (Some(1), Some("外联二维码1"))
+        );
+        // Missing optional fields default.
+        let t = &d.follow_user[1];
+        assert_eq!(t.userid.as_deref(), Some("tommy"));
+        assert!(t.remark.is_none() && t.tags.is_none() && t.remark_mobiles.is_none());
+        assert_eq!(d.next_cursor, "NEXT");
+    }
+
+    #[test]
+    fn odd_fields_count_as_missing_and_null_is_kept_for_jsonb() {
+        let d: ExternalContactDetail = decode(json!({
+            "external_contact": {"external_userid": "wm1", "type": "2", "gender": 1.5, "name": 3,
+                                 "external_profile": null},
+            "follow_user": [{"userid": "a", "remark_mobiles": "138", "tags": null, "createtime": "1525779812"},
+                            "not an object", ["a"]],
+            "next_cursor": null
+        }));
+        let c = d.external_contact.expect("contact");
+        assert_eq!((c.kind, c.gender, c.name), (None, None, None));
+        assert_eq!(
+            c.external_profile,
+            Some(Value::Null),
+            "stored as JSON null, as before"
+        );
+        assert_eq!(
+            d.follow_user.len(),
+            1,
+            "elements that are not objects are skipped"
+        );
+        let f = &d.follow_user[0];
+        assert_eq!(f.remark_mobiles, None);
+        assert_eq!(f.tags, Some(Value::Null));
+        assert_eq!(f.createtime, None);
+        assert_eq!(d.next_cursor, "");
+
+        // Nothing at all: no contact, no followers, the last page.
+        let d: ExternalContactDetail = decode(json!({"errcode": 0, "errmsg": "ok"}));
+        assert!(d.external_contact.is_none() && d.follow_user.is_empty());
+        assert_eq!(d.next_cursor(), "");
+        let d: ExternalContactDetail = decode(json!({"external_contact": "x", "follow_user": {}}));
+        assert!(d.external_contact.is_none() && d.follow_user.is_empty());
+    }
+
+    #[test]
+    fn batch_by_user_page_decodes_entries_with_tag_ids() {
+        let p: BatchByUserPage = decode(json!({
+            "errcode": 0, "errmsg": "ok",
+            "external_contact_list": [
+                {"external_contact": {"external_userid": "wmC1", "name": "n", "type": 1, "gender": 2},
+                 "follow_info": {"userid": "alice", "remark": "r", "description": "d", "createtime": 1700000000,
+                                 "tag_id": ["et1", "et2"], "remark_corp_name": "c", "remark_mobiles": [],
+                                 "oper_userid": "alice", "add_way": 3, "state": "s", "unknown": 1}},
+                {"external_contact": {"external_userid": "wmC2"}},
+                {"follow_info": {"userid": "bob"}}
+            ],
+            "next_cursor": "c2"
+        }));
+        assert_eq!(p.external_contact_list.len(), 3);
+        let e = &p.external_contact_list[0];
+        let f = e.follow_info.as_ref().expect("follow");
+        assert_eq!(f.tag_id, Some(json!(["et1", "et2"])));
+        assert!(f.tags.is_none());
+        assert_eq!(f.remark_mobiles.as_deref(), Some(&[][..]));
+        assert_eq!(f.add_way, Some(3));
+        assert!(p.external_contact_list[1].follow_info.is_none());
+        assert!(p.external_contact_list[2].external_contact.is_none());
+        assert_eq!(p.next_cursor(), "c2");
+        let p: BatchByUserPage = decode(json!({"errcode": 0}));
+        assert!(p.external_contact_list.is_empty() && p.next_cursor.is_empty());
+    }
+
+    #[test]
+    fn group_chat_list_page_decodes() {
+        let p: GroupChatListPage = decode(json!({
+            "errcode": 0, "errmsg": "ok",
+            "group_chat_list": [{"chat_id": "wrOgQhDgAAMYQiS5ol9G7gK9JVAAAA", "status": 0}, {"status": 1}],
+            "next_cursor": "tJzlB9tdqfh-g7i_J-ehOz_TWcd7dSKa39_AqCIeMFw"
+        }));
+        assert_eq!(
+            p.group_chat_list[0].chat_id.as_deref(),
+            Some("wrOgQhDgAAMYQiS5ol9G7gK9JVAAAA")
+        );
+        assert_eq!(p.group_chat_list[1].chat_id, None);
+        assert_eq!(
+            p.next_cursor(),
+            "tJzlB9tdqfh-g7i_J-ehOz_TWcd7dSKa39_AqCIeMFw"
+        );
+    }
+
+    #[test]
+    fn group_chat_decodes_members_and_admins() {
+        let a: GroupChatAnswer = decode(json!({
+            "errcode": 0, "errmsg": "ok",
+            "group_chat": {
+                "chat_id": "wrOgQhDgAAMYQiS5ol9G7gK9JVAAAA", "name": "销售客服群", "owner": "ZhuShengBen",
+                "create_time": 1572505490, "notice": "文档详情",
+                "member_list": [
+                    {"userid": "abel", "type": 1, "join_time": 1572505491, "join_scene": 1,
+                     "invitor": {"userid": "jack"}, "group_nickname": "客服小张", "name": "张三丰"},
+                    {"userid": "wmOgQhDgAAuXFJGwbve4g4iXknfOAAAA", "type": 2, "unionid": "ozynqsulJFCZ2z1aYeS8h-nuasdAAA",
+                     "join_time": 1572505491, "join_scene": 1, "group_nickname": "顾客老王", "name": "王语嫣",
+                     "state": "state1"},
+                    {"type": 2}
+                ],
+                "admin_list": [{"userid": "sam"}, {"userid": "pony"}],
+                "member_version": "71217227bbd112ecfe3a49c482195cb4"
+            }
+        }));
+        let g = a.group_chat.expect("chat");
+        assert_eq!(g.create_time, Some(1572505490));
+        assert_eq!(g.member_list.len(), 3);
+        assert_eq!(
+            g.member_list[0]
+                .invitor
+                .as_ref()
+                .and_then(|i| i.userid.as_deref()),
+            Some("jack")
+        );
+        assert_eq!(g.member_list[1].state.as_deref(), Some("state1"));
+        assert_eq!(g.member_list[2].userid, None);
+        assert_eq!(g.admin_list.len(), 2);
+        assert_eq!(
+            g.member_version.as_deref(),
+            Some("71217227bbd112ecfe3a49c482195cb4")
+        );
+        let a: GroupChatAnswer = decode(json!({"errcode": 0, "errmsg": "ok"}));
+        assert!(a.group_chat.is_none());
+        let a: GroupChatAnswer = decode(json!({"group_chat": {"chat_id": "wr1"}}));
+        let g = a.group_chat.expect("chat");
+        assert!(g.member_list.is_empty() && g.member_version.is_none() && g.name.is_none());
+    }
+
+    #[test]
+    fn corp_tag_list_decodes() {
+        let l: CorpTagList = decode(json!({
+            "errcode": 0, "errmsg": "ok",
+            "tag_group": [{
+                "group_id": "TAG_GROUPID1", "group_name": "GOURP_NAME", "create_time": 1557838797,
+                "order": 1, "group_order": 2, "deleted": false,
+                "tag": [
+                    {"id": "TAG_ID1", "name": "NAME1", "create_time": 1557838797, "order": 1, "deleted": false},
+                    {"id": "TAG_ID2", "name": "NAME2", "create_time": 1557838797, "order": 2, "deleted": true}
+                ]
+            }, {"group_name": "no id", "deleted": "yes"}]
+        }));
+        let g = &l.tag_group[0];
+        assert_eq!(g.group_id.as_deref(), Some("TAG_GROUPID1"));
+        assert_eq!(
+            (g.order, g.group_order, g.deleted),
+            (Some(1), Some(2), false)
+        );
+        assert_eq!(g.tag.len(), 2);
+        assert!(g.tag[1].deleted);
+        assert_eq!(g.tag[1].id.as_deref(), Some("TAG_ID2"));
+        let odd = &l.tag_group[1];
+        assert!(odd.group_id.is_none() && !odd.deleted && odd.tag.is_empty());
+        let l: CorpTagList = decode(json!({"errcode": 0, "errmsg": "ok"}));
+        assert!(l.tag_group.is_empty());
+    }
+
+    #[test]
+    fn jscode2session_decodes_and_hides_the_session_key() {
+        let s: Jscode2Session = decode(json!({
+            "corpid": "CORPID", "userid": "USERID", "session_key": "kJtdi6RF+Dv67QkbLlPGjw==",
+            "errcode": 0, "errmsg": "ok", "extra": [1]
+        }));
+        assert_eq!((s.corpid.as_str(), s.userid.as_str()), ("CORPID", "USERID"));
+        assert!(s.open_userid.is_none());
+        assert_eq!(
+            s.session_key.as_ref().map(|k| k.expose_secret().to_owned()),
+            Some("kJtdi6RF+Dv67QkbLlPGjw==".to_owned())
+        );
+        assert!(!format!("{s:?}").contains("kJtdi6RF"), "never in Debug");
+        let s: Jscode2Session = decode(json!({"errcode": 0, "open_userid": "ou1", "corpid": 1}));
+        assert_eq!((s.corpid.as_str(), s.userid.as_str()), ("", ""));
+        assert_eq!(s.open_userid.as_deref(), Some("ou1"));
+        assert!(s.session_key.is_none());
+    }
+
+    #[test]
+    fn gettoken_decodes() {
+        let t: AccessToken = decode(
+            json!({"errcode": 0, "errmsg": "ok", "access_token": "accesstoken000001", "expires_in": 7200}),
+        );
+        assert_eq!(t.access_token.as_deref(), Some("accesstoken000001"));
+        assert_eq!(t.expires_in, Some(7200));
+        let t: AccessToken = decode(json!({"errcode": 0}));
+        assert!(t.access_token.is_none() && t.expires_in.is_none());
+    }
+
+    #[test]
+    fn decoding_from_bytes_matches_decoding_from_a_value() {
+        // The client decodes from the response bytes (visit_* straight from the parser), the tests above from a
+        // Value: both must agree, numbers beyond i64 included.
+        let text = r#"{"external_contact":{"external_userid":"wm1","type":18446744073709551615,"gender":-1},
+                       "follow_user":[{"userid":"a","add_way":1.0}],"next_cursor":"n"}"#;
+        let d: ExternalContactDetail = serde_json::from_str(text).expect("decodes");
+        let c = d.external_contact.expect("contact");
+        assert_eq!((c.kind, c.gender), (None, Some(-1)));
+        assert_eq!(d.follow_user[0].add_way, None);
+        assert_eq!(d.next_cursor, "n");
+    }
+}
