@@ -3,6 +3,9 @@
 //! They read a field the way the service always has: a field of an unexpected JSON type counts as missing
 //! instead of failing the whole answer (one odd field must not bury a job), and a list that is not a list is
 //! empty. Used with `#[serde(default, deserialize_with = "…")]`, so an absent field is the default too.
+//!
+//! Lists and nested objects go through a `serde_json::Value` first, only here: one odd element is skipped
+//! rather than failing the list, which a streaming decode cannot do.
 
 use serde::Deserialize;
 use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
