@@ -258,17 +258,10 @@ pub async fn miniprogram_session(
             "code must be the wx.qy.login code",
         );
     }
-    let query = [
-        ("js_code", body.code.as_str()),
-        ("grant_type", "authorization_code"),
-    ];
-    match api
-        .call(creds, "/cgi-bin/miniprogram/jscode2session", &query, None)
-        .await
-    {
-        Ok(v) => {
-            let corpid = v.get("corpid").and_then(|c| c.as_str()).unwrap_or("");
-            let userid = v.get("userid").and_then(|u| u.as_str()).unwrap_or("");
+    match api.jscode2session(creds, &body.code).await {
+        // The session_key stays in `session` and is dropped here.
+        Ok(session) => {
+            let (corpid, userid) = (session.corpid.as_str(), session.userid.as_str());
             if !corpid.is_empty() && corpid != creds.corp_id {
                 tracing::warn!(app = %body.app, "jscode2session returned another corp");
                 return error(

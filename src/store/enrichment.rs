@@ -7,32 +7,25 @@
 //! outranks it.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sqlx::PgPool;
+
+use crate::sync::client::types::{CorpTagList, ExternalContactDetail, GroupChat};
 
 fn api_version(at: DateTime<Utc>) -> String {
     format!("{:012}:0:api", at.timestamp().max(0))
-}
-
-fn text(v: &Value, key: &str) -> Option<String> {
-    v.get(key).and_then(Value::as_str).map(str::to_owned)
-}
-
-fn int(v: &Value, key: &str) -> Option<i64> {
-    v.get(key).and_then(Value::as_i64)
 }
 
 /// `externalcontact/get`: the contact's details and every follow relation WeCom lists.
 pub async fn contact_detail(
     pool: &PgPool,
     corp_id: &str,
-    answer: &Value,
+    answer: &ExternalContactDetail,
     fetched_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let Some(contact) = answer.get("external_contact") else {
+    let Some(contact) = &answer.external_contact else {
         return Ok(());
     };
-    let Some(external_userid) = text(contact, "external_userid") else {
+    let Some(external_userid) = &contact.external_userid else {
         return Ok(());
     };
     let mut tx = pool.begin().await?;
@@ -48,38 +41,26 @@ pub async fn contact_detail(
          WHERE c.detail_synced_at IS NULL OR c.detail_synced_at <= EXCLUDED.detail_synced_at",
     )
     .bind(corp_id)
-    .bind(&external_userid)
+    .bind(external_userid)
     .bind(fetched_at)
-    .bind(text(contact, "name"))
-    .bind(text(contact, "avatar"))
-    .bind(int(contact, "type").map(|t| t as i16))
-    .bind(int(contact, "gender").map(|g| g as i16))
-    .bind(text(contact, "unionid"))
-    .bind(text(contact, "position"))
-    .bind(text(contact, "corp_name"))
-    .bind(text(contact, "corp_full_name"))
-    .bind(contact.get("external_profile").cloned())
+    .bind(&contact.name)
+    .bind(&contact.avatar)
+    .bind(contact.kind.map(|t| t as i16))
+    .bind(contact.gender.map(|g| g as i16))
+    .bind(&contact.unionid)
+    .bind(&contact.position)
+    .bind(&contact.corp_name)
+    .bind(&contact.corp_full_name)
+    .bind(&contact.external_profile)
     .execute(&mut *tx)
     .await?;
 
     let version = api_version(fetched_at);
-    for f in answer
-        .get("follow_user")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let Some(userid) = text(f, "userid") else {
+    for f in &answer.follow_user {
+        let Some(userid) = &f.userid else {
             continue;
         };
-        let mobiles: Option<Vec<String>> =
-            f.get("remark_mobiles").and_then(Value::as_array).map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            });
-        let added_at = int(f, "createtime").and_then(|t| DateTime::from_timestamp(t, 0));
+        let added_at = f.createtime.and_then(|t| DateTime::from_timestamp(t, 0));
         sqlx::query(
             "INSERT INTO external_contact_follows AS f (corp_id, userid, external_userid, status, status_version, \
                  state, added_at, last_change_type, last_event_at, last_version, remark, description, \
@@ -101,18 +82,19 @@ pub async fn contact_detail(
                detail_synced_at = GREATEST(f.detail_synced_at, EXCLUDED.detail_synced_at)",
         )
         .bind(corp_id)
-        .bind(&userid)
-        .bind(&external_userid)
+        .bind(userid)
+        .bind(external_userid)
         .bind(&version)
-        .bind(text(f, "state"))
+        .bind(&f.state)
         .bind(added_at)
         .bind(fetched_at)
-        .bind(text(f, "remark"))
-        .bind(text(f, "description"))
-        .bind(mobiles)
-        .bind(int(f, "add_way").map(|w| w as i32))
-        .bind(text(f, "oper_userid"))
-        .bind(f.get("tags").cloned())
+        .bind(&f.remark)
+        .bind(&f.description)
+        .bind(&f.remark_mobiles)
+        .bind(f.add_way.map(|w| w as i32))
+        .bind(&f.oper_userid)
+        // `externalcontact/get`'s `tags` objects, as sent (the resync stores `tag_id` here instead).
+        .bind(&f.tags)
         .execute(&mut *tx)
         .await?;
     }
@@ -123,20 +105,20 @@ pub async fn contact_detail(
 pub async fn group_chat(
     pool: &PgPool,
     corp_id: &str,
-    chat: &Value,
+    chat: &GroupChat,
     fetched_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let Some(chat_id) = text(chat, "chat_id") else {
+    let Some(chat_id) = &chat.chat_id else {
         return Ok(());
     };
     let version = api_version(fetched_at);
-    let member_version = text(chat, "member_version");
+    let member_version = &chat.member_version;
     let mut tx = pool.begin().await?;
     let known: Option<Option<String>> = sqlx::query_scalar(
         "SELECT member_version FROM external_group_chats WHERE corp_id = $1 AND chat_id = $2",
     )
     .bind(corp_id)
-    .bind(&chat_id)
+    .bind(chat_id)
     .fetch_optional(&mut *tx)
     .await?;
     sqlx::query(
@@ -149,25 +131,23 @@ pub async fn group_chat(
          WHERE g.detail_synced_at IS NULL OR g.detail_synced_at <= EXCLUDED.detail_synced_at",
     )
     .bind(corp_id)
-    .bind(&chat_id)
+    .bind(chat_id)
     .bind(&version)
-    .bind(int(chat, "create_time").and_then(|t| DateTime::from_timestamp(t, 0)))
-    .bind(&member_version)
+    .bind(chat.create_time.and_then(|t| DateTime::from_timestamp(t, 0)))
+    .bind(member_version)
     .bind(fetched_at)
-    .bind(text(chat, "name"))
-    .bind(text(chat, "owner"))
-    .bind(text(chat, "notice"))
+    .bind(&chat.name)
+    .bind(&chat.owner)
+    .bind(&chat.notice)
     .execute(&mut *tx)
     .await?;
     // Same member version as stored: the list has not changed (PROTOCOL.md §7.5), skip it.
-    let unchanged = member_version.is_some() && known.flatten() == member_version;
+    let unchanged = member_version.is_some() && known.flatten() == *member_version;
     if !unchanged {
-        let members: Vec<String> = chat
-            .get("member_list")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|m| text(m, "userid"))
+        let members: Vec<&str> = chat
+            .member_list
+            .iter()
+            .filter_map(|m| m.userid.as_deref())
             .collect();
         sqlx::query(
             "INSERT INTO external_group_chat_members AS m (corp_id, chat_id, member_id, status, version, changed_at) \
@@ -176,7 +156,7 @@ pub async fn group_chat(
                  changed_at = EXCLUDED.changed_at WHERE EXCLUDED.version > m.version",
         )
         .bind(corp_id)
-        .bind(&chat_id)
+        .bind(chat_id)
         .bind(&members)
         .bind(&version)
         .bind(fetched_at)
@@ -187,7 +167,7 @@ pub async fn group_chat(
              WHERE corp_id = $1 AND chat_id = $2 AND NOT (member_id = ANY($3)) AND status = 'joined' AND version < $4",
         )
         .bind(corp_id)
-        .bind(&chat_id)
+        .bind(chat_id)
         .bind(&members)
         .bind(&version)
         .bind(fetched_at)
@@ -201,43 +181,24 @@ pub async fn group_chat(
 pub async fn corp_tags(
     pool: &PgPool,
     corp_id: &str,
-    answer: &Value,
+    answer: &CorpTagList,
     fetched_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     let version = api_version(fetched_at);
     let mut tx = pool.begin().await?;
-    for group in answer
-        .get("tag_group")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let group_id = text(group, "group_id");
+    for group in &answer.tag_group {
+        let group_id = &group.group_id;
+        // The group's sort order is read from `order`, as it always was (WeCom documents `group_order`).
         let mut rows = vec![(
-            group_id.clone(),
+            group_id,
             "tag_group",
-            text(group, "group_name"),
-            None,
-            int(group, "order"),
-            group
-                .get("deleted")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            &group.group_name,
+            &None,
+            group.order,
+            group.deleted,
         )];
-        for tag in group
-            .get("tag")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            rows.push((
-                text(tag, "id"),
-                "tag",
-                text(tag, "name"),
-                group_id.clone(),
-                int(tag, "order"),
-                tag.get("deleted").and_then(Value::as_bool).unwrap_or(false),
-            ));
+        for tag in &group.tag {
+            rows.push((&tag.id, "tag", &tag.name, group_id, tag.order, tag.deleted));
         }
         for (id, kind, name, parent, order, deleted) in rows {
             let Some(id) = id else { continue };
@@ -253,13 +214,13 @@ pub async fn corp_tags(
                  WHERE t.detail_synced_at IS NULL OR t.detail_synced_at <= EXCLUDED.detail_synced_at",
             )
             .bind(corp_id)
-            .bind(&id)
+            .bind(id)
             .bind(kind)
             .bind(deleted)
             .bind(&version)
             .bind(fetched_at)
-            .bind(&name)
-            .bind(&parent)
+            .bind(name)
+            .bind(parent)
             .bind(order)
             .execute(&mut *tx)
             .await?;

@@ -8,7 +8,6 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::store::enrichment;
@@ -101,45 +100,25 @@ async fn steps(
     let mut users = api.follow_user_list(creds).await?;
     users.sort();
     let chunks: Vec<&[String]> = users.chunks(CHUNK).collect();
-    while run.progress.chunk < chunks.len() {
-        let chunk = chunks[run.progress.chunk];
-        loop {
-            tokio::time::sleep(pause).await;
-            let body = json!({"userid_list": chunk, "cursor": run.progress.cursor, "limit": 100});
-            let page = api
-                .call(
-                    creds,
-                    "/cgi-bin/externalcontact/batch/get_by_user",
-                    &[],
-                    Some(&body),
-                )
-                .await?;
-            for entry in page
-                .get("external_contact_list")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let (Some(contact), Some(follow)) =
-                    (entry.get("external_contact"), entry.get("follow_info"))
+    while let Some(chunk) = chunks.get(run.progress.chunk).copied() {
+        // Resumes at the saved cursor within the chunk ("" at a chunk's start).
+        let mut pages = api
+            .batch_get_by_user(creds, chunk, &run.progress.cursor)
+            .with_pause(pause);
+        while let Some(page) = pages.next().await? {
+            for entry in &page.external_contact_list {
+                if let (Some(contact), Some(follow)) = (&entry.external_contact, &entry.follow_info)
                 {
                     let mut drift = std::mem::take(&mut run.progress.drift);
                     runs::upsert_entry(pool, &corp, run, contact, follow, &mut drift).await?;
                     run.progress.drift = drift;
                 }
             }
-            run.progress.cursor = page
-                .get("next_cursor")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned();
+            run.progress.cursor = page.next_cursor;
             if run.progress.cursor.is_empty() {
                 run.progress.chunk += 1;
             }
             runs::save_progress(pool, run).await?;
-            if run.progress.cursor.is_empty() {
-                break;
-            }
         }
     }
     let mut drift = run.progress.drift.clone();
@@ -147,43 +126,19 @@ async fn steps(
 
     // Chats: list (paged), then read each.
     let before = runs::count(pool, "chats", &corp).await?;
-    let mut cursor = String::new();
     let mut seen = 0u64;
-    loop {
-        tokio::time::sleep(pause).await;
-        let body = json!({"status_filter": 0, "cursor": cursor, "limit": 1000});
-        let page = api
-            .call(
-                creds,
-                "/cgi-bin/externalcontact/groupchat/list",
-                &[],
-                Some(&body),
-            )
-            .await?;
-        for chat in page
-            .get("group_chat_list")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let Some(chat_id) = chat.get("chat_id").and_then(Value::as_str) else {
+    let mut pages = api.group_chat_list(creds).with_pause(pause);
+    while let Some(page) = pages.next().await? {
+        for chat in &page.group_chat_list {
+            let Some(chat_id) = &chat.chat_id else {
                 continue;
             };
             runs::mark_chat(pool, &corp, chat_id, run).await?;
             seen += 1;
             tokio::time::sleep(pause).await;
-            let detail = api.group_chat(creds, chat_id).await?;
-            if let Some(g) = detail.get("group_chat") {
-                enrichment::group_chat(pool, &corp, g, chrono::Utc::now()).await?;
+            if let Some(g) = api.group_chat(creds, chat_id).await? {
+                enrichment::group_chat(pool, &corp, &g, chrono::Utc::now()).await?;
             }
-        }
-        cursor = page
-            .get("next_cursor")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        if cursor.is_empty() {
-            break;
         }
     }
     let after = runs::count(pool, "chats", &corp).await?;
@@ -197,26 +152,9 @@ async fn steps(
     let tags = api.corp_tag_list(creds).await?;
     enrichment::corp_tags(pool, &corp, &tags, chrono::Utc::now()).await?;
     let mut ids = Vec::new();
-    for group in tags
-        .get("tag_group")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        ids.extend(
-            group
-                .get("group_id")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-        );
-        for tag in group
-            .get("tag")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            ids.extend(tag.get("id").and_then(Value::as_str).map(str::to_owned));
-        }
+    for group in &tags.tag_group {
+        ids.extend(group.group_id.clone());
+        ids.extend(group.tag.iter().filter_map(|t| t.id.clone()));
     }
     let marked = runs::mark_tags(pool, &corp, &ids, run).await?;
     let after = runs::count(pool, "tags", &corp).await?;

@@ -35,67 +35,31 @@ pub struct Worker {
 
 /// Runs one job against WeCom's API and stores the answer.
 pub async fn execute(w: &Worker, job: &jobs::Job) -> Result<(), ApiError> {
-    let creds = w.credentials.get(&job.app).ok_or_else(|| {
-        ApiError::BadResponse(format!(
-            "no secret is configured for app {:?} any more; configure it and retry the job",
-            job.app
-        ))
-    })?;
+    let creds = w
+        .credentials
+        .get(&job.app)
+        .ok_or_else(|| ApiError::NoSecret {
+            app: job.app.clone(),
+        })?;
     let now = chrono::Utc::now();
     match job.kind {
         JobKind::ContactDetail => {
-            // More than 500 followers come in pages.
-            let mut cursor = String::new();
-            let mut merged: Option<serde_json::Value> = None;
-            loop {
-                let mut query = vec![("external_userid", job.subject.as_str())];
-                if !cursor.is_empty() {
-                    query.push(("cursor", cursor.as_str()));
-                }
-                let page = match w
-                    .api
-                    .call(creds, "/cgi-bin/externalcontact/get", &query, None)
-                    .await
-                {
-                    Ok(p) => p,
-                    // 84061: no relation (deleted, or half-added and not confirmed): nothing to fetch.
-                    Err(ApiError::Wecom(e)) if e.errcode == 84061 => return Ok(()),
-                    Err(e) => return Err(e),
-                };
-                cursor = page
-                    .get("next_cursor")
-                    .and_then(|c| c.as_str())
-                    .unwrap_or("")
-                    .to_owned();
-                merged = Some(match merged {
-                    None => page,
-                    Some(mut all) => {
-                        if let (Some(acc), Some(more)) = (
-                            all.get_mut("follow_user").and_then(|f| f.as_array_mut()),
-                            page.get("follow_user").and_then(|f| f.as_array()),
-                        ) {
-                            acc.extend(more.iter().cloned());
-                        }
-                        all
-                    }
-                });
-                if cursor.is_empty() {
-                    break;
-                }
-            }
-            if let Some(answer) = merged {
-                enrichment::contact_detail(&w.pool, &job.corp_id, &answer, now).await?;
-            }
+            let detail = match w.api.external_contact(creds, &job.subject).await {
+                Ok(d) => d,
+                // 84061: no relation (deleted, or half-added and not confirmed): nothing to fetch.
+                Err(ApiError::Wecom(e)) if e.errcode == 84061 => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            enrichment::contact_detail(&w.pool, &job.corp_id, &detail, now).await?;
         }
         JobKind::GroupChat => {
-            let answer = w.api.group_chat(creds, &job.subject).await?;
-            if let Some(chat) = answer.get("group_chat") {
-                enrichment::group_chat(&w.pool, &job.corp_id, chat, now).await?;
+            if let Some(chat) = w.api.group_chat(creds, &job.subject).await? {
+                enrichment::group_chat(&w.pool, &job.corp_id, &chat, now).await?;
             }
         }
         JobKind::CorpTags => {
-            let answer = w.api.corp_tag_list(creds).await?;
-            enrichment::corp_tags(&w.pool, &job.corp_id, &answer, now).await?;
+            let tags = w.api.corp_tag_list(creds).await?;
+            enrichment::corp_tags(&w.pool, &job.corp_id, &tags, now).await?;
         }
     }
     Ok(())
@@ -106,7 +70,8 @@ fn retryable(e: &ApiError) -> bool {
         ApiError::Wecom(w) => w.retryable(),
         ApiError::Unreachable { .. } | ApiError::Database(_) => true,
         ApiError::HttpStatus(s) => *s >= 500 || *s == 429,
-        ApiError::BadResponse(_) => false,
+        // A bad answer is not fixed by asking again, and a missing secret needs an operator (then `jobs retry`).
+        ApiError::BadResponse(_) | ApiError::NoSecret { .. } => false,
     }
 }
 
@@ -181,4 +146,23 @@ pub fn credentials(apps: &[crate::app::AppConfig]) -> HashMap<String, Credential
             ))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_secret_and_a_bad_answer_are_not_retried() {
+        let no_secret = ApiError::NoSecret { app: "main".into() };
+        assert!(!retryable(&no_secret));
+        assert_eq!(
+            no_secret.to_string(),
+            r#"no secret is configured for app "main" any more; configure it and retry the job"#
+        );
+        assert!(!retryable(&ApiError::BadResponse("x".into())));
+        assert!(retryable(&ApiError::HttpStatus(502)));
+        assert!(retryable(&ApiError::HttpStatus(429)));
+        assert!(!retryable(&ApiError::HttpStatus(404)));
+    }
 }

@@ -123,7 +123,8 @@ async fn an_add_event_fills_in_the_contact_from_the_api() {
     wecom_callback::store::enrichment::contact_detail(
         &app.pool,
         MAIN.receive_id,
-        &serde_json::json!({"external_contact": {"external_userid": "wmE1"}, "follow_user": [{"userid": "alice"}]}),
+        &serde_json::from_value(serde_json::json!({"external_contact": {"external_userid": "wmE1"}, "follow_user": [{"userid": "alice"}]}))
+            .expect("a typed answer"),
         chrono::Utc::now(),
     )
     .await
@@ -301,4 +302,64 @@ async fn transient_failures_are_retried_until_the_attempts_cap() {
         1,
     )
     .await;
+}
+
+/// What WeCom sent is stored as it was: JSONB columns keep WeCom's JSON (an explicit `null` included), and a
+/// field of an unexpected type is stored as missing.
+#[tokio::test]
+async fn an_api_answer_is_stored_as_sent() {
+    let app = spawn_app_with(&[MAIN], |s| s.run_projector = false).await;
+    let answer = serde_json::from_value(json!({
+        "errcode": 0, "errmsg": "ok",
+        "external_contact": {"external_userid": "wmS1", "name": "n", "type": "1", "gender": 2,
+                             "external_profile": null, "brand_new_field": {"a": 1}},
+        "follow_user": [
+            {"userid": "alice", "createtime": 1700000000, "remark_mobiles": [],
+             "tags": [{"group_name": "等级", "tag_name": "A", "type": 1, "tag_id": "et1", "new": [1, 2.5]}]},
+            {"userid": "bob", "tags": null, "remark_mobiles": "138"},
+            {"remark": "no userid: skipped"}
+        ],
+        "next_cursor": ""
+    }))
+    .expect("a typed answer");
+    wecom_callback::store::enrichment::contact_detail(
+        &app.pool,
+        MAIN.receive_id,
+        &answer,
+        chrono::Utc::now(),
+    )
+    .await
+    .expect("stored");
+    let (kind, gender, profile): (Option<i16>, Option<i16>, Option<String>) = sqlx::query_as(
+        "SELECT type, gender, external_profile::text FROM external_contacts WHERE external_userid = 'wmS1'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("contact");
+    assert_eq!((kind, gender), (None, Some(2)));
+    assert_eq!(profile.as_deref(), Some("null"), "JSON null, not SQL NULL");
+    type Follow = (
+        String,
+        Option<String>,
+        Option<Vec<String>>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    );
+    let follows: Vec<Follow> = sqlx::query_as(
+        "SELECT userid, tags::text, remark_mobiles, added_at FROM external_contact_follows \
+             WHERE external_userid = 'wmS1' ORDER BY userid",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("follows");
+    assert_eq!(follows.len(), 2);
+    assert_eq!(
+        follows[0].1.as_deref(),
+        Some(
+            r#"[{"new": [1, 2.5], "type": 1, "tag_id": "et1", "tag_name": "A", "group_name": "等级"}]"#
+        )
+    );
+    assert_eq!(follows[0].2, Some(vec![]));
+    assert_eq!(follows[0].3.map(|t| t.timestamp()), Some(1_700_000_000));
+    assert_eq!(follows[1].1.as_deref(), Some("null"));
+    assert_eq!(follows[1].2, None);
 }

@@ -275,3 +275,74 @@ fn explain_works_offline() {
         .expect("runs");
     assert!(!out.status.success());
 }
+
+#[tokio::test]
+async fn a_contact_with_followers_on_several_pages_comes_back_merged() {
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    let server = MockServer::start().await;
+    Mock::given(path("/cgi-bin/gettoken"))
+        .respond_with(token_ok("T"))
+        .mount(&server)
+        .await;
+    // The first page is asked for without a cursor, the next ones with WeCom's next_cursor.
+    Mock::given(method("GET"))
+        .and(path("/cgi-bin/externalcontact/get"))
+        .and(query_param("external_userid", "wmE1"))
+        .and(query_param("cursor", "P2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "errcode": 0, "errmsg": "ok",
+            "external_contact": {"external_userid": "wmE1", "name": "second page copy"},
+            "follow_user": [{"userid": "bob"}, {"userid": "carol"}], "next_cursor": ""
+        })))
+        .expect(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/cgi-bin/externalcontact/get"))
+        .and(query_param("external_userid", "wmE1"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "errcode": 0, "errmsg": "ok",
+            "external_contact": {"external_userid": "wmE1", "name": "李雷", "future_field": 1},
+            "follow_user": [{"userid": "alice", "remark": "r"}], "next_cursor": "P2"
+        })))
+        .expect(1)
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let d = client(&server, &app.pool)
+        .await
+        .external_contact(&creds(), "wmE1")
+        .await
+        .expect("detail");
+    let c = d.external_contact.expect("contact");
+    assert_eq!(c.name.as_deref(), Some("李雷"), "the first page's contact");
+    let users: Vec<_> = d
+        .follow_user
+        .iter()
+        .filter_map(|f| f.userid.as_deref())
+        .collect();
+    assert_eq!(users, vec!["alice", "bob", "carol"]);
+    assert_eq!(d.next_cursor, "");
+}
+
+#[tokio::test]
+async fn an_answer_that_is_not_json_is_a_bad_response() {
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    let server = MockServer::start().await;
+    Mock::given(path("/cgi-bin/gettoken"))
+        .respond_with(token_ok("T"))
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/get_corp_tag_list"))
+        .respond_with(ResponseTemplate::new(200).set_body_string("<html>gateway</html>"))
+        .mount(&server)
+        .await;
+    let e = client(&server, &app.pool)
+        .await
+        .corp_tag_list(&creds())
+        .await
+        .expect_err("not JSON");
+    assert!(matches!(e, ApiError::BadResponse(_)), "{e}");
+    assert!(e.to_string().contains("not its JSON"), "{e}");
+}

@@ -2,17 +2,31 @@
 //! and every failure explained (see [`crate::wecom::errcode`]).
 //!
 //! The base URL is configurable (default `https://qyapi.weixin.qq.com`), so tests point it at a fake.
+//!
+//! Every `/cgi-bin/…` path lives here, and every answer comes back typed ([`types`]): one generic call decodes
+//! WeCom's `errcode`/`errmsg` envelope and then the answer, and [`paging`] follows WeCom's cursors for every
+//! paged endpoint.
+
+mod de;
+pub mod paging;
+pub mod types;
 
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
 use crate::metrics::Metrics;
 use crate::store::tokens::{self, RefreshError};
 use crate::wecom::errcode::WecomError;
+use paging::{Endpoint, Pages};
+use types::{
+    AccessToken, BatchByUserPage, CorpTagList, ExternalContactDetail, FollowUserList, GroupChat,
+    GroupChatAnswer, GroupChatListPage, Jscode2Session,
+};
 
 /// WeCom's production API.
 pub const DEFAULT_BASE_URL: &str = "https://qyapi.weixin.qq.com";
@@ -58,6 +72,9 @@ pub enum ApiError {
     HttpStatus(u16),
     #[error("WeCom's API answered something that is not its JSON: {0}")]
     BadResponse(String),
+    /// Our configuration, not WeCom: the app has no secret to call the API with.
+    #[error("no secret is configured for app {app:?} any more; configure it and retry the job")]
+    NoSecret { app: String },
     #[error("the token cache in PostgreSQL failed: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -115,12 +132,16 @@ impl WecomApi {
     }
 
     /// One HTTP exchange; never puts the URL (which may hold a secret or token) into an error.
-    async fn exchange(
+    async fn exchange<T, B>(
         &self,
         path: &str,
         query: &[(&str, &str)],
-        body: Option<&Value>,
-    ) -> Result<Value, ApiError> {
+        body: Option<&B>,
+    ) -> Result<T, ApiError>
+    where
+        T: DeserializeOwned,
+        B: Serialize + ?Sized,
+    {
         let url = format!("{}{}", self.base, path);
         let req = match body {
             Some(b) => self.http.post(&url).query(query).json(b),
@@ -133,31 +154,39 @@ impl WecomApi {
         if !resp.status().is_success() {
             return Err(ApiError::HttpStatus(resp.status().as_u16()));
         }
-        let value: Value = resp
-            .json()
+        let bytes = resp
+            .bytes()
             .await
             .map_err(|e| ApiError::BadResponse(e.without_url().to_string()))?;
-        match value.get("errcode").and_then(Value::as_i64).unwrap_or(0) {
-            0 => Ok(value),
+        // Two steps: the envelope first (an error answer has none of the answer's fields), then the answer.
+        let envelope: Envelope =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::BadResponse(e.to_string()))?;
+        match envelope.errcode.unwrap_or(0) {
+            0 => serde_json::from_slice(&bytes)
+                .map_err(|e| ApiError::BadResponse(format!("{path}: {e}"))),
             code => {
                 if let Some(m) = &self.metrics {
                     m.api_errors.with_label_values(&[&code.to_string()]).inc();
                 }
                 Err(ApiError::Wecom(WecomError::new(
                     code,
-                    value.get("errmsg").and_then(Value::as_str).unwrap_or(""),
+                    envelope.errmsg.as_deref().unwrap_or(""),
                 )))
             }
         }
     }
 
     /// An exchange retried with exponential backoff while WeCom says it is busy or rate-limiting.
-    async fn exchange_with_retries(
+    async fn exchange_with_retries<T, B>(
         &self,
         path: &str,
         query: &[(&str, &str)],
-        body: Option<&Value>,
-    ) -> Result<Value, ApiError> {
+        body: Option<&B>,
+    ) -> Result<T, ApiError>
+    where
+        T: DeserializeOwned,
+        B: Serialize + ?Sized,
+    {
         let mut attempt = 0;
         loop {
             match self.exchange(path, query, body).await {
@@ -179,26 +208,25 @@ impl WecomApi {
     }
 
     async fn gettoken(&self, creds: &Credentials) -> Result<(String, i64), ApiError> {
-        let v = self
+        let answer: AccessToken = self
             .exchange_with_retries(
                 "/cgi-bin/gettoken",
                 &[
                     ("corpid", creds.corp_id.as_str()),
                     ("corpsecret", creds.secret.expose_secret()),
                 ],
-                None,
+                NO_BODY,
             )
             .await?;
-        let token = v
-            .get("access_token")
-            .and_then(Value::as_str)
+        let token = answer
+            .access_token
             .ok_or_else(|| ApiError::BadResponse("gettoken without access_token".into()))?;
-        let expires_in = v.get("expires_in").and_then(Value::as_i64).unwrap_or(7200);
+        let expires_in = answer.expires_in.unwrap_or(7200);
         tracing::info!(corp_id = %creds.corp_id, expires_in, "fetched a WeCom access token");
         if let Some(m) = &self.metrics {
             m.token_refreshes.inc();
         }
-        Ok((token.to_owned(), expires_in))
+        Ok((token, expires_in))
     }
 
     /// A valid access token for these credentials: from the shared cache, or fetched once for every replica.
@@ -223,15 +251,20 @@ impl WecomApi {
         })
     }
 
-    /// Calls an API with a token. On 40014/42001 the token that was used is invalidated (only that one: another
-    /// replica may have refreshed it already), fetched again once, and the call retried once.
-    pub async fn call(
+    /// Calls an API with a token and decodes the answer as `T`. On 40014/42001 the token that was used is
+    /// invalidated (only that one: another replica may have refreshed it already), fetched again once, and the
+    /// call retried once.
+    async fn call_json<T, B>(
         &self,
         creds: &Credentials,
         path: &str,
         query: &[(&str, &str)],
-        body: Option<&Value>,
-    ) -> Result<Value, ApiError> {
+        body: Option<&B>,
+    ) -> Result<T, ApiError>
+    where
+        T: DeserializeOwned,
+        B: Serialize + ?Sized,
+    {
         let mut refreshed = false;
         loop {
             let token = self.access_token(creds).await?;
@@ -253,46 +286,191 @@ impl WecomApi {
         }
     }
 
+    /// One page of a paged endpoint (see [`paging`]).
+    async fn page<P: DeserializeOwned>(
+        &self,
+        creds: &Credentials,
+        endpoint: Endpoint<'_>,
+        cursor: &str,
+    ) -> Result<P, ApiError> {
+        match endpoint {
+            Endpoint::ExternalContact { external_userid } => {
+                let mut query = vec![("external_userid", external_userid)];
+                // The first page is asked for without a cursor, as it always was.
+                if !cursor.is_empty() {
+                    query.push(("cursor", cursor));
+                }
+                self.call_json(creds, "/cgi-bin/externalcontact/get", &query, NO_BODY)
+                    .await
+            }
+            Endpoint::BatchByUser { userids } => {
+                let body = BatchByUserRequest {
+                    userid_list: userids,
+                    cursor,
+                    limit: 100,
+                };
+                self.call_json(
+                    creds,
+                    "/cgi-bin/externalcontact/batch/get_by_user",
+                    &[],
+                    Some(&body),
+                )
+                .await
+            }
+            Endpoint::GroupChatList => {
+                let body = GroupChatListRequest {
+                    status_filter: 0,
+                    cursor,
+                    limit: 1000,
+                };
+                self.call_json(
+                    creds,
+                    "/cgi-bin/externalcontact/groupchat/list",
+                    &[],
+                    Some(&body),
+                )
+                .await
+            }
+        }
+    }
+
     /// `externalcontact/get_follow_user_list`: the members with 客户联系 enabled (also a harmless permission check).
     pub async fn follow_user_list(&self, creds: &Credentials) -> Result<Vec<String>, ApiError> {
-        let v = self
-            .call(
+        let answer: FollowUserList = self
+            .call_json(
                 creds,
                 "/cgi-bin/externalcontact/get_follow_user_list",
                 &[],
-                None,
+                NO_BODY,
             )
             .await?;
-        Ok(v.get("follow_user")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default())
+        Ok(answer.follow_user)
+    }
+
+    /// `externalcontact/get`, every page: the contact (from the first page) with the followers of all pages.
+    pub async fn external_contact(
+        &self,
+        creds: &Credentials,
+        external_userid: &str,
+    ) -> Result<ExternalContactDetail, ApiError> {
+        let mut pages: Pages<'_, ExternalContactDetail> = Pages::new(
+            self,
+            creds,
+            Endpoint::ExternalContact { external_userid },
+            "",
+        );
+        let mut merged: Option<ExternalContactDetail> = None;
+        while let Some(page) = pages.next().await? {
+            match &mut merged {
+                None => merged = Some(page),
+                Some(all) => {
+                    all.follow_user.extend(page.follow_user);
+                    all.next_cursor = page.next_cursor;
+                }
+            }
+        }
+        // The walk always reads a first page, so `merged` is set; the default only satisfies the types.
+        Ok(merged.unwrap_or_default())
+    }
+
+    /// `externalcontact/batch/get_by_user` for at most 100 `userids`, page by page from `cursor` (`""`: the
+    /// start; a saved `next_cursor`: resume there).
+    pub fn batch_get_by_user<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        userids: &'a [String],
+        cursor: &str,
+    ) -> Pages<'a, BatchByUserPage> {
+        Pages::new(self, creds, Endpoint::BatchByUser { userids }, cursor)
+    }
+
+    /// `externalcontact/groupchat/list` (every status), page by page.
+    pub fn group_chat_list<'a>(&'a self, creds: &'a Credentials) -> Pages<'a, GroupChatListPage> {
+        Pages::new(self, creds, Endpoint::GroupChatList, "")
     }
 
     /// `externalcontact/get_corp_tag_list`: every tag group and tag.
-    pub async fn corp_tag_list(&self, creds: &Credentials) -> Result<Value, ApiError> {
-        self.call(
+    pub async fn corp_tag_list(&self, creds: &Credentials) -> Result<CorpTagList, ApiError> {
+        self.call_json(
             creds,
             "/cgi-bin/externalcontact/get_corp_tag_list",
             &[],
-            Some(&serde_json::json!({})),
+            Some(&EmptyRequest {}),
         )
         .await
     }
 
-    /// `externalcontact/groupchat/get`: one customer group chat with its members (`group_chat`).
-    pub async fn group_chat(&self, creds: &Credentials, chat_id: &str) -> Result<Value, ApiError> {
-        self.call(
+    /// `externalcontact/groupchat/get`: one customer group chat with its members; `None` when the answer has
+    /// no `group_chat`.
+    pub async fn group_chat(
+        &self,
+        creds: &Credentials,
+        chat_id: &str,
+    ) -> Result<Option<GroupChat>, ApiError> {
+        let answer: GroupChatAnswer = self
+            .call_json(
+                creds,
+                "/cgi-bin/externalcontact/groupchat/get",
+                &[],
+                Some(&GroupChatRequest {
+                    chat_id,
+                    need_name: 1,
+                }),
+            )
+            .await?;
+        Ok(answer.group_chat)
+    }
+
+    /// `miniprogram/jscode2session`: exchanges a `wx.qy.login` code for the corp and user. The token must come
+    /// from the secret of the app linked to the mini-program.
+    pub async fn jscode2session(
+        &self,
+        creds: &Credentials,
+        code: &str,
+    ) -> Result<Jscode2Session, ApiError> {
+        self.call_json(
             creds,
-            "/cgi-bin/externalcontact/groupchat/get",
-            &[],
-            Some(&serde_json::json!({"chat_id": chat_id, "need_name": 1})),
+            "/cgi-bin/miniprogram/jscode2session",
+            &[("js_code", code), ("grant_type", "authorization_code")],
+            NO_BODY,
         )
         .await
     }
+}
+
+/// For GET calls: no body.
+const NO_BODY: Option<&EmptyRequest> = None;
+
+/// Every answer's envelope. Read leniently, as before: no (or a non-integer) `errcode` means success.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default, deserialize_with = "de::opt_i64")]
+    errcode: Option<i64>,
+    #[serde(default, deserialize_with = "de::opt_str")]
+    errmsg: Option<String>,
+}
+
+/// `{}`.
+#[derive(Serialize)]
+struct EmptyRequest {}
+
+/// Fields in the order they were always sent.
+#[derive(Serialize)]
+struct BatchByUserRequest<'a> {
+    userid_list: &'a [String],
+    cursor: &'a str,
+    limit: u32,
+}
+
+#[derive(Serialize)]
+struct GroupChatListRequest<'a> {
+    status_filter: u32,
+    cursor: &'a str,
+    limit: u32,
+}
+
+#[derive(Serialize)]
+struct GroupChatRequest<'a> {
+    chat_id: &'a str,
+    need_name: u32,
 }
