@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::sync::plan::{
-    self, ChatWrite, ContactSeen, EventMeta, FollowWrite, HistoryRow, MemberWrite, Plan, TagWrite,
+    self, Batch, ChatWrite, ContactSeen, EventMeta, FollowWrite, HistoryRow, MemberWrite, TagWrite,
 };
 use crate::wecom::message;
 
@@ -74,6 +74,7 @@ async fn apply_batch(
     .fetch_all(&mut **tx)
     .await?;
     let mut ids = Vec::with_capacity(rows.len());
+    let mut batch = Batch::default();
     for row in rows {
         ids.push(row.id);
         // Stored messages were parsed once already; one that no longer parses is skipped, never retried forever.
@@ -96,8 +97,9 @@ async fn apply_batch(
             dedupe_key: &row.dedupe_key,
             enrich: enrich.contains(&row.app),
         };
-        execute(tx, &plan::plan_event(&meta, &typed)).await?;
+        batch.add(plan::plan_event(&meta, &typed));
     }
+    execute(tx, &batch).await?;
     if !ids.is_empty() {
         sqlx::query("UPDATE wecom_events SET applied_at = now() WHERE id = ANY($1)")
             .bind(&ids)
@@ -107,82 +109,105 @@ async fn apply_batch(
     Ok(ids.len())
 }
 
-/// Executes one event's plan inside `tx`: the SQL is the only thing here, the rules are in [`plan`].
-async fn execute(tx: &mut Transaction<'_, Postgres>, p: &Plan) -> Result<(), sqlx::Error> {
-    for h in &p.history {
-        history(tx, h).await?;
+/// Executes a merged batch inside `tx`: one multi-row statement per table, rows in key order (see
+/// [`Batch`]). The SQL repeats the planner's last-writer-wins rule against the stored rows.
+async fn execute(tx: &mut Transaction<'_, Postgres>, b: &Batch) -> Result<(), sqlx::Error> {
+    if !b.history.is_empty() {
+        history(tx, &b.history).await?;
     }
-    for c in &p.contacts {
-        contact_seen(tx, c).await?;
+    if !b.contacts.is_empty() {
+        contacts(tx, b.contacts.values()).await?;
     }
-    for f in &p.follows {
-        follow(tx, f).await?;
+    if !b.follows.is_empty() {
+        follows(tx, b.follows.values()).await?;
     }
-    for c in &p.chats {
-        chat(tx, c).await?;
+    if !b.chats.is_empty() {
+        chats(tx, b.chats.values()).await?;
     }
-    for m in &p.members {
-        member(tx, m).await?;
+    if !b.members.is_empty() {
+        members(tx, b.members.values()).await?;
     }
-    for t in &p.tags {
-        tag(tx, t).await?;
+    if !b.tags.is_empty() {
+        tags(tx, b.tags.values()).await?;
     }
-    for j in &p.jobs {
-        crate::store::jobs::enqueue(tx, j.kind, &j.app, &j.corp_id, &j.subject, j.event_id).await?;
+    if !b.jobs.is_empty() {
+        crate::store::jobs::enqueue_many(tx, b.jobs.values()).await?;
     }
-    for n in &p.notifications {
-        notify(tx, n).await?;
+    if !b.notifications.is_empty() {
+        notify(tx, &b.notifications).await?;
     }
     Ok(())
 }
 
-async fn history(tx: &mut Transaction<'_, Postgres>, h: &HistoryRow) -> Result<(), sqlx::Error> {
+fn ts(t: i64) -> f64 {
+    t as f64
+}
+
+async fn history(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[HistoryRow],
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO external_contact_history (event_id, corp_id, kind, subject_id, userid, change_type, event_time, details) \
-         VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7), $8) ON CONFLICT DO NOTHING",
+         SELECT u.event_id, u.corp_id, u.kind, u.subject_id, u.userid, u.change_type, to_timestamp(u.event_time), u.details \
+         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::jsonb[]) \
+           AS u(event_id, corp_id, kind, subject_id, userid, change_type, event_time, details) \
+         ON CONFLICT DO NOTHING",
     )
-    .bind(h.event_id)
-    .bind(&h.corp_id)
-    .bind(h.kind.as_str())
-    .bind(&h.subject_id)
-    .bind(&h.userid)
-    .bind(&h.change_type)
-    .bind(h.event_time as f64)
-    .bind(&h.details)
+    .bind(rows.iter().map(|h| h.event_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|h| h.corp_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|h| h.kind.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|h| h.subject_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|h| h.userid.as_deref()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|h| h.change_type.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|h| ts(h.event_time)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|h| &h.details).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-async fn contact_seen(
+async fn contacts<'a>(
     tx: &mut Transaction<'_, Postgres>,
-    c: &ContactSeen,
+    rows: impl Iterator<Item = &'a ContactSeen> + Clone,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO external_contacts AS c (corp_id, external_userid, first_seen_at, last_event_at, last_event_id) \
-         VALUES ($1, $2, to_timestamp($3), to_timestamp($3), $4) \
+         SELECT u.corp_id, u.external_userid, to_timestamp(u.first_seen), to_timestamp(u.last_at), u.last_id \
+         FROM UNNEST($1::text[], $2::text[], $3::float8[], $4::float8[], $5::bigint[]) \
+           AS u(corp_id, external_userid, first_seen, last_at, last_id) \
          ON CONFLICT (corp_id, external_userid) DO UPDATE SET \
            first_seen_at = LEAST(c.first_seen_at, EXCLUDED.first_seen_at), \
-           last_event_id = CASE WHEN EXCLUDED.last_event_at >= c.last_event_at THEN EXCLUDED.last_event_id ELSE c.last_event_id END, \
+           last_event_id = CASE WHEN (EXCLUDED.last_event_at, EXCLUDED.last_event_id) > (c.last_event_at, COALESCE(c.last_event_id, 0)) \
+                           THEN EXCLUDED.last_event_id ELSE c.last_event_id END, \
            last_event_at = GREATEST(c.last_event_at, EXCLUDED.last_event_at)",
     )
-    .bind(&c.corp_id)
-    .bind(&c.external_userid)
-    .bind(c.at as f64)
-    .bind(c.event_id)
+    .bind(rows.clone().map(|c| c.corp_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.external_userid.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| ts(c.first_seen_at)).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| ts(c.last_event_at)).collect::<Vec<_>>())
+    .bind(rows.map(|c| c.last_event_id).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-async fn follow(tx: &mut Transaction<'_, Postgres>, f: &FollowWrite) -> Result<(), sqlx::Error> {
-    let at = f.last.at as f64;
+async fn follows<'a>(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: impl Iterator<Item = &'a FollowWrite> + Clone,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO external_contact_follows AS f (corp_id, userid, external_userid, status, status_version, \
              deleted_at, delete_source, state, welcome_code, added_at, add_version, last_change_type, \
              last_event_at, last_version, last_event_id, transfer_fail_reason, transfer_fail_at, transfer_fail_version) \
-         VALUES ($1, $2, $3, $4, $5, to_timestamp($6), $7, $8, $9, to_timestamp($10), $11, $12, to_timestamp($13), $14, $15, \
-             $16, to_timestamp($17), $18) \
+         SELECT u.corp_id, u.userid, u.external_userid, u.status, u.status_version, to_timestamp(u.deleted_at), \
+             u.delete_source, u.state, u.welcome_code, to_timestamp(u.added_at), u.add_version, u.last_change_type, \
+             to_timestamp(u.last_event_at), u.last_version, u.last_event_id, u.tf_reason, to_timestamp(u.tf_at), u.tf_version \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::text[], $8::text[], \
+             $9::text[], $10::float8[], $11::text[], $12::text[], $13::float8[], $14::text[], $15::bigint[], $16::text[], \
+             $17::float8[], $18::text[]) \
+           AS u(corp_id, userid, external_userid, status, status_version, deleted_at, delete_source, state, welcome_code, \
+             added_at, add_version, last_change_type, last_event_at, last_version, last_event_id, tf_reason, tf_at, tf_version) \
          ON CONFLICT (corp_id, userid, external_userid) DO UPDATE SET \
            status = CASE WHEN EXCLUDED.status_version > f.status_version THEN EXCLUDED.status ELSE f.status END, \
            deleted_at = CASE WHEN EXCLUDED.status_version > f.status_version THEN EXCLUDED.deleted_at ELSE f.deleted_at END, \
@@ -200,24 +225,24 @@ async fn follow(tx: &mut Transaction<'_, Postgres>, f: &FollowWrite) -> Result<(
            transfer_fail_at = CASE WHEN EXCLUDED.transfer_fail_version > COALESCE(f.transfer_fail_version, '') THEN EXCLUDED.transfer_fail_at ELSE f.transfer_fail_at END, \
            transfer_fail_version = GREATEST(f.transfer_fail_version, EXCLUDED.transfer_fail_version)",
     )
-    .bind(&f.corp_id)
-    .bind(&f.userid)
-    .bind(&f.external_userid)
-    .bind(f.state.status)
-    .bind(f.state.version.as_str())
-    .bind(f.state.deleted_at.map(|t| t as f64))
-    .bind(&f.state.delete_source)
-    .bind(f.add.as_ref().and_then(|a| a.state.as_deref()))
-    .bind(f.add.as_ref().and_then(|a| a.welcome_code.as_deref()))
-    .bind(f.add.as_ref().map(|a| a.added_at as f64))
-    .bind(f.add.as_ref().map(|a| a.version.as_str()))
-    .bind(&f.last.change_type)
-    .bind(at)
-    .bind(f.last.version.as_str())
-    .bind(f.last.event_id)
-    .bind(f.transfer_fail.as_ref().and_then(|t| t.reason.as_deref()))
-    .bind(f.transfer_fail.as_ref().map(|t| t.at as f64))
-    .bind(f.transfer_fail.as_ref().map(|t| t.version.as_str()))
+    .bind(rows.clone().map(|f| f.corp_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.userid.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.external_userid.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.state.status.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.state.version.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.state.deleted_at.map(ts)).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.state.delete_source.as_deref()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.add.as_ref().and_then(|a| a.state.as_deref())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.add.as_ref().and_then(|a| a.welcome_code.as_deref())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.add.as_ref().map(|a| ts(a.added_at))).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.add.as_ref().map(|a| a.version.as_str())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.last.change_type.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| ts(f.last.at)).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.last.version.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.last.event_id).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.transfer_fail.as_ref().and_then(|t| t.reason.as_deref())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.transfer_fail.as_ref().map(|t| ts(t.at))).collect::<Vec<_>>())
+    .bind(rows.map(|f| f.transfer_fail.as_ref().map(|t| t.version.as_str())).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -225,56 +250,76 @@ async fn follow(tx: &mut Transaction<'_, Postgres>, f: &FollowWrite) -> Result<(
 
 async fn notify(
     tx: &mut Transaction<'_, Postgres>,
-    payload: &serde_json::Value,
+    payloads: &[serde_json::Value],
 ) -> Result<(), sqlx::Error> {
-    // Delivered by PostgreSQL when (and only if) the transaction commits.
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(payload.to_string())
-        .execute(&mut **tx)
-        .await?;
+    // Delivered by PostgreSQL when (and only if) the transaction commits, in this order.
+    sqlx::query(
+        "SELECT pg_notify($1, p) FROM UNNEST($2::text[]) WITH ORDINALITY AS u(p, n) ORDER BY n",
+    )
+    .bind(CHANNEL)
+    .bind(payloads.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
-async fn chat(tx: &mut Transaction<'_, Postgres>, c: &ChatWrite) -> Result<(), sqlx::Error> {
+async fn chats<'a>(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: impl Iterator<Item = &'a ChatWrite> + Clone,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO external_group_chats AS g (corp_id, chat_id, status, status_version, created_at, dismissed_at, \
-             last_update_detail, member_version, update_version, last_event_at, last_version, last_event_id) \
-         VALUES ($1, $2, $3, $4, to_timestamp($5), to_timestamp($6), $7, $8, $9, to_timestamp($10), $11, $12) \
+             last_update_detail, member_version, member_version_version, update_version, last_event_at, last_version, \
+             last_event_id) \
+         SELECT u.corp_id, u.chat_id, u.status, u.status_version, to_timestamp(u.created_at), to_timestamp(u.dismissed_at), \
+             u.detail, u.member_version, u.mv_version, u.update_version, to_timestamp(u.last_at), u.last_version, u.last_id \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::float8[], $7::text[], $8::text[], \
+             $9::text[], $10::text[], $11::float8[], $12::text[], $13::bigint[]) \
+           AS u(corp_id, chat_id, status, status_version, created_at, dismissed_at, detail, member_version, mv_version, \
+             update_version, last_at, last_version, last_id) \
          ON CONFLICT (corp_id, chat_id) DO UPDATE SET \
            status = CASE WHEN EXCLUDED.status_version > g.status_version THEN EXCLUDED.status ELSE g.status END, \
            dismissed_at = CASE WHEN EXCLUDED.status_version > g.status_version THEN EXCLUDED.dismissed_at ELSE g.dismissed_at END, \
            status_version = GREATEST(g.status_version, EXCLUDED.status_version), \
            created_at = LEAST(g.created_at, EXCLUDED.created_at), \
            last_update_detail = CASE WHEN EXCLUDED.update_version > COALESCE(g.update_version, '') THEN EXCLUDED.last_update_detail ELSE g.last_update_detail END, \
-           member_version = CASE WHEN EXCLUDED.update_version > COALESCE(g.update_version, '') THEN COALESCE(EXCLUDED.member_version, g.member_version) ELSE g.member_version END, \
+           member_version = CASE WHEN EXCLUDED.member_version_version > COALESCE(g.member_version_version, '') THEN EXCLUDED.member_version ELSE g.member_version END, \
+           member_version_version = GREATEST(g.member_version_version, EXCLUDED.member_version_version), \
            update_version = GREATEST(g.update_version, EXCLUDED.update_version), \
            last_event_at = CASE WHEN EXCLUDED.last_version > g.last_version THEN EXCLUDED.last_event_at ELSE g.last_event_at END, \
            last_event_id = CASE WHEN EXCLUDED.last_version > g.last_version THEN EXCLUDED.last_event_id ELSE g.last_event_id END, \
            last_version = GREATEST(g.last_version, EXCLUDED.last_version)",
     )
-    .bind(&c.corp_id)
-    .bind(&c.chat_id)
-    .bind(c.status.as_str())
-    .bind(c.status_version.as_str())
-    .bind(c.created_at.map(|t| t as f64))
-    .bind(c.dismissed_at.map(|t| t as f64))
-    .bind(c.update.as_ref().map(|u| u.detail.as_str()))
-    .bind(c.update.as_ref().and_then(|u| u.member_version.as_deref()))
-    .bind(c.update.as_ref().map(|u| u.version.as_str()))
-    .bind(c.last.at as f64)
-    .bind(c.last.version.as_str())
-    .bind(c.last.event_id)
+    .bind(rows.clone().map(|c| c.corp_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.chat_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.status.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.status_version.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.created_at.map(ts)).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.dismissed_at.map(ts)).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.update.as_ref().map(|u| u.detail.as_str())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.member_version.as_ref().map(|m| m.member_version.as_str())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.member_version.as_ref().map(|m| m.version.as_str())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.update.as_ref().map(|u| u.version.as_str())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| ts(c.last.at)).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.last.version.as_str()).collect::<Vec<_>>())
+    .bind(rows.map(|c| c.last.event_id).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-async fn member(tx: &mut Transaction<'_, Postgres>, m: &MemberWrite) -> Result<(), sqlx::Error> {
+async fn members<'a>(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: impl Iterator<Item = &'a MemberWrite> + Clone,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO external_group_chat_members AS m (corp_id, chat_id, member_id, status, version, \
              join_scene, quit_scene, changed_at, last_event_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8), $9) \
+         SELECT u.corp_id, u.chat_id, u.member_id, u.status, u.version, u.join_scene, u.quit_scene, \
+             to_timestamp(u.changed_at), u.event_id \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], \
+             $8::float8[], $9::bigint[]) \
+           AS u(corp_id, chat_id, member_id, status, version, join_scene, quit_scene, changed_at, event_id) \
          ON CONFLICT (corp_id, chat_id, member_id) DO UPDATE SET \
            status = CASE WHEN EXCLUDED.version > m.version THEN EXCLUDED.status ELSE m.status END, \
            join_scene = CASE WHEN EXCLUDED.version > m.version THEN EXCLUDED.join_scene ELSE m.join_scene END, \
@@ -283,45 +328,58 @@ async fn member(tx: &mut Transaction<'_, Postgres>, m: &MemberWrite) -> Result<(
            last_event_id = CASE WHEN EXCLUDED.version > m.version THEN EXCLUDED.last_event_id ELSE m.last_event_id END, \
            version = GREATEST(m.version, EXCLUDED.version)",
     )
-    .bind(&m.corp_id)
-    .bind(&m.chat_id)
-    .bind(&m.member_id)
-    .bind(m.status.as_str())
-    .bind(m.version.as_str())
-    .bind(m.join_scene)
-    .bind(m.quit_scene)
-    .bind(m.changed_at as f64)
-    .bind(m.event_id)
+    .bind(rows.clone().map(|m| m.corp_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|m| m.chat_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|m| m.member_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|m| m.status.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|m| m.version.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|m| m.join_scene).collect::<Vec<_>>())
+    .bind(rows.clone().map(|m| m.quit_scene).collect::<Vec<_>>())
+    .bind(rows.clone().map(|m| ts(m.changed_at)).collect::<Vec<_>>())
+    .bind(rows.map(|m| m.event_id).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-async fn tag(tx: &mut Transaction<'_, Postgres>, t: &TagWrite) -> Result<(), sqlx::Error> {
+async fn tags<'a>(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: impl Iterator<Item = &'a TagWrite> + Clone,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO external_corp_tags AS t (corp_id, id, type, strategy_id, deleted, status_version, \
-             last_change_type, last_event_at, last_version, last_event_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8), $9, $10) \
+        "INSERT INTO external_corp_tags AS t (corp_id, id, type, type_version, strategy_id, strategy_version, deleted, \
+             status_version, last_change_type, last_event_at, last_version, last_event_id) \
+         SELECT u.corp_id, u.id, u.type, u.type_version, u.strategy_id, u.strategy_version, u.deleted, u.status_version, \
+             u.change_type, to_timestamp(u.last_at), u.last_version, u.last_id \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::text[], \
+             $9::text[], $10::float8[], $11::text[], $12::bigint[]) \
+           AS u(corp_id, id, type, type_version, strategy_id, strategy_version, deleted, status_version, change_type, \
+             last_at, last_version, last_id) \
          ON CONFLICT (corp_id, id) DO UPDATE SET \
            deleted = CASE WHEN EXCLUDED.status_version > t.status_version THEN EXCLUDED.deleted ELSE t.deleted END, \
-           type = COALESCE(CASE WHEN EXCLUDED.status_version > t.status_version THEN EXCLUDED.type END, t.type, EXCLUDED.type), \
-           strategy_id = COALESCE(t.strategy_id, EXCLUDED.strategy_id), \
            status_version = GREATEST(t.status_version, EXCLUDED.status_version), \
+           type = CASE WHEN EXCLUDED.type_version > COALESCE(t.type_version, '') THEN EXCLUDED.type ELSE t.type END, \
+           type_version = GREATEST(t.type_version, EXCLUDED.type_version), \
+           strategy_id = CASE WHEN EXCLUDED.strategy_version > COALESCE(t.strategy_version, '') \
+                         THEN EXCLUDED.strategy_id ELSE t.strategy_id END, \
+           strategy_version = GREATEST(t.strategy_version, EXCLUDED.strategy_version), \
            last_change_type = CASE WHEN EXCLUDED.last_version > t.last_version THEN EXCLUDED.last_change_type ELSE t.last_change_type END, \
            last_event_at = CASE WHEN EXCLUDED.last_version > t.last_version THEN EXCLUDED.last_event_at ELSE t.last_event_at END, \
            last_event_id = CASE WHEN EXCLUDED.last_version > t.last_version THEN EXCLUDED.last_event_id ELSE t.last_event_id END, \
            last_version = GREATEST(t.last_version, EXCLUDED.last_version)",
     )
-    .bind(&t.corp_id)
-    .bind(&t.id)
-    .bind(&t.tag_type)
-    .bind(&t.strategy_id)
-    .bind(t.deleted)
-    .bind(t.status_version.as_str())
-    .bind(&t.last.change_type)
-    .bind(t.last.at as f64)
-    .bind(t.last.version.as_str())
-    .bind(t.last.event_id)
+    .bind(rows.clone().map(|t| t.corp_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|t| t.id.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|t| t.tag_type.as_ref().map(|s| s.value.as_str())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|t| t.tag_type.as_ref().map(|s| s.version.as_str())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|t| t.strategy_id.as_ref().map(|s| s.value.as_str())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|t| t.strategy_id.as_ref().map(|s| s.version.as_str())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|t| t.deleted).collect::<Vec<_>>())
+    .bind(rows.clone().map(|t| t.status_version.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|t| t.last.change_type.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|t| ts(t.last.at)).collect::<Vec<_>>())
+    .bind(rows.clone().map(|t| t.last.version.as_str()).collect::<Vec<_>>())
+    .bind(rows.map(|t| t.last.event_id).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())

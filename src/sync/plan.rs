@@ -8,6 +8,9 @@
 //! tables do not depend on the order events arrive in and duplicates change nothing. A write changes a group
 //! only when its version is greater than the stored one.
 
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+
 use serde_json::{Value, json};
 
 use crate::domain::{FollowStatus, JobKind};
@@ -88,13 +91,15 @@ pub struct HistoryRow {
     pub details: Value,
 }
 
-/// An event seen for a customer: `external_contacts` keeps the first and the latest.
+/// Events seen for a customer: `external_contacts` keeps the first time and the latest event (the latest
+/// time; on a tie, the greater event id, so the result does not depend on the order of applying).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContactSeen {
     pub corp_id: String,
     pub external_userid: String,
-    pub at: i64,
-    pub event_id: i64,
+    pub first_seen_at: i64,
+    pub last_event_at: i64,
+    pub last_event_id: i64,
 }
 
 /// The "last change" register every row has.
@@ -162,12 +167,18 @@ impl ChatStatus {
     }
 }
 
-/// The update register of a chat: the latest `update` event's detail and member version.
+/// The update register of a chat: the latest `update` event's detail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatUpdateWrite {
     pub version: Version,
     pub detail: String,
-    pub member_version: Option<String>,
+}
+
+/// The member-version register of a chat: the latest `update` that carried a `CurMemVer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMemberVersion {
+    pub version: Version,
+    pub member_version: String,
 }
 
 /// A write to one `external_group_chats` row (inserted when missing).
@@ -181,6 +192,7 @@ pub struct ChatWrite {
     pub created_at: Option<i64>,
     pub dismissed_at: Option<i64>,
     pub update: Option<ChatUpdateWrite>,
+    pub member_version: Option<ChatMemberVersion>,
     pub last: LastChange,
 }
 
@@ -215,13 +227,22 @@ pub struct MemberWrite {
     pub event_id: i64,
 }
 
+/// A value with the version of the write that carried it: a register of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamped<T> {
+    pub version: Version,
+    pub value: T,
+}
+
 /// A write to one `external_corp_tags` row (inserted when missing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagWrite {
     pub corp_id: String,
     pub id: String,
-    pub tag_type: Option<String>,
-    pub strategy_id: Option<String>,
+    /// `tag` or `tag_group`, when the event says (a shuffle does not).
+    pub tag_type: Option<Stamped<String>>,
+    /// The rule group (规则组), when the event says.
+    pub strategy_id: Option<Stamped<String>>,
     /// Status register; [`Version::placeholder`] for a shuffle, which decides nothing.
     pub status_version: Version,
     pub deleted: bool,
@@ -341,8 +362,9 @@ fn plan_contact(plan: &mut Plan, meta: &EventMeta<'_>, c: &ExternalContactEvent)
     plan.contacts.push(ContactSeen {
         corp_id: meta.corp_id.to_owned(),
         external_userid: c.external_userid.clone(),
-        at: meta.time,
-        event_id: meta.id,
+        first_seen_at: meta.time,
+        last_event_at: meta.time,
+        last_event_id: meta.id,
     });
     // Column groups: status (the latest add, half-add or delete decides), add (the latest add or half-add
     // decides the channel and welcome code), last (any change), transfer failure.
@@ -476,7 +498,13 @@ fn plan_chat(plan: &mut Plan, meta: &EventMeta<'_>, c: &ExternalChatEvent) {
         ChatChange::Update(u) => Some(ChatUpdateWrite {
             version: v.clone(),
             detail: u.detail.as_str().to_owned(),
-            member_version: u.cur_mem_ver.clone(),
+        }),
+        _ => None,
+    };
+    let member_version = match &c.change {
+        ChatChange::Update(u) => u.cur_mem_ver.clone().map(|mv| ChatMemberVersion {
+            version: v.clone(),
+            member_version: mv,
         }),
         _ => None,
     };
@@ -488,6 +516,7 @@ fn plan_chat(plan: &mut Plan, meta: &EventMeta<'_>, c: &ExternalChatEvent) {
         created_at: matches!(c.change, ChatChange::Create).then_some(meta.time),
         dismissed_at: matches!(c.change, ChatChange::Dismiss).then_some(meta.time),
         update,
+        member_version,
         last: LastChange {
             version: v.clone(),
             change_type: change.to_owned(),
@@ -544,8 +573,14 @@ fn plan_tag(plan: &mut Plan, meta: &EventMeta<'_>, t: &ExternalTagEvent) {
     plan.tags.push(TagWrite {
         corp_id: meta.corp_id.to_owned(),
         id: t.id.clone(),
-        tag_type: t.tag_type.as_ref().map(|x| x.as_str().to_owned()),
-        strategy_id: t.strategy_id.clone(),
+        tag_type: t.tag_type.as_ref().map(|x| Stamped {
+            version: v.clone(),
+            value: x.as_str().to_owned(),
+        }),
+        strategy_id: t.strategy_id.clone().map(|value| Stamped {
+            version: v.clone(),
+            value,
+        }),
         // A shuffle (or an unknown change) decides no status.
         status_version: if rank == 0 {
             Version::placeholder()
@@ -562,6 +597,148 @@ fn plan_tag(plan: &mut Plan, meta: &EventMeta<'_>, t: &ExternalTagEvent) {
     });
     if meta.enrich {
         plan.jobs.push(job(meta, JobKind::CorpTags, "*"));
+    }
+}
+
+/// Keeps whichever of two register values has the greater version (equal versions come from the same
+/// event, so either will do).
+fn newer<T>(current: &mut T, other: T, version: impl Fn(&T) -> &Version) {
+    if version(&other) > version(current) {
+        *current = other;
+    }
+}
+
+fn newer_opt<T>(current: &mut Option<T>, other: Option<T>, version: impl Fn(&T) -> &Version) {
+    match (current.as_mut(), other) {
+        (Some(c), Some(o)) => newer(c, o, version),
+        (None, Some(o)) => *current = Some(o),
+        (_, None) => {}
+    }
+}
+
+/// The plans of many events merged per row, by the same last-writer-wins rule the SQL applies against the
+/// stored rows: so writing the merged batch once equals writing each plan in turn, in any order. Keys are
+/// kept sorted, so every applier takes row locks in the same order and two appliers cannot deadlock.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub history: Vec<HistoryRow>,
+    pub contacts: BTreeMap<(String, String), ContactSeen>,
+    pub follows: BTreeMap<(String, String, String), FollowWrite>,
+    pub chats: BTreeMap<(String, String), ChatWrite>,
+    pub members: BTreeMap<(String, String, String), MemberWrite>,
+    pub tags: BTreeMap<(String, String), TagWrite>,
+    /// The first request per (kind, app, corp, subject) wins, as the queue's unique index would decide.
+    pub jobs: BTreeMap<(JobKind, String, String, String), JobRequest>,
+    pub notifications: Vec<Value>,
+}
+
+impl Batch {
+    /// Adds one event's plan; plans should be added in event id order (history, jobs and notifications keep
+    /// that order).
+    pub fn add(&mut self, plan: Plan) {
+        self.history.extend(plan.history);
+        self.notifications.extend(plan.notifications);
+        for c in plan.contacts {
+            match self
+                .contacts
+                .entry((c.corp_id.clone(), c.external_userid.clone()))
+            {
+                Entry::Vacant(e) => {
+                    e.insert(c);
+                }
+                Entry::Occupied(mut e) => {
+                    let cur = e.get_mut();
+                    cur.first_seen_at = cur.first_seen_at.min(c.first_seen_at);
+                    if (c.last_event_at, c.last_event_id) > (cur.last_event_at, cur.last_event_id) {
+                        cur.last_event_at = c.last_event_at;
+                        cur.last_event_id = c.last_event_id;
+                    }
+                }
+            }
+        }
+        for f in plan.follows {
+            let key = (
+                f.corp_id.clone(),
+                f.userid.clone(),
+                f.external_userid.clone(),
+            );
+            match self.follows.entry(key) {
+                Entry::Vacant(e) => {
+                    e.insert(f);
+                }
+                Entry::Occupied(mut e) => {
+                    let cur = e.get_mut();
+                    newer(&mut cur.state, f.state, |s| &s.version);
+                    newer_opt(&mut cur.add, f.add, |a| &a.version);
+                    newer_opt(&mut cur.transfer_fail, f.transfer_fail, |t| &t.version);
+                    newer(&mut cur.last, f.last, |l| &l.version);
+                }
+            }
+        }
+        for c in plan.chats {
+            match self.chats.entry((c.corp_id.clone(), c.chat_id.clone())) {
+                Entry::Vacant(e) => {
+                    e.insert(c);
+                }
+                Entry::Occupied(mut e) => {
+                    let cur = e.get_mut();
+                    cur.created_at = match (cur.created_at, c.created_at) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    if c.status_version > cur.status_version {
+                        cur.status_version = c.status_version;
+                        cur.status = c.status;
+                        cur.dismissed_at = c.dismissed_at;
+                    }
+                    newer_opt(&mut cur.update, c.update, |u| &u.version);
+                    newer_opt(&mut cur.member_version, c.member_version, |m| &m.version);
+                    newer(&mut cur.last, c.last, |l| &l.version);
+                }
+            }
+        }
+        for m in plan.members {
+            let key = (m.corp_id.clone(), m.chat_id.clone(), m.member_id.clone());
+            match self.members.entry(key) {
+                Entry::Vacant(e) => {
+                    e.insert(m);
+                }
+                Entry::Occupied(mut e) => newer(e.get_mut(), m, |m| &m.version),
+            }
+        }
+        for t in plan.tags {
+            match self.tags.entry((t.corp_id.clone(), t.id.clone())) {
+                Entry::Vacant(e) => {
+                    e.insert(t);
+                }
+                Entry::Occupied(mut e) => {
+                    let cur = e.get_mut();
+                    if t.status_version > cur.status_version {
+                        cur.status_version = t.status_version;
+                        cur.deleted = t.deleted;
+                    }
+                    newer_opt(&mut cur.tag_type, t.tag_type, |s| &s.version);
+                    newer_opt(&mut cur.strategy_id, t.strategy_id, |s| &s.version);
+                    newer(&mut cur.last, t.last, |l| &l.version);
+                }
+            }
+        }
+        for j in plan.jobs {
+            let key = (j.kind, j.app.clone(), j.corp_id.clone(), j.subject.clone());
+            self.jobs.entry(key).or_insert(j);
+        }
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.history.is_empty()
+            && self.contacts.is_empty()
+            && self.follows.is_empty()
+            && self.chats.is_empty()
+            && self.members.is_empty()
+            && self.tags.is_empty()
+            && self.jobs.is_empty()
+            && self.notifications.is_empty()
     }
 }
 
@@ -725,8 +902,11 @@ mod tests {
         assert_eq!(p.members[0].status, MemberStatus::Joined);
         assert_eq!(p.members[0].join_scene, Some(3));
         assert_eq!(p.members[0].quit_scene, None);
-        let u = p.chats[0].update.as_ref().expect("an update register");
-        assert_eq!(u.member_version.as_deref(), Some("v2"));
+        let mv = p.chats[0]
+            .member_version
+            .as_ref()
+            .expect("a member version");
+        assert_eq!(mv.member_version, "v2");
         assert_eq!(p.chats[0].status_version, Version::placeholder());
         assert_eq!(p.jobs[0].kind, JobKind::GroupChat);
     }
