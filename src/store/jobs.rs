@@ -7,6 +7,7 @@ use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::domain::{JobKind, JobStatus};
+use crate::sync::plan::JobRequest;
 
 /// A claimed job.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -45,6 +46,26 @@ pub async fn enqueue(
     .bind(corp_id)
     .bind(subject)
     .bind(event_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Queues many jobs in one statement, in the caller's transaction (see [`enqueue`]).
+pub async fn enqueue_many<'a>(
+    tx: &mut Transaction<'_, Postgres>,
+    jobs: impl Iterator<Item = &'a JobRequest> + Clone,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO wecom_jobs (kind, app, corp_id, subject, event_id) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) \
+         ON CONFLICT (kind, app, corp_id, subject) WHERE status = 'queued' DO NOTHING",
+    )
+    .bind(jobs.clone().map(|j| j.kind.as_str()).collect::<Vec<_>>())
+    .bind(jobs.clone().map(|j| j.app.as_str()).collect::<Vec<_>>())
+    .bind(jobs.clone().map(|j| j.corp_id.as_str()).collect::<Vec<_>>())
+    .bind(jobs.clone().map(|j| j.subject.as_str()).collect::<Vec<_>>())
+    .bind(jobs.map(|j| j.event_id).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())

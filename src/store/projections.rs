@@ -1,5 +1,6 @@
-//! Applying stored events to the projection tables (external contacts, follows, group chats, corp tags) and
-//! reading them back for the HTTP API.
+//! Applying stored events to the projection tables (external contacts, follows, group chats, corp tags). The
+//! rules are in [`crate::sync::plan`]; this module reads the events, executes their plans and marks them
+//! applied.
 //!
 //! Every stored event is applied exactly once: a worker takes unapplied events (`applied_at IS NULL`, `FOR
 //! UPDATE SKIP LOCKED`, so replicas share the work), applies them and marks them applied in one transaction.
@@ -11,13 +12,10 @@
 
 use std::collections::HashSet;
 
-use serde_json::json;
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::domain::JobKind;
-use crate::wecom::events::{
-    ChatChange, ContactChange, EventKind, ExternalChatEvent, ExternalContactEvent,
-    ExternalTagEvent, TagChange, TypedEvent, UpdateDetail,
+use crate::sync::plan::{
+    self, Batch, ChatWrite, ContactSeen, EventMeta, FollowWrite, HistoryRow, MemberWrite, TagWrite,
 };
 use crate::wecom::message;
 
@@ -27,32 +25,16 @@ const APPLY_LOCK: i64 = 0x5745_434f_4d01;
 /// The channel backends LISTEN on.
 pub const CHANNEL: &str = "wecom_contact_changed";
 
-/// A stored event as the applier sees it.
-struct StoredEvent {
+/// An unapplied event as the applier reads it.
+#[derive(sqlx::FromRow)]
+struct Unapplied {
     id: i64,
+    app: String,
     dedupe_key: String,
     corp_id: Option<String>,
-    time: i64,
-    typed: TypedEvent,
-}
-
-/// Rank of a change within one second: a later step of a relation's life ranks higher, so two events in
-/// the same second resolve to the one that must have come last (a deletion after an add, an add after a
-/// half-add).
-fn contact_rank(c: &ContactChange) -> Option<u8> {
-    Some(match c {
-        ContactChange::TransferFail { .. } => 1,
-        ContactChange::Edit => 2,
-        ContactChange::AddHalf { .. } => 3,
-        ContactChange::Add { .. } => 4,
-        ContactChange::DeletedByCustomer => 5,
-        ContactChange::DeletedByStaff { .. } => 6,
-        ContactChange::Other(_) => return None,
-    })
-}
-
-fn version(time: i64, rank: u8, dedupe_key: &str) -> String {
-    format!("{:012}:{rank}:{dedupe_key}", time.max(0))
+    /// Event time, unix seconds.
+    t: Option<i64>,
+    message: String,
 }
 
 /// Applies up to `limit` unapplied events in one transaction. Returns how many were taken.
@@ -84,7 +66,7 @@ async fn apply_batch(
     limit: i64,
     enrich: &HashSet<String>,
 ) -> Result<usize, sqlx::Error> {
-    let rows = sqlx::query(
+    let rows: Vec<Unapplied> = sqlx::query_as(
         "SELECT id, app, dedupe_key, corp_id, extract(epoch FROM event_time)::bigint AS t, message \
          FROM wecom_events WHERE applied_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
@@ -92,31 +74,32 @@ async fn apply_batch(
     .fetch_all(&mut **tx)
     .await?;
     let mut ids = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let id: i64 = row.get("id");
-        ids.push(id);
-        let text: String = row.get("message");
+    let mut batch = Batch::default();
+    for row in rows {
+        ids.push(row.id);
         // Stored messages were parsed once already; one that no longer parses is skipped, never retried forever.
-        let Ok(parsed) = message::parse_message(text.as_bytes()) else {
-            tracing::warn!(event_id = id, "stored message does not parse; not applied");
+        let Ok(parsed) = message::parse_message(row.message.as_bytes()) else {
+            tracing::warn!(
+                event_id = row.id,
+                "stored message does not parse; not applied"
+            );
             continue;
         };
         let typed = crate::wecom::events::interpret(&parsed);
-        let ev = StoredEvent {
-            id,
-            dedupe_key: row.get("dedupe_key"),
-            corp_id: row
-                .get::<Option<String>, _>("corp_id")
-                .or(typed.corp_id.clone()),
-            time: row.get::<Option<i64>, _>("t").unwrap_or(0),
-            typed,
+        let Some(corp) = row.corp_id.or(typed.corp_id.clone()) else {
+            continue;
         };
-        apply_one(tx, &ev).await?;
-        let app: String = row.get("app");
-        if enrich.contains(&app) {
-            enqueue_enrichment(tx, &app, &ev).await?;
-        }
+        let meta = EventMeta {
+            id: row.id,
+            app: &row.app,
+            corp_id: &corp,
+            time: row.t.unwrap_or(0),
+            dedupe_key: &row.dedupe_key,
+            enrich: enrich.contains(&row.app),
+        };
+        batch.add(plan::plan_event(&meta, &typed));
     }
+    execute(tx, &batch).await?;
     if !ids.is_empty() {
         sqlx::query("UPDATE wecom_events SET applied_at = now() WHERE id = ANY($1)")
             .bind(&ids)
@@ -126,142 +109,105 @@ async fn apply_batch(
     Ok(ids.len())
 }
 
-async fn apply_one(
-    tx: &mut Transaction<'_, Postgres>,
-    ev: &StoredEvent,
-) -> Result<(), sqlx::Error> {
-    let Some(corp) = ev.corp_id.as_deref() else {
-        return Ok(());
-    };
-    match &ev.typed.kind {
-        EventKind::ExternalContact(c) => apply_contact(tx, ev, corp, c).await,
-        EventKind::ExternalChat(c) => apply_chat(tx, ev, corp, c).await,
-        EventKind::ExternalTag(t) => apply_tag(tx, ev, corp, t).await,
-        _ => Ok(()),
+/// Executes a merged batch inside `tx`: one multi-row statement per table, rows in key order (see
+/// [`Batch`]). The SQL repeats the planner's last-writer-wins rule against the stored rows.
+async fn execute(tx: &mut Transaction<'_, Postgres>, b: &Batch) -> Result<(), sqlx::Error> {
+    if !b.history.is_empty() {
+        history(tx, &b.history).await?;
     }
-}
-
-/// Queues the API reads an event calls for: callbacks carry ids, not state (PROTOCOL.md §1.13).
-async fn enqueue_enrichment(
-    tx: &mut Transaction<'_, Postgres>,
-    app: &str,
-    ev: &StoredEvent,
-) -> Result<(), sqlx::Error> {
-    let Some(corp) = ev.corp_id.as_deref() else {
-        return Ok(());
-    };
-    let job = match &ev.typed.kind {
-        EventKind::ExternalContact(c) => match c.change {
-            ContactChange::Add { .. } | ContactChange::Edit | ContactChange::AddHalf { .. } => {
-                Some((JobKind::ContactDetail, c.external_userid.as_str()))
-            }
-            _ => None,
-        },
-        EventKind::ExternalChat(c) => match c.change {
-            ChatChange::Create | ChatChange::Update(_) => {
-                Some((JobKind::GroupChat, c.chat_id.as_str()))
-            }
-            _ => None,
-        },
-        EventKind::ExternalTag(_) => Some((JobKind::CorpTags, "*")),
-        _ => None,
-    };
-    if let Some((kind, subject)) = job {
-        crate::store::jobs::enqueue(tx, kind, app, corp, subject, ev.id).await?;
+    if !b.contacts.is_empty() {
+        contacts(tx, b.contacts.values()).await?;
+    }
+    if !b.follows.is_empty() {
+        follows(tx, b.follows.values()).await?;
+    }
+    if !b.chats.is_empty() {
+        chats(tx, b.chats.values()).await?;
+    }
+    if !b.members.is_empty() {
+        members(tx, b.members.values()).await?;
+    }
+    if !b.tags.is_empty() {
+        tags(tx, b.tags.values()).await?;
+    }
+    if !b.jobs.is_empty() {
+        crate::store::jobs::enqueue_many(tx, b.jobs.values()).await?;
+    }
+    if !b.notifications.is_empty() {
+        notify(tx, &b.notifications).await?;
     }
     Ok(())
 }
 
-fn change_name(c: &ContactChange) -> &str {
-    match c {
-        ContactChange::Add { .. } => "add_external_contact",
-        ContactChange::Edit => "edit_external_contact",
-        ContactChange::AddHalf { .. } => "add_half_external_contact",
-        ContactChange::DeletedByStaff { .. } => "del_external_contact",
-        ContactChange::DeletedByCustomer => "del_follow_user",
-        ContactChange::TransferFail { .. } => "transfer_fail",
-        ContactChange::Other(s) => s,
-    }
+fn ts(t: i64) -> f64 {
+    t as f64
 }
 
-async fn apply_contact(
+async fn history(
     tx: &mut Transaction<'_, Postgres>,
-    ev: &StoredEvent,
-    corp: &str,
-    c: &ExternalContactEvent,
+    rows: &[HistoryRow],
 ) -> Result<(), sqlx::Error> {
-    let change = change_name(&c.change);
-    history(
-        tx,
-        ev,
-        corp,
-        "contact",
-        &c.external_userid,
-        Some(&c.userid),
-        change,
-        contact_details(&c.change),
-    )
-    .await?;
-    let Some(rank) = contact_rank(&c.change) else {
-        return Ok(());
-    };
-    let v = version(ev.time, rank, &ev.dedupe_key);
-
     sqlx::query(
-        "INSERT INTO external_contacts AS c (corp_id, external_userid, first_seen_at, last_event_at, last_event_id) \
-         VALUES ($1, $2, to_timestamp($3), to_timestamp($3), $4) \
-         ON CONFLICT (corp_id, external_userid) DO UPDATE SET \
-           first_seen_at = LEAST(c.first_seen_at, EXCLUDED.first_seen_at), \
-           last_event_id = CASE WHEN EXCLUDED.last_event_at >= c.last_event_at THEN EXCLUDED.last_event_id ELSE c.last_event_id END, \
-           last_event_at = GREATEST(c.last_event_at, EXCLUDED.last_event_at)",
+        "INSERT INTO external_contact_history (event_id, corp_id, kind, subject_id, userid, change_type, event_time, details) \
+         SELECT u.event_id, u.corp_id, u.kind, u.subject_id, u.userid, u.change_type, to_timestamp(u.event_time), u.details \
+         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::jsonb[]) \
+           AS u(event_id, corp_id, kind, subject_id, userid, change_type, event_time, details) \
+         ON CONFLICT DO NOTHING",
     )
-    .bind(corp)
-    .bind(&c.external_userid)
-    .bind(ev.time as f64)
-    .bind(ev.id)
+    .bind(rows.iter().map(|h| h.event_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|h| h.corp_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|h| h.kind.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|h| h.subject_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|h| h.userid.as_deref()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|h| h.change_type.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|h| ts(h.event_time)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|h| &h.details).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
 
-    // Column groups: status (the latest add, half-add or delete decides), add (the latest add or
-    // half-add decides the channel and welcome code), last (any change), transfer failure.
-    let (status, status_version, deleted, delete_source) = match &c.change {
-        ContactChange::Add { .. } => ("active", v.clone(), false, None),
-        ContactChange::AddHalf { .. } => ("pending", v.clone(), false, None),
-        ContactChange::DeletedByStaff { source } => (
-            "deleted_by_staff",
-            v.clone(),
-            true,
-            source.as_ref().map(|s| s.as_str().to_owned()),
-        ),
-        ContactChange::DeletedByCustomer => ("deleted_by_customer", v.clone(), true, None),
-        // Not a status change: a placeholder every real status event outranks.
-        _ => ("active", String::new(), false, None),
-    };
-    let (add_version, state, welcome_code) = match &c.change {
-        ContactChange::Add {
-            state,
-            welcome_code,
-        }
-        | ContactChange::AddHalf {
-            state,
-            welcome_code,
-        } => (Some(v.clone()), state.clone(), welcome_code.clone()),
-        _ => (None, None, None),
-    };
-    let (fail_version, fail_reason) = match &c.change {
-        ContactChange::TransferFail { reason } => (
-            Some(v.clone()),
-            reason.as_ref().map(|r| r.as_str().to_owned()),
-        ),
-        _ => (None, None),
-    };
+async fn contacts<'a>(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: impl Iterator<Item = &'a ContactSeen> + Clone,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO external_contacts AS c (corp_id, external_userid, first_seen_at, last_event_at, last_event_id) \
+         SELECT u.corp_id, u.external_userid, to_timestamp(u.first_seen), to_timestamp(u.last_at), u.last_id \
+         FROM UNNEST($1::text[], $2::text[], $3::float8[], $4::float8[], $5::bigint[]) \
+           AS u(corp_id, external_userid, first_seen, last_at, last_id) \
+         ON CONFLICT (corp_id, external_userid) DO UPDATE SET \
+           first_seen_at = LEAST(c.first_seen_at, EXCLUDED.first_seen_at), \
+           last_event_id = CASE WHEN (EXCLUDED.last_event_at, EXCLUDED.last_event_id) > (c.last_event_at, COALESCE(c.last_event_id, 0)) \
+                           THEN EXCLUDED.last_event_id ELSE c.last_event_id END, \
+           last_event_at = GREATEST(c.last_event_at, EXCLUDED.last_event_at)",
+    )
+    .bind(rows.clone().map(|c| c.corp_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.external_userid.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| ts(c.first_seen_at)).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| ts(c.last_event_at)).collect::<Vec<_>>())
+    .bind(rows.map(|c| c.last_event_id).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn follows<'a>(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: impl Iterator<Item = &'a FollowWrite> + Clone,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO external_contact_follows AS f (corp_id, userid, external_userid, status, status_version, \
              deleted_at, delete_source, state, welcome_code, added_at, add_version, last_change_type, \
              last_event_at, last_version, last_event_id, transfer_fail_reason, transfer_fail_at, transfer_fail_version) \
-         VALUES ($1, $2, $3, $4, $5, CASE WHEN $6 THEN to_timestamp($7) END, $8, $9, $10, \
-             CASE WHEN $11::text IS NOT NULL THEN to_timestamp($7) END, $11, $12, to_timestamp($7), $13, $14, \
-             $15, CASE WHEN $16::text IS NOT NULL THEN to_timestamp($7) END, $16) \
+         SELECT u.corp_id, u.userid, u.external_userid, u.status, u.status_version, to_timestamp(u.deleted_at), \
+             u.delete_source, u.state, u.welcome_code, to_timestamp(u.added_at), u.add_version, u.last_change_type, \
+             to_timestamp(u.last_event_at), u.last_version, u.last_event_id, u.tf_reason, to_timestamp(u.tf_at), u.tf_version \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::text[], $8::text[], \
+             $9::text[], $10::float8[], $11::text[], $12::text[], $13::float8[], $14::text[], $15::bigint[], $16::text[], \
+             $17::float8[], $18::text[]) \
+           AS u(corp_id, userid, external_userid, status, status_version, deleted_at, delete_source, state, welcome_code, \
+             added_at, add_version, last_change_type, last_event_at, last_version, last_event_id, tf_reason, tf_at, tf_version) \
          ON CONFLICT (corp_id, userid, external_userid) DO UPDATE SET \
            status = CASE WHEN EXCLUDED.status_version > f.status_version THEN EXCLUDED.status ELSE f.status END, \
            deleted_at = CASE WHEN EXCLUDED.status_version > f.status_version THEN EXCLUDED.deleted_at ELSE f.deleted_at END, \
@@ -279,83 +225,24 @@ async fn apply_contact(
            transfer_fail_at = CASE WHEN EXCLUDED.transfer_fail_version > COALESCE(f.transfer_fail_version, '') THEN EXCLUDED.transfer_fail_at ELSE f.transfer_fail_at END, \
            transfer_fail_version = GREATEST(f.transfer_fail_version, EXCLUDED.transfer_fail_version)",
     )
-    .bind(corp)
-    .bind(&c.userid)
-    .bind(&c.external_userid)
-    .bind(status)
-    .bind(&status_version)
-    .bind(deleted)
-    .bind(ev.time as f64)
-    .bind(&delete_source)
-    .bind(&state)
-    .bind(&welcome_code)
-    .bind(&add_version)
-    .bind(change)
-    .bind(&v)
-    .bind(ev.id)
-    .bind(&fail_reason)
-    .bind(&fail_version)
-    .execute(&mut **tx)
-    .await?;
-
-    notify(
-        tx,
-        json!({
-            "corp_id": corp,
-            "external_userid": c.external_userid,
-            "userid": c.userid,
-            "change": change,
-            "event_id": ev.id,
-        }),
-    )
-    .await
-}
-
-fn contact_details(c: &ContactChange) -> serde_json::Value {
-    match c {
-        ContactChange::Add {
-            state,
-            welcome_code,
-        }
-        | ContactChange::AddHalf {
-            state,
-            welcome_code,
-        } => {
-            json!({"state": state, "welcome_code": welcome_code.is_some()})
-        }
-        ContactChange::DeletedByStaff { source } => {
-            json!({"source": source.as_ref().map(|s| s.as_str())})
-        }
-        ContactChange::TransferFail { reason } => {
-            json!({"fail_reason": reason.as_ref().map(|r| r.as_str())})
-        }
-        _ => json!({}),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn history(
-    tx: &mut Transaction<'_, Postgres>,
-    ev: &StoredEvent,
-    corp: &str,
-    kind: &str,
-    subject: &str,
-    userid: Option<&str>,
-    change: &str,
-    details: serde_json::Value,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO external_contact_history (event_id, corp_id, kind, subject_id, userid, change_type, event_time, details) \
-         VALUES ($1, $2, $3, $4, $5, $6, to_timestamp($7), $8) ON CONFLICT DO NOTHING",
-    )
-    .bind(ev.id)
-    .bind(corp)
-    .bind(kind)
-    .bind(subject)
-    .bind(userid)
-    .bind(change)
-    .bind(ev.time as f64)
-    .bind(details)
+    .bind(rows.clone().map(|f| f.corp_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.userid.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.external_userid.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.state.status.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.state.version.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.state.deleted_at.map(ts)).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.state.delete_source.as_deref()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.add.as_ref().and_then(|a| a.state.as_deref())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.add.as_ref().and_then(|a| a.welcome_code.as_deref())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.add.as_ref().map(|a| ts(a.added_at))).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.add.as_ref().map(|a| a.version.as_str())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.last.change_type.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| ts(f.last.at)).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.last.version.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.last.event_id).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.transfer_fail.as_ref().and_then(|t| t.reason.as_deref())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|f| f.transfer_fail.as_ref().map(|t| ts(t.at))).collect::<Vec<_>>())
+    .bind(rows.map(|f| f.transfer_fail.as_ref().map(|t| t.version.as_str())).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -363,175 +250,136 @@ async fn history(
 
 async fn notify(
     tx: &mut Transaction<'_, Postgres>,
-    payload: serde_json::Value,
+    payloads: &[serde_json::Value],
 ) -> Result<(), sqlx::Error> {
-    // Delivered by PostgreSQL when (and only if) the transaction commits.
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(payload.to_string())
-        .execute(&mut **tx)
-        .await?;
+    // Delivered by PostgreSQL when (and only if) the transaction commits, in this order.
+    sqlx::query(
+        "SELECT pg_notify($1, p) FROM UNNEST($2::text[]) WITH ORDINALITY AS u(p, n) ORDER BY n",
+    )
+    .bind(CHANNEL)
+    .bind(payloads.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
-async fn apply_chat(
+async fn chats<'a>(
     tx: &mut Transaction<'_, Postgres>,
-    ev: &StoredEvent,
-    corp: &str,
-    c: &ExternalChatEvent,
+    rows: impl Iterator<Item = &'a ChatWrite> + Clone,
 ) -> Result<(), sqlx::Error> {
-    let (change, rank) = match &c.change {
-        ChatChange::Create => ("create", 1),
-        ChatChange::Update(_) => ("update", 2),
-        ChatChange::Dismiss => ("dismiss", 3),
-        ChatChange::Other(s) => {
-            history(tx, ev, corp, "chat", &c.chat_id, None, s, json!({})).await?;
-            return Ok(());
-        }
-    };
-    let v = version(ev.time, rank, &ev.dedupe_key);
-    let details = match &c.change {
-        ChatChange::Update(u) => json!({
-            "update_detail": u.detail.as_str(),
-            "join_scene": u.join_scene,
-            "quit_scene": u.quit_scene,
-            "mem_change_cnt": u.mem_change_cnt,
-            "mem_change_list": u.mem_change_list,
-        }),
-        _ => json!({}),
-    };
-    history(tx, ev, corp, "chat", &c.chat_id, None, change, details).await?;
-    let (status, status_version) = match &c.change {
-        ChatChange::Create => ("active", v.clone()),
-        ChatChange::Dismiss => ("dismissed", v.clone()),
-        _ => ("active", String::new()),
-    };
-    let (update_version, detail, member_version) = match &c.change {
-        ChatChange::Update(u) => (
-            Some(v.clone()),
-            Some(u.detail.as_str().to_owned()),
-            u.cur_mem_ver.clone(),
-        ),
-        _ => (None, None, None),
-    };
     sqlx::query(
         "INSERT INTO external_group_chats AS g (corp_id, chat_id, status, status_version, created_at, dismissed_at, \
-             last_update_detail, member_version, update_version, last_event_at, last_version, last_event_id) \
-         VALUES ($1, $2, $3, $4, CASE WHEN $5 = 'create' THEN to_timestamp($6) END, \
-             CASE WHEN $5 = 'dismiss' THEN to_timestamp($6) END, $7, $8, $9, to_timestamp($6), $10, $11) \
+             last_update_detail, member_version, member_version_version, update_version, last_event_at, last_version, \
+             last_event_id) \
+         SELECT u.corp_id, u.chat_id, u.status, u.status_version, to_timestamp(u.created_at), to_timestamp(u.dismissed_at), \
+             u.detail, u.member_version, u.mv_version, u.update_version, to_timestamp(u.last_at), u.last_version, u.last_id \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::float8[], $7::text[], $8::text[], \
+             $9::text[], $10::text[], $11::float8[], $12::text[], $13::bigint[]) \
+           AS u(corp_id, chat_id, status, status_version, created_at, dismissed_at, detail, member_version, mv_version, \
+             update_version, last_at, last_version, last_id) \
          ON CONFLICT (corp_id, chat_id) DO UPDATE SET \
            status = CASE WHEN EXCLUDED.status_version > g.status_version THEN EXCLUDED.status ELSE g.status END, \
            dismissed_at = CASE WHEN EXCLUDED.status_version > g.status_version THEN EXCLUDED.dismissed_at ELSE g.dismissed_at END, \
            status_version = GREATEST(g.status_version, EXCLUDED.status_version), \
            created_at = LEAST(g.created_at, EXCLUDED.created_at), \
            last_update_detail = CASE WHEN EXCLUDED.update_version > COALESCE(g.update_version, '') THEN EXCLUDED.last_update_detail ELSE g.last_update_detail END, \
-           member_version = CASE WHEN EXCLUDED.update_version > COALESCE(g.update_version, '') THEN COALESCE(EXCLUDED.member_version, g.member_version) ELSE g.member_version END, \
+           member_version = CASE WHEN EXCLUDED.member_version_version > COALESCE(g.member_version_version, '') THEN EXCLUDED.member_version ELSE g.member_version END, \
+           member_version_version = GREATEST(g.member_version_version, EXCLUDED.member_version_version), \
            update_version = GREATEST(g.update_version, EXCLUDED.update_version), \
            last_event_at = CASE WHEN EXCLUDED.last_version > g.last_version THEN EXCLUDED.last_event_at ELSE g.last_event_at END, \
            last_event_id = CASE WHEN EXCLUDED.last_version > g.last_version THEN EXCLUDED.last_event_id ELSE g.last_event_id END, \
            last_version = GREATEST(g.last_version, EXCLUDED.last_version)",
     )
-    .bind(corp)
-    .bind(&c.chat_id)
-    .bind(status)
-    .bind(&status_version)
-    .bind(change)
-    .bind(ev.time as f64)
-    .bind(&detail)
-    .bind(&member_version)
-    .bind(&update_version)
-    .bind(&v)
-    .bind(ev.id)
+    .bind(rows.clone().map(|c| c.corp_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.chat_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.status.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.status_version.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.created_at.map(ts)).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.dismissed_at.map(ts)).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.update.as_ref().map(|u| u.detail.as_str())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.member_version.as_ref().map(|m| m.member_version.as_str())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.member_version.as_ref().map(|m| m.version.as_str())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.update.as_ref().map(|u| u.version.as_str())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| ts(c.last.at)).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.last.version.as_str()).collect::<Vec<_>>())
+    .bind(rows.map(|c| c.last.event_id).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
-
-    if let ChatChange::Update(u) = &c.change {
-        let member_status = match u.detail {
-            UpdateDetail::AddMember => Some("joined"),
-            UpdateDetail::DelMember => Some("left"),
-            _ => None,
-        };
-        if let Some(member_status) = member_status {
-            for member in &u.mem_change_list {
-                sqlx::query(
-                    "INSERT INTO external_group_chat_members AS m (corp_id, chat_id, member_id, status, version, \
-                         join_scene, quit_scene, changed_at, last_event_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8), $9) \
-                     ON CONFLICT (corp_id, chat_id, member_id) DO UPDATE SET \
-                       status = CASE WHEN EXCLUDED.version > m.version THEN EXCLUDED.status ELSE m.status END, \
-                       join_scene = CASE WHEN EXCLUDED.version > m.version THEN EXCLUDED.join_scene ELSE m.join_scene END, \
-                       quit_scene = CASE WHEN EXCLUDED.version > m.version THEN EXCLUDED.quit_scene ELSE m.quit_scene END, \
-                       changed_at = CASE WHEN EXCLUDED.version > m.version THEN EXCLUDED.changed_at ELSE m.changed_at END, \
-                       last_event_id = CASE WHEN EXCLUDED.version > m.version THEN EXCLUDED.last_event_id ELSE m.last_event_id END, \
-                       version = GREATEST(m.version, EXCLUDED.version)",
-                )
-                .bind(corp)
-                .bind(&c.chat_id)
-                .bind(member)
-                .bind(member_status)
-                .bind(&v)
-                .bind(u.join_scene.filter(|_| member_status == "joined"))
-                .bind(u.quit_scene.filter(|_| member_status == "left"))
-                .bind(ev.time as f64)
-                .bind(ev.id)
-                .execute(&mut **tx)
-                .await?;
-            }
-        }
-    }
     Ok(())
 }
 
-async fn apply_tag(
+async fn members<'a>(
     tx: &mut Transaction<'_, Postgres>,
-    ev: &StoredEvent,
-    corp: &str,
-    t: &ExternalTagEvent,
+    rows: impl Iterator<Item = &'a MemberWrite> + Clone,
 ) -> Result<(), sqlx::Error> {
-    let (change, rank) = match &t.change {
-        TagChange::Shuffle => ("shuffle", 0),
-        TagChange::Create => ("create", 1),
-        TagChange::Update => ("update", 2),
-        TagChange::Delete => ("delete", 3),
-        TagChange::Other(s) => (s.as_str(), 0),
-    };
-    history(
-        tx,
-        ev,
-        corp,
-        "tag",
-        &t.id,
-        None,
-        change,
-        json!({"tag_type": t.tag_type.as_ref().map(|x| x.as_str()), "strategy_id": t.strategy_id}),
-    )
-    .await?;
-    let v = version(ev.time, rank, &ev.dedupe_key);
-    let status_version = if rank == 0 { String::new() } else { v.clone() };
     sqlx::query(
-        "INSERT INTO external_corp_tags AS t (corp_id, id, type, strategy_id, deleted, status_version, \
-             last_change_type, last_event_at, last_version, last_event_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8), $9, $10) \
+        "INSERT INTO external_group_chat_members AS m (corp_id, chat_id, member_id, status, version, \
+             join_scene, quit_scene, changed_at, last_event_id) \
+         SELECT u.corp_id, u.chat_id, u.member_id, u.status, u.version, u.join_scene, u.quit_scene, \
+             to_timestamp(u.changed_at), u.event_id \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], \
+             $8::float8[], $9::bigint[]) \
+           AS u(corp_id, chat_id, member_id, status, version, join_scene, quit_scene, changed_at, event_id) \
+         ON CONFLICT (corp_id, chat_id, member_id) DO UPDATE SET \
+           status = CASE WHEN EXCLUDED.version > m.version THEN EXCLUDED.status ELSE m.status END, \
+           join_scene = CASE WHEN EXCLUDED.version > m.version THEN EXCLUDED.join_scene ELSE m.join_scene END, \
+           quit_scene = CASE WHEN EXCLUDED.version > m.version THEN EXCLUDED.quit_scene ELSE m.quit_scene END, \
+           changed_at = CASE WHEN EXCLUDED.version > m.version THEN EXCLUDED.changed_at ELSE m.changed_at END, \
+           last_event_id = CASE WHEN EXCLUDED.version > m.version THEN EXCLUDED.last_event_id ELSE m.last_event_id END, \
+           version = GREATEST(m.version, EXCLUDED.version)",
+    )
+    .bind(rows.clone().map(|m| m.corp_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|m| m.chat_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|m| m.member_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|m| m.status.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|m| m.version.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|m| m.join_scene).collect::<Vec<_>>())
+    .bind(rows.clone().map(|m| m.quit_scene).collect::<Vec<_>>())
+    .bind(rows.clone().map(|m| ts(m.changed_at)).collect::<Vec<_>>())
+    .bind(rows.map(|m| m.event_id).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn tags<'a>(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: impl Iterator<Item = &'a TagWrite> + Clone,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO external_corp_tags AS t (corp_id, id, type, type_version, strategy_id, strategy_version, deleted, \
+             status_version, last_change_type, last_event_at, last_version, last_event_id) \
+         SELECT u.corp_id, u.id, u.type, u.type_version, u.strategy_id, u.strategy_version, u.deleted, u.status_version, \
+             u.change_type, to_timestamp(u.last_at), u.last_version, u.last_id \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bool[], $8::text[], \
+             $9::text[], $10::float8[], $11::text[], $12::bigint[]) \
+           AS u(corp_id, id, type, type_version, strategy_id, strategy_version, deleted, status_version, change_type, \
+             last_at, last_version, last_id) \
          ON CONFLICT (corp_id, id) DO UPDATE SET \
            deleted = CASE WHEN EXCLUDED.status_version > t.status_version THEN EXCLUDED.deleted ELSE t.deleted END, \
-           type = COALESCE(CASE WHEN EXCLUDED.status_version > t.status_version THEN EXCLUDED.type END, t.type, EXCLUDED.type), \
-           strategy_id = COALESCE(t.strategy_id, EXCLUDED.strategy_id), \
            status_version = GREATEST(t.status_version, EXCLUDED.status_version), \
+           type = CASE WHEN EXCLUDED.type_version > COALESCE(t.type_version, '') THEN EXCLUDED.type ELSE t.type END, \
+           type_version = GREATEST(t.type_version, EXCLUDED.type_version), \
+           strategy_id = CASE WHEN EXCLUDED.strategy_version > COALESCE(t.strategy_version, '') \
+                         THEN EXCLUDED.strategy_id ELSE t.strategy_id END, \
+           strategy_version = GREATEST(t.strategy_version, EXCLUDED.strategy_version), \
            last_change_type = CASE WHEN EXCLUDED.last_version > t.last_version THEN EXCLUDED.last_change_type ELSE t.last_change_type END, \
            last_event_at = CASE WHEN EXCLUDED.last_version > t.last_version THEN EXCLUDED.last_event_at ELSE t.last_event_at END, \
            last_event_id = CASE WHEN EXCLUDED.last_version > t.last_version THEN EXCLUDED.last_event_id ELSE t.last_event_id END, \
            last_version = GREATEST(t.last_version, EXCLUDED.last_version)",
     )
-    .bind(corp)
-    .bind(&t.id)
-    .bind(t.tag_type.as_ref().map(|x| x.as_str().to_owned()))
-    .bind(&t.strategy_id)
-    .bind(matches!(t.change, TagChange::Delete))
-    .bind(&status_version)
-    .bind(change)
-    .bind(ev.time as f64)
-    .bind(&v)
-    .bind(ev.id)
+    .bind(rows.clone().map(|t| t.corp_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|t| t.id.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|t| t.tag_type.as_ref().map(|s| s.value.as_str())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|t| t.tag_type.as_ref().map(|s| s.version.as_str())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|t| t.strategy_id.as_ref().map(|s| s.value.as_str())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|t| t.strategy_id.as_ref().map(|s| s.version.as_str())).collect::<Vec<_>>())
+    .bind(rows.clone().map(|t| t.deleted).collect::<Vec<_>>())
+    .bind(rows.clone().map(|t| t.status_version.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|t| t.last.change_type.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|t| ts(t.last.at)).collect::<Vec<_>>())
+    .bind(rows.clone().map(|t| t.last.version.as_str()).collect::<Vec<_>>())
+    .bind(rows.map(|t| t.last.event_id).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())

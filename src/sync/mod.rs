@@ -3,6 +3,7 @@
 //! reconciles the tables with WeCom in full.
 
 pub mod client;
+pub mod plan;
 pub mod projector;
 pub mod resync;
 pub mod worker;

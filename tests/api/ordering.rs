@@ -1,5 +1,5 @@
-//! Property: random event histories over a few contacts, applied in any order and with duplicates, give the
-//! same tables as applying them in time order.
+//! Property: random event histories over a few contacts, chats and tags, applied in batches of any size, in
+//! any arrival order and with duplicates, give the same tables as applying them one at a time in time order.
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -10,15 +10,23 @@ use sqlx::PgPool;
 use wecom_callback::store::{self, NewEvent, projections};
 
 use crate::helpers::{MAIN, spawn_app_with};
-use crate::sync::{contact_event, snapshot};
+use crate::sync::{chat_event, contact_event, snapshot, tag_event};
 
-const CHANGES: [&str; 6] = [
+const CHANGES: [&str; 14] = [
     "add_external_contact",
     "add_half_external_contact",
     "edit_external_contact",
     "del_external_contact",
     "del_follow_user",
     "transfer_fail",
+    "chat_create",
+    "chat_add_member",
+    "chat_del_member",
+    "chat_change_name",
+    "chat_dismiss",
+    "tag_create",
+    "tag_delete",
+    "tag_shuffle",
 ];
 
 /// (seconds after the start, change, staff, customer, variant)
@@ -26,6 +34,66 @@ type Step = (i64, usize, usize, usize, usize);
 
 fn xml_of(step: &Step) -> String {
     let (t, change, staff, customer, variant) = *step;
+    let t = 1_700_000_000 + t;
+    let chat = format!("wr{staff}");
+    let members = format!(
+        "<MemChangeList><Item>wm{customer}</Item><Item>staff{variant}</Item></MemChangeList>\
+         <LastMemVer>v{variant}</LastMemVer><CurMemVer>v{}</CurMemVer>",
+        variant + 1
+    );
+    match CHANGES[change] {
+        "chat_create" => return chat_event(t, "create", &chat, ""),
+        "chat_add_member" => {
+            return chat_event(
+                t,
+                "update",
+                &chat,
+                &format!(
+                    "<UpdateDetail>add_member</UpdateDetail><JoinScene>{variant}</JoinScene>{members}"
+                ),
+            );
+        }
+        "chat_del_member" => {
+            return chat_event(
+                t,
+                "update",
+                &chat,
+                &format!(
+                    "<UpdateDetail>del_member</UpdateDetail><QuitScene>{variant}</QuitScene>{members}"
+                ),
+            );
+        }
+        "chat_change_name" => {
+            return chat_event(
+                t,
+                "update",
+                &chat,
+                "<UpdateDetail>change_name</UpdateDetail>",
+            );
+        }
+        "chat_dismiss" => return chat_event(t, "dismiss", &chat, ""),
+        "tag_create" => {
+            return tag_event(
+                t,
+                "create",
+                &format!("et{customer}"),
+                &format!(
+                    "<TagType>{}</TagType><StrategyId>{variant}</StrategyId>",
+                    ["tag", "tag_group", "tag"][variant]
+                ),
+            );
+        }
+        "tag_delete" => {
+            return tag_event(
+                t,
+                "delete",
+                &format!("et{customer}"),
+                "<TagType>tag</TagType>",
+            );
+        }
+        "tag_shuffle" => return tag_event(t, "shuffle", &format!("et{customer}"), ""),
+        _ => {}
+    }
     let extra = match CHANGES[change] {
         "add_external_contact" | "add_half_external_contact" => {
             format!("<State>s{variant}</State><WelcomeCode>w{variant}</WelcomeCode>")
@@ -35,7 +103,7 @@ fn xml_of(step: &Step) -> String {
         _ => String::new(),
     };
     contact_event(
-        1_700_000_000 + t,
+        t,
         CHANGES[change],
         &format!("staff{staff}"),
         &format!("wm{customer}"),
@@ -76,15 +144,19 @@ async fn reset(pool: &PgPool) {
     .expect("truncate");
 }
 
-/// Stores events one by one in the given order; with `apply_each`, applies after every one (the projector
-/// racing the receiver), else once at the end.
-async fn replay(pool: &PgPool, xmls: &[&String], apply_each: bool) -> Vec<String> {
+/// Stores events one by one in the given order. `batches[i]` says what happens after the i-th: 0 = nothing
+/// yet (the projector is behind), n = apply with batch size n (the projector racing the receiver). Whatever is
+/// left is applied at the end in batches of 3.
+async fn replay(pool: &PgPool, xmls: &[&String], batches: &[i64]) -> Vec<String> {
     reset(pool).await;
     for (n, xml) in xmls.iter().enumerate() {
         let ev = new_event(xml, n);
         store::insert_events(pool, &[&ev]).await.expect("insert");
-        if apply_each {
-            projections::apply_pending(pool, 500).await.expect("apply");
+        match batches.get(n).copied().unwrap_or(0) {
+            0 => {}
+            size => {
+                projections::apply_pending(pool, size).await.expect("apply");
+            }
         }
     }
     while projections::apply_pending(pool, 3).await.expect("apply") > 0 {}
@@ -108,14 +180,18 @@ fn any_order_with_duplicates_equals_time_order() {
         0usize..3,
         0usize..3,
     );
-    let strategy = (prop::collection::vec(step, 1..24), any::<u64>());
+    let strategy = (
+        prop::collection::vec(step, 1..32),
+        any::<u64>(),
+        prop::collection::vec(prop::sample::select(vec![0i64, 0, 1, 2, 5, 500]), 48),
+    );
     let mut runner = TestRunner::new(Config {
         cases: 24,
         failure_persistence: None,
         ..Config::default()
     });
     runner
-        .run(&strategy, |(steps, seed)| {
+        .run(&strategy, |(steps, seed, batches)| {
             let xmls: Vec<String> = steps.iter().map(xml_of).collect();
             // Time order (ties in generation order).
             let mut by_time: Vec<(i64, &String)> =
@@ -128,9 +204,16 @@ fn any_order_with_duplicates_equals_time_order() {
             shuffled.extend(xmls.iter().step_by(3));
             shuffled.shuffle(&mut rng);
 
-            let expected = rt.block_on(replay(&pool, &in_time_order, false));
-            let got = rt.block_on(replay(&pool, &shuffled, true));
-            prop_assert_eq!(got, expected);
+            // One at a time, in time order.
+            let expected = rt.block_on(replay(&pool, &in_time_order, &[1; 64]));
+            let got = rt.block_on(replay(&pool, &shuffled, &batches));
+            // Only the rows that differ, so a failure is readable.
+            let missing: Vec<&String> = expected.iter().filter(|r| !got.contains(r)).collect();
+            let extra: Vec<&String> = got.iter().filter(|r| !expected.contains(r)).collect();
+            prop_assert!(
+                missing.is_empty() && extra.is_empty() && got.len() == expected.len(),
+                "rows expected but missing: {missing:#?}\nrows present but not expected: {extra:#?}"
+            );
             Ok(())
         })
         .expect("same tables whatever the order");

@@ -25,14 +25,14 @@ pub fn contact_event(t: i64, change: &str, user: &str, ext: &str, extra: &str) -
     )
 }
 
-fn chat_event(t: i64, change: &str, chat: &str, extra: &str) -> String {
+pub fn chat_event(t: i64, change: &str, chat: &str, extra: &str) -> String {
     format!(
         "{}<ChatId><![CDATA[{chat}]]></ChatId>{extra}</xml>",
         header(t, "change_external_chat", change)
     )
 }
 
-fn tag_event(t: i64, change: &str, id: &str, extra: &str) -> String {
+pub fn tag_event(t: i64, change: &str, id: &str, extra: &str) -> String {
     format!(
         "{}<Id><![CDATA[{id}]]></Id>{extra}</xml>",
         header(t, "change_external_tag", change)

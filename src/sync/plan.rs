@@ -1,0 +1,941 @@
+//! The projection rules, pure: from a typed event to the writes it implies on the synced tables.
+//!
+//! [`plan_event`] decides *what* an event means for each table; [`crate::store::projections`] only executes
+//! the [`Plan`]. Keeping the rules here means they are tested in microseconds without PostgreSQL, and the same
+//! plan can later be merged with others in memory before it is written.
+//!
+//! Order safety: every group of columns is a "last writer wins" register keyed by a [`Version`], so the
+//! tables do not depend on the order events arrive in and duplicates change nothing. A write changes a group
+//! only when its version is greater than the stored one.
+
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
+
+use serde_json::{Value, json};
+
+use crate::domain::{FollowStatus, JobKind};
+use crate::wecom::events::{
+    ChatChange, ContactChange, EventKind, ExternalChatEvent, ExternalContactEvent,
+    ExternalTagEvent, TagChange, TypedEvent, UpdateDetail,
+};
+
+/// The position of a write in last-writer-wins order: `lpad(event_time, 12) ':' rank ':' dedupe_key`,
+/// compared as bytes (the columns are `COLLATE "C"`). Within one second the rank decides, so two events in
+/// the same second resolve to the one that must have come last; the dedupe key only breaks exact ties.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version(String);
+
+impl Version {
+    /// The version of an event's write.
+    pub fn event(time: i64, rank: u8, dedupe_key: &str) -> Version {
+        Version(format!("{:012}:{rank}:{dedupe_key}", time.max(0)))
+    }
+
+    /// A placeholder every real version outranks: the value a row gets in a group the creating write does
+    /// not decide (an edit creates a follow whose status any add or delete overrides).
+    pub fn placeholder() -> Version {
+        Version(String::new())
+    }
+
+    /// The stored text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What the planner needs to know about a stored event besides its meaning.
+#[derive(Debug, Clone, Copy)]
+pub struct EventMeta<'a> {
+    /// `wecom_events.id`.
+    pub id: i64,
+    /// The app that received it (jobs run with that app's secret).
+    pub app: &'a str,
+    /// The corp it is about.
+    pub corp_id: &'a str,
+    /// Event time, unix seconds.
+    pub time: i64,
+    pub dedupe_key: &'a str,
+    /// Whether the app has a secret, so the event queues WeCom API reads (enrichment).
+    pub enrich: bool,
+}
+
+/// Which history a row belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryKind {
+    Contact,
+    Chat,
+    Tag,
+}
+
+impl HistoryKind {
+    /// The stored `kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistoryKind::Contact => "contact",
+            HistoryKind::Chat => "chat",
+            HistoryKind::Tag => "tag",
+        }
+    }
+}
+
+/// One row of `external_contact_history` (inserted once per event and subject).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryRow {
+    pub event_id: i64,
+    pub corp_id: String,
+    pub kind: HistoryKind,
+    pub subject_id: String,
+    pub userid: Option<String>,
+    pub change_type: String,
+    pub event_time: i64,
+    pub details: Value,
+}
+
+/// Events seen for a customer: `external_contacts` keeps the first time and the latest event (the latest
+/// time; on a tie, the greater event id, so the result does not depend on the order of applying).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactSeen {
+    pub corp_id: String,
+    pub external_userid: String,
+    pub first_seen_at: i64,
+    pub last_event_at: i64,
+    pub last_event_id: i64,
+}
+
+/// The "last change" register every row has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastChange {
+    pub version: Version,
+    pub change_type: String,
+    pub at: i64,
+    pub event_id: i64,
+}
+
+/// The status register of a follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowState {
+    /// [`Version::placeholder`] when the write does not decide the status.
+    pub version: Version,
+    pub status: FollowStatus,
+    pub deleted_at: Option<i64>,
+    pub delete_source: Option<String>,
+}
+
+/// The add register of a follow: the latest add or half-add decides the channel and welcome code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowAdd {
+    pub version: Version,
+    pub state: Option<String>,
+    pub welcome_code: Option<String>,
+    pub added_at: i64,
+}
+
+/// The transfer-failure register of a follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowTransferFail {
+    pub version: Version,
+    pub reason: Option<String>,
+    pub at: i64,
+}
+
+/// A write to one `external_contact_follows` row (inserted when missing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowWrite {
+    pub corp_id: String,
+    pub userid: String,
+    pub external_userid: String,
+    pub state: FollowState,
+    pub add: Option<FollowAdd>,
+    pub transfer_fail: Option<FollowTransferFail>,
+    pub last: LastChange,
+}
+
+/// `external_group_chats.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatStatus {
+    Active,
+    Dismissed,
+}
+
+impl ChatStatus {
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChatStatus::Active => "active",
+            ChatStatus::Dismissed => "dismissed",
+        }
+    }
+}
+
+/// The update register of a chat: the latest `update` event's detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatUpdateWrite {
+    pub version: Version,
+    pub detail: String,
+}
+
+/// The member-version register of a chat: the latest `update` that carried a `CurMemVer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMemberVersion {
+    pub version: Version,
+    pub member_version: String,
+}
+
+/// A write to one `external_group_chats` row (inserted when missing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatWrite {
+    pub corp_id: String,
+    pub chat_id: String,
+    /// Status register; [`Version::placeholder`] when the write does not decide it.
+    pub status_version: Version,
+    pub status: ChatStatus,
+    pub created_at: Option<i64>,
+    pub dismissed_at: Option<i64>,
+    pub update: Option<ChatUpdateWrite>,
+    pub member_version: Option<ChatMemberVersion>,
+    pub last: LastChange,
+}
+
+/// `external_group_chat_members.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberStatus {
+    Joined,
+    Left,
+}
+
+impl MemberStatus {
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberStatus::Joined => "joined",
+            MemberStatus::Left => "left",
+        }
+    }
+}
+
+/// A write to one `external_group_chat_members` row (one register: the whole row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberWrite {
+    pub corp_id: String,
+    pub chat_id: String,
+    pub member_id: String,
+    pub version: Version,
+    pub status: MemberStatus,
+    pub join_scene: Option<i64>,
+    pub quit_scene: Option<i64>,
+    pub changed_at: i64,
+    pub event_id: i64,
+}
+
+/// A value with the version of the write that carried it: a register of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamped<T> {
+    pub version: Version,
+    pub value: T,
+}
+
+/// A write to one `external_corp_tags` row (inserted when missing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagWrite {
+    pub corp_id: String,
+    pub id: String,
+    /// `tag` or `tag_group`, when the event says (a shuffle does not).
+    pub tag_type: Option<Stamped<String>>,
+    /// The rule group (规则组), when the event says.
+    pub strategy_id: Option<Stamped<String>>,
+    /// Status register; [`Version::placeholder`] for a shuffle, which decides nothing.
+    pub status_version: Version,
+    pub deleted: bool,
+    pub last: LastChange,
+}
+
+/// A WeCom API read the event calls for: callbacks carry ids, not state (docs/protocol.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRequest {
+    pub kind: JobKind,
+    pub app: String,
+    pub corp_id: String,
+    pub subject: String,
+    pub event_id: i64,
+}
+
+/// Everything one event implies, for the store to execute in the transaction that marks it applied.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub history: Vec<HistoryRow>,
+    pub contacts: Vec<ContactSeen>,
+    pub follows: Vec<FollowWrite>,
+    pub chats: Vec<ChatWrite>,
+    pub members: Vec<MemberWrite>,
+    pub tags: Vec<TagWrite>,
+    pub jobs: Vec<JobRequest>,
+    /// NOTIFY payloads on [`crate::store::projections::CHANNEL`], sent when the transaction commits.
+    pub notifications: Vec<Value>,
+}
+
+/// Rank of a contact change within one second: a later step of a relation's life ranks higher, so two events
+/// in the same second resolve to the one that must have come last (a deletion after an add, an add after a
+/// half-add). `None`: the change touches no register.
+fn contact_rank(c: &ContactChange) -> Option<u8> {
+    Some(match c {
+        ContactChange::TransferFail { .. } => 1,
+        ContactChange::Edit => 2,
+        ContactChange::AddHalf { .. } => 3,
+        ContactChange::Add { .. } => 4,
+        ContactChange::DeletedByCustomer => 5,
+        ContactChange::DeletedByStaff { .. } => 6,
+        ContactChange::Other(_) => return None,
+    })
+}
+
+/// The wire `ChangeType` of a contact change.
+pub fn contact_change_name(c: &ContactChange) -> &str {
+    match c {
+        ContactChange::Add { .. } => "add_external_contact",
+        ContactChange::Edit => "edit_external_contact",
+        ContactChange::AddHalf { .. } => "add_half_external_contact",
+        ContactChange::DeletedByStaff { .. } => "del_external_contact",
+        ContactChange::DeletedByCustomer => "del_follow_user",
+        ContactChange::TransferFail { .. } => "transfer_fail",
+        ContactChange::Other(s) => s,
+    }
+}
+
+fn contact_details(c: &ContactChange) -> Value {
+    match c {
+        ContactChange::Add {
+            state,
+            welcome_code,
+        }
+        | ContactChange::AddHalf {
+            state,
+            welcome_code,
+        } => json!({"state": state, "welcome_code": welcome_code.is_some()}),
+        ContactChange::DeletedByStaff { source } => {
+            json!({"source": source.as_ref().map(|s| s.as_str())})
+        }
+        ContactChange::TransferFail { reason } => {
+            json!({"fail_reason": reason.as_ref().map(|r| r.as_str())})
+        }
+        _ => json!({}),
+    }
+}
+
+/// The writes one stored event implies. Events of kinds the synced tables do not cover give an empty plan.
+pub fn plan_event(meta: &EventMeta<'_>, typed: &TypedEvent) -> Plan {
+    let mut plan = Plan::default();
+    match &typed.kind {
+        EventKind::ExternalContact(c) => plan_contact(&mut plan, meta, c),
+        EventKind::ExternalChat(c) => plan_chat(&mut plan, meta, c),
+        EventKind::ExternalTag(t) => plan_tag(&mut plan, meta, t),
+        _ => {}
+    }
+    plan
+}
+
+fn job(meta: &EventMeta<'_>, kind: JobKind, subject: &str) -> JobRequest {
+    JobRequest {
+        kind,
+        app: meta.app.to_owned(),
+        corp_id: meta.corp_id.to_owned(),
+        subject: subject.to_owned(),
+        event_id: meta.id,
+    }
+}
+
+fn plan_contact(plan: &mut Plan, meta: &EventMeta<'_>, c: &ExternalContactEvent) {
+    let change = contact_change_name(&c.change).to_owned();
+    plan.history.push(HistoryRow {
+        event_id: meta.id,
+        corp_id: meta.corp_id.to_owned(),
+        kind: HistoryKind::Contact,
+        subject_id: c.external_userid.clone(),
+        userid: Some(c.userid.clone()),
+        change_type: change.clone(),
+        event_time: meta.time,
+        details: contact_details(&c.change),
+    });
+    let Some(rank) = contact_rank(&c.change) else {
+        return;
+    };
+    let v = Version::event(meta.time, rank, meta.dedupe_key);
+    plan.contacts.push(ContactSeen {
+        corp_id: meta.corp_id.to_owned(),
+        external_userid: c.external_userid.clone(),
+        first_seen_at: meta.time,
+        last_event_at: meta.time,
+        last_event_id: meta.id,
+    });
+    // Column groups: status (the latest add, half-add or delete decides), add (the latest add or half-add
+    // decides the channel and welcome code), last (any change), transfer failure.
+    let state = match &c.change {
+        ContactChange::Add { .. } => FollowState {
+            version: v.clone(),
+            status: FollowStatus::Active,
+            deleted_at: None,
+            delete_source: None,
+        },
+        ContactChange::AddHalf { .. } => FollowState {
+            version: v.clone(),
+            status: FollowStatus::Pending,
+            deleted_at: None,
+            delete_source: None,
+        },
+        ContactChange::DeletedByStaff { source } => FollowState {
+            version: v.clone(),
+            status: FollowStatus::DeletedByStaff,
+            deleted_at: Some(meta.time),
+            delete_source: source.as_ref().map(|s| s.as_str().to_owned()),
+        },
+        ContactChange::DeletedByCustomer => FollowState {
+            version: v.clone(),
+            status: FollowStatus::DeletedByCustomer,
+            deleted_at: Some(meta.time),
+            delete_source: None,
+        },
+        // Not a status change: a placeholder every real status event outranks.
+        _ => FollowState {
+            version: Version::placeholder(),
+            status: FollowStatus::Active,
+            deleted_at: None,
+            delete_source: None,
+        },
+    };
+    let add = match &c.change {
+        ContactChange::Add {
+            state,
+            welcome_code,
+        }
+        | ContactChange::AddHalf {
+            state,
+            welcome_code,
+        } => Some(FollowAdd {
+            version: v.clone(),
+            state: state.clone(),
+            welcome_code: welcome_code.clone(),
+            added_at: meta.time,
+        }),
+        _ => None,
+    };
+    let transfer_fail = match &c.change {
+        ContactChange::TransferFail { reason } => Some(FollowTransferFail {
+            version: v.clone(),
+            reason: reason.as_ref().map(|r| r.as_str().to_owned()),
+            at: meta.time,
+        }),
+        _ => None,
+    };
+    plan.follows.push(FollowWrite {
+        corp_id: meta.corp_id.to_owned(),
+        userid: c.userid.clone(),
+        external_userid: c.external_userid.clone(),
+        state,
+        add,
+        transfer_fail,
+        last: LastChange {
+            version: v,
+            change_type: change.clone(),
+            at: meta.time,
+            event_id: meta.id,
+        },
+    });
+    plan.notifications.push(json!({
+        "corp_id": meta.corp_id,
+        "external_userid": c.external_userid,
+        "userid": c.userid,
+        "change": change,
+        "event_id": meta.id,
+    }));
+    if meta.enrich
+        && matches!(
+            c.change,
+            ContactChange::Add { .. } | ContactChange::Edit | ContactChange::AddHalf { .. }
+        )
+    {
+        plan.jobs
+            .push(job(meta, JobKind::ContactDetail, &c.external_userid));
+    }
+}
+
+fn plan_chat(plan: &mut Plan, meta: &EventMeta<'_>, c: &ExternalChatEvent) {
+    let history = |change: &str, details: Value| HistoryRow {
+        event_id: meta.id,
+        corp_id: meta.corp_id.to_owned(),
+        kind: HistoryKind::Chat,
+        subject_id: c.chat_id.clone(),
+        userid: None,
+        change_type: change.to_owned(),
+        event_time: meta.time,
+        details,
+    };
+    let (change, rank) = match &c.change {
+        ChatChange::Create => ("create", 1),
+        ChatChange::Update(_) => ("update", 2),
+        ChatChange::Dismiss => ("dismiss", 3),
+        ChatChange::Other(s) => {
+            plan.history.push(history(s, json!({})));
+            return;
+        }
+    };
+    let v = Version::event(meta.time, rank, meta.dedupe_key);
+    let details = match &c.change {
+        ChatChange::Update(u) => json!({
+            "update_detail": u.detail.as_str(),
+            "join_scene": u.join_scene,
+            "quit_scene": u.quit_scene,
+            "mem_change_cnt": u.mem_change_cnt,
+            "mem_change_list": u.mem_change_list,
+        }),
+        _ => json!({}),
+    };
+    plan.history.push(history(change, details));
+    let (status, status_version) = match &c.change {
+        ChatChange::Create => (ChatStatus::Active, v.clone()),
+        ChatChange::Dismiss => (ChatStatus::Dismissed, v.clone()),
+        _ => (ChatStatus::Active, Version::placeholder()),
+    };
+    let update = match &c.change {
+        ChatChange::Update(u) => Some(ChatUpdateWrite {
+            version: v.clone(),
+            detail: u.detail.as_str().to_owned(),
+        }),
+        _ => None,
+    };
+    let member_version = match &c.change {
+        ChatChange::Update(u) => u.cur_mem_ver.clone().map(|mv| ChatMemberVersion {
+            version: v.clone(),
+            member_version: mv,
+        }),
+        _ => None,
+    };
+    plan.chats.push(ChatWrite {
+        corp_id: meta.corp_id.to_owned(),
+        chat_id: c.chat_id.clone(),
+        status_version,
+        status,
+        created_at: matches!(c.change, ChatChange::Create).then_some(meta.time),
+        dismissed_at: matches!(c.change, ChatChange::Dismiss).then_some(meta.time),
+        update,
+        member_version,
+        last: LastChange {
+            version: v.clone(),
+            change_type: change.to_owned(),
+            at: meta.time,
+            event_id: meta.id,
+        },
+    });
+    if let ChatChange::Update(u) = &c.change {
+        let member_status = match u.detail {
+            UpdateDetail::AddMember => Some(MemberStatus::Joined),
+            UpdateDetail::DelMember => Some(MemberStatus::Left),
+            _ => None,
+        };
+        if let Some(status) = member_status {
+            for member in &u.mem_change_list {
+                plan.members.push(MemberWrite {
+                    corp_id: meta.corp_id.to_owned(),
+                    chat_id: c.chat_id.clone(),
+                    member_id: member.clone(),
+                    version: v.clone(),
+                    status,
+                    join_scene: u.join_scene.filter(|_| status == MemberStatus::Joined),
+                    quit_scene: u.quit_scene.filter(|_| status == MemberStatus::Left),
+                    changed_at: meta.time,
+                    event_id: meta.id,
+                });
+            }
+        }
+    }
+    if meta.enrich && matches!(c.change, ChatChange::Create | ChatChange::Update(_)) {
+        plan.jobs.push(job(meta, JobKind::GroupChat, &c.chat_id));
+    }
+}
+
+fn plan_tag(plan: &mut Plan, meta: &EventMeta<'_>, t: &ExternalTagEvent) {
+    let (change, rank) = match &t.change {
+        TagChange::Shuffle => ("shuffle", 0),
+        TagChange::Create => ("create", 1),
+        TagChange::Update => ("update", 2),
+        TagChange::Delete => ("delete", 3),
+        TagChange::Other(s) => (s.as_str(), 0),
+    };
+    plan.history.push(HistoryRow {
+        event_id: meta.id,
+        corp_id: meta.corp_id.to_owned(),
+        kind: HistoryKind::Tag,
+        subject_id: t.id.clone(),
+        userid: None,
+        change_type: change.to_owned(),
+        event_time: meta.time,
+        details: json!({"tag_type": t.tag_type.as_ref().map(|x| x.as_str()), "strategy_id": t.strategy_id}),
+    });
+    let v = Version::event(meta.time, rank, meta.dedupe_key);
+    plan.tags.push(TagWrite {
+        corp_id: meta.corp_id.to_owned(),
+        id: t.id.clone(),
+        tag_type: t.tag_type.as_ref().map(|x| Stamped {
+            version: v.clone(),
+            value: x.as_str().to_owned(),
+        }),
+        strategy_id: t.strategy_id.clone().map(|value| Stamped {
+            version: v.clone(),
+            value,
+        }),
+        // A shuffle (or an unknown change) decides no status.
+        status_version: if rank == 0 {
+            Version::placeholder()
+        } else {
+            v.clone()
+        },
+        deleted: matches!(t.change, TagChange::Delete),
+        last: LastChange {
+            version: v,
+            change_type: change.to_owned(),
+            at: meta.time,
+            event_id: meta.id,
+        },
+    });
+    if meta.enrich {
+        plan.jobs.push(job(meta, JobKind::CorpTags, "*"));
+    }
+}
+
+/// Keeps whichever of two register values has the greater version (equal versions come from the same
+/// event, so either will do).
+fn newer<T>(current: &mut T, other: T, version: impl Fn(&T) -> &Version) {
+    if version(&other) > version(current) {
+        *current = other;
+    }
+}
+
+fn newer_opt<T>(current: &mut Option<T>, other: Option<T>, version: impl Fn(&T) -> &Version) {
+    match (current.as_mut(), other) {
+        (Some(c), Some(o)) => newer(c, o, version),
+        (None, Some(o)) => *current = Some(o),
+        (_, None) => {}
+    }
+}
+
+/// The plans of many events merged per row, by the same last-writer-wins rule the SQL applies against the
+/// stored rows: so writing the merged batch once equals writing each plan in turn, in any order. Keys are
+/// kept sorted, so every applier takes row locks in the same order and two appliers cannot deadlock.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub history: Vec<HistoryRow>,
+    pub contacts: BTreeMap<(String, String), ContactSeen>,
+    pub follows: BTreeMap<(String, String, String), FollowWrite>,
+    pub chats: BTreeMap<(String, String), ChatWrite>,
+    pub members: BTreeMap<(String, String, String), MemberWrite>,
+    pub tags: BTreeMap<(String, String), TagWrite>,
+    /// The first request per (kind, app, corp, subject) wins, as the queue's unique index would decide.
+    pub jobs: BTreeMap<(JobKind, String, String, String), JobRequest>,
+    pub notifications: Vec<Value>,
+}
+
+impl Batch {
+    /// Adds one event's plan; plans should be added in event id order (history, jobs and notifications keep
+    /// that order).
+    pub fn add(&mut self, plan: Plan) {
+        self.history.extend(plan.history);
+        self.notifications.extend(plan.notifications);
+        for c in plan.contacts {
+            match self
+                .contacts
+                .entry((c.corp_id.clone(), c.external_userid.clone()))
+            {
+                Entry::Vacant(e) => {
+                    e.insert(c);
+                }
+                Entry::Occupied(mut e) => {
+                    let cur = e.get_mut();
+                    cur.first_seen_at = cur.first_seen_at.min(c.first_seen_at);
+                    if (c.last_event_at, c.last_event_id) > (cur.last_event_at, cur.last_event_id) {
+                        cur.last_event_at = c.last_event_at;
+                        cur.last_event_id = c.last_event_id;
+                    }
+                }
+            }
+        }
+        for f in plan.follows {
+            let key = (
+                f.corp_id.clone(),
+                f.userid.clone(),
+                f.external_userid.clone(),
+            );
+            match self.follows.entry(key) {
+                Entry::Vacant(e) => {
+                    e.insert(f);
+                }
+                Entry::Occupied(mut e) => {
+                    let cur = e.get_mut();
+                    newer(&mut cur.state, f.state, |s| &s.version);
+                    newer_opt(&mut cur.add, f.add, |a| &a.version);
+                    newer_opt(&mut cur.transfer_fail, f.transfer_fail, |t| &t.version);
+                    newer(&mut cur.last, f.last, |l| &l.version);
+                }
+            }
+        }
+        for c in plan.chats {
+            match self.chats.entry((c.corp_id.clone(), c.chat_id.clone())) {
+                Entry::Vacant(e) => {
+                    e.insert(c);
+                }
+                Entry::Occupied(mut e) => {
+                    let cur = e.get_mut();
+                    cur.created_at = match (cur.created_at, c.created_at) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    if c.status_version > cur.status_version {
+                        cur.status_version = c.status_version;
+                        cur.status = c.status;
+                        cur.dismissed_at = c.dismissed_at;
+                    }
+                    newer_opt(&mut cur.update, c.update, |u| &u.version);
+                    newer_opt(&mut cur.member_version, c.member_version, |m| &m.version);
+                    newer(&mut cur.last, c.last, |l| &l.version);
+                }
+            }
+        }
+        for m in plan.members {
+            let key = (m.corp_id.clone(), m.chat_id.clone(), m.member_id.clone());
+            match self.members.entry(key) {
+                Entry::Vacant(e) => {
+                    e.insert(m);
+                }
+                Entry::Occupied(mut e) => newer(e.get_mut(), m, |m| &m.version),
+            }
+        }
+        for t in plan.tags {
+            match self.tags.entry((t.corp_id.clone(), t.id.clone())) {
+                Entry::Vacant(e) => {
+                    e.insert(t);
+                }
+                Entry::Occupied(mut e) => {
+                    let cur = e.get_mut();
+                    if t.status_version > cur.status_version {
+                        cur.status_version = t.status_version;
+                        cur.deleted = t.deleted;
+                    }
+                    newer_opt(&mut cur.tag_type, t.tag_type, |s| &s.version);
+                    newer_opt(&mut cur.strategy_id, t.strategy_id, |s| &s.version);
+                    newer(&mut cur.last, t.last, |l| &l.version);
+                }
+            }
+        }
+        for j in plan.jobs {
+            let key = (j.kind, j.app.clone(), j.corp_id.clone(), j.subject.clone());
+            self.jobs.entry(key).or_insert(j);
+        }
+    }
+
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.history.is_empty()
+            && self.contacts.is_empty()
+            && self.follows.is_empty()
+            && self.chats.is_empty()
+            && self.members.is_empty()
+            && self.tags.is_empty()
+            && self.jobs.is_empty()
+            && self.notifications.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wecom::events::{DeleteSource, FailReason};
+
+    fn meta(time: i64, key: &'static str) -> EventMeta<'static> {
+        EventMeta {
+            id: 7,
+            app: "main",
+            corp_id: "wwcorp",
+            time,
+            dedupe_key: key,
+            enrich: true,
+        }
+    }
+
+    fn contact(change: ContactChange) -> TypedEvent {
+        TypedEvent {
+            corp_id: Some("wwcorp".into()),
+            suite_id: None,
+            time: Some(100),
+            kind: EventKind::ExternalContact(ExternalContactEvent {
+                userid: "alice".into(),
+                external_userid: "wmC".into(),
+                change,
+            }),
+        }
+    }
+
+    #[test]
+    fn versions_order_by_time_then_rank_then_key() {
+        assert!(Version::event(99, 6, "z") < Version::event(100, 1, "a"));
+        assert!(Version::event(100, 4, "z") < Version::event(100, 5, "a"));
+        assert!(Version::event(100, 4, "a") < Version::event(100, 4, "b"));
+        assert!(Version::placeholder() < Version::event(0, 0, ""));
+        assert_eq!(Version::event(-5, 1, "k"), Version::event(0, 1, "k"));
+    }
+
+    #[test]
+    fn an_add_decides_status_and_channel_and_queues_a_detail_fetch() {
+        let p = plan_event(
+            &meta(100, "k1"),
+            &contact(ContactChange::Add {
+                state: Some("ad".into()),
+                welcome_code: Some("W".into()),
+            }),
+        );
+        let f = &p.follows[0];
+        assert_eq!(f.state.status, FollowStatus::Active);
+        assert_eq!(f.state.version, Version::event(100, 4, "k1"));
+        let add = f.add.as_ref().expect("an add register");
+        assert_eq!(add.state.as_deref(), Some("ad"));
+        assert_eq!(add.added_at, 100);
+        assert_eq!(p.history[0].change_type, "add_external_contact");
+        assert_eq!(
+            p.history[0].details,
+            json!({"state": "ad", "welcome_code": true})
+        );
+        assert_eq!(p.jobs[0].kind, JobKind::ContactDetail);
+        assert_eq!(p.jobs[0].subject, "wmC");
+        assert_eq!(p.notifications[0]["change"], "add_external_contact");
+    }
+
+    #[test]
+    fn an_edit_decides_no_status() {
+        let p = plan_event(&meta(100, "k"), &contact(ContactChange::Edit));
+        assert_eq!(p.follows[0].state.version, Version::placeholder());
+        assert!(p.follows[0].add.is_none());
+        assert_eq!(p.follows[0].last.change_type, "edit_external_contact");
+    }
+
+    #[test]
+    fn deletions_record_direction_time_and_source() {
+        let p = plan_event(
+            &meta(100, "k"),
+            &contact(ContactChange::DeletedByStaff {
+                source: Some(DeleteSource::DeleteByTransfer),
+            }),
+        );
+        let s = &p.follows[0].state;
+        assert_eq!(s.status, FollowStatus::DeletedByStaff);
+        assert_eq!(s.deleted_at, Some(100));
+        assert_eq!(s.delete_source.as_deref(), Some("DELETE_BY_TRANSFER"));
+        assert!(p.jobs.is_empty(), "nothing to fetch after a deletion");
+        let p = plan_event(&meta(100, "k"), &contact(ContactChange::DeletedByCustomer));
+        assert_eq!(p.follows[0].state.status, FollowStatus::DeletedByCustomer);
+        // Same second: the deletion outranks the add.
+        let add = plan_event(
+            &meta(100, "k"),
+            &contact(ContactChange::Add {
+                state: None,
+                welcome_code: None,
+            }),
+        );
+        assert!(p.follows[0].state.version > add.follows[0].state.version);
+    }
+
+    #[test]
+    fn a_transfer_failure_keeps_its_reason() {
+        let p = plan_event(
+            &meta(100, "k"),
+            &contact(ContactChange::TransferFail {
+                reason: Some(FailReason::CustomerRefused),
+            }),
+        );
+        let tf = p.follows[0]
+            .transfer_fail
+            .as_ref()
+            .expect("a transfer register");
+        assert_eq!(tf.reason.as_deref(), Some("customer_refused"));
+    }
+
+    #[test]
+    fn an_unknown_contact_change_is_history_only() {
+        let p = plan_event(
+            &meta(100, "k"),
+            &contact(ContactChange::Other("msg_audit_approved".into())),
+        );
+        assert_eq!(p.history.len(), 1);
+        assert!(p.follows.is_empty() && p.contacts.is_empty() && p.notifications.is_empty());
+    }
+
+    #[test]
+    fn without_a_secret_nothing_is_queued() {
+        let mut m = meta(100, "k");
+        m.enrich = false;
+        let p = plan_event(&m, &contact(ContactChange::Edit));
+        assert!(p.jobs.is_empty());
+    }
+
+    fn chat(change: ChatChange) -> TypedEvent {
+        TypedEvent {
+            corp_id: Some("wwcorp".into()),
+            suite_id: None,
+            time: Some(100),
+            kind: EventKind::ExternalChat(ExternalChatEvent {
+                chat_id: "wrX".into(),
+                change,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_member_update_writes_each_member_and_the_version() {
+        let p = plan_event(
+            &meta(100, "k"),
+            &chat(ChatChange::Update(crate::wecom::events::ChatUpdate {
+                detail: UpdateDetail::AddMember,
+                join_scene: Some(3),
+                quit_scene: Some(0),
+                mem_change_cnt: Some(2),
+                mem_change_list: vec!["wmA".into(), "wmB".into()],
+                last_mem_ver: Some("v1".into()),
+                cur_mem_ver: Some("v2".into()),
+            })),
+        );
+        assert_eq!(p.members.len(), 2);
+        assert_eq!(p.members[0].status, MemberStatus::Joined);
+        assert_eq!(p.members[0].join_scene, Some(3));
+        assert_eq!(p.members[0].quit_scene, None);
+        let mv = p.chats[0]
+            .member_version
+            .as_ref()
+            .expect("a member version");
+        assert_eq!(mv.member_version, "v2");
+        assert_eq!(p.chats[0].status_version, Version::placeholder());
+        assert_eq!(p.jobs[0].kind, JobKind::GroupChat);
+    }
+
+    #[test]
+    fn dismiss_decides_status_and_time() {
+        let p = plan_event(&meta(100, "k"), &chat(ChatChange::Dismiss));
+        assert_eq!(p.chats[0].status, ChatStatus::Dismissed);
+        assert_eq!(p.chats[0].dismissed_at, Some(100));
+        assert!(p.jobs.is_empty());
+    }
+
+    #[test]
+    fn a_tag_shuffle_decides_no_status() {
+        let t = TypedEvent {
+            corp_id: Some("wwcorp".into()),
+            suite_id: None,
+            time: Some(100),
+            kind: EventKind::ExternalTag(ExternalTagEvent {
+                id: "et1".into(),
+                tag_type: None,
+                strategy_id: Some("1".into()),
+                change: TagChange::Shuffle,
+            }),
+        };
+        let p = plan_event(&meta(100, "k"), &t);
+        assert_eq!(p.tags[0].status_version, Version::placeholder());
+        assert!(!p.tags[0].deleted);
+        assert_eq!(p.jobs[0].kind, JobKind::CorpTags);
+        assert_eq!(p.jobs[0].subject, "*");
+    }
+}
