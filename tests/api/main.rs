@@ -9,6 +9,7 @@ mod embedded;
 mod enrichment;
 mod health;
 mod helpers;
+mod ingest;
 mod miniprogram;
 mod ordering;
 mod resync;
