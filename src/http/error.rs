@@ -291,6 +291,42 @@ mod tests {
             bad.to_string(),
             "bad request: query parameter nonce is missing"
         );
+        let others = [
+            (
+                CallbackError::UnknownApp,
+                404,
+                "not found: no app is configured under this path",
+            ),
+            (
+                CallbackError::SeveralApps,
+                404,
+                "not found: several apps are configured; use /callback/{app}",
+            ),
+            (
+                CallbackError::TooLarge { limit: 1 },
+                413,
+                "payload too large",
+            ),
+            (
+                CallbackError::BodyTimeout,
+                408,
+                "request timeout: body too slow",
+            ),
+            (
+                CallbackError::BodyUnreadable,
+                400,
+                "bad request: unreadable body",
+            ),
+            (
+                CallbackError::from(IngestError::Unavailable),
+                503,
+                "service unavailable: the event could not be stored; retry",
+            ),
+        ];
+        for (e, status, body) in others {
+            assert_eq!(e.status_code().as_u16(), status, "{e:?}");
+            assert_eq!(e.to_string(), body);
+        }
         let content_type = bad.error_response().headers().get(CONTENT_TYPE).cloned();
         assert_eq!(
             content_type,
