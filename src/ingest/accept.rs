@@ -238,18 +238,22 @@ impl Ingest {
                 Ok(Ack::Spooled)
             }
             Ok(Err(e)) => {
-                let error = match e {
-                    e @ SpoolError::Full { .. } => IngestError::SpoolFull(e),
-                    e => IngestError::SpoolFailed(e),
+                let full = matches!(e, SpoolError::Full { .. });
+                let class = if full {
+                    Outcome::SpoolFull
+                } else {
+                    Outcome::SpoolError
                 };
-                if let IngestError::SpoolFull(e) | IngestError::SpoolFailed(e) = &error {
-                    tracing::error!(
-                        class = error.outcome().as_str(),
-                        error = %e,
-                        "callback neither stored nor spooled; answered 503"
-                    );
-                }
-                Err(error)
+                tracing::error!(
+                    class = class.as_str(),
+                    error = %e,
+                    "callback neither stored nor spooled; answered 503"
+                );
+                Err(if full {
+                    IngestError::SpoolFull(e)
+                } else {
+                    IngestError::SpoolFailed(e)
+                })
             }
             Err(_) => {
                 tracing::error!(
