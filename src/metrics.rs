@@ -126,8 +126,10 @@ impl Metrics {
     }
 
     /// Counts one callback outcome.
-    pub fn outcome(&self, app: &str, outcome: &str) {
-        self.callbacks.with_label_values(&[app, outcome]).inc();
+    pub fn outcome(&self, app: &str, outcome: crate::ingest::Outcome) {
+        self.callbacks
+            .with_label_values(&[app, outcome.as_str()])
+            .inc();
     }
 
     /// The text exposition of every metric.

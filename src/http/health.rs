@@ -24,7 +24,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// `GET /metrics`: Prometheus text exposition.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    if let Some(spool) = &state.spool {
+    if let Some(spool) = state.ingest.spool() {
         state.metrics.spool_bytes.set(spool.bytes() as i64);
     }
     HttpResponse::Ok()

@@ -1,11 +1,13 @@
 //! HTTP: the actix [`server`] and its handlers, which translate between HTTP and the core, nothing more.
 
 pub mod api;
+pub mod auth;
 mod callback;
+pub mod error;
 mod health;
 pub mod server;
 pub mod state;
 
-pub use callback::{receive_callback, receive_default_callback, verify_default_url, verify_url};
+pub use callback::{receive_callback, verify_url};
 pub use health::{healthz, metrics, readyz, verification_file};
 pub use state::AppState;

@@ -11,6 +11,7 @@ use sqlx::PgPool;
 use crate::app::AppConfig;
 use crate::config::Settings;
 use crate::http::{self, AppState};
+use crate::ingest::Ingest;
 use crate::ingest::spool::Spool;
 use crate::ingest::writer::EventWriter;
 use crate::metrics::Metrics;
@@ -147,13 +148,16 @@ impl Application {
         let state = web::Data::new(AppState {
             apps,
             default_app,
-            writer,
+            ingest: Ingest::new(
+                writer,
+                spool,
+                settings.spool.after,
+                settings.http.request_deadline,
+            )
+            .with_fault_ack_before_commit(settings.fault_ack_before_commit),
             pool,
             http: settings.http.clone(),
             api_token: settings.api_token.clone(),
-            spool,
-            spool_after: settings.spool.after,
-            fault_ack_before_commit: settings.fault_ack_before_commit,
             metrics,
             verification_files: settings.verification_files.clone(),
             api,
@@ -195,8 +199,9 @@ impl Application {
                         cfg.route("/metrics", web::get().to(http::metrics));
                     }
                 })
-                .route("/callback", web::get().to(http::verify_default_url))
-                .route("/callback", web::post().to(http::receive_default_callback))
+                // One handler per method: without `{app}` in the path they serve the only configured app.
+                .route("/callback", web::get().to(http::verify_url))
+                .route("/callback", web::post().to(http::receive_callback))
                 .route("/callback/{app}", web::get().to(http::verify_url))
                 .route("/callback/{app}", web::post().to(http::receive_callback))
                 .route("/{file}", web::get().to(http::verification_file))

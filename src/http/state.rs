@@ -7,25 +7,20 @@ use sqlx::PgPool;
 
 use crate::app::AppConfig;
 use crate::config::HttpSettings;
-use crate::ingest::spool::Spool;
-use crate::ingest::writer::EventWriter;
+use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 
 /// What every handler can reach.
 pub struct AppState {
     pub(crate) apps: HashMap<String, AppConfig>,
     pub(crate) default_app: Option<String>,
-    pub writer: EventWriter,
+    /// Where verified callbacks go (store, or spool) before they are acknowledged. Its spool, if any, is
+    /// `ingest.spool()`.
+    pub ingest: Ingest,
     pub pool: PgPool,
     pub http: HttpSettings,
     /// Bearer token of the read API (the API routes exist only when it is set).
     pub api_token: Option<SecretString>,
-    /// Where callbacks go when the database cannot take them in time; `None` = answer 503 instead.
-    pub spool: Option<Spool>,
-    /// How long a callback waits for the database before it is spooled.
-    pub spool_after: std::time::Duration,
-    #[doc(hidden)]
-    pub fault_ack_before_commit: bool,
     pub metrics: Metrics,
     /// Domain ownership files by name.
     pub verification_files: std::collections::BTreeMap<String, String>,

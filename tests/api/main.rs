@@ -9,6 +9,8 @@ mod embedded;
 mod enrichment;
 mod health;
 mod helpers;
+mod http_errors;
+mod ingest;
 mod miniprogram;
 mod ordering;
 mod resync;
