@@ -57,7 +57,7 @@ pub struct Args {
     #[arg(long)]
     pub app: Option<String>,
     /// Event to send (repeatable).
-    #[arg(long = "event", value_enum, default_values_t = [TestEvent::AddExternalContact])]
+    #[arg(long = "event", value_enum, value_name = "EVENT", default_values_t = [TestEvent::AddExternalContact])]
     pub events: Vec<TestEvent>,
     /// Receive id to put inside the ciphertext [default: the app's first].
     #[arg(long)]
