@@ -403,6 +403,79 @@ mod tests {
         assert!(s.spool.dir.is_some());
     }
 
+    /// config.example.toml shows the defaults; this keeps it from drifting from `file.rs`.
+    #[test]
+    fn the_example_configuration_shows_the_defaults() {
+        let file: FileConfig =
+            toml::from_str(include_str!("../../config.example.toml")).expect("the example parses");
+        let d = FileConfig::default();
+        assert_eq!(file.listen, d.listen);
+        assert_eq!(file.database_url.as_deref(), Some(DEFAULT_DATABASE_URL));
+        assert_eq!(file.log_format, d.log_format);
+        assert_eq!(format!("{:?}", file.database), format!("{:?}", d.database));
+        assert_eq!(format!("{:?}", file.http), format!("{:?}", d.http));
+        assert_eq!(format!("{:?}", file.store), format!("{:?}", d.store));
+        assert_eq!(format!("{:?}", file.spool), format!("{:?}", d.spool));
+        assert_eq!(format!("{:?}", file.api), format!("{:?}", d.api));
+    }
+
+    #[test]
+    fn defaults_give_the_documented_values() {
+        let s = Settings::defaults(Vec::new(), DEFAULT_DATABASE_URL).expect("valid");
+        assert_eq!(s.http.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(s.http.timestamp_tolerance, Duration::from_secs(300));
+        assert_eq!(s.database.max_connections, 16);
+        assert_eq!(s.api.resync_interval, Duration::from_secs(24 * 3600));
+        assert!(s.spool.dir.is_none());
+        assert_eq!(s.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn a_file_with_a_typo_names_the_line() {
+        let dir = std::env::temp_dir().join(format!("wecom-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, "lisen = \"127.0.0.1:1\"\n").expect("write");
+        let e = read_file(&path).expect_err("refused");
+        assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+        let source = std::error::Error::source(&e).expect("the toml error is the source");
+        assert!(source.to_string().contains("lisen"), "{source}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn empty_single_app_variables_count_as_unset() {
+        let mut app = env_app();
+        app.app_name = Some(String::new());
+        app.secret = Some("".into());
+        app.receive_ids = vec![String::new()];
+        let s = build_settings(
+            FileConfig::default(),
+            &Overrides {
+                app,
+                ..Overrides::default()
+            },
+        )
+        .expect("valid");
+        assert_eq!(s.apps[0].name, DEFAULT_APP_NAME);
+        assert!(s.apps[0].secret.is_none());
+        assert_eq!(s.apps[0].receive_ids, vec!["wx5823bf96d3bd56c7"]);
+
+        let empty = AppArgs {
+            token: Some("".into()),
+            corp_id: Some(String::new()),
+            ..AppArgs::default()
+        };
+        let p = problems(build_settings(
+            FileConfig::default(),
+            &Overrides {
+                app: empty,
+                ..Overrides::default()
+            },
+        ));
+        assert!(p[0].contains("no app is configured"), "{p:?}");
+    }
+
     #[test]
     fn reply_body_follows_the_kind() {
         assert_eq!(AppKind::SelfBuilt.success_body(), "");
