@@ -47,22 +47,17 @@ impl fmt::Debug for FileApp {
 
 /// A single app from flags or environment variables (for every command that needs an app).
 #[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Single app (without [[apps]] in a file)")]
 pub struct AppArgs {
     /// The Token from the WeCom admin console (接收消息服务器配置).
-    #[arg(long, env = "WECOM_TOKEN", global = true, hide_env_values = true, value_parser = super::secret,
-          help_heading = "Single app (without [[apps]] in a file)")]
+    #[arg(long, env = "WECOM_TOKEN", global = true, hide_env_values = true, value_parser = super::secret)]
     pub token: Option<SecretString>,
     /// The 43-character EncodingAESKey from the same page.
     #[arg(long, env = "WECOM_ENCODING_AES_KEY", global = true, hide_env_values = true,
-          value_parser = super::secret, help_heading = "Single app (without [[apps]] in a file)")]
+          value_parser = super::secret)]
     pub encoding_aes_key: Option<SecretString>,
     /// Your corpid (我的企业 → 企业信息 → 企业ID): the receive id to accept.
-    #[arg(
-        long,
-        env = "WECOM_CORP_ID",
-        global = true,
-        help_heading = "Single app (without [[apps]] in a file)"
-    )]
+    #[arg(long, env = "WECOM_CORP_ID", global = true)]
     pub corp_id: Option<String>,
     /// Extra receive ids, comma-separated (suite id, provider corpid).
     #[arg(
@@ -70,22 +65,18 @@ pub struct AppArgs {
         env = "WECOM_RECEIVE_IDS",
         global = true,
         value_delimiter = ',',
-        value_name = "ID,...",
-        help_heading = "Single app (without [[apps]] in a file)"
+        value_name = "ID,..."
     )]
     pub receive_ids: Vec<String>,
     /// The URL path segment: callbacks arrive at /callback/NAME.
     #[arg(long, env = "WECOM_APP_NAME", global = true, value_name = "NAME",
-          help_heading = "Single app (without [[apps]] in a file)",
           help = format!("The URL path segment: callbacks arrive at /callback/NAME [default: {DEFAULT_APP_NAME}]"))]
     pub app_name: Option<String>,
     /// The kind of endpoint, which decides the reply body.
-    #[arg(long, env = "WECOM_APP_KIND", global = true, value_parser = app_kind, value_name = "KIND",
-          help_heading = "Single app (without [[apps]] in a file)", help = kind_help())]
+    #[arg(long, env = "WECOM_APP_KIND", global = true, value_parser = app_kind, value_name = "KIND", help = kind_help())]
     pub app_kind: Option<AppKind>,
     /// The app's Secret, to call WeCom's API (details, resync) [default: none, events only].
-    #[arg(long, env = "WECOM_SECRET", global = true, hide_env_values = true, value_parser = super::secret,
-          help_heading = "Single app (without [[apps]] in a file)")]
+    #[arg(long, env = "WECOM_SECRET", global = true, hide_env_values = true, value_parser = super::secret)]
     pub secret: Option<SecretString>,
 }
 
