@@ -10,10 +10,12 @@ use serde::Deserialize;
 use crate::wecom::crypto::AesKey;
 
 /// Which kind of WeCom endpoint an app is. It decides the reply body (PROTOCOL.md §5.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum AppKind {
     /// 企业内部开发: a self-built app's callback URL. Receive id: the corpid. Reply: empty 200.
+    #[default]
     SelfBuilt,
     /// 代开发: the developed app's own callback URL (data callbacks). Reply: empty 200.
     Agency,

@@ -34,11 +34,11 @@ pub fn listening(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
 }
 
-/// Directories searched for `initdb` and `pg_ctl`: `WECOM_POSTGRES_BIN` if set, else the newest
-/// `/usr/lib/postgresql/*/bin`, then every directory on PATH.
-fn candidate_dirs() -> Vec<PathBuf> {
-    if let Some(dir) = std::env::var_os("WECOM_POSTGRES_BIN").filter(|d| !d.is_empty()) {
-        return vec![PathBuf::from(dir)];
+/// Directories searched for `initdb` and `pg_ctl`: `bin` (`WECOM_POSTGRES_BIN`, read by the CLI) if given,
+/// else the newest `/usr/lib/postgresql/*/bin`, then every directory on PATH.
+fn candidate_dirs(bin: Option<&Path>) -> Vec<PathBuf> {
+    if let Some(dir) = bin.filter(|d| !d.as_os_str().is_empty()) {
+        return vec![dir.to_owned()];
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .map(|rd| rd.flatten().map(|e| e.path().join("bin")).collect())
@@ -57,9 +57,9 @@ fn candidate_dirs() -> Vec<PathBuf> {
     versions.into_iter().chain(path).collect()
 }
 
-/// Finds a directory holding both `initdb` and `pg_ctl`.
-pub fn find_binaries() -> Result<PathBuf, EmbeddedError> {
-    let dirs = candidate_dirs();
+/// Finds a directory holding both `initdb` and `pg_ctl` (in `bin` alone when given).
+pub fn find_binaries(bin: Option<&Path>) -> Result<PathBuf, EmbeddedError> {
+    let dirs = candidate_dirs(bin);
     dirs.iter()
         .find(|d| d.join("initdb").is_file() && d.join("pg_ctl").is_file())
         .cloned()
@@ -72,24 +72,14 @@ pub fn find_binaries() -> Result<PathBuf, EmbeddedError> {
         })
 }
 
-/// The default data directory: `$XDG_DATA_HOME/wecom-callback/postgres`, else
-/// `~/.local/share/wecom-callback/postgres`; as root `/var/lib/wecom-callback/postgres`.
-pub fn default_data_dir() -> PathBuf {
+/// The default data directory: as root `/var/lib/wecom-callback/postgres`, else
+/// [`crate::config::dirs::default_user_data_dir`] (`$XDG_DATA_HOME/wecom-callback/postgres`, else
+/// `~/.local/share/wecom-callback/postgres`).
+pub fn default_data_dir(dirs: &crate::config::PlatformDirs) -> PathBuf {
     if is_root() {
         return PathBuf::from("/var/lib/wecom-callback/postgres");
     }
-    let env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    if let Some(d) = env("XDG_DATA_HOME") {
-        return d.join("wecom-callback/postgres");
-    }
-    if let Some(h) = env("HOME") {
-        return h.join(".local/share/wecom-callback/postgres");
-    }
-    PathBuf::from("wecom-callback-postgres")
+    crate::config::dirs::default_user_data_dir(dirs)
 }
 
 fn is_root() -> bool {
@@ -110,9 +100,10 @@ pub struct EmbeddedPostgres {
 }
 
 impl EmbeddedPostgres {
-    /// initdb (first time only) and start the cluster in `data` (the socket lives in `data/socket`).
-    pub fn start(data: &Path) -> Result<EmbeddedPostgres, EmbeddedError> {
-        let bin = find_binaries()?;
+    /// initdb (first time only) and start the cluster in `data` (the socket lives in `data/socket`), with the
+    /// binaries in `bin` if given, else found as [`find_binaries`] says.
+    pub fn start(data: &Path, bin: Option<&Path>) -> Result<EmbeddedPostgres, EmbeddedError> {
+        let bin = find_binaries(bin)?;
         let run_as = is_root().then(|| "postgres".to_owned());
         let io = |source| EmbeddedError::Io {
             dir: data.display().to_string(),

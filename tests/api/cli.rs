@@ -55,6 +55,11 @@ fn clean_env(cmd: &mut Command) -> &mut Command {
         "WECOM_APP_KIND",
         "WECOM_LISTEN",
         "WECOM_API_TOKEN",
+        "WECOM_SECRET",
+        "WECOM_LOG_FORMAT",
+        "WECOM_SPOOL_DIR",
+        "WECOM_API_BASE_URL",
+        "WECOM_LOCAL_PG_ADDR",
         "DATABASE_URL",
     ] {
         cmd.env_remove(var);
@@ -271,4 +276,91 @@ async fn json_logs_carry_the_request_id_and_no_plaintext() {
         "decrypted content above debug"
     );
     assert!(!log.contains(&cb.query), "query strings above debug");
+}
+
+#[test]
+fn serve_help_lists_every_environment_variable_the_readme_names() {
+    let out = clean_env(&mut Command::new(BIN))
+        .args(["serve", "--help"])
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let readme = include_str!("../../README.md");
+    let mut missing: Vec<&str> = readme
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| (w.starts_with("WECOM_") && w.len() > 6) || *w == "DATABASE_URL")
+        .filter(|w| !help.contains(&format!("[env: {w}")))
+        .collect();
+    missing.sort();
+    missing.dedup();
+    assert!(
+        missing.is_empty(),
+        "README names {missing:?}, which serve --help does not list:\n{help}"
+    );
+    // Defaults come from the same constants the configuration uses.
+    assert!(help.contains("[default: 300]"), "{help}");
+    assert!(help.contains("[default: 127.0.0.1:8080]"), "{help}");
+}
+
+#[tokio::test]
+async fn jobs_list_shows_a_header_and_short_errors_and_jobs_retry_queues_dead_jobs() {
+    let (_guard, url) = fresh_db();
+    let jobs = |args: &[&str]| {
+        clean_env(&mut Command::new(BIN))
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("runs")
+    };
+    let out = jobs(&["migrate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+    let long = format!(
+        "60020: not allow to access from your ip {}\nFix: add it",
+        "x".repeat(200)
+    );
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO wecom_jobs (kind, app, corp_id, subject, status, attempts, last_error) \
+         VALUES ('contact_detail', 'main', 'c', 'wmA', 'dead', 8, $1), \
+                ('contact_detail', 'main', 'c', 'wmB', 'dead', 8, $1) RETURNING id",
+    )
+    .bind(&long)
+    .fetch_all(&pool)
+    .await
+    .expect("insert");
+
+    let out = jobs(&["jobs", "list"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and one line per job:\n{stdout}");
+    assert!(
+        lines[0].contains("attempts") && lines[0].contains("last error"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].contains("60020") && lines[1].ends_with('…'),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("Fix: add it"), "{stdout}");
+
+    let out = jobs(&["jobs", "retry"]);
+    assert!(!out.status.success(), "retry needs --id or --all-dead");
+    let out = jobs(&["jobs", "retry", "--id", &ids[0].to_string()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 dead job(s) queued again"));
+    let out = jobs(&["jobs", "retry", "--all-dead"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 dead job(s) queued again"));
+    let out = jobs(&["jobs", "list", "--status", "queued"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+    pool.close().await;
 }

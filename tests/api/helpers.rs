@@ -9,9 +9,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor, PgPool};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wecom_callback::app::{AppConfig, AppKind};
-use wecom_callback::config::{
-    DatabaseSettings, HttpSettings, LogFormat, Settings, SpoolSettings, StoreSettings,
-};
+use wecom_callback::config::{LogFormat, Settings};
 use wecom_callback::http::server::Application;
 use wecom_callback::wecom::crypto::{self, AesKey};
 
@@ -86,49 +84,28 @@ pub fn unix_now() -> i64 {
         .as_secs() as i64
 }
 
-/// Settings as `serve` would build them, for the given apps and database.
+/// Settings as `serve` would build them from the defaults, for the given apps and database, with what the
+/// tests need different: a small pool (many test databases share one server), the read API on, no spool, a
+/// WeCom API that refuses connections, and jobs that die fast without background resyncs.
 pub fn test_settings(apps: &[TestAppConfig], database_url: &str) -> Settings {
-    Settings {
-        database: DatabaseSettings {
-            url: SecretString::from(database_url.to_owned()),
-            max_connections: 8,
-            acquire_timeout: Duration::from_millis(1_000),
-            statement_timeout: Duration::from_millis(3_000),
-        },
-        http: HttpSettings {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            max_body_bytes: 64 * 1024,
-            body_read_timeout: Duration::from_millis(3_000),
-            header_read_timeout: Duration::from_millis(3_000),
-            request_deadline: Duration::from_millis(4_000),
-            timestamp_tolerance: Duration::from_secs(300),
-            workers: 2,
-        },
-        store: StoreSettings {
-            max_batch_rows: 512,
-            max_in_flight_batches: 2,
-            queue_capacity: 4096,
-        },
-        log_format: LogFormat::Text,
-        apps: apps.iter().map(TestAppConfig::to_config).collect(),
-        api_token: Some(SecretString::from(API_TOKEN)),
-        run_projector: true,
-        spool: SpoolSettings {
-            dir: None,
-            max_bytes: 1 << 20,
-            after: Duration::from_millis(2_500),
-        },
-        verification_files: Default::default(),
-        metrics_listen: None,
-        api: wecom_callback::config::ApiSettings {
-            base_url: "http://127.0.0.1:9".into(),
-            worker_concurrency: 1,
-            max_attempts: 3,
-            resync_interval: Duration::ZERO,
-            resync_pause: Duration::ZERO,
-        },
-        fault_ack_before_commit: false,
-    }
+    let mut s = Settings::defaults(
+        apps.iter().map(TestAppConfig::to_config).collect(),
+        database_url,
+    )
+    .expect("the defaults are valid");
+    s.http.listen = "127.0.0.1:0".parse().expect("addr");
+    s.database.max_connections = 8;
+    s.http.workers = 2;
+    s.store.max_in_flight_batches = 2;
+    s.store.queue_capacity = 4096;
+    s.api_token = Some(SecretString::from(API_TOKEN));
+    s.spool.max_bytes = 1 << 20;
+    s.api.base_url = "http://127.0.0.1:9".into();
+    s.api.worker_concurrency = 1;
+    s.api.max_attempts = 3;
+    s.api.resync_interval = Duration::ZERO;
+    s.api.resync_pause = Duration::ZERO;
+    s
 }
 
 fn init_logs() {

@@ -13,9 +13,7 @@ use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use wecom_callback::app::{AppConfig, AppKind};
-use wecom_callback::config::{
-    DatabaseSettings, HttpSettings, LogFormat, Settings, SpoolSettings, StoreSettings,
-};
+use wecom_callback::config::Settings;
 use wecom_callback::store::{self, NewEvent, projections};
 use wecom_callback::wecom::crypto::{self, AesKey};
 
@@ -242,29 +240,9 @@ impl Service {
         spool: &std::path::Path,
         fault_ack_before_commit: bool,
     ) -> Service {
-        let settings = Settings {
-            database: DatabaseSettings {
-                url: SecretString::from(db_url.to_owned()),
-                max_connections: 16,
-                acquire_timeout: Duration::from_millis(1_000),
-                statement_timeout: Duration::from_millis(3_000),
-            },
-            http: HttpSettings {
-                listen: "127.0.0.1:0".parse().expect("addr"),
-                max_body_bytes: 64 * 1024,
-                body_read_timeout: Duration::from_millis(3_000),
-                header_read_timeout: Duration::from_millis(3_000),
-                request_deadline: Duration::from_millis(4_000),
-                timestamp_tolerance: Duration::from_secs(300),
-                workers: 2,
-            },
-            store: StoreSettings {
-                max_batch_rows: 512,
-                max_in_flight_batches: 1,
-                queue_capacity: 16_384,
-            },
-            log_format: LogFormat::Text,
-            apps: vec![AppConfig {
+        // The defaults, plus a spool, a WeCom API that refuses connections and no background resync.
+        let mut settings = Settings::defaults(
+            vec![AppConfig {
                 name: "main".into(),
                 kind: AppKind::SelfBuilt,
                 token: SecretString::from(TOKEN),
@@ -272,24 +250,18 @@ impl Service {
                 receive_ids: vec![CORP.into()],
                 secret: None,
             }],
-            api_token: None,
-            run_projector: true,
-            spool: SpoolSettings {
-                dir: Some(spool.to_owned()),
-                max_bytes: 256 << 20,
-                after: Duration::from_millis(2_500),
-            },
-            verification_files: Default::default(),
-            metrics_listen: None,
-            api: wecom_callback::config::ApiSettings {
-                base_url: "http://127.0.0.1:9".into(),
-                worker_concurrency: 1,
-                max_attempts: 3,
-                resync_interval: Duration::ZERO,
-                resync_pause: Duration::ZERO,
-            },
-            fault_ack_before_commit,
-        };
+            db_url,
+        )
+        .expect("the defaults are valid");
+        settings.http.listen = "127.0.0.1:0".parse().expect("addr");
+        settings.http.workers = 2;
+        settings.spool.dir = Some(spool.to_owned());
+        settings.api.base_url = "http://127.0.0.1:9".into();
+        settings.api.worker_concurrency = 1;
+        settings.api.max_attempts = 3;
+        settings.api.resync_interval = Duration::ZERO;
+        settings.api.resync_pause = Duration::ZERO;
+        settings.fault_ack_before_commit = fault_ack_before_commit;
         wecom_callback::store::ensure_database_exists(&settings.database)
             .await
             .expect("database");

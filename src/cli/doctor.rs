@@ -1,0 +1,140 @@
+//! `doctor`: check the configuration, the database, URL verification and each secret, explaining every failure.
+
+use super::Context;
+use crate::store;
+
+/// Options of `doctor`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Your public base URL (e.g. https://example.com): URL verification is then tried through it, as
+    /// WeCom would; without it, it is simulated locally.
+    #[arg(long)]
+    pub public_url: Option<String>,
+}
+
+/// Runs every check and prints one line per check; fails when any check fails.
+pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+    let public_url = args.public_url.as_deref();
+    let mut failures = 0;
+    let mut report = |ok: bool, check: &str, detail: String| {
+        println!("{} {check:<22} {detail}", if ok { "ok  " } else { "FAIL" });
+        if !ok {
+            failures += 1;
+        }
+    };
+    let settings = match ctx.settings() {
+        Ok(s) => s,
+        Err(e) => {
+            report(false, "configuration", format!("{e:#}"));
+            anyhow::bail!("fix the configuration first");
+        }
+    };
+    for app in &settings.apps {
+        report(
+            true,
+            "configuration",
+            format!(
+                "app {:?} ({}): Token and 43-character EncodingAESKey valid, receive ids {:?}, {}",
+                app.name,
+                app.kind.as_str(),
+                app.receive_ids,
+                if app.secret.is_some() {
+                    "secret set"
+                } else {
+                    "no secret (events only)"
+                }
+            ),
+        );
+    }
+
+    let target = store::describe(&settings.database);
+    let pool = match store::pool(&settings.database) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            report(false, "database", format!("{target}: {e}"));
+            None
+        }
+    };
+    if let Some(pool) = &pool {
+        match store::readiness(pool).await {
+            Ok(()) => report(true, "database", format!("{target} reachable and migrated")),
+            Err(why) => report(
+                false,
+                "database",
+                format!("{target}: {why} (start PostgreSQL, or run `wecom-callback migrate`)"),
+            ),
+        }
+    }
+
+    let now = chrono::Utc::now().timestamp();
+    // The same replay window serve applies.
+    let tolerance = settings.http.timestamp_tolerance.as_secs();
+    for app in &settings.apps {
+        let receive_id = app.receive_ids.first().cloned().unwrap_or_default();
+        let request = crate::tools::send_test::verification(app, &receive_id, now);
+        match public_url {
+            Some(base) => {
+                let url = format!("{}/callback/{}", base.trim_end_matches('/'), app.name);
+                let r = crate::tools::send_test::send(&url, std::slice::from_ref(&request)).await;
+                let ok = r.first().is_some_and(|r| r.ok);
+                let detail = r
+                    .first()
+                    .map(|r| match &r.error {
+                        Some(e) => format!("{url}: {e}"),
+                        None => format!("{url}: status {:?} in {} ms", r.status, r.millis),
+                    })
+                    .unwrap_or_default();
+                report(ok, "URL verification", detail);
+            }
+            None => {
+                let q = crate::wecom::verify::parse_query(&request.query, true);
+                let ok = q
+                    .map_err(crate::wecom::verify::Rejection::from)
+                    .and_then(|q| crate::wecom::verify::verify_url(app, &q, now, tolerance))
+                    .is_ok_and(|e| e.plaintext() == request.expect.as_bytes());
+                report(
+                    ok,
+                    "URL verification",
+                    format!(
+                        "app {:?} simulated locally (add --public-url https://your.domain to go through your proxy)",
+                        app.name
+                    ),
+                );
+            }
+        }
+    }
+
+    let credentials = crate::sync::worker::credentials(&settings.apps);
+    if let (Some(pool), false) = (&pool, credentials.is_empty()) {
+        let api = crate::sync::client::WecomApi::new(&settings.api.base_url, pool.clone())?;
+        for (name, creds) in &credentials {
+            match api.access_token(creds).await {
+                Ok(_) => report(
+                    true,
+                    "secret (gettoken)",
+                    format!(
+                        "app {name:?}: the secret is valid for corp {}",
+                        creds.corp_id
+                    ),
+                ),
+                Err(e) => {
+                    report(false, "secret (gettoken)", format!("app {name:?}: {e}"));
+                    continue;
+                }
+            }
+            match api.follow_user_list(creds).await {
+                Ok(users) => report(
+                    true,
+                    "客户联系 permission",
+                    format!("app {name:?}: {} member(s) with 客户联系", users.len()),
+                ),
+                Err(e) => report(false, "客户联系 permission", format!("app {name:?}: {e}")),
+            }
+        }
+    }
+    if failures > 0 {
+        anyhow::bail!("{failures} check(s) failed");
+    }
+    println!("\nEverything checked passed.");
+    Ok(())
+}

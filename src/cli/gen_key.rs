@@ -1,0 +1,32 @@
+//! `gen-key`: a fresh random Token and EncodingAESKey, in WeCom's alphabet and lengths.
+
+use rand::Rng;
+
+use super::Context;
+
+/// Options of `gen-key` (none).
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+/// Prints `WECOM_TOKEN=…` and `WECOM_ENCODING_AES_KEY=…`, ready for an environment file.
+pub async fn run(_args: Args, _ctx: &Context) -> anyhow::Result<()> {
+    let mut rng = rand::thread_rng();
+    let key = crate::wecom::crypto::AesKey::from_bytes(rng.r#gen());
+    let token: String = (0..32)
+        .map(|_| {
+            let c = rng.gen_range(0..62u8);
+            (match c {
+                0..=9 => b'0' + c,
+                10..=35 => b'a' + c - 10,
+                _ => b'A' + c - 36,
+            }) as char
+        })
+        .collect();
+    println!("WECOM_TOKEN={token}");
+    println!("WECOM_ENCODING_AES_KEY={}", key.to_encoding_aes_key());
+    eprintln!(
+        "Paste both into the WeCom admin console (应用 → 接收消息 → 设置API接收: Token and EncodingAESKey) and give the \
+         same values to this service. Keep them secret."
+    );
+    Ok(())
+}

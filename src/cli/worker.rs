@@ -1,0 +1,45 @@
+//! `worker`: only the WeCom API job worker, without the HTTP server.
+
+use super::{Context, prepared_pool};
+use crate::sync::worker;
+use crate::telemetry;
+
+/// Options of `worker`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Concurrent jobs [default: api.worker_concurrency].
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+}
+
+/// Runs jobs until Ctrl-C.
+pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
+    let settings = ctx.settings()?;
+    telemetry::init(settings.log_format);
+    let credentials = worker::credentials(&settings.apps);
+    if credentials.is_empty() {
+        anyhow::bail!(
+            "no app has a secret (WECOM_SECRET or secret in [[apps]]): the worker has nothing to call WeCom's API with"
+        );
+    }
+    let pool = prepared_pool(&settings.database).await?;
+    let api = crate::sync::client::WecomApi::new(&settings.api.base_url, pool.clone())?;
+    tracing::info!(apps = credentials.len(), "WeCom API job worker running");
+    let w = worker::Worker {
+        pool,
+        api,
+        credentials,
+        max_attempts: settings.api.max_attempts,
+        metrics: None,
+        idle: std::time::Duration::from_secs(1),
+    };
+    let concurrency = args
+        .concurrency
+        .unwrap_or(settings.api.worker_concurrency)
+        .max(1);
+    tokio::select! {
+        _ = worker::run(w, concurrency) => {}
+        _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
+    }
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! WeCom's API (for apps with a secret): where it is, the job worker, the resync.
+//!
+//! Environment variables (read through clap, see [`ApiArgs`]): `WECOM_API_BASE_URL`.
+
+use std::time::Duration;
+
+use super::file::{DEFAULT_API_BASE_URL, FileConfig};
+
+/// WeCom API settings (used for apps with a secret).
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Default https://qyapi.weixin.qq.com; tests point it at a fake.
+    pub base_url: String,
+    /// Concurrent API jobs inside `serve` (0: no worker in `serve`; run `wecom-callback worker`).
+    pub worker_concurrency: usize,
+    /// Attempts before a job is dead.
+    pub max_attempts: i32,
+    /// Full resync inside `serve` every this often (zero: off).
+    pub resync_interval: Duration,
+    /// Minimum gap between API calls during a resync.
+    pub resync_pause: Duration,
+}
+
+/// `WECOM_API_BASE_URL` / `--api-base-url`, for every command.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ApiArgs {
+    /// WeCom API base URL.
+    #[arg(long, env = "WECOM_API_BASE_URL", global = true, value_name = "URL",
+          help = format!("WeCom API base URL [default: {DEFAULT_API_BASE_URL}]"))]
+    pub api_base_url: Option<String>,
+}
+
+pub(super) fn build(file: &FileConfig, args: &ApiArgs, problems: &mut Vec<String>) -> ApiSettings {
+    let a = &file.api;
+    let base_url = args
+        .api_base_url
+        .clone()
+        .unwrap_or_else(|| a.base_url.clone());
+    if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+        problems.push(format!(
+            "WECOM_API_BASE_URL / api.base_url {base_url:?} must start with https:// (default {DEFAULT_API_BASE_URL})"
+        ));
+    }
+    ApiSettings {
+        base_url,
+        worker_concurrency: a.worker_concurrency,
+        max_attempts: a.max_attempts.max(1),
+        resync_interval: Duration::from_secs(a.resync_interval_hours.saturating_mul(3600)),
+        resync_pause: Duration::from_millis(a.resync_pause_ms),
+    }
+}
