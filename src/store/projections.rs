@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 
 use serde_json::json;
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::domain::JobKind;
 use crate::wecom::events::{
@@ -78,13 +78,25 @@ pub async fn apply_pending_with(
     Ok(n)
 }
 
+/// One unapplied event as the batch read returns it (decoded by column name, so a schema mismatch is an
+/// error, not a panic).
+#[derive(sqlx::FromRow)]
+struct PendingRow {
+    id: i64,
+    app: String,
+    dedupe_key: String,
+    corp_id: Option<String>,
+    t: Option<i64>,
+    message: String,
+}
+
 /// Applies up to `limit` unapplied events inside `tx` and marks them applied.
 async fn apply_batch(
     tx: &mut Transaction<'_, Postgres>,
     limit: i64,
     enrich: &HashSet<String>,
 ) -> Result<usize, sqlx::Error> {
-    let rows = sqlx::query(
+    let rows: Vec<PendingRow> = sqlx::query_as(
         "SELECT id, app, dedupe_key, corp_id, extract(epoch FROM event_time)::bigint AS t, message \
          FROM wecom_events WHERE applied_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
@@ -92,29 +104,25 @@ async fn apply_batch(
     .fetch_all(&mut **tx)
     .await?;
     let mut ids = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let id: i64 = row.get("id");
+    for row in rows {
+        let id = row.id;
         ids.push(id);
-        let text: String = row.get("message");
         // Stored messages were parsed once already; one that no longer parses is skipped, never retried forever.
-        let Ok(parsed) = message::parse_message(text.as_bytes()) else {
+        let Ok(parsed) = message::parse_message(row.message.as_bytes()) else {
             tracing::warn!(event_id = id, "stored message does not parse; not applied");
             continue;
         };
         let typed = crate::wecom::events::interpret(&parsed);
         let ev = StoredEvent {
             id,
-            dedupe_key: row.get("dedupe_key"),
-            corp_id: row
-                .get::<Option<String>, _>("corp_id")
-                .or(typed.corp_id.clone()),
-            time: row.get::<Option<i64>, _>("t").unwrap_or(0),
+            dedupe_key: row.dedupe_key,
+            corp_id: row.corp_id.or(typed.corp_id.clone()),
+            time: row.t.unwrap_or(0),
             typed,
         };
         apply_one(tx, &ev).await?;
-        let app: String = row.get("app");
-        if enrich.contains(&app) {
-            enqueue_enrichment(tx, &app, &ev).await?;
+        if enrich.contains(&row.app) {
+            enqueue_enrichment(tx, &row.app, &ev).await?;
         }
     }
     if !ids.is_empty() {
