@@ -177,6 +177,10 @@ pub struct Settings {
     /// catches exactly this bug; never settable from a file or the environment.
     #[doc(hidden)]
     pub fault_ack_before_commit: bool,
+    /// Test-only fault: the named background tasks (see [`crate::tasks`]) panic once, so tests can prove each
+    /// is supervised; never settable from a file or the environment.
+    #[doc(hidden)]
+    pub fault_panic_once: Vec<String>,
 }
 
 impl Settings {
@@ -633,6 +637,7 @@ pub fn build_settings(mut file: FileConfig, overrides: Overrides) -> Result<Sett
             metrics_listen,
             api,
             fault_ack_before_commit: false,
+            fault_panic_once: Vec::new(),
         })
     } else {
         Err(ConfigError::Invalid(problems))

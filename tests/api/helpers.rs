@@ -128,6 +128,7 @@ pub fn test_settings(apps: &[TestAppConfig], database_url: &str) -> Settings {
             resync_pause: Duration::ZERO,
         },
         fault_ack_before_commit: false,
+        fault_panic_once: Vec::new(),
     }
 }
 

@@ -289,6 +289,7 @@ impl Service {
                 resync_pause: Duration::ZERO,
             },
             fault_ack_before_commit,
+            fault_panic_once: Vec::new(),
         };
         wecom_callback::store::ensure_database_exists(&settings.database)
             .await
