@@ -291,6 +291,12 @@ impl Application {
         self.port
     }
 
+    /// The background tasks' supervisor (tests use it to see that a stop ended every task).
+    #[doc(hidden)]
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
+    }
+
     /// Serves until SIGTERM/SIGINT: [`Application::run_until`] with the signals as the shutdown.
     pub async fn run_until_stopped(self) -> Result<(), RunError> {
         self.run_until(shutdown_signal()).await
