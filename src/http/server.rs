@@ -45,8 +45,10 @@ pub enum StartupError {
 /// Why the service stopped other than by request.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// An HTTP server (the main one or the `/metrics` one) failed.
     #[error("the HTTP server failed: {0}")]
     Http(std::io::Error),
+    /// A critical background task failed (see [`crate::tasks`]).
     #[error("{0}; exiting so that the service is restarted (nothing acknowledged was lost)")]
     Task(TaskFailure),
 }
