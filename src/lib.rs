@@ -11,6 +11,8 @@
 //!   database cannot take a callback in time) and its drain.
 //! - [`sync`]: after `wecom_events`: the projector (events → synced tables), the WeCom API client, the job
 //!   worker (enrichment) and the full resync.
+//! - [`tasks`]: supervision of the background tasks (projector, worker, resync, drain, writer, spool thread):
+//!   their restart or fail-the-process policy, and the one cancellation token they stop on.
 //! - [`store`]: PostgreSQL, and the only module that writes SQL.
 //! - [`config`]: configuration (file, environment, flags), validated once with every problem at once.
 //! - [`cli`]: the `wecom-callback` subcommands. [`tools`]: operator tools (decrypt diagnosis, send-test, the
@@ -29,6 +31,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod store;
 pub mod sync;
+pub mod tasks;
 pub mod telemetry;
 pub mod tools;
 pub mod wecom;

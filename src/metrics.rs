@@ -1,9 +1,22 @@
 //! Prometheus metrics, served at `GET /metrics` in the text exposition format.
+//!
+//! Gauges that describe the database or the spool (`wecom_apply_pending_events`, `wecom_jobs_queued`,
+//! `wecom_jobs_dead`, `wecom_spool_bytes`) are computed at scrape time by [`Metrics::gather`], never set by the
+//! tasks doing the work: a task that died would otherwise leave its last, reassuring value behind.
+
+use std::time::Duration;
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
+use sqlx::PgPool;
+
+use crate::ingest::spool::Spool;
+use crate::store::{jobs, projections};
+
+/// How long a scrape waits for the database-derived gauges before answering with their last values.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Every metric the service exports.
 #[derive(Clone)]
@@ -14,13 +27,15 @@ pub struct Metrics {
     pub callbacks: IntCounterVec,
     /// Seconds from request start to answer, by app and method.
     pub latency: HistogramVec,
-    /// Bytes waiting in the spool.
+    /// Bytes waiting in the spool (set at scrape time by [`Metrics::gather`]).
     pub spool_bytes: IntGauge,
-    /// Stored events not yet applied to the synced tables.
+    /// Stored events not yet applied to the synced tables (set at scrape time by [`Metrics::gather`]).
     pub apply_pending: IntGauge,
-    /// Jobs waiting, and dead jobs waiting for an operator.
+    /// Jobs waiting, and dead jobs waiting for an operator (set at scrape time by [`Metrics::gather`]).
     pub jobs_queued: IntGauge,
     pub jobs_dead: IntGauge,
+    /// Restarts of background tasks after a panic, by task (see [`crate::tasks`]).
+    pub task_restarts: IntCounterVec,
     /// Failed job runs by kind.
     pub job_failures: IntCounterVec,
     /// WeCom API error answers by errcode.
@@ -91,6 +106,14 @@ impl Metrics {
             &["table", "change"],
         )
         .expect("a valid metric definition");
+        let task_restarts = IntCounterVec::new(
+            Opts::new(
+                "background_task_restarts_total",
+                "Restarts of background tasks after a panic or an unexpected end, by task",
+            ),
+            &["task"],
+        )
+        .expect("a valid metric definition");
         for m in [
             Box::new(jobs_queued.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(jobs_dead.clone()),
@@ -98,6 +121,7 @@ impl Metrics {
             Box::new(api_errors.clone()),
             Box::new(token_refreshes.clone()),
             Box::new(resync_drift.clone()),
+            Box::new(task_restarts.clone()),
         ] {
             let _ = registry.register(m);
         }
@@ -118,6 +142,7 @@ impl Metrics {
             apply_pending,
             jobs_queued,
             jobs_dead,
+            task_restarts,
             job_failures,
             api_errors,
             token_refreshes,
@@ -130,6 +155,39 @@ impl Metrics {
         self.callbacks
             .with_label_values(&[app, outcome.as_str()])
             .inc();
+    }
+
+    /// Sets the gauges derived from the database and the spool, for a scrape. A query that fails or takes
+    /// longer than 2 s leaves its gauge at its last value: a scrape never fails because of it.
+    pub async fn gather(&self, pool: &PgPool, spool: Option<&Spool>) {
+        if let Some(spool) = spool {
+            self.spool_bytes
+                .set(i64::try_from(spool.bytes()).unwrap_or(i64::MAX));
+        }
+        let queries =
+            futures_util::future::join(projections::pending_count(pool), jobs::depth(pool));
+        match tokio::time::timeout(GATHER_TIMEOUT, queries).await {
+            Ok((pending, depth)) => {
+                match pending {
+                    Ok(n) => self.apply_pending.set(n),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot count pending events for /metrics; keeping the last value")
+                    }
+                }
+                match depth {
+                    Ok((queued, dead)) => {
+                        self.jobs_queued.set(queued);
+                        self.jobs_dead.set(dead);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot count jobs for /metrics; keeping the last values")
+                    }
+                }
+            }
+            Err(_) => tracing::debug!(
+                "the database did not answer the /metrics queries within 2 s; keeping the last values"
+            ),
+        }
     }
 
     /// The text exposition of every metric.

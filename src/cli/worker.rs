@@ -12,7 +12,7 @@ pub struct Args {
     pub concurrency: Option<usize>,
 }
 
-/// Runs jobs until Ctrl-C.
+/// Runs jobs until SIGTERM or SIGINT, then lets the jobs under way finish (at most 10 s).
 pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let settings = ctx.settings()?;
     telemetry::init(settings.log_format);
@@ -37,9 +37,13 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         .concurrency
         .unwrap_or(settings.api.worker_concurrency)
         .max(1);
-    tokio::select! {
-        _ = worker::run(w, concurrency) => {}
-        _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
-    }
+    let token = tokio_util::sync::CancellationToken::new();
+    let stop = token.clone();
+    tokio::spawn(async move {
+        crate::http::server::shutdown_signal().await;
+        tracing::info!("stop requested: finishing the jobs under way");
+        stop.cancel();
+    });
+    worker::run_until(w, concurrency, token).await;
     Ok(())
 }

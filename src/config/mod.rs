@@ -84,6 +84,10 @@ pub struct Settings {
     /// catches exactly this bug; never settable from a file or the environment.
     #[doc(hidden)]
     pub fault_ack_before_commit: bool,
+    /// Test-only fault: the named background tasks (see [`crate::tasks`]) panic once, so tests can prove each
+    /// is supervised; never settable from a file or the environment.
+    #[doc(hidden)]
+    pub fault_panic_once: Vec<String>,
 }
 
 impl Settings {
@@ -263,6 +267,7 @@ fn assemble(
         metrics_listen: extras.metrics_listen,
         api,
         fault_ack_before_commit: false,
+        fault_panic_once: Vec::new(),
     }
 }
 

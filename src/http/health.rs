@@ -9,8 +9,15 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok")
 }
 
-/// `GET /readyz`: the database answers and every migration is applied, so callbacks can be stored.
+/// `GET /readyz`: no critical background task has failed (see [`crate::tasks`]), the database answers and
+/// every migration is applied, so callbacks can be stored.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if let Some(failure) = state.tasks.failure() {
+        tracing::warn!(%failure, "not ready");
+        return HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body("not ready");
+    }
     match crate::store::readiness(&state.pool).await {
         Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ready"),
         Err(why) => {
@@ -22,11 +29,12 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// `GET /metrics`: Prometheus text exposition.
+/// `GET /metrics`: Prometheus text exposition; the database-derived gauges are computed now.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    if let Some(spool) = state.ingest.spool() {
-        state.metrics.spool_bytes.set(spool.bytes() as i64);
-    }
+    state
+        .metrics
+        .gather(&state.pool, state.ingest.spool())
+        .await;
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

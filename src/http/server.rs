@@ -1,12 +1,14 @@
 //! Wiring: database, event writer, background tasks and the HTTP server.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::net::TcpListener;
 use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::AppConfig;
 use crate::config::Settings;
@@ -16,6 +18,7 @@ use crate::ingest::spool::Spool;
 use crate::ingest::writer::EventWriter;
 use crate::metrics::Metrics;
 use crate::store::{self, StoreError};
+use crate::tasks::{Faults, TaskFailure, Tasks};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,11 +43,24 @@ pub enum StartupError {
     Spool { dir: String, source: std::io::Error },
 }
 
+/// Why the service stopped other than by request.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// An HTTP server (the main one or the `/metrics` one) failed.
+    #[error("the HTTP server failed: {0}")]
+    Http(std::io::Error),
+    /// A critical background task failed (see [`crate::tasks`]).
+    #[error("{0}; exiting so that the service is restarted (nothing acknowledged was lost)")]
+    Task(TaskFailure),
+}
+
 /// A built, bound, not yet running service.
 pub struct Application {
     port: u16,
     server: Server,
     metrics_server: Option<Server>,
+    /// The background tasks (see [`crate::tasks`]).
+    tasks: Tasks,
 }
 
 impl Application {
@@ -74,16 +90,21 @@ impl Application {
                 source,
             })?
             .port();
-        let writer = EventWriter::spawn(pool.clone(), &settings.store);
         let metrics = Metrics::new();
+        // Every background task below is owned by `tasks` and stops on its token (see crate::tasks).
+        let tasks = Tasks::new(
+            CancellationToken::new(),
+            Some(metrics.task_restarts.clone()),
+            Faults::new(&settings.fault_panic_once),
+        );
+        let writer = EventWriter::spawn(pool.clone(), &settings.store, &tasks);
         let credentials = crate::sync::worker::credentials(&settings.apps);
         if settings.run_projector {
-            tokio::spawn(crate::sync::projector::run(
-                pool.clone(),
-                writer.committed(),
-                Some(metrics.apply_pending.clone()),
-                credentials.keys().cloned().collect(),
-            ));
+            let (pool, committed) = (pool.clone(), writer.committed());
+            let enrich: HashSet<String> = credentials.keys().cloned().collect();
+            tasks.spawn_restarting("projector", move |token| {
+                crate::sync::projector::run(pool.clone(), committed.clone(), enrich.clone(), token)
+            });
         }
         let api = if credentials.is_empty() {
             None
@@ -95,27 +116,39 @@ impl Application {
             )
         };
         if let (Some(api), false) = (&api, settings.api.resync_interval.is_zero()) {
-            tokio::spawn(crate::sync::resync::schedule(
-                pool.clone(),
-                api.clone(),
-                credentials.clone(),
+            let (pool, api, credentials) = (pool.clone(), api.clone(), credentials.clone());
+            let (interval, pause, metrics) = (
                 settings.api.resync_interval,
                 settings.api.resync_pause,
-                Some(metrics.clone()),
-            ));
+                metrics.clone(),
+            );
+            tasks.spawn_restarting("resync", move |token| {
+                crate::sync::resync::schedule(
+                    pool.clone(),
+                    api.clone(),
+                    credentials.clone(),
+                    interval,
+                    pause,
+                    Some(metrics.clone()),
+                    token,
+                )
+            });
         }
         if let (Some(api), true) = (&api, settings.api.worker_concurrency > 0) {
-            tokio::spawn(crate::sync::worker::run(
-                crate::sync::worker::Worker {
-                    pool: pool.clone(),
-                    api: api.clone(),
-                    credentials: credentials.clone(),
-                    max_attempts: settings.api.max_attempts,
-                    metrics: Some(metrics.clone()),
-                    idle: std::time::Duration::from_secs(1),
-                },
-                settings.api.worker_concurrency,
-            ));
+            let worker = crate::sync::worker::Worker {
+                pool: pool.clone(),
+                api: api.clone(),
+                credentials: credentials.clone(),
+                max_attempts: settings.api.max_attempts,
+                metrics: Some(metrics.clone()),
+                idle: std::time::Duration::from_secs(1),
+            };
+            for _ in 0..settings.api.worker_concurrency {
+                let worker = worker.clone();
+                tasks.spawn_restarting("worker", move |token| {
+                    crate::sync::worker::work(worker.clone(), token)
+                });
+            }
         }
         let api_enabled = settings.api_token.is_some();
         let apps: HashMap<String, AppConfig> = settings
@@ -125,18 +158,27 @@ impl Application {
             .collect();
         let spool = match &settings.spool.dir {
             Some(dir) => {
-                let spool = Spool::open(dir, settings.spool.max_bytes).map_err(|source| {
-                    StartupError::Spool {
+                let spool = Spool::open_supervised(dir, settings.spool.max_bytes, &tasks).map_err(
+                    |source| StartupError::Spool {
                         dir: dir.display().to_string(),
                         source,
-                    }
-                })?;
-                tokio::spawn(crate::ingest::drain::run(
+                    },
+                )?;
+                let (drain_spool, pool, apps, committed) = (
                     spool.clone(),
                     pool.clone(),
                     apps.clone(),
                     writer.committed(),
-                ));
+                );
+                tasks.spawn_restarting("drain", move |token| {
+                    crate::ingest::drain::run(
+                        drain_spool.clone(),
+                        pool.clone(),
+                        apps.clone(),
+                        committed.clone(),
+                        token,
+                    )
+                });
                 Some(spool)
             }
             None => None,
@@ -162,6 +204,7 @@ impl Application {
             verification_files: settings.verification_files.clone(),
             api,
             credentials,
+            tasks: tasks.health(),
         });
         let separate_metrics = settings.metrics_listen;
         let http = settings.http.clone();
@@ -209,7 +252,7 @@ impl Application {
         // Slow request heads are cut off by actix itself with 408.
         .client_request_timeout(http.header_read_timeout)
         .shutdown_timeout(10)
-        // Signals are handled in run_until_stopped, which bounds the whole stop (see there).
+        // Signals are handled in run_until, which bounds the whole stop (see there).
         .disable_signals();
         if http.workers > 0 {
             server = server.workers(http.workers);
@@ -246,6 +289,7 @@ impl Application {
             port,
             server,
             metrics_server,
+            tasks,
         })
     }
 
@@ -254,11 +298,27 @@ impl Application {
         self.port
     }
 
-    /// Serves until SIGTERM/SIGINT (actix stops accepting, finishes in-flight requests, then returns).
+    /// The background tasks' supervisor (tests use it to see that a stop ended every task).
+    #[doc(hidden)]
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
+    }
+
+    /// Serves until SIGTERM/SIGINT: [`Application::run_until`] with the signals as the shutdown.
+    pub async fn run_until_stopped(self) -> Result<(), RunError> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` resolves, an HTTP server ends, or a critical background task fails (see
+    /// [`crate::tasks`]); then stops HTTP gracefully (bounded to 15 s), cancels the background tasks (the
+    /// writer commits and answers what it has queued) and waits for them (bounded to 10 s).
+    ///
+    /// Returns an error when a critical task failed or an HTTP server failed, so the process exits non-zero.
     ///
     /// actix's own signal handling was seen (rarely) to leave the server future pending after its workers had
     /// stopped, so a SIGTERM never ended the process; here the stop is requested explicitly and bounded.
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+        let tasks = self.tasks;
         let handles: Vec<_> = std::iter::once(self.server.handle())
             .chain(self.metrics_server.as_ref().map(Server::handle))
             .collect();
@@ -272,30 +332,64 @@ impl Application {
             }
         };
         tokio::pin!(servers);
-        tokio::select! {
-            result = &mut servers => return result,
-            () = shutdown_signal() => {}
-        }
-        tracing::info!("stop requested: refusing new connections, finishing in-flight callbacks");
+        tokio::pin!(shutdown);
+        let mut outcome = tokio::select! {
+            result = &mut servers => {
+                // A server that ended on its own needs no stop; the background tasks still do.
+                tracing::warn!("the HTTP server ended by itself; stopping the background tasks");
+                tasks.shutdown(TASKS_STOP_BOUND).await;
+                return result.map_err(RunError::Http).and(recorded_failure(&tasks));
+            }
+            () = &mut shutdown => {
+                tracing::info!("stop requested: refusing new connections, finishing in-flight callbacks");
+                Ok(())
+            }
+            failure = tasks.critical_failure() => {
+                // Let a load balancer polling /readyz (which fails now) take us out before the port closes;
+                // callbacks meanwhile are spooled or answered 503, which WeCom retries.
+                tokio::select! {
+                    () = tokio::time::sleep(READINESS_GRACE) => {}
+                    () = &mut shutdown => {}
+                }
+                tracing::error!(%failure, "stopping the service");
+                Err(RunError::Task(failure))
+            }
+        };
         for h in &handles {
             // Graceful: workers finish what they have (up to the 10 s shutdown timeout).
             let stop = h.stop(true);
             tokio::spawn(stop);
         }
         match tokio::time::timeout(Duration::from_secs(15), &mut servers).await {
-            Ok(result) => result,
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => outcome = outcome.and(Err(RunError::Http(e))),
             Err(_) => {
                 tracing::warn!(
                     "the HTTP server did not confirm its stop within 15 s; exiting anyway"
                 );
-                Ok(())
             }
         }
+        // Only now: in-flight callbacks needed the writer until HTTP had stopped.
+        tasks.shutdown(TASKS_STOP_BOUND).await;
+        outcome.and(recorded_failure(&tasks))
+    }
+}
+
+/// How long the background tasks may take to stop once cancelled.
+const TASKS_STOP_BOUND: Duration = Duration::from_secs(10);
+/// How long `/readyz` fails before the service stops after a critical task failed.
+const READINESS_GRACE: Duration = Duration::from_secs(2);
+
+/// A critical failure recorded so far (also one that happened while stopping), as an error.
+fn recorded_failure(tasks: &Tasks) -> Result<(), RunError> {
+    match tasks.health().failure() {
+        Some(f) => Err(RunError::Task(f)),
+        None => Ok(()),
     }
 }
 
 /// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

@@ -28,6 +28,8 @@ pub struct AppState {
     pub api: Option<crate::sync::client::WecomApi>,
     /// API credentials by app name.
     pub credentials: HashMap<String, crate::sync::client::Credentials>,
+    /// Whether a critical background task has failed (then `/readyz` fails).
+    pub tasks: crate::tasks::TaskHealth,
 }
 
 impl AppState {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::DateTime;
 use sqlx::PgPool;
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::AppConfig;
 use crate::ingest::spool::{self, Spool, SpooledRequest};
@@ -86,15 +87,18 @@ fn keep_rejected(spool: &Spool, r: &SpooledRequest) -> std::io::Result<()> {
     f.sync_data()
 }
 
-/// Runs until the process stops: drains at start-up, then whenever something is spooled.
+/// Runs until `token` is cancelled: drains at start-up, then whenever something is spooled. A pass under way
+/// is finished first (each segment is deleted only after its rows are committed, so a cut pass would only
+/// repeat work, but finishing is cheap).
 pub async fn run(
     spool: Spool,
     pool: PgPool,
     apps: HashMap<String, AppConfig>,
     committed: Arc<Notify>,
+    token: CancellationToken,
 ) {
     let mut failures = 0u32;
-    loop {
+    while !token.is_cancelled() {
         if spool.bytes() > 0 {
             match drain_once(&spool, &pool, &apps).await {
                 Ok(0) => failures = 0,
@@ -111,6 +115,9 @@ pub async fn run(
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
     }
 }

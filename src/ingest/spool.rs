@@ -11,6 +11,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::tasks::{Tasks, panic_message};
 
 /// A verified callback request as it arrived.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,7 +54,12 @@ type AppendReply = oneshot::Sender<Result<(), SpoolError>>;
 enum Cmd {
     Append(Vec<u8>, AppendReply),
     Seal(oneshot::Sender<io::Result<Vec<PathBuf>>>),
+    /// End the thread (after the commands before it).
+    Stop,
 }
+
+/// The writer thread's name in [`crate::tasks`].
+const TASK: &str = "spool";
 
 /// Handle to the spool. Cheap to clone.
 #[derive(Clone)]
@@ -80,8 +88,20 @@ fn segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
 }
 
 impl Spool {
-    /// Opens (creating) the spool directory and starts the writer thread.
+    /// Opens (creating) the spool directory and starts the writer thread, which ends when every handle is
+    /// dropped. A panic in it is logged; appends then fail with [`SpoolError::Stopped`].
     pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Spool> {
+        Self::start(dir, max_bytes, None)
+    }
+
+    /// Like [`Spool::open`], with the writer thread supervised as the critical task `spool` of `tasks` (see
+    /// [`crate::tasks`]): if it panics, the service stops. When the token is cancelled the thread writes the
+    /// appends already queued and ends.
+    pub fn open_supervised(dir: &Path, max_bytes: u64, tasks: &Tasks) -> io::Result<Spool> {
+        Self::start(dir, max_bytes, Some(tasks))
+    }
+
+    fn start(dir: &Path, max_bytes: u64, tasks: Option<&Tasks>) -> io::Result<Spool> {
         fs::create_dir_all(dir)?;
         // Callbacks hold personal data: only the service user may read them.
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
@@ -99,9 +119,38 @@ impl Spool {
             bytes: bytes.clone(),
             max_bytes,
         };
+        let faults = tasks.map(Tasks::faults).unwrap_or_default();
+        let supervised = tasks.is_some();
+        let (done, thread_ended) = oneshot::channel::<Result<(), String>>();
         std::thread::Builder::new()
             .name("spool-writer".into())
-            .spawn(move || writer.run(rx))?;
+            .spawn(move || {
+                let outcome = std::panic::catch_unwind(AssertUnwindSafe(move || {
+                    faults.fire(TASK);
+                    writer.run(rx)
+                }))
+                .map_err(|panic| format!("panicked: {}", panic_message(&*panic)));
+                if let (Err(why), false) = (&outcome, supervised) {
+                    tracing::error!(task = TASK, %why, "the spool writer thread failed; spooling is off");
+                }
+                let _ = done.send(outcome);
+            })?;
+        if let Some(tasks) = tasks {
+            let token = tasks.token();
+            let stop = tx.clone();
+            tasks.spawn_critical(TASK, async move {
+                let mut thread_ended = thread_ended;
+                let ended = tokio::select! {
+                    ended = &mut thread_ended => ended,
+                    () = token.cancelled() => {
+                        // Queued after every append already accepted, so those are written first.
+                        let _ = stop.send(Cmd::Stop).await;
+                        thread_ended.await
+                    }
+                };
+                ended.unwrap_or_else(|_| Err("the spool writer thread vanished".to_owned()))
+            });
+        }
         Ok(Spool {
             tx,
             bytes,
@@ -194,8 +243,10 @@ struct Writer {
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
         let mut pending_seal = None;
+        let mut stop = false;
         while let Some(cmd) = rx.blocking_recv() {
             match cmd {
+                Cmd::Stop => return,
                 Cmd::Seal(reply) => {
                     let _ = reply.send(self.seal());
                 }
@@ -209,12 +260,19 @@ impl Writer {
                                 pending_seal = Some(r);
                                 break;
                             }
+                            Ok(Cmd::Stop) => {
+                                stop = true;
+                                break;
+                            }
                             Err(_) => break,
                         }
                     }
                     self.write_batch(batch);
                     if let Some(r) = pending_seal.take() {
                         let _ = r.send(self.seal());
+                    }
+                    if stop {
+                        return;
                     }
                 }
             }

@@ -9,6 +9,10 @@ use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 use crate::config::StoreSettings;
 use crate::store::{NewEvent, StoreError, StoreOutcome, insert_events};
+use crate::tasks::Tasks;
+
+/// The writer's name in [`crate::tasks`].
+const TASK: &str = "writer";
 
 type Reply = oneshot::Sender<Result<StoreOutcome, Arc<StoreError>>>;
 
@@ -25,17 +29,23 @@ pub struct EventWriter {
 }
 
 impl EventWriter {
-    /// Starts the writer task on the current tokio runtime.
-    pub fn spawn(pool: PgPool, settings: &StoreSettings) -> EventWriter {
+    /// Starts the writer as the critical task `writer` of `tasks` (see [`crate::tasks`]): if it or one of its
+    /// commits panics, the service stops. When the token is cancelled it stops taking requests, commits and
+    /// answers those already queued, and ends.
+    pub fn spawn(pool: PgPool, settings: &StoreSettings, tasks: &Tasks) -> EventWriter {
         let (tx, rx) = mpsc::channel(settings.queue_capacity);
         let committed = Arc::new(Notify::new());
-        tokio::spawn(run_writer(
-            pool,
-            rx,
-            settings.max_batch_rows,
-            settings.max_in_flight_batches,
-            committed.clone(),
-        ));
+        tasks.spawn_critical(
+            TASK,
+            run_writer(
+                pool,
+                rx,
+                settings.max_batch_rows,
+                settings.max_in_flight_batches,
+                committed.clone(),
+                tasks.clone(),
+            ),
+        );
         EventWriter { tx, committed }
     }
 
@@ -62,34 +72,63 @@ async fn run_writer(
     max_batch: usize,
     max_in_flight: usize,
     committed: Arc<Notify>,
-) {
+    tasks: Tasks,
+) -> Result<(), String> {
+    let token = tasks.token();
+    let faults = tasks.faults();
     let slots = Arc::new(Semaphore::new(max_in_flight));
     loop {
         // Take a slot before collecting: while every slot is busy committing, callbacks pile up in the
         // channel and the next batch grows, which is what makes throughput scale with load.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
+        let slot = tokio::select! {
+            biased;
+            () = token.cancelled() => break,
+            slot = slots.clone().acquire_owned() => slot.map_err(|_| "the commit slots were closed".to_owned())?,
         };
-        let Some(first) = rx.recv().await else {
-            return;
+        let first = tokio::select! {
+            biased;
+            () = token.cancelled() => break,
+            first = rx.recv() => first,
         };
-        let mut batch = Vec::with_capacity(max_batch.min(64));
-        batch.push(first);
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
-            }
-        }
+        let Some(first) = first else {
+            // Every handle is gone (the HTTP server has stopped): nothing more can come.
+            token.cancelled().await;
+            return Ok(());
+        };
+        faults.fire(TASK);
+        let batch = collect(first, &mut rx, max_batch);
         let pool = pool.clone();
         let committed = committed.clone();
-        tokio::spawn(async move {
+        tasks.spawn_part(TASK, async move {
             if flush(&pool, batch).await {
                 committed.notify_one();
             }
             drop(slot);
         });
     }
+    // Stopping: refuse new requests and answer the queued ones (commits in flight are waited for by the
+    // supervisor).
+    rx.close();
+    while let Some(first) = rx.recv().await {
+        let batch = collect(first, &mut rx, max_batch);
+        if flush(&pool, batch).await {
+            committed.notify_one();
+        }
+    }
+    Ok(())
+}
+
+/// `first` and whatever else is already waiting, up to `max_batch`.
+fn collect(first: Pending, rx: &mut mpsc::Receiver<Pending>, max_batch: usize) -> Vec<Pending> {
+    let mut batch = Vec::with_capacity(max_batch.min(64));
+    batch.push(first);
+    while batch.len() < max_batch {
+        match rx.try_recv() {
+            Ok(p) => batch.push(p),
+            Err(_) => break,
+        }
+    }
+    batch
 }
 
 /// Writes a batch and answers its requests. Returns whether any new row was committed.

@@ -26,7 +26,9 @@ pub enum ResyncError {
     Database(#[from] sqlx::Error),
 }
 
-/// Runs a resync for every app with a secret now and then every `interval`, inside `serve`.
+/// Runs a resync for every app with a secret now and then every `interval`, inside `serve`, until `token` is
+/// cancelled. A resync under way is dropped at cancellation as a crash would drop it: its progress is saved
+/// after every page and the next start resumes it.
 pub async fn schedule(
     pool: PgPool,
     api: WecomApi,
@@ -34,10 +36,15 @@ pub async fn schedule(
     interval: Duration,
     pause: Duration,
     metrics: Option<crate::metrics::Metrics>,
+    token: tokio_util::sync::CancellationToken,
 ) {
     loop {
         for (app, creds) in &credentials {
-            if let (Ok(d), Some(m)) = (resync(&pool, &api, app, creds, pause).await, &metrics) {
+            let result = tokio::select! {
+                () = token.cancelled() => return,
+                r = resync(&pool, &api, app, creds, pause) => r,
+            };
+            if let (Ok(d), Some(m)) = (result, &metrics) {
                 for (table, change, n) in [
                     ("contacts", "created", d.contacts_created),
                     ("follows", "created", d.follows_created),
@@ -54,7 +61,10 @@ pub async fn schedule(
                 }
             }
         }
-        tokio::time::sleep(interval).await;
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
     }
 }
 

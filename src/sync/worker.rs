@@ -5,11 +5,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::domain::JobKind;
 use crate::metrics::Metrics;
 use crate::store::{enrichment, jobs};
 use crate::sync::client::{ApiError, Credentials, WecomApi};
+use crate::tasks::{Faults, Tasks};
 
 /// How long a worker owns a job before another may take it over (a crashed worker's job is not lost).
 const LEASE: Duration = Duration::from_secs(120);
@@ -103,34 +105,41 @@ pub async fn run_once(w: &Worker) -> Result<bool, sqlx::Error> {
     Ok(true)
 }
 
-/// Runs `concurrency` worker loops until the process stops.
-pub async fn run(w: Worker, concurrency: usize) {
-    let loops: Vec<_> = (0..concurrency.max(1))
-        .map(|_| {
-            let w = w.clone();
-            tokio::spawn(async move {
-                loop {
-                    match run_once(&w).await {
-                        Ok(true) => {}
-                        Ok(false) => tokio::time::sleep(w.idle).await,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "job queue unavailable; retrying");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
-                    if let Some(m) = &w.metrics {
-                        if let Ok((queued, dead)) = jobs::depth(&w.pool).await {
-                            m.jobs_queued.set(queued);
-                            m.jobs_dead.set(dead);
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
-    for l in loops {
-        let _ = l.await;
+/// One worker loop: takes and runs jobs until `token` is cancelled. A job under way is finished first (it is
+/// leased, so even a job cut short by a crash is taken over by another worker once its lease ends).
+pub async fn work(w: Worker, token: CancellationToken) {
+    while !token.is_cancelled() {
+        let pause = match run_once(&w).await {
+            Ok(true) => continue,
+            Ok(false) => w.idle,
+            Err(e) => {
+                tracing::warn!(error = %e, "job queue unavailable; retrying");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
     }
+}
+
+/// Runs `concurrency` supervised worker loops (restarted after a panic, see [`crate::tasks`]) until the
+/// process stops: the standalone `wecom-callback worker`. `serve` supervises [`work`] loops itself.
+pub async fn run(w: Worker, concurrency: usize) {
+    run_until(w, concurrency, CancellationToken::new()).await
+}
+
+/// Like [`run`], until `token` is cancelled; then waits (at most 10 s) for the jobs under way.
+pub async fn run_until(w: Worker, concurrency: usize, token: CancellationToken) {
+    let restarts = w.metrics.as_ref().map(|m| m.task_restarts.clone());
+    let tasks = Tasks::new(token.clone(), restarts, Faults::default());
+    for _ in 0..concurrency.max(1) {
+        let w = w.clone();
+        tasks.spawn_restarting("worker", move |token| work(w.clone(), token));
+    }
+    token.cancelled().await;
+    tasks.shutdown(Duration::from_secs(10)).await;
 }
 
 /// Credentials for every app with a secret.

@@ -121,6 +121,16 @@ pub async fn spawn_app() -> TestApp {
 
 /// Spawns the service with the given apps; `tweak` may change any setting before start.
 pub async fn spawn_app_with(apps: &[TestAppConfig], tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let (test_app, app) = build_app_with(apps, tweak).await;
+    tokio::spawn(app.run_until_stopped());
+    test_app
+}
+
+/// Like [`spawn_app_with`], but leaves running the built service to the caller (to choose its shutdown).
+pub async fn build_app_with(
+    apps: &[TestAppConfig],
+    tweak: impl FnOnce(&mut Settings),
+) -> (TestApp, Application) {
     init_logs();
     let admin_options: PgConnectOptions = admin_url().parse().expect("TEST_DATABASE_URL");
     let db_name = format!("wecom_test_{}", uuid::Uuid::new_v4().simple());
@@ -151,9 +161,8 @@ pub async fn spawn_app_with(apps: &[TestAppConfig], tweak: impl FnOnce(&mut Sett
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let app = Application::build_with(settings, pool, listener).expect("build app");
     let port = app.port();
-    tokio::spawn(app.run_until_stopped());
 
-    TestApp {
+    let test_app = TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
         pool: test_pool,
@@ -163,7 +172,8 @@ pub async fn spawn_app_with(apps: &[TestAppConfig], tweak: impl FnOnce(&mut Sett
             .expect("client"),
         db_name,
         admin_options,
-    }
+    };
+    (test_app, app)
 }
 
 /// URL of database `name` on the test server.

@@ -5,9 +5,11 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 use wecom_callback::ingest::spool::{Spool, read_segment};
 use wecom_callback::ingest::writer::EventWriter;
 use wecom_callback::ingest::{Ack, Arrival, Ingest, IngestError, Outcome, RawCallback};
+use wecom_callback::tasks::{Faults, Tasks};
 use wecom_callback::wecom::verify::{self, VerifiedCallback};
 
 use crate::helpers::{
@@ -28,10 +30,16 @@ fn verified(xml: &str) -> (VerifiedCallback, SignedCallback) {
     (v, cb)
 }
 
+/// Background tasks for a writer outside a service; dropped with the test.
+fn tasks() -> Tasks {
+    Tasks::new(CancellationToken::new(), None, Faults::default())
+}
+
 fn writer(pool: PgPool) -> EventWriter {
     EventWriter::spawn(
         pool,
         &test_settings(&[MAIN], "postgres://x@127.0.0.1/x").store,
+        &tasks(),
     )
 }
 

@@ -16,6 +16,7 @@ mod ordering;
 mod resync;
 #[path = "../common/snapshot.rs"]
 mod snapshot;
+mod supervision;
 mod sync;
 mod tools;
 mod verify_url;

@@ -517,7 +517,7 @@ async fn events_stored_before_a_crash_are_applied_at_start_up() {
     let projector = tokio::spawn(wecom_callback::sync::projector::run(
         app.pool.clone(),
         std::sync::Arc::new(tokio::sync::Notify::new()),
-        None,
+        Default::default(),
         Default::default(),
     ));
     wait_applied(&app.pool).await;
