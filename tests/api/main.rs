@@ -12,6 +12,7 @@ mod helpers;
 mod miniprogram;
 mod ordering;
 mod resync;
+mod simcorp;
 #[path = "../common/snapshot.rs"]
 mod snapshot;
 mod sync;
