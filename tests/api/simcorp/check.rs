@@ -172,7 +172,8 @@ async fn follows(pool: &PgPool, truth: &Truth, delivered: &HashSet<u64>, out: &m
     }
     for r in &rows {
         let pair = (r.userid.clone(), r.external_userid.clone());
-        if !truth.follows.contains_key(&pair) && matches!(r.status.as_str(), "active" | "pending") {
+        // A row claims a relation (live or ended); WeCom never had this one.
+        if !truth.follows.contains_key(&pair) {
             let why = if truth.mentioned.contains(&pair) {
                 " (only a transfer_fail named this member: the takeover member never got the customer)"
             } else {

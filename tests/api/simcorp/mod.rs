@@ -39,7 +39,10 @@ pub struct Sim {
     step_no: usize,
     last_touch: HashMap<String, i64>,
     pub log: Vec<String>,
-    resync_error: Option<String>,
+    resync_errors: Vec<String>,
+    resyncs: usize,
+    /// Also compare before the resync (when no callback is lost, events and enrichment alone must be right).
+    pub check_before_resync: bool,
 }
 
 impl Sim {
@@ -65,7 +68,9 @@ impl Sim {
             step_no: 0,
             last_touch: HashMap::new(),
             log: Vec::new(),
-            resync_error: None,
+            resync_errors: Vec::new(),
+            resyncs: 0,
+            check_before_resync: true,
         }
     }
 
@@ -195,34 +200,44 @@ impl Sim {
         )
         .await;
         self.log.push(format!("  t={} resync: {r:?}", unix_now()));
+        self.resyncs += 1;
         if let Err(e) = r {
-            self.resync_error = Some(e.to_string());
+            self.resync_errors
+                .push(format!("resync #{} failed: {e}", self.resyncs));
         }
     }
 
     /// The differences between the tables and the truth.
     pub async fn diff(&self) -> Vec<String> {
         let truth = self.truth.lock().expect("truth").clone();
-        let mut out = check::diff(&self.app.pool, &truth, &self.delivered).await;
-        if let Some(e) = &self.resync_error {
-            out.insert(0, format!("resync failed: {e}"));
-        }
-        out
+        check::diff(&self.app.pool, &truth, &self.delivered).await
     }
 
     /// Settles, resyncs (trusting our IP first, as an operator would), settles and returns the report of
     /// differences (empty when the tables equal the truth).
     pub async fn finish(&mut self) -> Result<(), String> {
         self.settle().await;
+        let mut diff = Vec::new();
+        if self.check_before_resync {
+            diff.extend(
+                self.diff()
+                    .await
+                    .into_iter()
+                    .map(|d| format!("before the resync: {d}")),
+            );
+        }
         if !self.truth.lock().expect("truth").trusted_ip {
             self.step(Step::TrustIp, Delivery::Now).await;
         }
         self.resync().await;
         self.settle().await;
-        let diff = self.diff().await;
-        if diff.is_empty() {
-            return Ok(());
-        }
+        diff.extend(self.resync_errors.iter().cloned());
+        diff.extend(
+            self.diff()
+                .await
+                .into_iter()
+                .map(|d| format!("after the resync: {d}")),
+        );
         let calls = {
             let calls = self.fake.calls.lock().expect("calls");
             let mut paths: Vec<String> = calls
@@ -233,6 +248,18 @@ impl Sim {
             paths.sort();
             paths.join(", ")
         };
+        if std::env::var("SIMCORP_VERBOSE").is_ok() {
+            eprintln!(
+                "SIMCORP seed {}: {}; {} callbacks delivered; API calls: {calls}; {} difference(s)",
+                self.seed,
+                self.truth.lock().expect("truth").summary(),
+                self.delivered.len(),
+                diff.len()
+            );
+        }
+        if diff.is_empty() {
+            return Ok(());
+        }
         let tail: Vec<&String> = self.log.iter().rev().take(150).rev().collect();
         Err(format!(
             "SIMCORP seed {seed}: the synced tables differ from WeCom's truth in {n} place(s):\n{diff}\n\

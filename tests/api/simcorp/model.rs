@@ -377,6 +377,29 @@ impl Truth {
         format!("etSIM{:04}", self.next_tag - 1)
     }
 
+    /// Counts, for SIMCORP_VERBOSE.
+    pub fn summary(&self) -> String {
+        let mut rels: BTreeMap<String, usize> = BTreeMap::new();
+        for f in self.follows.values() {
+            *rels.entry(format!("{:?}", f.rel)).or_default() += 1;
+        }
+        let members: usize = self.chats.values().map(|c| c.members.len()).sum();
+        let tags: usize = self.groups.values().map(|g| g.tags.len()).sum();
+        format!(
+            "{} staff, follows {rels:?}, {} transfer_fail takeovers, {} chats ({} dismissed, {members} members), \
+             {} tag groups ({} rule groups) with {tags} tags",
+            self.staff.len(),
+            self.mentioned.len(),
+            self.chats.len(),
+            self.chats.values().filter(|c| c.dismissed).count(),
+            self.groups.len(),
+            self.groups
+                .values()
+                .filter(|g| g.strategy.is_some())
+                .count(),
+        )
+    }
+
     /// Members visible to the app (81017 counts these).
     pub fn visible_staff(&self) -> usize {
         self.staff.values().filter(|s| !s.departed).count()
