@@ -145,7 +145,7 @@ async fn follows(pool: &PgPool, truth: &Truth, delivered: &HashSet<u64>, out: &m
                 r.state, f.state
             ));
         }
-        if add_known && f.rel != Rel::Pending && r.added_at != f.createtime {
+        if add_known && f.createtime.is_some() && r.added_at != f.createtime {
             out.push(format!(
                 "{who}: added_at is {:?}, truth createtime {:?}",
                 r.added_at, f.createtime

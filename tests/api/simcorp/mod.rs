@@ -207,6 +207,23 @@ impl Sim {
         }
     }
 
+    /// Proves the check can fail (`SIMCORP_CORRUPT=1`): ends one active follow behind the check's back.
+    async fn corrupt_one_row(&self) {
+        let r = sqlx::query(
+            "UPDATE external_contact_follows SET status = 'deleted_by_staff' WHERE (userid, external_userid) = \
+               (SELECT userid, external_userid FROM external_contact_follows WHERE status = 'active' \
+                ORDER BY userid, external_userid LIMIT 1)",
+        )
+        .execute(&self.app.pool)
+        .await
+        .expect("corrupt a follow");
+        eprintln!(
+            "SIMCORP seed {}: SIMCORP_CORRUPT ended {} active follow(s) behind the check's back",
+            self.seed,
+            r.rows_affected()
+        );
+    }
+
     /// The differences between the tables and the truth.
     pub async fn diff(&self) -> Vec<String> {
         let truth = self.truth.lock().expect("truth").clone();
@@ -231,6 +248,9 @@ impl Sim {
         }
         self.resync().await;
         self.settle().await;
+        if std::env::var("SIMCORP_CORRUPT").is_ok() {
+            self.corrupt_one_row().await;
+        }
         diff.extend(self.resync_errors.iter().cloned());
         diff.extend(
             self.diff()

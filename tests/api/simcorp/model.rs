@@ -386,9 +386,10 @@ impl Truth {
         let members: usize = self.chats.values().map(|c| c.members.len()).sum();
         let tags: usize = self.groups.values().map(|g| g.tags.len()).sum();
         format!(
-            "{} staff, follows {rels:?}, {} transfer_fail takeovers, {} chats ({} dismissed, {members} members), \
+            "{} staff ({} unlicensed), follows {rels:?}, {} transfer_fail takeovers, {} chats ({} dismissed, {members} members), \
              {} tag groups ({} rule groups) with {tags} tags",
             self.staff.len(),
+            self.staff.values().filter(|s| !s.licensed).count(),
             self.mentioned.len(),
             self.chats.len(),
             self.chats.values().filter(|c| c.dismissed).count(),
@@ -849,7 +850,7 @@ pub fn corp_for(seed: u64, profile: Profile) -> (Truth, Gen, Network) {
             } else {
                 working
             };
-            let unlicensed = if rng.gen_bool(0.5) {
+            let unlicensed = if rng.gen_bool(0.7) {
                 vec![working - 1]
             } else {
                 vec![]

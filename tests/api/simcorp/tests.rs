@@ -10,7 +10,7 @@ use super::{Delivery, Sim, seeds};
 const BASELINE_STEPS: usize = 50;
 const FULL_STEPS: usize = 90;
 /// Seeds run at once (each has its own server, database and fake WeCom).
-const PARALLEL: usize = 4;
+const PARALLEL: usize = 5;
 
 async fn run_seed(seed: u64, profile: Profile, steps: usize) -> Result<(), String> {
     let (truth, mut history, net) = model::corp_for(seed, profile);
