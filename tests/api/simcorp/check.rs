@@ -51,16 +51,28 @@ fn tag_ids(v: &Option<Value>) -> BTreeSet<String> {
 }
 
 /// Every difference between the tables and the truth. `delivered` holds the callbacks the server got.
-pub async fn diff(pool: &PgPool, truth: &Truth, delivered: &HashSet<u64>) -> Vec<String> {
+/// Before the resync (`resynced` false) what changed without a callback is not checked.
+pub async fn diff(
+    pool: &PgPool,
+    truth: &Truth,
+    delivered: &HashSet<u64>,
+    resynced: bool,
+) -> Vec<String> {
     let mut out = Vec::new();
-    follows(pool, truth, delivered, &mut out).await;
-    contacts(pool, truth, &mut out).await;
+    follows(pool, truth, delivered, resynced, &mut out).await;
+    contacts(pool, truth, resynced, &mut out).await;
     chats(pool, truth, &mut out).await;
-    tags(pool, truth, &mut out).await;
+    tags(pool, truth, resynced, &mut out).await;
     out
 }
 
-async fn follows(pool: &PgPool, truth: &Truth, delivered: &HashSet<u64>, out: &mut Vec<String>) {
+async fn follows(
+    pool: &PgPool,
+    truth: &Truth,
+    delivered: &HashSet<u64>,
+    resynced: bool,
+    out: &mut Vec<String>,
+) {
     let rows: Vec<FollowRow> = sqlx::query_as(
         "SELECT userid, external_userid, status, state, extract(epoch FROM added_at)::bigint AS added_at, \
                 remark, description, tags \
@@ -102,6 +114,8 @@ async fn follows(pool: &PgPool, truth: &Truth, delivered: &HashSet<u64>, out: &m
         // What the service could know about the relation's status.
         let allowed: Vec<Option<&str>> = match (f.rel, decided) {
             (_, true) => vec![Some(f.rel.status())],
+            // A departure sends no callback: before a resync the service cannot know.
+            (Rel::Unassigned, false) if !resynced => vec![],
             // A listed relation is visible to the resync; a one-way one looks active there.
             (Rel::Active, false) if sees => vec![Some("active")],
             (Rel::DeletedByCustomer, false) if sees => {
@@ -151,7 +165,7 @@ async fn follows(pool: &PgPool, truth: &Truth, delivered: &HashSet<u64>, out: &m
                 r.added_at, f.createtime
             ));
         }
-        if sees {
+        if sees && (resynced || !f.silent) {
             if r.remark.as_deref().unwrap_or("") != f.remark.as_deref().unwrap_or("") {
                 out.push(format!(
                     "{who}: remark is {:?}, truth {:?}",
@@ -187,7 +201,7 @@ async fn follows(pool: &PgPool, truth: &Truth, delivered: &HashSet<u64>, out: &m
     }
 }
 
-async fn contacts(pool: &PgPool, truth: &Truth, out: &mut Vec<String>) {
+async fn contacts(pool: &PgPool, truth: &Truth, resynced: bool, out: &mut Vec<String>) {
     let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
         "SELECT external_userid, name, corp_name FROM external_contacts WHERE corp_id = $1",
     )
@@ -213,7 +227,7 @@ async fn contacts(pool: &PgPool, truth: &Truth, out: &mut Vec<String>) {
         match rows.get(e) {
             None => out.push(format!("contact {e}: no row, WeCom lists it")),
             Some((name, corp)) => {
-                if name.as_deref() != Some(c.name.as_str()) {
+                if name.as_deref() != Some(c.name.as_str()) && (resynced || !c.silent) {
                     out.push(format!("contact {e}: name is {name:?}, truth {:?}", c.name));
                 }
                 if *corp != c.corp_name {
@@ -302,7 +316,7 @@ struct TagRow {
     sort_order: Option<i64>,
 }
 
-async fn tags(pool: &PgPool, truth: &Truth, out: &mut Vec<String>) {
+async fn tags(pool: &PgPool, truth: &Truth, resynced: bool, out: &mut Vec<String>) {
     let rows: Vec<TagRow> = sqlx::query_as(
         "SELECT id, type, deleted, name, group_id, sort_order FROM external_corp_tags WHERE corp_id = $1",
     )
@@ -311,7 +325,7 @@ async fn tags(pool: &PgPool, truth: &Truth, out: &mut Vec<String>) {
     .await
     .expect("read tags");
     let rows: BTreeMap<String, TagRow> = rows.into_iter().map(|r| (r.id.clone(), r)).collect();
-    // (id, kind, name, parent group, order, deleted, rule group)
+    // (id, kind, name, parent group, order, deleted (None: not checked), rule group)
     let mut want = Vec::new();
     for (gid, g) in &truth.groups {
         want.push((
@@ -320,7 +334,7 @@ async fn tags(pool: &PgPool, truth: &Truth, out: &mut Vec<String>) {
             &g.name,
             None,
             g.order,
-            g.deleted,
+            Some(g.deleted),
             g.strategy,
         ));
         for t in &g.tags {
@@ -330,7 +344,8 @@ async fn tags(pool: &PgPool, truth: &Truth, out: &mut Vec<String>) {
                 &t.name,
                 Some(gid),
                 t.order,
-                t.deleted,
+                // Deleted with its group, without a callback of its own: only a resync can know.
+                (resynced || !t.silent).then_some(t.deleted),
                 g.strategy,
             ));
         }
@@ -348,6 +363,7 @@ async fn tags(pool: &PgPool, truth: &Truth, out: &mut Vec<String>) {
             format!("{kind} {id}")
         };
         let row = rows.get(id);
+        let Some(deleted) = deleted else { continue };
         if deleted {
             if row.is_some_and(|r| !r.deleted) {
                 out.push(format!("{what}: not deleted, truth deleted"));

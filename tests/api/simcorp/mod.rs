@@ -227,7 +227,7 @@ impl Sim {
     /// The differences between the tables and the truth.
     pub async fn diff(&self) -> Vec<String> {
         let truth = self.truth.lock().expect("truth").clone();
-        check::diff(&self.app.pool, &truth, &self.delivered).await
+        check::diff(&self.app.pool, &truth, &self.delivered, self.resyncs > 0).await
     }
 
     /// Settles, resyncs (trusting our IP first, as an operator would), settles and returns the report of

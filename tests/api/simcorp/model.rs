@@ -25,6 +25,8 @@ pub struct Staff {
 pub struct Customer {
     pub name: String,
     pub corp_name: Option<String>,
+    /// Renamed without a callback (only a resync can know).
+    pub silent: bool,
 }
 
 /// One direction-aware relation between a member and a customer, as WeCom has it.
@@ -72,6 +74,8 @@ pub struct Follow {
     pub status_cb: Option<u64>,
     /// The callback of the latest add or half-add.
     pub add_cb: Option<u64>,
+    /// Details changed without a callback since the last edit callback (only a resync can know).
+    pub silent: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +102,8 @@ pub struct Tag {
     pub order: i64,
     pub deleted: bool,
     pub create_time: i64,
+    /// Deleted with its group: no callback names the tag (only a resync can know).
+    pub silent: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -345,6 +351,7 @@ impl Truth {
                     Customer {
                         name: format!("客户{i}"),
                         corp_name: (i % 3 == 0).then(|| format!("公司{i}")),
+                        silent: false,
                     },
                 )
             })
@@ -454,6 +461,7 @@ impl Truth {
                 tags: Vec::new(),
                 status_cb: None,
                 add_cb: None,
+                silent: false,
             })
     }
 
@@ -500,9 +508,12 @@ impl Truth {
                 f.remark = Some(remark.clone());
                 f.description = Some(description.clone());
                 f.tags = tags.clone();
+                f.silent = false;
             }
             Step::ApiEdit { user, ext, remark } => {
-                self.follow_mut(user, ext).remark = Some(remark.clone());
+                let f = self.follow_mut(user, ext);
+                f.remark = Some(remark.clone());
+                f.silent = true;
             }
             Step::StaffDelete { user, ext } => {
                 let xml = contact_xml(now, "del_external_contact", user, ext, "");
@@ -553,11 +564,13 @@ impl Truth {
                     tags: Vec::new(),
                     status_cb: Some(id),
                     add_cb: Some(id),
+                    silent: false,
                 };
             }
             Step::RenameCustomer { ext, name } => {
                 if let Some(c) = self.customers.get_mut(ext) {
                     c.name = name.clone();
+                    c.silent = true;
                 }
             }
             Step::Depart { user } => {
@@ -668,6 +681,7 @@ impl Truth {
                                 order: i as i64 + 1,
                                 deleted: false,
                                 create_time: now,
+                                silent: false,
                             })
                             .collect(),
                     },
@@ -717,8 +731,9 @@ impl Truth {
                 let mut gone = Vec::new();
                 if let Some(g) = self.groups.get_mut(group) {
                     g.deleted = true;
-                    for t in &mut g.tags {
+                    for t in g.tags.iter_mut().filter(|t| !t.deleted) {
                         t.deleted = true;
+                        t.silent = true;
                         gone.push(t.id.clone());
                     }
                 }
@@ -749,7 +764,9 @@ impl Truth {
     /// Removes deleted tags from every relation (WeCom sends no edit callback for that).
     fn untag(&mut self, ids: &[String]) {
         for f in self.follows.values_mut() {
+            let before = f.tags.len();
             f.tags.retain(|t| !ids.contains(t));
+            f.silent |= f.tags.len() != before;
         }
     }
 
@@ -858,8 +875,9 @@ pub fn corp_for(seed: u64, profile: Profile) -> (Truth, Gen, Network) {
             (
                 total,
                 unlicensed,
+                // Half the corps lose no callback: their tables are checked before the resync too.
                 Network {
-                    loss: 0.06,
+                    loss: if seed % 2 == 0 { 0.0 } else { 0.06 },
                     dup: 0.15,
                     delay: 0.2,
                 },
@@ -868,7 +886,8 @@ pub fn corp_for(seed: u64, profile: Profile) -> (Truth, Gen, Network) {
     };
     let mut truth = Truth::new(seed, total, &unlicensed, customers);
     if profile == Profile::Full {
-        truth.trusted_ip = rng.gen_bool(0.5);
+        // Without a trusted IP the worker's jobs die (60020): only the resync can fill those details in.
+        truth.trusted_ip = seed % 2 == 0 || rng.gen_bool(0.5);
         truth.transient_pct = 5;
         truth.get_page = 2;
     }
