@@ -92,17 +92,46 @@ impl Respond for Responder {
             *n += 1;
             *n
         };
+        let answer = self.answer(&path, &query, &body, &req.body, n);
+        if let Some(code) = answer.1 {
+            *self
+                .calls
+                .lock()
+                .expect("calls")
+                .entry(format!("errcode:{code}"))
+                .or_insert(0) += 1;
+        }
+        answer.0
+    }
+}
+
+impl Responder {
+    /// The answer, and the errcode when it is one of the simulated failures.
+    fn answer(
+        &self,
+        path: &str,
+        query: &HashMap<String, String>,
+        body: &Value,
+        raw: &[u8],
+        n: u64,
+    ) -> (ResponseTemplate, Option<i64>) {
         let truth = self.truth.lock().expect("truth");
         if path == "/cgi-bin/gettoken" {
-            return ok(json!({"access_token": "SIMTOKEN", "expires_in": 7200}));
+            return (
+                ok(json!({"access_token": "SIMTOKEN", "expires_in": 7200})),
+                None,
+            );
         }
         if query.get("access_token").map(String::as_str) != Some("SIMTOKEN") {
-            return err(41001, "access_token missing");
+            return (err(41001, "access_token missing"), Some(41001));
         }
         if !truth.trusted_ip {
-            return err(
-                60020,
-                "not allow to access from your ip, hint: [1700000000_1_sim], from ip: 127.0.0.1, more info at https://open.work.weixin.qq.com/devtool/query?e=60020",
+            return (
+                err(
+                    60020,
+                    "not allow to access from your ip, hint: [1700000000_1_sim], from ip: 127.0.0.1, more info at https://open.work.weixin.qq.com/devtool/query?e=60020",
+                ),
+                Some(60020),
             );
         }
         let h = fnv(&[
@@ -111,28 +140,29 @@ impl Respond for Responder {
             query
                 .get("external_userid")
                 .map_or(&b""[..], |s| s.as_bytes()),
-            &req.body,
+            raw,
             &n.to_le_bytes(),
         ]);
         if h % 100 < truth.transient_pct {
             return if h % 2 == 0 {
-                err(45033, "api concurrent out of limit")
+                (err(45033, "api concurrent out of limit"), Some(45033))
             } else {
-                err(-1, "system busy")
+                (err(-1, "system busy"), Some(-1))
             };
         }
-        match path.as_str() {
+        let answer = match path {
             "/cgi-bin/externalcontact/get_follow_user_list" => {
                 ok(json!({"follow_user": truth.follow_users()}))
             }
-            "/cgi-bin/externalcontact/batch/get_by_user" => batch_get_by_user(&truth, &body),
-            "/cgi-bin/externalcontact/get" => contact_get(&truth, &query),
-            "/cgi-bin/externalcontact/groupchat/list" => groupchat_list(&truth, &body),
-            "/cgi-bin/externalcontact/groupchat/get" => groupchat_get(&truth, &body),
-            "/cgi-bin/externalcontact/get_corp_tag_list" => tag_list(&truth, &body, false),
-            "/cgi-bin/externalcontact/get_strategy_tag_list" => tag_list(&truth, &body, true),
+            "/cgi-bin/externalcontact/batch/get_by_user" => batch_get_by_user(&truth, body),
+            "/cgi-bin/externalcontact/get" => contact_get(&truth, query),
+            "/cgi-bin/externalcontact/groupchat/list" => groupchat_list(&truth, body),
+            "/cgi-bin/externalcontact/groupchat/get" => groupchat_get(&truth, body),
+            "/cgi-bin/externalcontact/get_corp_tag_list" => tag_list(&truth, body, false),
+            "/cgi-bin/externalcontact/get_strategy_tag_list" => tag_list(&truth, body, true),
             _ => err(40058, "the simulated WeCom has no such API"),
-        }
+        };
+        (answer, None)
     }
 }
 

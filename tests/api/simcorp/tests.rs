@@ -246,3 +246,47 @@ async fn simcorp_defect_6_the_tags_column_has_one_shape() {
 async fn simcorp_full_realism_histories_end_with_tables_equal_to_the_truth() {
     run_seeds(seeds(1000, 8), Profile::Full, FULL_STEPS).await;
 }
+
+#[tokio::test]
+async fn simcorp_without_a_trusted_ip_the_jobs_die_and_the_resync_catches_up() {
+    let mut truth = Truth::new(0, 3, &[], 4);
+    truth.trusted_ip = false;
+    truth.transient_pct = 15;
+    let mut sim = Sim::start(0, truth).await;
+    // The worker's jobs all die with 60020: only the resync (after the IP is trusted) fills the details in.
+    sim.check_before_resync = false;
+    sim.step(add(0, 0), Delivery::Now).await;
+    sim.step(add(1, 0), Delivery::Now).await;
+    sim.step(add(2, 1), Delivery::Now).await;
+    sim.step(Step::Tick, Delivery::Now).await;
+    sim.step(edit(0, 0, &[]), Delivery::Now).await;
+    sim.step(
+        Step::ChatCreate {
+            chat: "wrIP".into(),
+            name: "新群".into(),
+            owner: u(2),
+            members: vec![],
+        },
+        Delivery::Now,
+    )
+    .await;
+    sim.step(
+        Step::GroupCreate {
+            group: "etG".into(),
+            name: "来源".into(),
+            tags: vec![("etA".into(), "展会".into())],
+            strategy: None,
+        },
+        Delivery::Now,
+    )
+    .await;
+    sim.settle().await;
+    let dead: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM wecom_jobs WHERE status = 'dead' AND last_errcode = 60020",
+    )
+    .fetch_one(&sim.app.pool)
+    .await
+    .expect("jobs");
+    assert!(dead > 0, "the fake answers 60020 until the IP is trusted");
+    expect_clean(sim).await;
+}
