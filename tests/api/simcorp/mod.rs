@@ -4,7 +4,15 @@
 //!
 //! Time: a step's callbacks carry the wall-clock second the truth changed in, because the service versions
 //! API answers by the wall clock; no subject changes twice in one second (WeCom's CreateTime could not order
-//! them either). Reproduce a failure with `SIMCORP_SEED=N`; run more seeds with `SIMCORP_SEEDS=N`.
+//! them either), so the executor waits for the next second when a step would.
+//!
+//! Tables are checked after the history (when no callback was lost) and after one resync. Where neither a
+//! callback nor an API answer could have told the service (a lost `del_follow_user`, a departure before the
+//! resync), the check accepts what the service could know.
+//!
+//! Use: `cargo test --test api simcorp` runs the 20-seed baseline; `SIMCORP_SEEDS=200` runs more seeds,
+//! `SIMCORP_SEED=N` one seed, `SIMCORP_VERBOSE=1` prints each corp's summary, `SIMCORP_CORRUPT=1` corrupts a
+//! row before the final check (to see a failure), `-- --ignored` runs the defect scenarios and full realism.
 
 mod check;
 mod fake_api;
@@ -283,9 +291,10 @@ impl Sim {
         let tail: Vec<&String> = self.log.iter().rev().take(150).rev().collect();
         Err(format!(
             "SIMCORP seed {seed}: the synced tables differ from WeCom's truth in {n} place(s):\n{diff}\n\
-             fake WeCom API calls: {calls}\nhistory (last {k} lines):\n{tail}\n\
-             rerun with SIMCORP_SEED={seed}",
+             the corp: {summary}\nfake WeCom API calls: {calls}\nhistory (last {k} lines):\n{tail}\n\
+             rerun this seed alone with SIMCORP_SEED={seed} (TEST_LOG=1 shows the server's logs)",
             seed = self.seed,
+            summary = self.truth.lock().expect("truth").summary(),
             n = diff.len(),
             diff = diff
                 .iter()
