@@ -289,7 +289,7 @@ async fn simcorp_found_8_rule_group_tags_are_synced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "full realism (every behaviour, losses, duplicates, reordering, 60020, 45033/-1, 1000+ staff, resync): fails until defects 1-6 are fixed"]
+#[ignore = "full realism (every behaviour, losses, duplicates, reordering, 60020, 45033/-1, 1000+ staff, resync): fails until defects 1-6 and 7-8 (found by it) are fixed"]
 async fn simcorp_full_realism_histories_end_with_tables_equal_to_the_truth() {
     run_seeds(seeds(1000, 8), Profile::Full, FULL_STEPS, None).await;
 }
