@@ -14,6 +14,7 @@ mod ingest;
 mod miniprogram;
 mod ordering;
 mod resync;
+mod simcorp;
 #[path = "../common/snapshot.rs"]
 mod snapshot;
 mod supervision;
