@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::domain::FollowStatus;
 use crate::http::AppState;
 use crate::http::auth::BearerAuth;
 use crate::http::error::ApiError;
@@ -60,13 +61,10 @@ pub async fn staff_customers(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (corp, userid) = path.into_inner();
-    let status = page.status.as_deref().unwrap_or("active");
-    if !matches!(
-        status,
-        "active" | "pending" | "deleted_by_staff" | "deleted_by_customer" | "removed"
-    ) {
-        return Err(ApiError::BadStatus);
-    }
+    let status = match page.status.as_deref() {
+        None => FollowStatus::Active,
+        Some(s) => s.parse().map_err(|_| ApiError::BadStatus)?,
+    };
     let limit = limit(&page)?;
     let after = decode_cursor(page.cursor.as_deref())?;
     let rows =

@@ -269,6 +269,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_bad_status_message_names_every_follow_status() {
+        let message = ApiError::BadStatus.to_string();
+        for s in crate::domain::FollowStatus::ALL {
+            assert!(message.contains(s.as_str()), "{message} misses {s}");
+        }
+    }
+
+    #[test]
     fn every_verification_failure_gets_the_same_body() {
         let forbidden = [
             CallbackError::from(Rejection::Auth(AuthFailure::Signature)),

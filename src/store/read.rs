@@ -4,13 +4,15 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
+use crate::domain::FollowStatus;
+
 /// One follow relation as the API returns it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Follow {
     pub corp_id: String,
     pub userid: String,
     pub external_userid: String,
-    pub status: String,
+    pub status: FollowStatus,
     pub state: Option<String>,
     pub added_at: Option<DateTime<Utc>>,
     pub deleted_at: Option<DateTime<Utc>>,
@@ -66,7 +68,7 @@ pub async fn staff_customers(
     pool: &PgPool,
     corp_id: &str,
     userid: &str,
-    status: &str,
+    status: FollowStatus,
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Follow>, sqlx::Error> {
