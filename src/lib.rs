@@ -9,8 +9,9 @@
 //! - [`http`]: the actix server and its handlers, which only translate between HTTP and the core.
 //! - [`ingest`]: from a verified callback to an acknowledged one: the group-commit writer, the spool (when the
 //!   database cannot take a callback in time) and its drain.
-//! - [`sync`]: after `wecom_events`: the projector (events → synced tables), the WeCom API client, the job
-//!   worker (enrichment) and the full resync.
+//! - [`sync`]: after `wecom_events`: the planner (the projection rules, pure: event → register writes), the
+//!   projector (batches of events → one merged write per table), the WeCom API client, the job worker
+//!   (enrichment) and the full resync.
 //! - [`tasks`]: supervision of the background tasks (projector, worker, resync, drain, writer, spool thread):
 //!   their restart or fail-the-process policy, and the one cancellation token they stop on.
 //! - [`store`]: PostgreSQL, and the only module that writes SQL.
@@ -20,7 +21,8 @@
 //! - [`app`]: the configured apps; [`domain`]: closed sets of kinds and statuses; [`metrics`], [`telemetry`].
 //!
 //! Data flow: HTTP → verify → ingest (group commit) → `wecom_events` → only then `success`. The projector then
-//! applies each stored event to the synced tables, which backends read through SQL or the JSON API.
+//! plans each stored event ([`sync::plan`]) and applies a batch of plans to the synced tables
+//! ([`store::projections`]), which backends read through SQL or the JSON API.
 
 pub mod app;
 pub mod cli;

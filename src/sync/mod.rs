@@ -1,4 +1,5 @@
-//! Everything after `wecom_events`: the [`projector`] applies stored events to the synced tables, the
+//! Everything after `wecom_events`: the [`plan`]ner says what each event means for the synced tables (pure),
+//! the [`projector`] applies batches of stored events to them, the
 //! [`client`] calls WeCom's API, the [`worker`] runs the API jobs events queue (enrichment), and [`resync`]
 //! reconciles the tables with WeCom in full.
 
