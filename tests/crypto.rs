@@ -1,4 +1,5 @@
-//! Crypto against the public vectors in ../shared/wecom/vectors.json, against an independent implementation
+//! Crypto against the public vectors in tests/data/vectors.json (from WeCom's official samples and wechatpy;
+//! provenance in tests/data/README.md), against an independent implementation
 //! (the openssl command-line tool), and by properties.
 
 use std::io::Write;
@@ -26,9 +27,9 @@ struct Vector {
 fn vectors() -> Vec<Vector> {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/wecom/vectors.json"
+        "/tests/data/vectors.json"
     ))
-    .expect("../shared/wecom/vectors.json beside the project");
+    .expect("tests/data/vectors.json");
     serde_json::from_str(&text).expect("vectors.json")
 }
 

@@ -117,7 +117,7 @@ async fn handle_verify(req: &HttpRequest, app: &AppConfig, state: &AppState) -> 
         Ok(echo) => {
             state.metrics.outcome(&app.name, "url_verified");
             tracing::info!("URL verification passed");
-            // Exactly the plaintext: no quotes, newline or BOM (PROTOCOL.md §2.4).
+            // Exactly the plaintext: no quotes, newline or BOM (docs/protocol.md §2.3).
             HttpResponse::Ok()
                 .content_type("text/plain")
                 .body(echo.plaintext().to_vec())

@@ -141,7 +141,7 @@ async fn apply_one(
     }
 }
 
-/// Queues the API reads an event calls for: callbacks carry ids, not state (PROTOCOL.md §1.13).
+/// Queues the API reads an event calls for: callbacks carry ids, not state (docs/protocol.md §6.7).
 async fn enqueue_enrichment(
     tx: &mut Transaction<'_, Postgres>,
     app: &str,

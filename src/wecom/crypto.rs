@@ -1,5 +1,5 @@
 //! WeCom message crypto: signature, AES-256-CBC with the EncodingAESKey, and the plaintext layout.
-//! Pure functions, no I/O (PROTOCOL.md §3).
+//! Pure functions, no I/O (docs/protocol.md §3).
 //!
 //! ```text
 //! plaintext   = random(16) || msg_len (4 bytes, big-endian) || msg || receive_id
@@ -20,13 +20,13 @@ use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
-/// WeCom pads to a multiple of 32 bytes, not AES's 16 (PROTOCOL.md §3.3).
+/// WeCom pads to a multiple of 32 bytes, not AES's 16 (docs/protocol.md §3.2).
 const PAD_BLOCK: usize = 32;
 const RANDOM_LEN: usize = 16;
 const LEN_LEN: usize = 4;
 
 /// The EncodingAESKey's last character usually carries non-zero trailing bits, which a strict decoder
-/// rejects; WeCom's own samples decode leniently (PROTOCOL.md §3.5).
+/// rejects; WeCom's own samples decode leniently (docs/protocol.md §3.1).
 const LENIENT: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
     GeneralPurposeConfig::new()

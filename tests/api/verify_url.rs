@@ -18,12 +18,13 @@ struct Vector {
     expected_plaintext: String,
 }
 
+/// The public WeCom vectors in `tests/data/vectors.json` (provenance in `tests/data/README.md`).
 pub fn vectors() -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/wecom/vectors.json"
+        "/tests/data/vectors.json"
     ))
-    .expect("../shared/wecom/vectors.json");
+    .expect("tests/data/vectors.json");
     serde_json::from_str(&text).expect("vectors.json")
 }
 
