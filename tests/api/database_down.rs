@@ -191,23 +191,13 @@ async fn at_start_up_the_service_drains_what_a_crash_left_in_the_spool() {
     }
     let dir = spool_dir.clone();
     let app = crate::helpers::spawn_app_with(&[MAIN], move |s| s.spool.dir = Some(dir)).await;
-    let started = Instant::now();
-    loop {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM wecom_events WHERE fields->>'ExternalUserID' = 'wmLEFT' AND received_at < now() - interval '30 minutes'",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
-        if n == 1 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "not drained at start-up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    crate::sync::wait_applied(&app.pool).await;
+    // Drained at start-up, with the time it was first received.
+    crate::helpers::wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_events WHERE fields->>'ExternalUserID' = 'wmLEFT' AND received_at < now() - interval '30 minutes'",
+        1,
+    )
+    .await;
+    crate::helpers::wait_applied(&app.pool).await;
     let _ = std::fs::remove_dir_all(&spool_dir);
 }
