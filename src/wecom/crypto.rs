@@ -16,7 +16,7 @@ use base64::alphabet;
 use base64::engine::general_purpose::STANDARD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use cbc::cipher::block_padding::NoPadding;
-use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
@@ -214,7 +214,7 @@ pub fn decrypt(key: &AesKey, encrypted_base64: &str) -> Result<Decrypted, Crypto
         return Err(CryptoError::CiphertextLength(buf.len()));
     }
     let plain = cbc::Decryptor::<Aes256>::new(&key.0.into(), &key.iv().into())
-        .decrypt_padded_mut::<NoPadding>(&mut buf)
+        .decrypt_padded::<NoPadding>(&mut buf)
         .map_err(|_| CryptoError::CiphertextLength(encrypted_base64.len()))?;
     let plain = unpad(plain)?;
     if plain.len() < RANDOM_LEN + LEN_LEN {
@@ -273,7 +273,7 @@ pub fn encrypt_with_random(
     buf.resize(len + pad, pad as u8);
     let total = buf.len();
     let ciphertext = cbc::Encryptor::<Aes256>::new(&key.0.into(), &key.iv().into())
-        .encrypt_padded_mut::<NoPadding>(&mut buf, total)
+        .encrypt_padded::<NoPadding>(&mut buf, total)
         // The buffer is a multiple of 32 bytes by construction, so NoPadding cannot fail.
         .map(|c| c.to_vec())
         .unwrap_or_default();
@@ -318,7 +318,7 @@ mod tests {
     fn raw_encrypt(key: &AesKey, mut plain: Vec<u8>) -> String {
         let n = plain.len();
         let c = cbc::Encryptor::<Aes256>::new(&key.0.into(), &key.iv().into())
-            .encrypt_padded_mut::<NoPadding>(&mut plain, n)
+            .encrypt_padded::<NoPadding>(&mut plain, n)
             .expect("multiple of 16")
             .to_vec();
         STANDARD.encode(c)
