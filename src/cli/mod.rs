@@ -605,11 +605,11 @@ async fn doctor(cli: &Cli, file: FileConfig, public_url: Option<&str>) -> anyhow
 
 fn gen_key() {
     use rand::Rng;
-    let mut rng = rand::thread_rng();
-    let key = crate::wecom::crypto::AesKey::from_bytes(rng.r#gen());
+    let mut rng = rand::rng();
+    let key = crate::wecom::crypto::AesKey::from_bytes(rng.random());
     let token: String = (0..32)
         .map(|_| {
-            let c = rng.gen_range(0..62u8);
+            let c = rng.random_range(0..62u8);
             (match c {
                 0..=9 => b'0' + c,
                 10..=35 => b'a' + c - 10,

@@ -89,7 +89,7 @@ pub fn verification(app: &AppConfig, receive_id: &str, now: i64) -> TestRequest 
     let echo = format!("{}", rand::random::<u64>());
     let encrypted = crypto::encrypt(
         &app.aes_key,
-        &mut rand::thread_rng(),
+        &mut rand::rng(),
         echo.as_bytes(),
         receive_id.as_bytes(),
     );
@@ -115,7 +115,7 @@ pub fn callback(
 ) -> TestRequest {
     let encrypted = crypto::encrypt(
         &app.aes_key,
-        &mut rand::thread_rng(),
+        &mut rand::rng(),
         xml.as_bytes(),
         receive_id.as_bytes(),
     );

@@ -230,7 +230,7 @@ pub fn sign_callback_with(
 ) -> SignedCallback {
     let encrypt = crypto::encrypt(
         &app.key(),
-        &mut rand::thread_rng(),
+        &mut rand::rng(),
         plaintext.as_bytes(),
         receive_id.as_bytes(),
     );
@@ -319,10 +319,8 @@ pub async fn read_reply(stream: &mut tokio::net::TcpStream) -> (u16, String) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     buf.extend_from_slice(&chunk[..n]);
-                    if let Some(done) = reply_complete(&buf) {
-                        if done {
-                            break;
-                        }
+                    if reply_complete(&buf) == Some(true) {
+                        break;
                     }
                 }
             }

@@ -186,7 +186,7 @@ async fn a_day_of_callbacks_shuffled_with_duplicates_gives_the_expected_tables()
     let mut deliveries: Vec<&String> = day.iter().collect();
     // WeCom retries: a third of the callbacks arrive twice (re-encrypted, new nonce).
     deliveries.extend(day.iter().step_by(3));
-    deliveries.shuffle(&mut rand::thread_rng());
+    deliveries.shuffle(&mut rand::rng());
     for chunk in deliveries.chunks(8) {
         let signed: Vec<_> = chunk
             .iter()

@@ -97,7 +97,7 @@ async fn a_fresh_verification_with_the_replay_window_on() {
     let echo = "4471590214384710183";
     let encrypted = wecom_callback::wecom::crypto::encrypt(
         &SUITE.key(),
-        &mut rand::thread_rng(),
+        &mut rand::rng(),
         echo.as_bytes(),
         SUITE.receive_id.as_bytes(),
     );

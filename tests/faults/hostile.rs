@@ -44,7 +44,7 @@ fn plaintext(i: usize) -> String {
 fn hostile(n: usize) -> Vec<Bad> {
     let key = AesKey::from_encoding_aes_key(KEY).expect("key");
     let other = AesKey::from_bytes([9u8; 32]);
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rng();
     let mut out = Vec::new();
     let mut i = 0;
     while out.len() < n {
