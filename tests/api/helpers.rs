@@ -153,7 +153,9 @@ pub async fn spawn_app_with(apps: &[TestAppConfig], tweak: impl FnOnce(&mut Sett
         .await
         .expect("PostgreSQL must be running for the tests (see README: .ci/run starts it)");
     admin
-        .execute(format!("CREATE DATABASE \"{db_name}\"").as_str())
+        .execute(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE \"{db_name}\""
+        )))
         .await
         .expect("create test database");
     admin.close().await.expect("close");
@@ -403,7 +405,7 @@ where
 }
 
 /// Waits until the count query `sql` returns `want`.
-pub async fn wait_for_count(pool: &PgPool, sql: &str, want: i64) {
+pub async fn wait_for_count(pool: &PgPool, sql: &'static str, want: i64) {
     poll(
         &format!("{sql} = {want}"),
         POLL_TIMEOUT,
@@ -507,7 +509,9 @@ fn drop_database(name: &str, options: &PgConnectOptions) {
         rt.block_on(async move {
             if let Ok(mut admin) = options.connect().await {
                 let _ = admin
-                    .execute(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str())
+                    .execute(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    )))
                     .await;
                 let _ = admin.close().await;
             }
