@@ -30,5 +30,6 @@ pub mod metrics;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+pub mod tls;
 pub mod tools;
 pub mod wecom;

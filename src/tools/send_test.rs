@@ -144,7 +144,7 @@ pub struct TestResult {
 
 /// Sends the requests to `url` (the full callback URL, e.g. https://example.com/callback/crm).
 pub async fn send(url: &str, requests: &[TestRequest]) -> Vec<TestResult> {
-    let client = match reqwest::Client::builder()
+    let client = match crate::tls::client_builder()
         .timeout(Duration::from_secs(5))
         .build()
     {

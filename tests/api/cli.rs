@@ -102,7 +102,9 @@ async fn serve_runs_from_the_environment_alone_and_stops_gracefully() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starts");
-    let client = reqwest::Client::new();
+    let client = wecom_callback::tls::client_builder()
+        .build()
+        .expect("client");
     let base = format!("http://127.0.0.1:{port}");
     wait_ready(&base, Duration::from_secs(20)).await;
     // The single app answers on /callback as well as /callback/default.
@@ -173,7 +175,9 @@ async fn json_logs_carry_the_request_id_and_no_plaintext() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starts");
-    let client = reqwest::Client::new();
+    let client = wecom_callback::tls::client_builder()
+        .build()
+        .expect("client");
     wait_ready(&format!("http://127.0.0.1:{port}"), Duration::from_secs(20)).await;
     let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event><ChangeType>edit_external_contact</ChangeType><UserID>u</UserID><ExternalUserID>wmSECRETPERSON</ExternalUserID></xml>";
     let cb = sign_callback(&MAIN, xml, unix_now());

@@ -33,7 +33,9 @@ async fn unreachable_database_gives_503_within_the_deadline() {
     // A port nothing listens on: every connection attempt is refused.
     let port = spawn_on_dead_database(|_| {});
 
-    let client = reqwest::Client::new();
+    let client = wecom_callback::tls::client_builder()
+        .build()
+        .expect("client");
     let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event></xml>";
     let cb = sign_callback(&MAIN, xml, unix_now());
     let started = Instant::now();
@@ -76,7 +78,9 @@ async fn with_a_spool_an_outage_is_acknowledged_and_drained_later() {
         s.spool.after = Duration::from_millis(1_000);
     });
 
-    let client = reqwest::Client::new();
+    let client = wecom_callback::tls::client_builder()
+        .build()
+        .expect("client");
     let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1700000000</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event><ChangeType>del_follow_user</ChangeType><UserID>u</UserID><ExternalUserID>wmSPOOL</ExternalUserID></xml>";
     let cb = sign_callback(&MAIN, xml, unix_now());
     let started = Instant::now();
@@ -154,7 +158,9 @@ async fn without_a_spool_or_with_a_full_one_the_answer_is_503() {
     });
     let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>x</Event></xml>";
     let cb = sign_callback(&MAIN, xml, unix_now());
-    let r = reqwest::Client::new()
+    let r = wecom_callback::tls::client_builder()
+        .build()
+        .expect("client")
         .post(format!(
             "http://127.0.0.1:{port}/callback/main?{}",
             cb.query

@@ -72,7 +72,9 @@ async fn serve_runs_a_private_cluster_when_no_database_is_configured() {
     wait_ready(&format!("http://127.0.0.1:{port}"), Duration::from_secs(60)).await;
     let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event><ChangeType>add_external_contact</ChangeType><UserID>u</UserID><ExternalUserID>wmEMB</ExternalUserID></xml>";
     let cb = sign_callback(&MAIN, xml, unix_now());
-    let r = reqwest::Client::new()
+    let r = wecom_callback::tls::client_builder()
+        .build()
+        .expect("client")
         .post(format!("http://127.0.0.1:{port}/callback?{}", cb.query))
         .body(cb.body.clone())
         .send()

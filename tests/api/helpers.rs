@@ -182,7 +182,7 @@ pub async fn spawn_app_with(apps: &[TestAppConfig], tweak: impl FnOnce(&mut Sett
         address: format!("http://127.0.0.1:{port}"),
         port,
         pool: test_pool,
-        client: reqwest::Client::builder()
+        client: wecom_callback::tls::client_builder()
             .timeout(Duration::from_secs(10))
             .build()
             .expect("client"),
@@ -455,7 +455,7 @@ pub async fn apply_all_pending(pool: &PgPool) -> usize {
 
 /// Waits until `GET {base}/readyz` answers 2xx (a service started as a separate process).
 pub async fn wait_ready(base: &str, timeout: Duration) {
-    let client = reqwest::Client::builder()
+    let client = wecom_callback::tls::client_builder()
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");

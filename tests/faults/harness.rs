@@ -111,7 +111,7 @@ pub async fn drive(
     connections: usize,
     spread: Duration,
 ) -> Vec<Outcome> {
-    let client = reqwest::Client::builder()
+    let client = wecom_callback::tls::client_builder()
         .timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(connections)
         .build()

@@ -237,7 +237,9 @@ async fn a_thousand_hostile_requests_get_4xx_store_nothing_and_leak_nothing() {
         .replace("postgres@", "postgres:DBPASS-do-not-log@");
     let svc = Service::spawn(&db_url, &dir.join("spool"), &log);
     let port = svc.port();
-    let client = reqwest::Client::new();
+    let client = wecom_callback::tls::client_builder()
+        .build()
+        .expect("client");
 
     // Warm up with legitimate traffic, then take the memory baseline.
     let legit = callbacks(300);
