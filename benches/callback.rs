@@ -1,7 +1,9 @@
 //! The CPU cost of one callback without I/O: signature, decryption, parsing, and all of them together as the
 //! handler runs them (`verify_callback`).
 
-use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use secrecy::SecretString;
 use wecom_callback::app::{AppConfig, AppKind};
 use wecom_callback::wecom::crypto::{self, AesKey};

@@ -57,7 +57,7 @@ struct Outcome {
 fn build_requests(args: &Args, run_id: &str) -> anyhow::Result<Vec<Vec<u8>>> {
     let key = AesKey::from_encoding_aes_key(&args.encoding_aes_key)
         .map_err(|e| anyhow::anyhow!("WECOM_ENCODING_AES_KEY: {e}"))?;
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rng();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::wecom::crypto::AesKey;
 
-/// Which kind of WeCom endpoint an app is. It decides the reply body (PROTOCOL.md §5.3).
+/// Which kind of WeCom endpoint an app is. It decides the reply body (docs/protocol.md §5.3).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 #[value(rename_all = "snake_case")]

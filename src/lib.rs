@@ -35,5 +35,6 @@ pub mod store;
 pub mod sync;
 pub mod tasks;
 pub mod telemetry;
+pub mod tls;
 pub mod tools;
 pub mod wecom;

@@ -10,11 +10,11 @@ pub struct Args {}
 
 /// Prints `WECOM_TOKEN=…` and `WECOM_ENCODING_AES_KEY=…`, ready for an environment file.
 pub async fn run(_args: Args, _ctx: &Context) -> anyhow::Result<()> {
-    let mut rng = rand::thread_rng();
-    let key = crate::wecom::crypto::AesKey::from_bytes(rng.r#gen());
+    let mut rng = rand::rng();
+    let key = crate::wecom::crypto::AesKey::from_bytes(rng.random());
     let token: String = (0..32)
         .map(|_| {
-            let c = rng.gen_range(0..62u8);
+            let c = rng.random_range(0..62u8);
             (match c {
                 0..=9 => b'0' + c,
                 10..=35 => b'a' + c - 10,

@@ -62,7 +62,7 @@ pub async fn verify_url(
             Ok(echo) => {
                 state.metrics.outcome(&app.name, Outcome::UrlVerified);
                 tracing::info!("URL verification passed");
-                // Exactly the plaintext: no quotes, newline or BOM (PROTOCOL.md §2.4).
+                // Exactly the plaintext: no quotes, newline or BOM (docs/protocol.md §2.3).
                 Ok(HttpResponse::Ok()
                     .content_type("text/plain")
                     .body(echo.plaintext().to_vec()))

@@ -109,7 +109,7 @@ pub async fn run(
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    if failures == 1 || failures % 120 == 0 {
+                    if failures == 1 || failures.is_multiple_of(120) {
                         tracing::warn!(error = %e, spooled_bytes = spool.bytes(), "spool not drained yet; retrying");
                     }
                 }

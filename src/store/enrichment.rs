@@ -141,7 +141,7 @@ pub async fn group_chat(
     .bind(&chat.notice)
     .execute(&mut *tx)
     .await?;
-    // Same member version as stored: the list has not changed (PROTOCOL.md §7.5), skip it.
+    // Same member version as stored: the list has not changed (docs/protocol.md §7.3), skip it.
     let unchanged = member_version.is_some() && known.flatten() == *member_version;
     if !unchanged {
         let members: Vec<&str> = chat

@@ -73,14 +73,15 @@ pub async fn enqueue_many<'a>(
 
 /// Takes the next due job (or one whose worker's lease expired), leased for `lease`.
 pub async fn claim(pool: &PgPool, lease: Duration) -> Result<Option<Job>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    // Only constant SQL fragments are interpolated; every value is a bind.
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE wecom_jobs SET status = 'running', attempts = attempts + 1, \
              lease_until = now() + make_interval(secs => $1), updated_at = now() \
          WHERE id = (SELECT id FROM wecom_jobs \
                      WHERE (status = 'queued' AND run_after <= now()) OR (status = 'running' AND lease_until < now()) \
                      ORDER BY run_after, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
          RETURNING {COLUMNS}"
-    ))
+    )))
     .bind(lease.as_secs_f64())
     .fetch_optional(pool)
     .await
@@ -140,9 +141,10 @@ pub async fn fail(
 
 /// Jobs with the given status, newest first.
 pub async fn list(pool: &PgPool, status: JobStatus, limit: i64) -> Result<Vec<Job>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    // Only constant SQL fragments are interpolated; every value is a bind.
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS} FROM wecom_jobs WHERE status = $1 ORDER BY updated_at DESC LIMIT $2"
-    ))
+    )))
     .bind(status)
     .bind(limit)
     .fetch_all(pool)

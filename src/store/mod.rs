@@ -128,7 +128,7 @@ pub async fn ensure_database_exists(settings: &DatabaseSettings) -> Result<(), S
     let mut admin = options.clone().database("postgres").connect().await?;
     // An identifier cannot be a bind parameter; quote it (doubling any '"') instead.
     let create = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
-    match admin.execute(create.as_str()).await {
+    match admin.execute(sqlx::AssertSqlSafe(create)).await {
         Ok(_) => tracing::info!(database = %name, "created the database"),
         // 42P04 duplicate_database: another replica created it first.
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}

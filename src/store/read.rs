@@ -72,11 +72,12 @@ pub async fn staff_customers(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Follow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    // Only constant SQL fragments are interpolated; every value is a bind.
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {FOLLOW_COLUMNS} FROM external_contact_follows \
          WHERE corp_id = $1 AND userid = $2 AND status = $3 AND ($4::text IS NULL OR external_userid > $4) \
          ORDER BY external_userid LIMIT $5"
-    ))
+    )))
     .bind(corp_id)
     .bind(userid)
     .bind(status)
@@ -104,10 +105,11 @@ pub async fn customer(
     let Some(contact) = contact else {
         return Ok(None);
     };
-    let follows = sqlx::query_as(&format!(
+    // Only constant SQL fragments are interpolated; every value is a bind.
+    let follows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {FOLLOW_COLUMNS} FROM external_contact_follows \
          WHERE corp_id = $1 AND external_userid = $2 ORDER BY userid"
-    ))
+    )))
     .bind(corp_id)
     .bind(external_userid)
     .fetch_all(pool)
@@ -176,10 +178,11 @@ pub async fn list_events(
     f: &EventFilter,
     limit: i64,
 ) -> Result<Vec<EventSummary>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    // Only constant SQL fragments are interpolated; every value is a bind.
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT id, app, corp_id, event_time, received_at, msg_type, event, change_type, applied_at, dedupe_key \
          FROM wecom_events WHERE {FILTER} ORDER BY id DESC LIMIT $8"
-    ))
+    )))
     .bind(&f.app)
     .bind(&f.corp_id)
     .bind(&f.event)
@@ -195,9 +198,10 @@ pub async fn list_events(
 /// Marks matching events unapplied, so the projector applies them again (idempotent: the tables only move
 /// forward). Returns how many were marked.
 pub async fn mark_for_replay(pool: &PgPool, f: &EventFilter) -> Result<u64, sqlx::Error> {
-    let r = sqlx::query(&format!(
+    // Only constant SQL fragments are interpolated; every value is a bind.
+    let r = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE wecom_events SET applied_at = NULL WHERE {FILTER} AND applied_at IS NOT NULL"
-    ))
+    )))
     .bind(&f.app)
     .bind(&f.corp_id)
     .bind(&f.event)

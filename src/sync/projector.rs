@@ -43,7 +43,7 @@ pub async fn run(
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                if failures == 1 || failures % 60 == 0 {
+                if failures == 1 || failures.is_multiple_of(60) {
                     tracing::warn!(error = %e, "applying events failed; retrying (events stay stored and will be applied)");
                 }
                 tokio::select! {

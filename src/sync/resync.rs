@@ -1,5 +1,5 @@
 //! Full resync: callbacks are hints and can be missed, and changes made through the API make none, so the
-//! synced tables are periodically reconciled with what WeCom's API says (PROTOCOL.md §7.4–7.6):
+//! synced tables are periodically reconciled with what WeCom's API says (docs/protocol.md §7.2–7.4):
 //! `get_follow_user_list` → `batch/get_by_user` (≤ 100 userids per call, limit 100, following `next_cursor`)
 //! → upsert; then mark-and-sweep of follows WeCom no longer lists; likewise chats and tags.
 //!

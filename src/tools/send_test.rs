@@ -89,7 +89,7 @@ pub fn verification(app: &AppConfig, receive_id: &str, now: i64) -> TestRequest 
     let echo = format!("{}", rand::random::<u64>());
     let encrypted = crypto::encrypt(
         &app.aes_key,
-        &mut rand::thread_rng(),
+        &mut rand::rng(),
         echo.as_bytes(),
         receive_id.as_bytes(),
     );
@@ -115,7 +115,7 @@ pub fn callback(
 ) -> TestRequest {
     let encrypted = crypto::encrypt(
         &app.aes_key,
-        &mut rand::thread_rng(),
+        &mut rand::rng(),
         xml.as_bytes(),
         receive_id.as_bytes(),
     );
@@ -144,7 +144,7 @@ pub struct TestResult {
 
 /// Sends the requests to `url` (the full callback URL, e.g. https://example.com/callback/crm).
 pub async fn send(url: &str, requests: &[TestRequest]) -> Vec<TestResult> {
-    let client = match reqwest::Client::builder()
+    let client = match crate::tls::client_builder()
         .timeout(Duration::from_secs(5))
         .build()
     {

@@ -1,5 +1,5 @@
 //! WeCom message crypto: signature, AES-256-CBC with the EncodingAESKey, and the plaintext layout.
-//! Pure functions, no I/O (PROTOCOL.md §3).
+//! Pure functions, no I/O (docs/protocol.md §3).
 //!
 //! ```text
 //! plaintext   = random(16) || msg_len (4 bytes, big-endian) || msg || receive_id
@@ -16,17 +16,17 @@ use base64::alphabet;
 use base64::engine::general_purpose::STANDARD;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use cbc::cipher::block_padding::NoPadding;
-use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit};
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
-/// WeCom pads to a multiple of 32 bytes, not AES's 16 (PROTOCOL.md §3.3).
+/// WeCom pads to a multiple of 32 bytes, not AES's 16 (docs/protocol.md §3.2).
 const PAD_BLOCK: usize = 32;
 const RANDOM_LEN: usize = 16;
 const LEN_LEN: usize = 4;
 
 /// The EncodingAESKey's last character usually carries non-zero trailing bits, which a strict decoder
-/// rejects; WeCom's own samples decode leniently (PROTOCOL.md §3.5).
+/// rejects; WeCom's own samples decode leniently (docs/protocol.md §3.1).
 const LENIENT: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
     GeneralPurposeConfig::new()
@@ -214,7 +214,7 @@ pub fn decrypt(key: &AesKey, encrypted_base64: &str) -> Result<Decrypted, Crypto
         return Err(CryptoError::CiphertextLength(buf.len()));
     }
     let plain = cbc::Decryptor::<Aes256>::new(&key.0.into(), &key.iv().into())
-        .decrypt_padded_mut::<NoPadding>(&mut buf)
+        .decrypt_padded::<NoPadding>(&mut buf)
         .map_err(|_| CryptoError::CiphertextLength(encrypted_base64.len()))?;
     let plain = unpad(plain)?;
     if plain.len() < RANDOM_LEN + LEN_LEN {
@@ -273,7 +273,7 @@ pub fn encrypt_with_random(
     buf.resize(len + pad, pad as u8);
     let total = buf.len();
     let ciphertext = cbc::Encryptor::<Aes256>::new(&key.0.into(), &key.iv().into())
-        .encrypt_padded_mut::<NoPadding>(&mut buf, total)
+        .encrypt_padded::<NoPadding>(&mut buf, total)
         // The buffer is a multiple of 32 bytes by construction, so NoPadding cannot fail.
         .map(|c| c.to_vec())
         .unwrap_or_default();
@@ -318,7 +318,7 @@ mod tests {
     fn raw_encrypt(key: &AesKey, mut plain: Vec<u8>) -> String {
         let n = plain.len();
         let c = cbc::Encryptor::<Aes256>::new(&key.0.into(), &key.iv().into())
-            .encrypt_padded_mut::<NoPadding>(&mut plain, n)
+            .encrypt_padded::<NoPadding>(&mut plain, n)
             .expect("multiple of 16")
             .to_vec();
         STANDARD.encode(c)

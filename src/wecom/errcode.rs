@@ -1,4 +1,4 @@
-//! WeCom server API error codes: what each means and the usual fix (PROTOCOL.md §8). Pure.
+//! WeCom server API error codes: what each means and the usual fix (docs/protocol.md §8). Pure.
 //!
 //! WeCom's errmsg is terse and sometimes misleading; this table is what an operator wants to read instead.
 //! Code by number only: "开发者的程序应该根据errcode来判断出错的情况，而不应该依赖errmsg来匹配".

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use crate::wecom::xml::{self, Element, XmlError};
 
-/// Which of WeCom's two message forms a message is in (PROTOCOL.md §5.2).
+/// Which of WeCom's two message forms a message is in (docs/protocol.md §5.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageForm {
     /// Self-built and 代开发 apps: `MsgType`, `Event`, `CreateTime`, corp in `ToUserName`.

@@ -49,7 +49,7 @@ impl QueryError {
 /// Parses `msg_signature`, `timestamp`, `nonce` and (for GET) `echostr`.
 ///
 /// Percent-decoding happens exactly once and `+` stays `+`: echostr is standard base64, and form-decoding
-/// would turn its `+` into a space (PROTOCOL.md §2.3). Unknown parameters are ignored.
+/// would turn its `+` into a space (docs/protocol.md §2.2). Unknown parameters are ignored.
 pub fn parse_query(query: &str, want_echostr: bool) -> Result<CallbackQuery, QueryError> {
     let mut msg_signature = None;
     let mut timestamp = None;
@@ -77,7 +77,7 @@ pub fn parse_query(query: &str, want_echostr: bool) -> Result<CallbackQuery, Que
     let timestamp = timestamp.ok_or(QueryError::Missing("timestamp"))?;
     let nonce = nonce.ok_or(QueryError::Missing("nonce"))?;
 
-    // Strict shapes are cheap and keep odd bytes out of the signature input (PROTOCOL.md §3.6).
+    // Strict shapes are cheap and keep odd bytes out of the signature input (docs/protocol.md §3.4).
     if msg_signature.len() != 40 || !msg_signature.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(QueryError::Malformed {
             name: "msg_signature",

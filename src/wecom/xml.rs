@@ -5,7 +5,7 @@
 //! external entities), only the predefined entities and character references, bounded depth and size.
 
 use quick_xml::Reader;
-use quick_xml::events::Event;
+use quick_xml::events::{BytesRef, Event};
 
 /// Deepest nesting accepted (WeCom's messages go three levels deep at most).
 pub const MAX_DEPTH: usize = 16;
@@ -67,10 +67,25 @@ fn malformed(e: quick_xml::Error) -> XmlError {
     }
 }
 
-fn name_of(raw: &[u8]) -> Result<String, XmlError> {
-    std::str::from_utf8(raw)
-        .map(str::to_owned)
-        .map_err(|_| XmlError::NotUtf8)
+/// Resolves `&name;` / `&#N;` / `&#xN;`. Only the five predefined entities and character references exist
+/// without a DTD, and a DTD is refused, so every other name is refused here too: nothing is ever expanded
+/// from a declaration, and an unknown name cannot silently vanish from the text.
+fn resolve_reference(r: &BytesRef<'_>) -> Result<char, XmlError> {
+    if r.is_char_ref() {
+        // Refuses &#0;, surrogates and values beyond U+10FFFF; the error carries no input.
+        return match r.resolve_char_ref() {
+            Ok(Some(ch)) => Ok(ch),
+            Ok(None) | Err(_) => Err(XmlError::UnknownEntity),
+        };
+    }
+    match &**r {
+        "lt" => Ok('<'),
+        "gt" => Ok('>'),
+        "amp" => Ok('&'),
+        "apos" => Ok('\''),
+        "quot" => Ok('"'),
+        _ => Err(XmlError::UnknownEntity),
+    }
 }
 
 /// Parses a document into its root element.
@@ -108,7 +123,7 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
                     return Err(XmlError::TooDeep);
                 }
                 stack.push(Element {
-                    name: name_of(e.name().as_ref())?,
+                    name: e.name().as_ref().to_owned(),
                     text: String::new(),
                     children: Vec::new(),
                 });
@@ -122,7 +137,7 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
                     return Err(XmlError::TooDeep);
                 }
                 let el = Element {
-                    name: name_of(e.name().as_ref())?,
+                    name: e.name().as_ref().to_owned(),
                     text: String::new(),
                     children: Vec::new(),
                 };
@@ -144,21 +159,24 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
                     None => root = Some(el),
                 }
             }
-            Event::Text(t) => {
-                let s = t.unescape().map_err(malformed)?;
+            // The reader hands over text without its references (they arrive as GeneralRef), so it contains
+            // no '&' and needs no unescaping. Line ends are kept as sent, like the raw message that is stored.
+            Event::Text(t) => match stack.last_mut() {
+                Some(el) => el.text.push_str(&t),
+                None if t.trim().is_empty() => {}
+                None => return Err(XmlError::TrailingContent),
+            },
+            Event::GeneralRef(r) => {
+                let ch = resolve_reference(&r)?;
                 match stack.last_mut() {
-                    Some(el) => el.text.push_str(&s),
-                    None if s.trim().is_empty() => {}
+                    Some(el) => el.text.push(ch),
                     None => return Err(XmlError::TrailingContent),
                 }
             }
-            Event::CData(c) => {
-                let s = std::str::from_utf8(c.as_ref()).map_err(|_| XmlError::NotUtf8)?;
-                match stack.last_mut() {
-                    Some(el) => el.text.push_str(s),
-                    None => return Err(XmlError::TrailingContent),
-                }
-            }
+            Event::CData(c) => match stack.last_mut() {
+                Some(el) => el.text.push_str(&c),
+                None => return Err(XmlError::TrailingContent),
+            },
             Event::Eof => break,
         }
         seen_anything = true;
@@ -220,6 +238,57 @@ mod tests {
         assert_eq!(
             parse(b"<xml/><?xml version=\"1.0\"?>"),
             Err(XmlError::ProcessingInstruction)
+        );
+    }
+
+    #[test]
+    fn the_predefined_entities_resolve_once_and_in_place() {
+        let root = parse(
+            b"<xml><A>a&lt;b&gt;c&amp;d&apos;e&quot;f</A><B>&amp;lt;</B><C>&lt;x/&gt;</C></xml>",
+        )
+        .expect("parses");
+        assert_eq!(root.children[0].text, "a<b>c&d'e\"f");
+        // One level only: "&amp;lt;" is the text "&lt;", not "<".
+        assert_eq!(root.children[1].text, "&lt;");
+        // A resolved '<' is text, never markup.
+        assert_eq!(root.children[2].text, "<x/>");
+        assert!(root.children[2].children.is_empty());
+        // References next to CDATA and whitespace still trim as one text.
+        let root = parse(b"<xml><A> &#32;<![CDATA[x]]>&amp; </A></xml>").expect("parses");
+        assert_eq!(root.children[0].text, "x&");
+    }
+
+    #[test]
+    fn every_other_entity_and_any_doctype_is_refused() {
+        for doc in [
+            &b"<xml>&xxe;</xml>"[..],
+            b"<xml><A>&nbsp;</A></xml>",
+            b"<xml><A>&LT;</A></xml>",
+            b"<xml><A>&#0;</A></xml>",
+            b"<xml><A>&#xD800;</A></xml>",
+            b"<xml><A>&#x110000;</A></xml>",
+            b"<xml><A>&#xZZ;</A></xml>",
+            b"<xml><A>&#;</A></xml>",
+        ] {
+            assert_eq!(
+                parse(doc),
+                Err(XmlError::UnknownEntity),
+                "{}",
+                String::from_utf8_lossy(doc)
+            );
+        }
+        // A dangling '&' is not well-formed.
+        assert!(parse(b"<xml><A>a & b</A></xml>").is_err());
+        // Outside the root, a reference is content after (or before) the document.
+        assert_eq!(parse(b"<xml/>&amp;"), Err(XmlError::TrailingContent));
+        // Internal subsets (billion laughs) and external entities never get as far as a reference.
+        let laughs = b"<?xml version=\"1.0\"?><!DOCTYPE lolz [<!ENTITY lol \"lol\"><!ENTITY lol2 \"&lol;&lol;\">]><xml>&lol2;</xml>";
+        assert_eq!(parse(laughs), Err(XmlError::DocType));
+        let xxe = b"<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><xml>&e;</xml>";
+        assert_eq!(parse(xxe), Err(XmlError::DocType));
+        assert_eq!(
+            parse(b"<xml><!DOCTYPE x></xml>").map(|_| ()),
+            Err(XmlError::DocType)
         );
     }
 

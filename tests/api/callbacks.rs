@@ -113,7 +113,7 @@ async fn every_kind_of_app_callback_is_stored_once_with_its_fields() {
         let cb = sign_callback(&MAIN, &case.xml, unix_now());
         let r = app.post("main", &cb).await;
         assert_eq!(r.status().as_u16(), 200, "{}", case.xml);
-        // Self-built data callbacks get an empty 200 (PROTOCOL.md §5.3).
+        // Self-built data callbacks get an empty 200 (docs/protocol.md §5.3).
         assert_eq!(r.text().await.expect("body"), "");
 
         let row = sqlx::query(

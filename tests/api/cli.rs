@@ -2,47 +2,11 @@
 //! with the fix in the message, runs from environment variables alone, and stops gracefully on SIGTERM.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, Executor};
-
-use crate::helpers::{MAIN, admin_url, database_url_for, sign_callback, unix_now};
+use crate::helpers::{MAIN, fresh_database, sign_callback, unix_now, wait_ready};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wecom-callback");
-
-/// Drops the named database when the test ends, however it ends.
-struct DropDb(String);
-
-impl Drop for DropDb {
-    fn drop(&mut self) {
-        let name = self.0.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let options: PgConnectOptions = admin_url().parse().expect("url");
-                if let Ok(mut c) = options.connect().await {
-                    let _ = c
-                        .execute(
-                            format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str(),
-                        )
-                        .await;
-                    let _ = c.close().await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-fn fresh_db() -> (DropDb, String) {
-    let name = format!("wecom_test_{}", uuid::Uuid::new_v4().simple());
-    let url = database_url_for(&name);
-    (DropDb(name), url)
-}
 
 fn clean_env(cmd: &mut Command) -> &mut Command {
     for var in [
@@ -69,7 +33,7 @@ fn clean_env(cmd: &mut Command) -> &mut Command {
 
 #[tokio::test]
 async fn migrate_creates_a_missing_database_and_applies_every_migration() {
-    let (_guard, url) = fresh_db();
+    let (_guard, url) = fresh_database();
     let out = clean_env(&mut Command::new(BIN))
         .args(["migrate"])
         .env("DATABASE_URL", &url)
@@ -125,7 +89,7 @@ fn serve_refuses_a_bad_configuration_and_says_how_to_fix_it() {
 
 #[tokio::test]
 async fn serve_runs_from_the_environment_alone_and_stops_gracefully() {
-    let (_guard, url) = fresh_db();
+    let (_guard, url) = fresh_database();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -143,21 +107,11 @@ async fn serve_runs_from_the_environment_alone_and_stops_gracefully() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starts");
-    let client = reqwest::Client::new();
+    let client = wecom_callback::tls::client_builder()
+        .build()
+        .expect("client");
     let base = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    loop {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            if r.status().is_success() {
-                break;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "serve did not become ready"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_ready(&base, Duration::from_secs(20)).await;
     // The single app answers on /callback as well as /callback/default.
     let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event><ChangeType>edit_external_contact</ChangeType><UserID>u</UserID><ExternalUserID>wm1</ExternalUserID></xml>";
     for path in ["/callback", "/callback/default"] {
@@ -203,7 +157,7 @@ async fn serve_runs_from_the_environment_alone_and_stops_gracefully() {
 
 #[tokio::test]
 async fn json_logs_carry_the_request_id_and_no_plaintext() {
-    let (_guard, url) = fresh_db();
+    let (_guard, url) = fresh_database();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -226,19 +180,10 @@ async fn json_logs_carry_the_request_id_and_no_plaintext() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starts");
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client
-        .get(format!("http://127.0.0.1:{port}/readyz"))
-        .send()
-        .await
-        .map(|r| r.status().is_success())
-        .ok()
-        != Some(true)
-    {
-        assert!(started.elapsed() < Duration::from_secs(20), "not ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let client = wecom_callback::tls::client_builder()
+        .build()
+        .expect("client");
+    wait_ready(&format!("http://127.0.0.1:{port}"), Duration::from_secs(20)).await;
     let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event><ChangeType>edit_external_contact</ChangeType><UserID>u</UserID><ExternalUserID>wmSECRETPERSON</ExternalUserID></xml>";
     let cb = sign_callback(&MAIN, xml, unix_now());
     let r = client
@@ -305,7 +250,7 @@ fn serve_help_lists_every_environment_variable_the_readme_names() {
 
 #[tokio::test]
 async fn jobs_list_shows_a_header_and_short_errors_and_jobs_retry_queues_dead_jobs() {
-    let (_guard, url) = fresh_db();
+    let (_guard, url) = fresh_database();
     let jobs = |args: &[&str]| {
         clean_env(&mut Command::new(BIN))
             .args(args)

@@ -33,7 +33,9 @@ async fn unreachable_database_gives_503_within_the_deadline() {
     // A port nothing listens on: every connection attempt is refused.
     let port = spawn_on_dead_database(|_| {});
 
-    let client = reqwest::Client::new();
+    let client = wecom_callback::tls::client_builder()
+        .build()
+        .expect("client");
     let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event></xml>";
     let cb = sign_callback(&MAIN, xml, unix_now());
     let started = Instant::now();
@@ -76,7 +78,9 @@ async fn with_a_spool_an_outage_is_acknowledged_and_drained_later() {
         s.spool.after = Duration::from_millis(1_000);
     });
 
-    let client = reqwest::Client::new();
+    let client = wecom_callback::tls::client_builder()
+        .build()
+        .expect("client");
     let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1700000000</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event><ChangeType>del_follow_user</ChangeType><UserID>u</UserID><ExternalUserID>wmSPOOL</ExternalUserID></xml>";
     let cb = sign_callback(&MAIN, xml, unix_now());
     let started = Instant::now();
@@ -154,7 +158,9 @@ async fn without_a_spool_or_with_a_full_one_the_answer_is_503() {
     });
     let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>x</Event></xml>";
     let cb = sign_callback(&MAIN, xml, unix_now());
-    let r = reqwest::Client::new()
+    let r = wecom_callback::tls::client_builder()
+        .build()
+        .expect("client")
         .post(format!(
             "http://127.0.0.1:{port}/callback/main?{}",
             cb.query
@@ -191,23 +197,13 @@ async fn at_start_up_the_service_drains_what_a_crash_left_in_the_spool() {
     }
     let dir = spool_dir.clone();
     let app = crate::helpers::spawn_app_with(&[MAIN], move |s| s.spool.dir = Some(dir)).await;
-    let started = Instant::now();
-    loop {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM wecom_events WHERE fields->>'ExternalUserID' = 'wmLEFT' AND received_at < now() - interval '30 minutes'",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .expect("count");
-        if n == 1 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "not drained at start-up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    crate::sync::wait_applied(&app.pool).await;
+    // Drained at start-up, with the time it was first received.
+    crate::helpers::wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_events WHERE fields->>'ExternalUserID' = 'wmLEFT' AND received_at < now() - interval '30 minutes'",
+        1,
+    )
+    .await;
+    crate::helpers::wait_applied(&app.pool).await;
     let _ = std::fs::remove_dir_all(&spool_dir);
 }

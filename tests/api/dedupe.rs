@@ -36,7 +36,7 @@ async fn a_re_encrypted_retry_with_new_nonce_and_timestamp_is_still_one_row() {
 
 #[tokio::test]
 async fn distinct_events_in_the_same_second_are_not_merged() {
-    // FromUserName + CreateTime (the official advice) would merge these (PROTOCOL.md §5.6).
+    // FromUserName + CreateTime (the official advice) would merge these (docs/protocol.md §5.5).
     let app = spawn_app().await;
     let a = XML.to_owned();
     let b = XML.replace("wmDUPLICATE", "wmOTHER");

@@ -2,9 +2,9 @@
 //! runs a private cluster on a Unix socket and stops it on shutdown.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::helpers::{MAIN, sign_callback, unix_now};
+use crate::helpers::{MAIN, sign_callback, unix_now, wait_ready};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wecom-callback");
 
@@ -32,19 +32,6 @@ fn serve(data: &std::path::Path, port: u16, closed: u16) -> std::process::Child 
         .stderr(Stdio::piped())
         .spawn()
         .expect("starts")
-}
-
-async fn wait_ready(port: u16) {
-    let started = Instant::now();
-    loop {
-        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await {
-            if r.status().is_success() {
-                return;
-            }
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "not ready");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 async fn stop(mut child: std::process::Child) -> String {
@@ -82,10 +69,12 @@ async fn serve_runs_a_private_cluster_when_no_database_is_configured() {
     let port = free_port();
 
     let child = serve(&data, port, closed);
-    wait_ready(port).await;
+    wait_ready(&format!("http://127.0.0.1:{port}"), Duration::from_secs(60)).await;
     let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event><ChangeType>add_external_contact</ChangeType><UserID>u</UserID><ExternalUserID>wmEMB</ExternalUserID></xml>";
     let cb = sign_callback(&MAIN, xml, unix_now());
-    let r = reqwest::Client::new()
+    let r = wecom_callback::tls::client_builder()
+        .build()
+        .expect("client")
         .post(format!("http://127.0.0.1:{port}/callback?{}", cb.query))
         .body(cb.body.clone())
         .send()
@@ -102,7 +91,7 @@ async fn serve_runs_a_private_cluster_when_no_database_is_configured() {
 
     // The next start reuses the cluster and its data.
     let child = serve(&data, port, closed);
-    wait_ready(port).await;
+    wait_ready(&format!("http://127.0.0.1:{port}"), Duration::from_secs(60)).await;
     let pool = sqlx::PgPool::connect(&socket_url(&data))
         .await
         .expect("socket connection");

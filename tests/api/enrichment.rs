@@ -1,15 +1,14 @@
 //! Events queue WeCom API jobs durably; the worker fills in details; failures end dead and an operator
 //! retries them.
 
-use std::time::{Duration, Instant};
-
 use secrecy::SecretString;
 use serde_json::json;
-use sqlx::PgPool;
 use wiremock::matchers::{path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{MAIN, TestApp, sign_callback, spawn_app_with, unix_now};
+use crate::helpers::{
+    MAIN, TestApp, sign_callback, spawn_app_with, unix_now, wait_applied, wait_for_count,
+};
 use crate::sync::contact_event;
 
 async fn app_with_api(server: &MockServer, max_attempts: i32) -> TestApp {
@@ -21,24 +20,6 @@ async fn app_with_api(server: &MockServer, max_attempts: i32) -> TestApp {
         s.api.max_attempts = max_attempts;
     })
     .await
-}
-
-async fn wait_for(pool: &PgPool, sql: &str, want: i64) {
-    let started = Instant::now();
-    loop {
-        let n: i64 = sqlx::query_scalar(sql)
-            .fetch_one(pool)
-            .await
-            .expect("query");
-        if n == want {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "{sql} stayed {n}, wanted {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn token() -> ResponseTemplate {
@@ -87,7 +68,7 @@ async fn an_add_event_fills_in_the_contact_from_the_api() {
         200
     );
 
-    wait_for(
+    wait_for_count(
         &app.pool,
         "SELECT count(*) FROM wecom_jobs WHERE status = 'done'",
         1,
@@ -119,7 +100,7 @@ async fn an_add_event_fills_in_the_contact_from_the_api() {
             .as_u16(),
         200
     );
-    crate::sync::wait_applied(&app.pool).await;
+    wait_applied(&app.pool).await;
     wecom_callback::store::enrichment::contact_detail(
         &app.pool,
         MAIN.receive_id,
@@ -202,7 +183,7 @@ async fn a_failing_job_goes_dead_and_the_operator_retries_it() {
         200
     );
     // A permission error is not retried: dead at once, with the explanation.
-    wait_for(
+    wait_for_count(
         &app.pool,
         "SELECT count(*) FROM wecom_jobs WHERE status = 'dead'",
         1,
@@ -247,7 +228,7 @@ async fn a_failing_job_goes_dead_and_the_operator_retries_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 dead job(s) queued again"));
-    wait_for(
+    wait_for_count(
         &app.pool,
         "SELECT count(*) FROM wecom_jobs WHERE status = 'done'",
         1,
@@ -281,7 +262,7 @@ async fn transient_failures_are_retried_until_the_attempts_cap() {
             .as_u16(),
         200
     );
-    wait_for(
+    wait_for_count(
         &app.pool,
         "SELECT count(*) FROM wecom_jobs WHERE status = 'queued' AND attempts = 1 AND run_after > now() AND last_error LIKE '%HTTP 500%'",
         1,
@@ -296,7 +277,7 @@ async fn transient_failures_are_retried_until_the_attempts_cap() {
             .as_u16(),
         200
     );
-    wait_for(
+    wait_for_count(
         &app.pool,
         "SELECT count(*) FROM wecom_jobs WHERE status = 'dead' AND attempts = 1",
         1,

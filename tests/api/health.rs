@@ -90,7 +90,11 @@ async fn metrics_can_live_on_their_own_address() {
         404,
         "not on the public listener"
     );
-    let r = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+    let r = wecom_callback::tls::client_builder()
+        .build()
+        .expect("client")
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
         .await
         .expect("metrics listener");
     assert_eq!(r.status().as_u16(), 200);

@@ -140,7 +140,9 @@ pub async fn build_app_with(
         .await
         .expect("PostgreSQL must be running for the tests (see README: .ci/run starts it)");
     admin
-        .execute(format!("CREATE DATABASE \"{db_name}\"").as_str())
+        .execute(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE \"{db_name}\""
+        )))
         .await
         .expect("create test database");
     admin.close().await.expect("close");
@@ -166,7 +168,7 @@ pub async fn build_app_with(
         address: format!("http://127.0.0.1:{port}"),
         port,
         pool: test_pool,
-        client: reqwest::Client::builder()
+        client: wecom_callback::tls::client_builder()
             .timeout(Duration::from_secs(10))
             .build()
             .expect("client"),
@@ -189,26 +191,7 @@ pub fn database_url_for(name: &str) -> String {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        let name = self.db_name.clone();
-        let options = self.admin_options.clone();
-        // Drop runs inside the test's runtime, which cannot be blocked on; use a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                if let Ok(mut admin) = options.connect().await {
-                    let _ = admin
-                        .execute(
-                            format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)").as_str(),
-                        )
-                        .await;
-                    let _ = admin.close().await;
-                }
-            });
-        })
-        .join();
+        drop_database(&self.db_name, &self.admin_options);
     }
 }
 
@@ -236,7 +219,7 @@ pub fn sign_callback_with(
 ) -> SignedCallback {
     let encrypt = crypto::encrypt(
         &app.key(),
-        &mut rand::thread_rng(),
+        &mut rand::rng(),
         plaintext.as_bytes(),
         receive_id.as_bytes(),
     );
@@ -325,10 +308,8 @@ pub async fn read_reply(stream: &mut tokio::net::TcpStream) -> (u16, String) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     buf.extend_from_slice(&chunk[..n]);
-                    if let Some(done) = reply_complete(&buf) {
-                        if done {
-                            break;
-                        }
+                    if reply_complete(&buf) == Some(true) {
+                        break;
                     }
                 }
             }
@@ -378,4 +359,158 @@ pub fn wait_exit(child: &mut std::process::Child, secs: u64) -> std::process::Ex
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+// Waiting and cleaning up, shared by every test file (kept together here, apart from the settings code).
+
+/// How long a poll waits before the test fails (generous: two cores shared with other builds).
+pub const POLL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Calls `check` every `every` until it returns `Ok`, and returns that value; after `timeout` panics with
+/// `what` and the last `Err` (what was seen instead). Every wait in the tests goes through here, so none can
+/// hang the suite.
+pub async fn poll<T, Fut>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Fut,
+) -> T
+where
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(seen) => assert!(
+                started.elapsed() < timeout,
+                "{what}: not reached within {timeout:?}; last seen: {seen}"
+            ),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Waits until the count query `sql` returns `want`.
+pub async fn wait_for_count(pool: &PgPool, sql: &'static str, want: i64) {
+    poll(
+        &format!("{sql} = {want}"),
+        POLL_TIMEOUT,
+        Duration::from_millis(100),
+        || async move {
+            let n: i64 = sqlx::query_scalar(sql)
+                .fetch_one(pool)
+                .await
+                .expect("query");
+            if n == want {
+                Ok(())
+            } else {
+                Err(n.to_string())
+            }
+        },
+    )
+    .await;
+}
+
+/// Waits until the service's background projector has applied every stored event. For tests about the
+/// background work itself (start-up recovery, spool drain, enrichment); a test about what a projection
+/// computes calls [`apply_all_pending`] instead.
+pub async fn wait_applied(pool: &PgPool) {
+    wait_for_count(
+        pool,
+        "SELECT count(*) FROM wecom_events WHERE applied_at IS NULL",
+        0,
+    )
+    .await;
+}
+
+/// Applies every stored event now, in the test's own task, and returns how many it applied. Deterministic
+/// where waiting for the background projector is not; the app should run with `run_projector = false` so
+/// no concurrent applier holds rows (the applier skips locked rows).
+pub async fn apply_all_pending(pool: &PgPool) -> usize {
+    let mut total = 0;
+    loop {
+        let n = wecom_callback::store::projections::apply_pending(pool, 500)
+            .await
+            .expect("apply pending events");
+        if n == 0 {
+            return total;
+        }
+        total += n;
+    }
+}
+
+/// Waits until `GET {base}/readyz` answers 2xx (a service started as a separate process).
+pub async fn wait_ready(base: &str, timeout: Duration) {
+    let client = wecom_callback::tls::client_builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let url = format!("{base}/readyz");
+    poll("ready", timeout, Duration::from_millis(100), || {
+        let (client, url) = (&client, &url);
+        async move {
+            match client.get(url).send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(r.status().to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
+    .await;
+}
+
+/// Drops the named test database when dropped, however the test ends (panics included).
+pub struct DropDb {
+    name: String,
+    admin_options: PgConnectOptions,
+}
+
+impl DropDb {
+    /// Guards database `name` on the test server ([`admin_url`]).
+    pub fn new(name: impl Into<String>) -> DropDb {
+        DropDb {
+            name: name.into(),
+            admin_options: admin_url().parse().expect("TEST_DATABASE_URL"),
+        }
+    }
+}
+
+impl Drop for DropDb {
+    fn drop(&mut self) {
+        drop_database(&self.name, &self.admin_options);
+    }
+}
+
+/// Drops database `name`, forcing other sessions out. Drop runs inside a test's runtime, which cannot be
+/// blocked on, so this uses a thread with its own runtime; errors are ignored (cleanup is best effort).
+fn drop_database(name: &str, options: &PgConnectOptions) {
+    let (name, options) = (name.to_owned(), options.clone());
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            if let Ok(mut admin) = options.connect().await {
+                let _ = admin
+                    .execute(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    )))
+                    .await;
+                let _ = admin.close().await;
+            }
+        });
+    })
+    .join();
+}
+
+/// A fresh database name on the test server, not created yet (for commands that create it themselves), with
+/// its URL and the guard that drops it.
+pub fn fresh_database() -> (DropDb, String) {
+    let name = format!("wecom_test_{}", uuid::Uuid::new_v4().simple());
+    let url = database_url_for(&name);
+    (DropDb::new(name), url)
 }

@@ -8,8 +8,10 @@ use wecom_callback::sync::client::{Credentials, WecomApi};
 use wiremock::matchers::{body_partial_json, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{MAIN, sign_callback, spawn_app_with, unix_now};
-use crate::sync::{contact_event, wait_applied};
+use crate::helpers::{
+    MAIN, POLL_TIMEOUT, apply_all_pending, poll, sign_callback, spawn_app_with, unix_now,
+};
+use crate::sync::contact_event;
 
 fn ok(body: serde_json::Value) -> ResponseTemplate {
     let mut b = body;
@@ -76,7 +78,8 @@ async fn resync_pages_through_cursors_tombstones_what_wecom_no_longer_has_and_re
         .mount(&server)
         .await;
 
-    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    // The projector is driven by the test: this is about resync against projected state, not the loop.
+    let app = spawn_app_with(&[MAIN], |s| s.run_projector = false).await;
     // We hold a follow WeCom no longer has (its deletion callback was missed), and a chat and a tag too.
     for xml in [
         contact_event(1_600_000_000, "add_external_contact", "alice", "wmOLD", ""),
@@ -86,7 +89,7 @@ async fn resync_pages_through_cursors_tombstones_what_wecom_no_longer_has_and_re
     ] {
         assert_eq!(app.post("main", &sign_callback(&MAIN, &xml, unix_now())).await.status().as_u16(), 200);
     }
-    wait_applied(&app.pool).await;
+    apply_all_pending(&app.pool).await;
 
     let api = WecomApi::new(&server.uri(), app.pool.clone()).expect("client");
     let drift =
@@ -159,7 +162,7 @@ async fn resync_pages_through_cursors_tombstones_what_wecom_no_longer_has_and_re
             .as_u16(),
         200
     );
-    wait_applied(&app.pool).await;
+    apply_all_pending(&app.pool).await;
     let status: String =
         sqlx::query_scalar("SELECT status FROM external_contact_follows WHERE userid = 'bob'")
             .fetch_one(&app.pool)
@@ -242,13 +245,18 @@ async fn serve_runs_the_scheduled_resync_and_exports_its_drift() {
         s.api.resync_interval = Duration::from_secs(3600);
     })
     .await;
-    let started = std::time::Instant::now();
-    loop {
-        let text = app.get("/metrics").await.text().await.expect("metrics");
-        if text.contains(r#"wecom_resync_drift_total{change="created",table="follows"} 1"#) {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "{text}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll(
+        "the scheduled resync's drift in /metrics",
+        POLL_TIMEOUT,
+        Duration::from_millis(100),
+        || async {
+            let text = app.get("/metrics").await.text().await.expect("metrics");
+            if text.contains(r#"wecom_resync_drift_total{change="created",table="follows"} 1"#) {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .await;
 }

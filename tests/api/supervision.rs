@@ -12,8 +12,9 @@ use wecom_callback::ingest::spool::{Spool, SpooledRequest};
 use wiremock::matchers::path;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::helpers::wait_applied;
 use crate::helpers::{MAIN, TestApp, build_app_with, sign_callback, spawn_app_with, unix_now};
-use crate::sync::{contact_event, wait_applied};
+use crate::sync::contact_event;
 
 /// Polls `check` every 25 ms until it returns true; fails the test after `secs` seconds.
 async fn wait_until<F, Fut>(what: &str, secs: u64, mut check: F)

@@ -114,7 +114,7 @@ async fn events_lists_and_replay_reapplies() {
     .await
     .expect("join");
     assert!(sent.0, "{}", sent.1);
-    crate::sync::wait_applied(&app.pool).await;
+    crate::helpers::wait_applied(&app.pool).await;
 
     let d = db_url.clone();
     let (ok, out, _) = tokio::task::spawn_blocking(move || {

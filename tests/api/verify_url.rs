@@ -18,12 +18,13 @@ struct Vector {
     expected_plaintext: String,
 }
 
+/// The public WeCom vectors in `tests/data/vectors.json` (provenance in `tests/data/README.md`).
 pub fn vectors() -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/wecom/vectors.json"
+        "/tests/data/vectors.json"
     ))
-    .expect("../shared/wecom/vectors.json");
+    .expect("tests/data/vectors.json");
     serde_json::from_str(&text).expect("vectors.json")
 }
 
@@ -96,7 +97,7 @@ async fn a_fresh_verification_with_the_replay_window_on() {
     let echo = "4471590214384710183";
     let encrypted = wecom_callback::wecom::crypto::encrypt(
         &SUITE.key(),
-        &mut rand::thread_rng(),
+        &mut rand::rng(),
         echo.as_bytes(),
         SUITE.receive_id.as_bytes(),
     );

@@ -76,7 +76,7 @@ pub fn callbacks(n: usize) -> Vec<Callback> {
                 s = i % 5,
                 c = (i / 3) % 40,
             );
-            let encrypt = crypto::encrypt(&key, &mut rand::thread_rng(), xml.as_bytes(), CORP.as_bytes());
+            let encrypt = crypto::encrypt(&key, &mut rand::rng(), xml.as_bytes(), CORP.as_bytes());
             let nonce = format!("{}", rand::random::<u32>());
             let sig = crypto::signature(TOKEN, &now.to_string(), &nonce, &encrypt);
             Callback {
@@ -109,7 +109,7 @@ pub async fn drive(
     connections: usize,
     spread: Duration,
 ) -> Vec<Outcome> {
-    let client = reqwest::Client::builder()
+    let client = wecom_callback::tls::client_builder()
         .timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(connections)
         .build()

@@ -44,7 +44,7 @@ fn plaintext(i: usize) -> String {
 fn hostile(n: usize) -> Vec<Bad> {
     let key = AesKey::from_encoding_aes_key(KEY).expect("key");
     let other = AesKey::from_bytes([9u8; 32]);
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rng();
     let mut out = Vec::new();
     let mut i = 0;
     while out.len() < n {
@@ -237,7 +237,9 @@ async fn a_thousand_hostile_requests_get_4xx_store_nothing_and_leak_nothing() {
         .replace("postgres@", "postgres:DBPASS-do-not-log@");
     let svc = Service::spawn(&db_url, &dir.join("spool"), &log);
     let port = svc.port();
-    let client = reqwest::Client::new();
+    let client = wecom_callback::tls::client_builder()
+        .build()
+        .expect("client");
 
     // Warm up with legitimate traffic, then take the memory baseline.
     let legit = callbacks(300);

@@ -102,7 +102,7 @@ pub struct WecomApi {
 impl WecomApi {
     /// A client for `base_url`, caching tokens in `pool`.
     pub fn new(base_url: &str, pool: PgPool) -> Result<WecomApi, ApiError> {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::client_builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(5))
             .build()

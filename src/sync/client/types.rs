@@ -1,4 +1,4 @@
-//! WeCom's answers, typed (PROTOCOL.md §7). Tolerant the way WeCom needs: unknown fields are ignored, missing
+//! WeCom's answers, typed (docs/protocol.md §7). Tolerant the way WeCom needs: unknown fields are ignored, missing
 //! ones default, and a field of an unexpected type counts as missing (see [`super::de`]).
 //!
 //! `serde_json::Value` remains only for what a JSONB column stores as WeCom sent it: `external_profile`, and
@@ -187,7 +187,7 @@ pub struct GroupChat {
     pub member_list: Vec<GroupChatMember>,
     #[serde(default, deserialize_with = "de::objects")]
     pub admin_list: Vec<GroupChatAdmin>,
-    /// Changes whenever the member list does (PROTOCOL.md §7.5).
+    /// Changes whenever the member list does (docs/protocol.md §7.3).
     #[serde(default, deserialize_with = "de::opt_str")]
     pub member_version: Option<String>,
 }
@@ -203,7 +203,7 @@ pub struct GroupChatMember {
     pub kind: Option<i64>,
     #[serde(default, deserialize_with = "de::opt_i64")]
     pub join_time: Option<i64>,
-    /// 1 invited directly, 2 through a link, 3 by QR code (the event's codes differ, PROTOCOL.md §6.3).
+    /// 1 invited directly, 2 through a link, 3 by QR code (the event's codes differ, docs/protocol.md §6.2).
     #[serde(default, deserialize_with = "de::opt_i64")]
     pub join_scene: Option<i64>,
     #[serde(default, deserialize_with = "de::opt_object")]
@@ -244,7 +244,7 @@ pub struct CorpTagGroup {
     /// The group's sort order as the store reads it today (see `group_order`).
     #[serde(default, deserialize_with = "de::opt_i64")]
     pub order: Option<i64>,
-    /// The group's sort order under the name PROTOCOL.md §7.6 gives; not stored yet (the store reads `order`).
+    /// The group's sort order under the name docs/protocol.md §7.4 gives; not stored yet (the store reads `order`).
     #[serde(default, deserialize_with = "de::opt_i64")]
     pub group_order: Option<i64>,
     #[serde(default, deserialize_with = "de::bool_or_false")]

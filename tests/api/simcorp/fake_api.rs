@@ -144,7 +144,7 @@ impl Responder {
             &n.to_le_bytes(),
         ]);
         if h % 100 < truth.transient_pct {
-            return if h % 2 == 0 {
+            return if h.is_multiple_of(2) {
                 (err(45033, "api concurrent out of limit"), Some(45033))
             } else {
                 (err(-1, "system busy"), Some(-1))

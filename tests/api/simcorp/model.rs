@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use rand::Rng;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
+use rand::seq::IndexedRandom;
 
 use crate::helpers::MAIN;
 
@@ -849,8 +849,8 @@ pub struct Gen {
 /// A corp and its generator for `seed`.
 pub fn corp_for(seed: u64, profile: Profile) -> (Truth, Gen, Network) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let working = rng.gen_range(3..=8);
-    let customers = rng.gen_range(8..=24);
+    let working = rng.random_range(3..=8);
+    let customers = rng.random_range(8..=24);
     let (total, unlicensed, net) = match profile {
         Profile::Baseline => (
             working,
@@ -862,12 +862,12 @@ pub fn corp_for(seed: u64, profile: Profile) -> (Truth, Gen, Network) {
             },
         ),
         Profile::Full => {
-            let total = if rng.gen_bool(0.3) {
-                rng.gen_range(1001..=1060)
+            let total = if rng.random_bool(0.3) {
+                rng.random_range(1001..=1060)
             } else {
                 working
             };
-            let unlicensed = if rng.gen_bool(0.7) {
+            let unlicensed = if rng.random_bool(0.7) {
                 vec![working - 1]
             } else {
                 vec![]
@@ -877,7 +877,7 @@ pub fn corp_for(seed: u64, profile: Profile) -> (Truth, Gen, Network) {
                 unlicensed,
                 // Half the corps lose no callback: their tables are checked before the resync too.
                 Network {
-                    loss: if seed % 2 == 0 { 0.0 } else { 0.06 },
+                    loss: if seed.is_multiple_of(2) { 0.0 } else { 0.06 },
                     dup: 0.15,
                     delay: 0.2,
                 },
@@ -887,7 +887,7 @@ pub fn corp_for(seed: u64, profile: Profile) -> (Truth, Gen, Network) {
     let mut truth = Truth::new(seed, total, &unlicensed, customers);
     if profile == Profile::Full {
         // Without a trusted IP the worker's jobs die (60020): only the resync can fill those details in.
-        truth.trusted_ip = seed % 2 == 0 || rng.gen_bool(0.5);
+        truth.trusted_ip = seed.is_multiple_of(2) || rng.random_bool(0.5);
         truth.transient_pct = 5;
         truth.get_page = 2;
     }
@@ -978,7 +978,7 @@ impl Gen {
         };
         for _ in 0..12 {
             let total: u32 = kinds.iter().map(|(_, w)| w).sum();
-            let mut pick = self.rng.gen_range(0..total);
+            let mut pick = self.rng.random_range(0..total);
             let mut kind = kinds[0].0;
             for (k, w) in kinds {
                 if pick < *w {
@@ -1205,13 +1205,13 @@ impl Gen {
     /// Fills in the random parts of a chosen step (names, states, members, tags, outcomes).
     fn finish(&mut self, t: &mut Truth, step: Step) -> Step {
         let full = self.profile == Profile::Full;
-        let n: u32 = self.rng.gen_range(0..10_000);
+        let n: u32 = self.rng.random_range(0..10_000);
         match step {
             Step::Add { user, ext, .. } => {
                 // Confirming a half-add keeps the channel the customer came through.
                 let state = match t.follows.get(&(user.clone(), ext.clone())) {
                     Some(f) if f.rel == Rel::Pending => f.state.clone(),
-                    _ => self.rng.gen_bool(0.7).then(|| format!("ch{}", n % 7)),
+                    _ => self.rng.random_bool(0.7).then(|| format!("ch{}", n % 7)),
                 };
                 Step::Add { user, ext, state }
             }
@@ -1257,7 +1257,7 @@ impl Gen {
                 let mut members = Vec::new();
                 if full {
                     members.push(owner.clone());
-                    for _ in 0..self.rng.gen_range(0..4) {
+                    for _ in 0..self.rng.random_range(0..4) {
                         if let Some(c) = self.working_customers.choose(&mut self.rng) {
                             if !members.contains(c) {
                                 members.push(c.clone());
@@ -1314,7 +1314,7 @@ impl Gen {
                     .filter(|m| !members.contains(*m))
                     .cloned()
                     .collect();
-                let k = self.rng.gen_range(1..=2).min(pool.len().max(1));
+                let k = self.rng.random_range(1..=2).min(pool.len().max(1));
                 let joined: Vec<String> = pool.choose_multiple(&mut self.rng, k).cloned().collect();
                 if joined.is_empty() {
                     return Step::ChatRename {
@@ -1334,7 +1334,7 @@ impl Gen {
                     .map(|c| (c.owner.clone(), c.members.clone()))
                     .unwrap_or_default();
                 let pool: Vec<String> = members.into_iter().filter(|m| *m != owner).collect();
-                let k = self.rng.gen_range(1..=2).min(pool.len().max(1));
+                let k = self.rng.random_range(1..=2).min(pool.len().max(1));
                 let left: Vec<String> = pool.choose_multiple(&mut self.rng, k).cloned().collect();
                 if left.is_empty() {
                     return Step::ChatRename {
@@ -1349,10 +1349,10 @@ impl Gen {
             }
             Step::GroupCreate { .. } => {
                 let group = t.new_tag_id();
-                let tags = (0..self.rng.gen_range(1..=3))
+                let tags = (0..self.rng.random_range(1..=3))
                     .map(|i| (t.new_tag_id(), format!("标签{n}-{i}")))
                     .collect();
-                let strategy = (full && self.rng.gen_bool(0.3)).then(|| 1 + n % 3);
+                let strategy = (full && self.rng.random_bool(0.3)).then(|| 1 + n % 3);
                 Step::GroupCreate {
                     group,
                     name: format!("组{n}"),
@@ -1376,7 +1376,7 @@ impl Gen {
             .filter(|g| !g.deleted && g.strategy.is_none())
             .flat_map(|g| g.tags.iter().filter(|x| !x.deleted).map(|x| x.id.clone()))
             .collect();
-        let k = self.rng.gen_range(0..=3).min(live.len());
+        let k = self.rng.random_range(0..=3).min(live.len());
         let mut tags: Vec<String> = live.choose_multiple(&mut self.rng, k).cloned().collect();
         tags.sort();
         tags
@@ -1384,16 +1384,16 @@ impl Gen {
 
     /// Whether a callback is lost, and when each copy of it arrives (in steps from now).
     pub fn plan_delivery(&mut self, net: &Network) -> Vec<usize> {
-        if self.rng.gen_bool(net.loss) {
+        if self.rng.random_bool(net.loss) {
             return vec![];
         }
-        let mut arrivals = vec![if self.rng.gen_bool(net.delay) {
-            self.rng.gen_range(1..=6)
+        let mut arrivals = vec![if self.rng.random_bool(net.delay) {
+            self.rng.random_range(1..=6)
         } else {
             0
         }];
-        if self.rng.gen_bool(net.dup) {
-            arrivals.push(self.rng.gen_range(0..=8));
+        if self.rng.random_bool(net.dup) {
+            arrivals.push(self.rng.random_range(0..=8));
         }
         arrivals
     }

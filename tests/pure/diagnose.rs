@@ -102,7 +102,7 @@ fn a_post_is_decrypted_and_classified() {
     let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event><ChangeType>del_follow_user</ChangeType></xml>";
     let e = crypto::encrypt(
         &a.aes_key,
-        &mut rand::thread_rng(),
+        &mut rand::rng(),
         xml.as_bytes(),
         b"wx5823bf96d3bd56c7",
     );

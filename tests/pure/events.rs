@@ -1,4 +1,5 @@
-//! Typed events from every example in PROTOCOL.md §6, in CDATA and bare-text form.
+//! Typed events for every event type in docs/protocol.md §6 (samples from WeCom's public pages), in CDATA and
+//! bare-text form.
 
 use wecom_callback::wecom::events::*;
 use wecom_callback::wecom::message::parse_message;

@@ -1,4 +1,5 @@
-//! Crypto against the public vectors in ../shared/wecom/vectors.json, against an independent implementation
+//! Crypto against the public vectors in tests/data/vectors.json (from WeCom's official samples and wechatpy;
+//! provenance in tests/data/README.md), against an independent implementation
 //! (the openssl command-line tool), and by properties.
 
 use std::io::Write;
@@ -26,9 +27,9 @@ struct Vector {
 fn vectors() -> Vec<Vector> {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/wecom/vectors.json"
+        "/tests/data/vectors.json"
     ))
-    .expect("../shared/wecom/vectors.json beside the project");
+    .expect("tests/data/vectors.json");
     serde_json::from_str(&text).expect("vectors.json")
 }
 
@@ -206,11 +207,11 @@ fn openssl_decrypts_what_we_encrypt_and_we_decrypt_what_it_encrypts() {
         (&[0xffu8; 1000][..], b"suite"),
     ] {
         // Ours → openssl.
-        let ours = crypto::encrypt(&key, &mut rand::thread_rng(), msg, id);
+        let ours = crypto::encrypt(&key, &mut rand::rng(), msg, id);
         let plain = openssl(&args_d, &STANDARD.decode(&ours).expect("b64"));
         let pad = *plain.last().expect("non-empty") as usize;
         assert!(
-            (1..=32).contains(&pad) && plain.len() % 32 == 0,
+            (1..=32).contains(&pad) && plain.len().is_multiple_of(32),
             "PKCS#7 over 32-byte blocks"
         );
         let body = &plain[..plain.len() - pad];
@@ -266,7 +267,7 @@ proptest! {
         msg in "[ -~]{0,200}", pos in any::<prop::sample::Index>(), replacement in "[A-Za-z0-9+/]"
     ) {
         let key = test_key();
-        let e = crypto::encrypt(&key, &mut rand::thread_rng(), msg.as_bytes(), b"ww1");
+        let e = crypto::encrypt(&key, &mut rand::rng(), msg.as_bytes(), b"ww1");
         let sig = crypto::signature("tok", "1700000000", "n", &e);
         // A changed character of the encrypted text.
         let i = pos.index(e.len());
