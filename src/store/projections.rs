@@ -50,6 +50,12 @@ pub async fn apply_pending_with(
     enrich: &HashSet<String>,
 ) -> Result<usize, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    // The synced tables are derived from committed events: if this commit is lost in a crash, the events are
+    // still unapplied and are applied again. So it need not wait for its WAL flush, which would otherwise
+    // compete with the receiver's commits (the ones behind `success`) for the disk.
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
     // Shared with other appliers, exclusive against a rebuild (which would otherwise deadlock with us).
     sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
         .bind(APPLY_LOCK)
