@@ -199,6 +199,8 @@ pub struct FileApi {
     pub resync_interval_hours: u64,
     /// Minimum gap between API calls during a resync.
     pub resync_pause_ms: u64,
+    /// Done jobs older than this many days are deleted; 0 = kept forever. Dead jobs are always kept.
+    pub jobs_retention_days: u64,
 }
 
 impl Default for FileApi {
@@ -209,6 +211,7 @@ impl Default for FileApi {
             max_attempts: 8,
             resync_interval_hours: 24,
             resync_pause_ms: 50,
+            jobs_retention_days: 7,
         }
     }
 }

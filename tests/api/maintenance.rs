@@ -118,3 +118,58 @@ async fn rebuild_and_replay_outlast_the_statement_timeout() {
             .expect("pending");
     assert_eq!(pending, 0);
 }
+
+/// Stores jobs of every status, half of them updated `days` ago.
+async fn jobs(pool: &PgPool, status: &str, n: i64, days: i64) {
+    sqlx::query(
+        "INSERT INTO wecom_jobs (kind, app, corp_id, subject, status, updated_at) \
+         SELECT 'contact_detail', 'main', $1, $2 || '-' || $4 || '-' || i, $2, now() - make_interval(days => $4::int) \
+         FROM generate_series(1, $3) AS i",
+    )
+    .bind(CORP)
+    .bind(status)
+    .bind(n)
+    .bind(days)
+    .execute(pool)
+    .await
+    .expect("jobs");
+}
+
+async fn job_counts(pool: &PgPool) -> Vec<(String, i64)> {
+    sqlx::query_as("SELECT status, count(*) FROM wecom_jobs GROUP BY 1 ORDER BY 1")
+        .fetch_all(pool)
+        .await
+        .expect("counts")
+}
+
+#[tokio::test]
+async fn done_jobs_past_their_retention_are_pruned_in_batches_and_dead_ones_kept() {
+    let (app, _service) = build_app_with(&[MAIN], |_| {}).await;
+    jobs(&app.pool, "done", 1200, 10).await;
+    jobs(&app.pool, "done", 5, 1).await;
+    jobs(&app.pool, "dead", 3, 30).await;
+    let seven_days = Duration::from_secs(7 * 86_400);
+    let n = wecom_callback::store::jobs::prune_done(&app.pool, seven_days, 500)
+        .await
+        .expect("prune");
+    assert_eq!(n, 500, "one small batch at a time");
+
+    // serve's supervised pruner takes the rest on its next round.
+    let (app, service) = build_app_with(&[MAIN], |s| {
+        s.api.jobs_retention = seven_days;
+        s.api.jobs_prune_interval = Duration::from_millis(200);
+    })
+    .await;
+    jobs(&app.pool, "done", 1200, 10).await;
+    jobs(&app.pool, "done", 5, 1).await;
+    jobs(&app.pool, "dead", 3, 30).await;
+    tokio::spawn(service.run_until_stopped());
+    let want = vec![("dead".to_owned(), 3), ("done".to_owned(), 5)];
+    for _ in 0..100 {
+        if job_counts(&app.pool).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("not pruned: {:?}", job_counts(&app.pool).await);
+}
