@@ -207,6 +207,10 @@ impl Application {
                 settings.spool.after,
                 settings.http.request_deadline,
             )
+            .with_instruction_budget(
+                settings.http.instruction_spool_after,
+                settings.http.instruction_deadline,
+            )
             .with_fault_ack_before_commit(settings.fault_ack_before_commit),
             pool,
             http: settings.http.clone(),
