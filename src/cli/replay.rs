@@ -1,8 +1,11 @@
 //! `replay`: apply stored events to the synced tables again (e.g. after a fix).
 
+use std::time::{Duration, Instant};
+
 use super::Context;
 use super::events::FilterArgs;
 use crate::store;
+use crate::store::projections::Progress;
 
 /// Options of `replay`.
 #[derive(Debug, clap::Args)]
@@ -13,9 +16,12 @@ pub struct Args {
     /// Replay every stored event (required when no filter is given).
     #[arg(long)]
     pub all: bool,
+    /// Events read and applied per batch (each batch is one short transaction).
+    #[arg(long, default_value_t = store::projections::MAINTENANCE_BATCH, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    pub batch_size: i64,
 }
 
-/// Marks the chosen events unapplied, then applies them.
+/// Applies the chosen events again, batch by batch.
 pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     if args.filter.is_empty() && !args.all {
         anyhow::bail!(
@@ -23,15 +29,67 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         );
     }
     let (pool, _) = ctx.database_pool().await?;
-    let marked = store::read::mark_for_replay(&pool, &args.filter.filter()).await?;
-    let mut applied = 0;
-    loop {
-        let n = store::projections::apply_pending(&pool, 1000).await?;
-        if n == 0 {
-            break;
-        }
-        applied += n;
-    }
-    tracing::info!(marked, applied, "events applied again to the synced tables");
+    let mut meter = ProgressMeter::new("replay");
+    let applied = store::projections::replay(&pool, &args.filter.filter(), args.batch_size, |p| {
+        meter.update(p)
+    })
+    .await?;
+    meter.finish(applied);
+    tracing::info!(applied, "events applied again to the synced tables");
     Ok(())
+}
+
+/// Prints a maintenance pass's progress on stderr (events done / total, rate), at most every two seconds so
+/// a run over millions of events stays readable.
+pub(super) struct ProgressMeter {
+    what: &'static str,
+    started: Instant,
+    last_print: Option<Instant>,
+}
+
+impl ProgressMeter {
+    pub(super) fn new(what: &'static str) -> Self {
+        ProgressMeter {
+            what,
+            started: Instant::now(),
+            last_print: None,
+        }
+    }
+
+    pub(super) fn update(&mut self, p: Progress) {
+        let now = Instant::now();
+        if self
+            .last_print
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(2))
+        {
+            return;
+        }
+        self.last_print = Some(now);
+        let pct = if p.total == 0 {
+            100.0
+        } else {
+            p.done as f64 * 100.0 / p.total as f64
+        };
+        eprintln!(
+            "{}: {}/{} events ({pct:.1}%), {:.0} events/s",
+            self.what,
+            p.done,
+            p.total,
+            self.rate(p.done)
+        );
+    }
+
+    pub(super) fn finish(&self, done: u64) {
+        eprintln!(
+            "{}: {done} events in {:.1} s ({:.0} events/s)",
+            self.what,
+            self.started.elapsed().as_secs_f64(),
+            self.rate(done)
+        );
+    }
+
+    fn rate(&self, done: u64) -> f64 {
+        let secs = self.started.elapsed().as_secs_f64();
+        if secs > 0.0 { done as f64 / secs } else { 0.0 }
+    }
 }

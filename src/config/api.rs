@@ -19,6 +19,10 @@ pub struct ApiSettings {
     pub resync_interval: Duration,
     /// Minimum gap between API calls during a resync.
     pub resync_pause: Duration,
+    /// Done jobs older than this are deleted (zero: kept forever). Dead jobs are always kept.
+    pub jobs_retention: Duration,
+    /// How often done jobs past their retention are looked for (one hour; not in the file, tests shorten it).
+    pub jobs_prune_interval: Duration,
 }
 
 /// `WECOM_API_BASE_URL` / `--api-base-url`, for every command.
@@ -47,5 +51,7 @@ pub(super) fn build(file: &FileConfig, args: &ApiArgs, problems: &mut Vec<String
         max_attempts: a.max_attempts.max(1),
         resync_interval: Duration::from_secs(a.resync_interval_hours.saturating_mul(3600)),
         resync_pause: Duration::from_millis(a.resync_pause_ms),
+        jobs_retention: Duration::from_secs(a.jobs_retention_days.saturating_mul(86_400)),
+        jobs_prune_interval: Duration::from_secs(3600),
     }
 }

@@ -116,6 +116,10 @@ pub struct FileHttp {
     pub header_read_timeout_ms: u64,
     /// Upper bound for one callback from first byte to reply.
     pub request_deadline_ms: u64,
+    /// The same bound for `suite_instruction` apps, whose auth events WeCom wants answered within 1 s.
+    pub instruction_deadline_ms: u64,
+    /// How long a `suite_instruction` callback waits for the database before it is spooled instead.
+    pub instruction_spool_after_ms: u64,
     /// Replay window; 0 disables the check.
     pub timestamp_tolerance_secs: u64,
     /// HTTP worker threads; 0 = one per core.
@@ -131,6 +135,9 @@ impl Default for FileHttp {
             header_read_timeout_ms: 3_000,
             // WeCom waits 5 s; leave room for the network.
             request_deadline_ms: 4_000,
+            // WeCom wants create_auth, change_auth, ... answered within 1000 ms; leave room for the network.
+            instruction_deadline_ms: 900,
+            instruction_spool_after_ms: 400,
             timestamp_tolerance_secs: DEFAULT_TIMESTAMP_TOLERANCE_SECS,
             workers: 0,
         }
@@ -199,6 +206,8 @@ pub struct FileApi {
     pub resync_interval_hours: u64,
     /// Minimum gap between API calls during a resync.
     pub resync_pause_ms: u64,
+    /// Done jobs older than this many days are deleted; 0 = kept forever. Dead jobs are always kept.
+    pub jobs_retention_days: u64,
 }
 
 impl Default for FileApi {
@@ -209,6 +218,7 @@ impl Default for FileApi {
             max_attempts: 8,
             resync_interval_hours: 24,
             resync_pause_ms: 50,
+            jobs_retention_days: 7,
         }
     }
 }

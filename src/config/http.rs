@@ -25,6 +25,11 @@ pub struct HttpSettings {
     pub header_read_timeout: Duration,
     /// Upper bound for one callback from first byte to reply. WeCom waits 5 s.
     pub request_deadline: Duration,
+    /// The bound for `suite_instruction` apps: WeCom wants their auth events (create_auth, change_auth,
+    /// cancel_auth, reset_permanent_code) answered within 1000 ms.
+    pub instruction_deadline: Duration,
+    /// How long a `suite_instruction` callback waits for the database before it is spooled instead.
+    pub instruction_spool_after: Duration,
     /// Replay window: a timestamp further than this from now is refused. Zero disables the check.
     pub timestamp_tolerance: Duration,
     /// Worker threads for the HTTP server (0 = one per core).
@@ -52,6 +57,13 @@ pub struct HttpArgs {
     /// Serve /metrics on this address only (e.g. 127.0.0.1:9090) instead of the main listener.
     #[arg(long, env = "WECOM_METRICS_LISTEN", value_name = "IP:PORT", value_parser = super::socket_addr)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Answer deadline for suite_instruction apps (WeCom wants their auth events answered within 1 s)
+    /// [default: 900].
+    #[arg(long, env = "WECOM_INSTRUCTION_DEADLINE_MS", value_name = "MS")]
+    pub instruction_deadline_ms: Option<u64>,
+    /// How long a suite_instruction callback waits for the database before it is spooled [default: 400].
+    #[arg(long, env = "WECOM_INSTRUCTION_SPOOL_AFTER_MS", value_name = "MS")]
+    pub instruction_spool_after_ms: Option<u64>,
 }
 
 /// What [`build`] produces besides [`HttpSettings`].
@@ -99,12 +111,40 @@ pub(super) fn build(
             request_deadline.as_millis()
         ));
     }
+    let instruction_deadline = Duration::from_millis(
+        args.instruction_deadline_ms
+            .unwrap_or(h.instruction_deadline_ms),
+    );
+    let instruction_spool_after = Duration::from_millis(
+        args.instruction_spool_after_ms
+            .unwrap_or(h.instruction_spool_after_ms),
+    );
+    if instruction_deadline > Duration::from_millis(1_000)
+        || instruction_deadline < Duration::from_millis(500)
+    {
+        problems.push(format!(
+            "http.instruction_deadline_ms = {} must be between 500 and 1000: WeCom wants suite_instruction \
+             auth events answered within 1 s",
+            instruction_deadline.as_millis()
+        ));
+    }
+    if instruction_spool_after + crate::ingest::SPOOL_MARGIN > instruction_deadline {
+        problems.push(format!(
+            "http.instruction_spool_after_ms = {} leaves no time to write the spool within \
+             http.instruction_deadline_ms = {}; keep it at least {} ms below",
+            instruction_spool_after.as_millis(),
+            instruction_deadline.as_millis(),
+            crate::ingest::SPOOL_MARGIN.as_millis()
+        ));
+    }
     let http = HttpSettings {
         listen,
         max_body_bytes: h.max_body_bytes,
         body_read_timeout: Duration::from_millis(h.body_read_timeout_ms),
         header_read_timeout: Duration::from_millis(h.header_read_timeout_ms),
         request_deadline,
+        instruction_deadline,
+        instruction_spool_after,
         timestamp_tolerance: Duration::from_secs(
             args.timestamp_tolerance_secs
                 .unwrap_or(h.timestamp_tolerance_secs),

@@ -142,7 +142,10 @@ async fn receive(
         query: req.query_string(),
         body: &body,
     };
-    Ok(state.ingest.accept(&verified, raw, arrived).await?)
+    Ok(state
+        .ingest
+        .accept_for(app.kind, &verified, raw, arrived)
+        .await?)
 }
 
 /// Reads the body under a size cap and a time limit. actix has no body timer of its own, and a client that

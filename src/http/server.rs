@@ -150,6 +150,17 @@ impl Application {
                 });
             }
         }
+        // Done jobs are pruned whether or not this replica runs workers: another one may.
+        {
+            let (pool, retention, every) = (
+                pool.clone(),
+                settings.api.jobs_retention,
+                settings.api.jobs_prune_interval,
+            );
+            tasks.spawn_restarting("jobs-prune", move |token| {
+                crate::sync::worker::prune(pool.clone(), retention, every, token)
+            });
+        }
         let api_enabled = settings.api_token.is_some();
         let apps: HashMap<String, AppConfig> = settings
             .apps
@@ -195,6 +206,10 @@ impl Application {
                 spool,
                 settings.spool.after,
                 settings.http.request_deadline,
+            )
+            .with_instruction_budget(
+                settings.http.instruction_spool_after,
+                settings.http.instruction_deadline,
             )
             .with_fault_ack_before_commit(settings.fault_ack_before_commit),
             pool,

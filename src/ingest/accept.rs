@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::app::AppKind;
 use crate::ingest::outcome::Outcome;
 use crate::ingest::spool::{Spool, SpoolError, SpooledRequest};
 use crate::ingest::writer::EventWriter;
@@ -11,7 +12,7 @@ use crate::wecom::events::{self, EventKind};
 use crate::wecom::verify::VerifiedCallback;
 
 /// Time the spool keeps for its fsync before the request deadline, and the least time the database gets.
-const SPOOL_MARGIN: Duration = Duration::from_millis(500);
+pub const SPOOL_MARGIN: Duration = Duration::from_millis(500);
 
 /// Longest pause between two store attempts.
 const MAX_BACKOFF: Duration = Duration::from_millis(800);
@@ -122,6 +123,8 @@ pub struct Ingest {
     spool: Option<Spool>,
     spool_after: Duration,
     deadline: Duration,
+    /// `(spool_after, deadline)` for `suite_instruction` apps, when they need a tighter budget.
+    instruction: Option<(Duration, Duration)>,
     fault_ack_before_commit: bool,
 }
 
@@ -139,8 +142,19 @@ impl Ingest {
             spool,
             spool_after,
             deadline,
+            instruction: None,
             fault_ack_before_commit: false,
         }
+    }
+
+    /// Callbacks of `suite_instruction` apps are spooled after `spool_after` and answered within
+    /// `deadline`: WeCom wants their auth events (create_auth, change_auth, cancel_auth,
+    /// reset_permanent_code, and suite_ticket) answered within 1000 ms, far tighter than the other kinds'
+    /// 5 s. Both are capped at the general budget.
+    pub fn with_instruction_budget(mut self, spool_after: Duration, deadline: Duration) -> Ingest {
+        let deadline = deadline.min(self.deadline);
+        self.instruction = Some((spool_after.min(deadline), deadline));
+        self
     }
 
     /// Test-only fault (see `Settings::fault_ack_before_commit`): acknowledge before the commit. The bug the
@@ -157,14 +171,43 @@ impl Ingest {
     }
 
     /// Stores `verified` (retrying within the deadline) or, failing that in time, spools `raw`. `Ok` means
-    /// it is durable and WeCom may be answered `success`.
+    /// it is durable and WeCom may be answered `success`. The budget of the general kinds; see
+    /// [`Ingest::accept_for`].
     pub async fn accept(
         &self,
         verified: &VerifiedCallback,
         raw: RawCallback<'_>,
         arrived: Arrival,
     ) -> Result<Ack, IngestError> {
-        let deadline = arrived.at + self.deadline;
+        self.accept_with(verified, raw, arrived, self.spool_after, self.deadline)
+            .await
+    }
+
+    /// Like [`Ingest::accept`], with the budget of the app's kind (see [`Ingest::with_instruction_budget`]).
+    pub async fn accept_for(
+        &self,
+        kind: AppKind,
+        verified: &VerifiedCallback,
+        raw: RawCallback<'_>,
+        arrived: Arrival,
+    ) -> Result<Ack, IngestError> {
+        let (spool_after, deadline) = match (kind, self.instruction) {
+            (AppKind::SuiteInstruction, Some(budget)) => budget,
+            _ => (self.spool_after, self.deadline),
+        };
+        self.accept_with(verified, raw, arrived, spool_after, deadline)
+            .await
+    }
+
+    async fn accept_with(
+        &self,
+        verified: &VerifiedCallback,
+        raw: RawCallback<'_>,
+        arrived: Arrival,
+        spool_after: Duration,
+        deadline: Duration,
+    ) -> Result<Ack, IngestError> {
+        let deadline = arrived.at + deadline;
         let event = NewEvent::from(verified);
 
         if self.fault_ack_before_commit {
@@ -178,7 +221,7 @@ impl Ingest {
         // With a spool, give the database until `spool_after`, then spool: WeCom may never retry a 503.
         // A body that arrived slowly still gets a fair try at the database, and the spool keeps time to fsync.
         let db_deadline = match &self.spool {
-            Some(_) => (arrived.at + self.spool_after)
+            Some(_) => (arrived.at + spool_after)
                 .max(Instant::now() + SPOOL_MARGIN)
                 .min(deadline.checked_sub(SPOOL_MARGIN).unwrap_or(deadline)),
             None => deadline,

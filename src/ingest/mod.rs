@@ -8,5 +8,5 @@ pub mod outcome;
 pub mod spool;
 pub mod writer;
 
-pub use accept::{Ack, Arrival, Ingest, IngestError, RawCallback};
+pub use accept::{Ack, Arrival, Ingest, IngestError, RawCallback, SPOOL_MARGIN};
 pub use outcome::Outcome;

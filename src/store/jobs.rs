@@ -194,3 +194,23 @@ pub async fn depth(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
     .fetch_one(pool)
     .await
 }
+
+/// Deletes up to `batch` done jobs last updated more than `older_than` ago. Dead jobs are never deleted (an
+/// operator retries or inspects them). Small batches keep each transaction short, so pruning a large
+/// backlog never holds locks or trips the statement timeout. Returns how many were deleted.
+pub async fn prune_done(
+    pool: &PgPool,
+    older_than: Duration,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(
+        "DELETE FROM wecom_jobs WHERE id IN (SELECT id FROM wecom_jobs \
+             WHERE status = 'done' AND updated_at < now() - make_interval(secs => $1) \
+             ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(older_than.as_secs_f64())
+    .bind(batch)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected())
+}

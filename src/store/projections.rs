@@ -25,10 +25,10 @@ const APPLY_LOCK: i64 = 0x5745_434f_4d01;
 /// The channel backends LISTEN on.
 pub const CHANNEL: &str = "wecom_contact_changed";
 
-/// An unapplied event as the applier reads it.
+/// A stored event as the applier reads it.
 #[derive(sqlx::FromRow)]
-struct Unapplied {
-    id: i64,
+pub(crate) struct Unapplied {
+    pub(crate) id: i64,
     app: String,
     dedupe_key: String,
     corp_id: Option<String>,
@@ -79,6 +79,16 @@ async fn apply_batch(
     .bind(limit)
     .fetch_all(&mut **tx)
     .await?;
+    apply_rows(tx, rows, enrich).await
+}
+
+/// Plans and executes `rows` as one merged [`Batch`] inside `tx`, and marks those not yet applied as applied.
+/// The one apply path shared by the projector, `rebuild` and `replay`. Returns how many rows were taken.
+async fn apply_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: Vec<Unapplied>,
+    enrich: &HashSet<String>,
+) -> Result<usize, sqlx::Error> {
     let mut ids = Vec::with_capacity(rows.len());
     let mut batch = Batch::default();
     for row in rows {
@@ -107,10 +117,14 @@ async fn apply_batch(
     }
     execute(tx, &batch).await?;
     if !ids.is_empty() {
-        sqlx::query("UPDATE wecom_events SET applied_at = now() WHERE id = ANY($1)")
-            .bind(&ids)
-            .execute(&mut **tx)
-            .await?;
+        // Only rows still unapplied are written: `applied_at` records the first application, and a rebuild
+        // or replay of millions of events does not rewrite (and bloat) every row of the log.
+        sqlx::query(
+            "UPDATE wecom_events SET applied_at = now() WHERE id = ANY($1) AND applied_at IS NULL",
+        )
+        .bind(&ids)
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(ids.len())
 }
@@ -391,14 +405,57 @@ async fn tags<'a>(
     Ok(())
 }
 
-/// Recomputes every projection from `wecom_events` in one transaction, so readers see either the old tables or
-/// the new ones. Returns how many events were applied.
-pub async fn rebuild(pool: &PgPool) -> Result<usize, sqlx::Error> {
+/// How many events a maintenance pass (rebuild, replay) reads and applies per batch.
+pub const MAINTENANCE_BATCH: i64 = 2000;
+
+/// How far a maintenance pass (rebuild, replay) has got, reported after every batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Events read and applied so far.
+    pub done: u64,
+    /// Events the pass will read, counted when it started (events stored meanwhile may add a few).
+    pub total: u64,
+}
+
+/// Turns off the connection's `statement_timeout` for the rest of the transaction. The service's timeout
+/// (a few seconds, so a stuck statement cannot eat WeCom's answer budget) is right for callbacks and wrong
+/// for maintenance, whose statements legitimately scan millions of rows.
+async fn maintenance_tx(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL statement_timeout = 0")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// Recomputes every projection from `wecom_events` in one transaction, so readers see either the old tables or
+/// the new ones. Returns how many events were applied. See [`rebuild_with`].
+pub async fn rebuild(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    rebuild_with(pool, MAINTENANCE_BATCH, |_| {}).await
+}
+
+/// Recomputes every projection from `wecom_events`, reading the log in batches of `batch` events by id
+/// (keyset: `id > last ORDER BY id`) and applying each through the projector's set-based path.
+///
+/// Everything happens in one transaction with `statement_timeout` off: readers keep seeing the old tables
+/// until the commit, then the new ones; appliers of every replica wait (advisory lock) until then, and a
+/// failure changes nothing. Events stored while the rebuild runs are included if the rebuild reaches them,
+/// else they stay unapplied and the projector takes them after the commit (applying is order-independent and
+/// idempotent). `progress` is called after every batch.
+pub async fn rebuild_with(
+    pool: &PgPool,
+    batch: i64,
+    mut progress: impl FnMut(Progress),
+) -> Result<u64, sqlx::Error> {
+    let batch = batch.max(1);
+    let mut tx = maintenance_tx(pool).await?;
     // Appliers (of every replica) wait until the rebuild commits.
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(APPLY_LOCK)
         .execute(&mut *tx)
+        .await?;
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_events")
+        .fetch_one(&mut *tx)
         .await?;
     sqlx::query(
         "TRUNCATE external_contact_history, external_group_chat_members, external_group_chats, \
@@ -406,20 +463,73 @@ pub async fn rebuild(pool: &PgPool) -> Result<usize, sqlx::Error> {
     )
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE wecom_events SET applied_at = NULL WHERE applied_at IS NOT NULL")
-        .execute(&mut *tx)
-        .await?;
-    let mut total = 0;
+    let mut done: u64 = 0;
+    let mut last: i64 = 0;
     loop {
-        // History is not re-fetched from WeCom on a rebuild: no enrichment jobs.
-        let n = apply_batch(&mut tx, 1000, &HashSet::new()).await?;
-        if n == 0 {
+        let rows: Vec<Unapplied> = sqlx::query_as(
+            "SELECT id, app, dedupe_key, corp_id, extract(epoch FROM event_time)::bigint AS t, message \
+             FROM wecom_events WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(last)
+        .bind(batch)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(end) = rows.last().map(|r| r.id) else {
             break;
-        }
-        total += n;
+        };
+        last = end;
+        // History is not re-fetched from WeCom on a rebuild: no enrichment jobs.
+        done += apply_rows(&mut tx, rows, &HashSet::new()).await? as u64;
+        progress(Progress {
+            done,
+            total: u64::try_from(total).unwrap_or(0).max(done),
+        });
     }
     tx.commit().await?;
-    Ok(total)
+    Ok(done)
+}
+
+/// Applies the stored events matching `filter` again, in batches of `batch` by id, each batch in a short
+/// transaction of its own (with `statement_timeout` off: a selective filter may scan far to fill a batch).
+/// Nothing is reset first: the tables only move forward, so applying an event again is harmless, and an
+/// interrupted replay leaves every event applied. An event a concurrent applier holds is skipped by the
+/// replay, as that applier is applying it. Returns how many events were applied.
+pub async fn replay(
+    pool: &PgPool,
+    filter: &crate::store::read::EventFilter,
+    batch: i64,
+    mut progress: impl FnMut(Progress),
+) -> Result<u64, sqlx::Error> {
+    let batch = batch.max(1);
+    let total = {
+        let mut tx = maintenance_tx(pool).await?;
+        let n = crate::store::read::count_events(&mut tx, filter).await?;
+        tx.commit().await?;
+        n
+    };
+    let mut done: u64 = 0;
+    let mut last: i64 = 0;
+    loop {
+        let mut tx = maintenance_tx(pool).await?;
+        // Shared with appliers, exclusive against a rebuild.
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(APPLY_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let rows = crate::store::read::events_after(&mut tx, filter, last, batch).await?;
+        let Some(end) = rows.last().map(|r| r.id) else {
+            tx.commit().await?;
+            break;
+        };
+        last = end;
+        done += apply_rows(&mut tx, rows, &HashSet::new()).await? as u64;
+        tx.commit().await?;
+        progress(Progress {
+            done,
+            total: u64::try_from(total).unwrap_or(0).max(done),
+        });
+    }
+    Ok(done)
 }
 
 /// How many stored events wait to be applied.

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::domain::FollowStatus;
 
@@ -195,12 +195,13 @@ pub async fn list_events(
     .await
 }
 
-/// Marks matching events unapplied, so the projector applies them again (idempotent: the tables only move
-/// forward). Returns how many were marked.
-pub async fn mark_for_replay(pool: &PgPool, f: &EventFilter) -> Result<u64, sqlx::Error> {
-    // Only constant SQL fragments are interpolated; every value is a bind.
-    let r = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE wecom_events SET applied_at = NULL WHERE {FILTER} AND applied_at IS NOT NULL"
+/// How many stored events match the filter (for a replay's progress), inside `tx`.
+pub(crate) async fn count_events(
+    tx: &mut Transaction<'_, Postgres>,
+    f: &EventFilter,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM wecom_events WHERE {FILTER}"
     )))
     .bind(&f.app)
     .bind(&f.corp_id)
@@ -209,7 +210,33 @@ pub async fn mark_for_replay(pool: &PgPool, f: &EventFilter) -> Result<u64, sqlx
     .bind(f.since)
     .bind(f.until)
     .bind(&f.ids)
-    .execute(pool)
-    .await?;
-    Ok(r.rows_affected())
+    .fetch_one(&mut **tx)
+    .await
+}
+
+/// The next `limit` matching events with an id above `after`, in id order (keyset paging, so a replay of
+/// millions of events reads each once with an index range scan), locked for applying; rows a concurrent
+/// applier holds are skipped (it is applying them).
+pub(crate) async fn events_after(
+    tx: &mut Transaction<'_, Postgres>,
+    f: &EventFilter,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<crate::store::projections::Unapplied>, sqlx::Error> {
+    // Only constant SQL fragments are interpolated; every value is a bind.
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT id, app, dedupe_key, corp_id, extract(epoch FROM event_time)::bigint AS t, message \
+         FROM wecom_events WHERE {FILTER} AND id > $8 ORDER BY id LIMIT $9 FOR UPDATE SKIP LOCKED"
+    )))
+    .bind(&f.app)
+    .bind(&f.corp_id)
+    .bind(&f.event)
+    .bind(&f.change_type)
+    .bind(f.since)
+    .bind(f.until)
+    .bind(&f.ids)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await
 }

@@ -142,6 +142,47 @@ pub async fn run_until(w: Worker, concurrency: usize, token: CancellationToken) 
     tasks.shutdown(Duration::from_secs(10)).await;
 }
 
+/// Done jobs deleted per statement when pruning.
+const PRUNE_BATCH: i64 = 500;
+
+/// Deletes done jobs older than `retention`, in batches of [`PRUNE_BATCH`] with a short pause between them
+/// (so a backlog of millions does not compete with the queue's own work), now and then every
+/// `every`, until `token` is cancelled. Dead jobs are kept for operators. A zero `retention` keeps
+/// every job.
+pub async fn prune(pool: PgPool, retention: Duration, every: Duration, token: CancellationToken) {
+    if retention.is_zero() {
+        return token.cancelled().await;
+    }
+    loop {
+        let mut removed: u64 = 0;
+        loop {
+            match jobs::prune_done(&pool, retention, PRUNE_BATCH).await {
+                Ok(n) => {
+                    removed += n;
+                    if n < PRUNE_BATCH as u64 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning done jobs failed; retrying later");
+                    break;
+                }
+            }
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "done jobs past their retention deleted");
+        }
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
 /// Credentials for every app with a secret.
 pub fn credentials(apps: &[crate::app::AppConfig]) -> HashMap<String, Credentials> {
     apps.iter()

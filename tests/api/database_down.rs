@@ -7,16 +7,21 @@ use wecom_callback::http::server::Application;
 
 use wecom_callback::config::Settings;
 
-use crate::helpers::{MAIN, sign_callback, test_settings, unix_now};
+use crate::helpers::{MAIN, SUITE, TestAppConfig, sign_callback, test_settings, unix_now};
 
 /// Starts the service with MAIN against a port nothing listens on (every connection is refused) and
 /// returns its HTTP port.
 fn spawn_on_dead_database(tweak: impl FnOnce(&mut Settings)) -> u16 {
+    spawn_apps_on_dead_database(&[MAIN], tweak)
+}
+
+/// Like [`spawn_on_dead_database`], with the given apps.
+fn spawn_apps_on_dead_database(apps: &[TestAppConfig], tweak: impl FnOnce(&mut Settings)) -> u16 {
     let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
     let dead_port = closed.local_addr().expect("addr").port();
     drop(closed);
     let mut settings = test_settings(
-        &[MAIN],
+        apps,
         &format!("postgres://postgres@127.0.0.1:{dead_port}/nothing"),
     );
     tweak(&mut settings);
@@ -205,5 +210,74 @@ async fn at_start_up_the_service_drains_what_a_crash_left_in_the_spool() {
     )
     .await;
     crate::helpers::wait_applied(&app.pool).await;
+    let _ = std::fs::remove_dir_all(&spool_dir);
+}
+
+#[tokio::test]
+async fn auth_events_of_a_suite_instruction_url_are_answered_within_a_second_while_the_database_is_down()
+ {
+    let spool_dir = std::env::temp_dir().join(format!("wecom-spool-{}", uuid::Uuid::new_v4()));
+    let port = spawn_apps_on_dead_database(&[MAIN, SUITE], |s| {
+        s.spool.dir = Some(spool_dir.clone());
+    });
+    let client = reqwest::Client::new();
+    let t = unix_now();
+    for (i, info) in [
+        "create_auth",
+        "change_auth",
+        "cancel_auth",
+        "reset_permanent_code",
+        "suite_ticket",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let xml = format!(
+            "<xml><SuiteId><![CDATA[ww4asffe99e54c0f4c]]></SuiteId><InfoType><![CDATA[{info}]]></InfoType>\
+             <TimeStamp>{t}</TimeStamp><AuthCode><![CDATA[code-{i}]]></AuthCode><AuthCorpId><![CDATA[wxCORP]]></AuthCorpId></xml>"
+        );
+        let cb = sign_callback(&SUITE, &xml, t);
+        let started = Instant::now();
+        let r = client
+            .post(format!(
+                "http://127.0.0.1:{port}/callback/suite?{}",
+                cb.query
+            ))
+            .body(cb.body.clone())
+            .send()
+            .await
+            .expect("reply");
+        let elapsed = started.elapsed();
+        assert_eq!(r.status().as_u16(), 200, "{info}");
+        assert_eq!(r.text().await.expect("body"), "success", "{info}: spooled");
+        assert!(
+            elapsed < Duration::from_millis(1_000),
+            "{info} took {elapsed:?}"
+        );
+        assert!(
+            elapsed >= Duration::from_millis(400),
+            "{info} spooled early: {elapsed:?}"
+        );
+    }
+
+    // The other kinds keep their budget: the database gets the full spool.after first.
+    let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1700000000</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event><ChangeType>del_follow_user</ChangeType><UserID>u</UserID><ExternalUserID>wmSLOW</ExternalUserID></xml>";
+    let cb = sign_callback(&MAIN, xml, unix_now());
+    let started = Instant::now();
+    let r = client
+        .post(format!(
+            "http://127.0.0.1:{port}/callback/main?{}",
+            cb.query
+        ))
+        .body(cb.body.clone())
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_500),
+        "{:?}",
+        started.elapsed()
+    );
     let _ = std::fs::remove_dir_all(&spool_dir);
 }

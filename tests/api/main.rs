@@ -11,6 +11,7 @@ mod health;
 mod helpers;
 mod http_errors;
 mod ingest;
+mod maintenance;
 mod miniprogram;
 mod ordering;
 mod resync;

@@ -430,7 +430,7 @@ async fn a_day_of_callbacks_shuffled_with_duplicates_gives_the_expected_tables()
     let applied = wecom_callback::store::projections::rebuild(pool)
         .await
         .expect("rebuild");
-    assert_eq!(applied, day.len());
+    assert_eq!(applied, day.len() as u64);
     assert_eq!(snapshot(pool).await, before);
 }
 

@@ -346,3 +346,85 @@ async fn an_answer_that_is_not_json_is_a_bad_response() {
     assert!(matches!(e, ApiError::BadResponse(_)), "{e}");
     assert!(e.to_string().contains("not its JSON"), "{e}");
 }
+
+#[tokio::test]
+async fn concurrent_callers_make_one_gettoken() {
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    let server = MockServer::start().await;
+    Mock::given(path("/cgi-bin/gettoken"))
+        .respond_with(token_ok("ONE").set_delay(Duration::from_millis(500)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let c = client(&server, &app.pool).await;
+    let calls = (0..10).map(|_| {
+        let c = c.clone();
+        async move { c.access_token(&creds()).await }
+    });
+    for r in futures_util::future::join_all(calls).await {
+        assert_eq!(r.expect("token"), "ONE");
+    }
+    let leases: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_token_leases")
+        .fetch_one(&app.pool)
+        .await
+        .expect("leases");
+    assert_eq!(leases, 0, "the lease is given back");
+}
+
+#[tokio::test]
+async fn a_short_lived_token_is_used_for_its_remaining_life() {
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    let server = MockServer::start().await;
+    // 200 s: less than the 300 s refresh margin.
+    Mock::given(path("/cgi-bin/gettoken"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"errcode": 0, "errmsg": "ok", "access_token": "SHORT", "expires_in": 200}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let c = client(&server, &app.pool).await;
+    for _ in 0..5 {
+        assert_eq!(c.access_token(&creds()).await.expect("token"), "SHORT");
+    }
+}
+
+#[tokio::test]
+async fn a_slow_gettoken_holds_no_database_connection() {
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    let server = MockServer::start().await;
+    Mock::given(path("/cgi-bin/gettoken"))
+        .respond_with(token_ok("SLOW").set_delay(Duration::from_secs(2)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // A pool of two connections shared by four waiting callers and other work.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with((*app.pool.connect_options()).clone())
+        .await
+        .expect("small pool");
+    let c = client(&server, &pool).await;
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.access_token(&creds()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // While gettoken is under way, other queries still get a connection at once.
+    for _ in 0..10 {
+        let started = std::time::Instant::now();
+        sqlx::query("SELECT 1").execute(&pool).await.expect("query");
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "waited {:?} for a connection",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for caller in callers {
+        assert_eq!(caller.await.expect("join").expect("token"), "SLOW");
+    }
+}

@@ -30,7 +30,8 @@ use types::{
 
 /// WeCom's production API.
 pub const DEFAULT_BASE_URL: &str = "https://qyapi.weixin.qq.com";
-/// Refresh a token this long before WeCom says it expires.
+/// Refresh a token this long before WeCom says it expires, or at half its life when WeCom gave it less (see
+/// [`tokens::cached`]): at most one gettoken per token per (corp, secret).
 const REFRESH_MARGIN_SECS: i64 = 300;
 /// Calls made again after -1 / 45009 / 45033, at most.
 const MAX_RETRIES: u32 = 3;
@@ -229,7 +230,8 @@ impl WecomApi {
         Ok((token, expires_in))
     }
 
-    /// A valid access token for these credentials: from the shared cache, or fetched once for every replica.
+    /// A valid access token for these credentials: from the shared cache, or fetched once for every replica
+    /// (a lease row decides who; nobody holds a database connection during the HTTP call).
     pub async fn access_token(&self, creds: &Credentials) -> Result<String, ApiError> {
         let hash = creds.secret_hash();
         if let Some(t) =
