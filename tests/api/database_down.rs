@@ -220,7 +220,9 @@ async fn auth_events_of_a_suite_instruction_url_are_answered_within_a_second_whi
     let port = spawn_apps_on_dead_database(&[MAIN, SUITE], |s| {
         s.spool.dir = Some(spool_dir.clone());
     });
-    let client = reqwest::Client::new();
+    let client = wecom_callback::tls::client_builder()
+        .build()
+        .expect("client");
     let t = unix_now();
     for (i, info) in [
         "create_auth",

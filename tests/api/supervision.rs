@@ -238,7 +238,9 @@ async fn a_panicking_writer_fails_readiness_and_stops_the_service_with_an_error(
     let address = app.address.clone();
     let cb = sign_callback(&MAIN, &add_event("wmX1"), unix_now());
     let post = tokio::spawn(async move {
-        reqwest::Client::new()
+        wecom_callback::tls::client_builder()
+            .build()
+            .expect("client")
             .post(format!("{address}/callback/main?{}", cb.query))
             .header("content-type", "text/xml")
             .body(cb.body)
