@@ -112,18 +112,9 @@ async fn apply_batch(
     Ok(ids.len())
 }
 
-/// What executing a batch wrote, for the callers that report it (the resync's drift, API notifications).
-#[derive(Debug, Default)]
-struct Written {
-    contacts_created: u64,
-    /// (key, status after the write, whether the row was created), per follow written.
-    follows: Vec<((String, String, String), String, bool)>,
-}
-
 /// Executes a merged batch inside `tx`: one multi-row statement per table, rows in key order (see
 /// [`Batch`]). The SQL repeats the planner's last-writer-wins rule against the stored rows.
-async fn execute(tx: &mut Transaction<'_, Postgres>, b: &Batch) -> Result<Written, sqlx::Error> {
-    let mut written = Written::default();
+async fn execute(tx: &mut Transaction<'_, Postgres>, b: &Batch) -> Result<(), sqlx::Error> {
     if !b.history.is_empty() {
         history(tx, &b.history).await?;
     }
@@ -131,13 +122,13 @@ async fn execute(tx: &mut Transaction<'_, Postgres>, b: &Batch) -> Result<Writte
         contacts(tx, b.contacts.values()).await?;
     }
     if !b.contact_details.is_empty() {
-        written.contacts_created = contact_details(tx, b.contact_details.values()).await?;
+        contact_details(tx, b.contact_details.values()).await?;
     }
     if !b.transfers.is_empty() {
         transfers(tx, &b.transfers).await?;
     }
     if !b.follows.is_empty() {
-        written.follows = follows(tx, b.follows.values()).await?;
+        follows(tx, b.follows.values()).await?;
     }
     if !b.chats.is_empty() {
         chats(tx, b.chats.values()).await?;
@@ -154,7 +145,7 @@ async fn execute(tx: &mut Transaction<'_, Postgres>, b: &Batch) -> Result<Writte
     if !b.notifications.is_empty() {
         notify(tx, &b.notifications).await?;
     }
-    Ok(written)
+    Ok(())
 }
 
 /// What applying an API observation changed.
@@ -177,6 +168,17 @@ pub async fn apply_observation(pool: &PgPool, plan: Plan) -> Result<Observed, sq
         .bind(APPLY_LOCK)
         .execute(&mut *tx)
         .await?;
+    // Same lock order as an applier (customers, then follows in key order), so the two cannot deadlock. An
+    // observation plans customers' details and follows only.
+    let mut observed = Observed::default();
+    if !batch.contact_details.is_empty() {
+        observed.contacts_created =
+            contact_details(&mut tx, batch.contact_details.values()).await?;
+    }
+    if batch.follows.is_empty() {
+        tx.commit().await?;
+        return Ok(observed);
+    }
     // The statuses before, rows locked in key order (the batch's order), to tell what the write changed.
     let keys = batch.follows.keys();
     let before: Vec<(String, String, String, String)> = sqlx::query_as(
@@ -194,13 +196,9 @@ pub async fn apply_observation(pool: &PgPool, plan: Plan) -> Result<Observed, sq
         .into_iter()
         .map(|(c, u, e, s)| ((c, u, e), s))
         .collect();
-    let written = execute(&mut tx, &batch).await?;
-    let mut observed = Observed {
-        contacts_created: written.contacts_created,
-        ..Observed::default()
-    };
+    let written = follows(&mut tx, batch.follows.values()).await?;
     let mut notifications = Vec::new();
-    for (key, status, created) in &written.follows {
+    for (key, status, created) in &written {
         if *created {
             observed.follows_created += 1;
         } else {

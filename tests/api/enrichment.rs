@@ -362,3 +362,72 @@ async fn an_api_answer_is_stored_as_sent() {
     assert_eq!(follows[1].1, None, "no tag list");
     assert_eq!(follows[1].2, None);
 }
+
+fn detail_answer(
+    remark: &str,
+    createtime: i64,
+) -> wecom_callback::sync::client::types::ExternalContactDetail {
+    serde_json::from_value(json!({
+        "external_contact": {"external_userid": "wmN1", "name": "n"},
+        "follow_user": [{"userid": "alice", "createtime": createtime, "remark": remark}],
+    }))
+    .expect("a typed answer")
+}
+
+/// A status an API answer changes is notified (`"source": "api"`); an answer that changes no status is not;
+/// an older fetch stored after a newer one changes nothing.
+#[tokio::test]
+async fn api_status_changes_notify_and_an_older_fetch_never_wins() {
+    use wecom_callback::store::enrichment::contact_detail;
+    let app = spawn_app_with(&[MAIN], |s| s.run_projector = false).await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.pool)
+        .await
+        .expect("listener");
+    listener
+        .listen("wecom_contact_changed")
+        .await
+        .expect("listen");
+    let now = chrono::Utc::now();
+    contact_detail(
+        &app.pool,
+        MAIN.receive_id,
+        &detail_answer("new", 1_700_000_000),
+        now,
+    )
+    .await
+    .expect("stored");
+    let n = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .expect("a notification in time")
+        .expect("notification");
+    let p: serde_json::Value = serde_json::from_str(n.payload()).expect("JSON");
+    assert_eq!(p["kind"], "contact");
+    assert_eq!(p["source"], "api");
+    assert_eq!(p["userid"], "alice");
+    assert_eq!(p["external_userid"], "wmN1");
+    assert_eq!(p["status"], "active");
+    assert_eq!(p["previous_status"], serde_json::Value::Null);
+    // An older fetch, stored late: neither its details nor a notification.
+    let older = now - chrono::Duration::seconds(5);
+    contact_detail(
+        &app.pool,
+        MAIN.receive_id,
+        &detail_answer("old", 1_700_000_000),
+        older,
+    )
+    .await
+    .expect("stored");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), listener.recv())
+            .await
+            .is_err(),
+        "no status changed"
+    );
+    let remark: Option<String> = sqlx::query_scalar(
+        "SELECT remark FROM external_contact_follows WHERE userid = 'alice' AND external_userid = 'wmN1'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("follow");
+    assert_eq!(remark.as_deref(), Some("new"));
+}
