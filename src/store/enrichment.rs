@@ -1,104 +1,34 @@
 //! Writing what WeCom's API says into the synced tables.
 //!
-//! One freshness rule for API data and event data: an API answer fetched at time T counts as an observation
-//! at T with the lowest rank, version `T:0:api`. It fills the detail columns when it is newer than the last
-//! detail sync, and it moves a follow's status (to active: WeCom still lists it) only when it is newer than
-//! the event that last set the status, so a later deletion event still wins and an event in the same second
-//! outranks it.
+//! Contacts and follows: the rules are the planner's ([`plan::observe_contact`]); this module only executes
+//! them. A listed follow is dated by its `createtime` (a deletion event at or after it keeps winning; a re-add
+//! wins), and the detail columns by the fetch time.
+//!
+//! Chats and tags: an API answer fetched at time T counts as an observation at T with the lowest rank,
+//! version `T:0:api`.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+use crate::store::projections;
 use crate::sync::client::types::{CorpTagList, ExternalContactDetail, GroupChat};
+use crate::sync::plan;
 
 fn api_version(at: DateTime<Utc>) -> String {
     format!("{:012}:0:api", at.timestamp().max(0))
 }
 
-/// `externalcontact/get`: the contact's details and every follow relation WeCom lists.
+/// `externalcontact/get`: the contact's details and every follow relation WeCom lists, planned as register
+/// writes by [`plan::observe_contact`] and executed like events (a status it changes is notified).
 pub async fn contact_detail(
     pool: &PgPool,
     corp_id: &str,
     answer: &ExternalContactDetail,
     fetched_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let Some(contact) = &answer.external_contact else {
-        return Ok(());
-    };
-    let Some(external_userid) = &contact.external_userid else {
-        return Ok(());
-    };
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO external_contacts AS c (corp_id, external_userid, first_seen_at, last_event_at, name, avatar, \
-             type, gender, unionid, position, corp_name, corp_full_name, external_profile, detail_synced_at) \
-         VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $3) \
-         ON CONFLICT (corp_id, external_userid) DO UPDATE SET name = EXCLUDED.name, avatar = EXCLUDED.avatar, \
-             type = EXCLUDED.type, gender = EXCLUDED.gender, unionid = EXCLUDED.unionid, \
-             position = EXCLUDED.position, corp_name = EXCLUDED.corp_name, \
-             corp_full_name = EXCLUDED.corp_full_name, external_profile = EXCLUDED.external_profile, \
-             detail_synced_at = EXCLUDED.detail_synced_at \
-         WHERE c.detail_synced_at IS NULL OR c.detail_synced_at <= EXCLUDED.detail_synced_at",
-    )
-    .bind(corp_id)
-    .bind(external_userid)
-    .bind(fetched_at)
-    .bind(&contact.name)
-    .bind(&contact.avatar)
-    .bind(contact.kind.map(|t| t as i16))
-    .bind(contact.gender.map(|g| g as i16))
-    .bind(&contact.unionid)
-    .bind(&contact.position)
-    .bind(&contact.corp_name)
-    .bind(&contact.corp_full_name)
-    .bind(&contact.external_profile)
-    .execute(&mut *tx)
-    .await?;
-
-    let version = api_version(fetched_at);
-    for f in &answer.follow_user {
-        let Some(userid) = &f.userid else {
-            continue;
-        };
-        let added_at = f.createtime.and_then(|t| DateTime::from_timestamp(t, 0));
-        sqlx::query(
-            "INSERT INTO external_contact_follows AS f (corp_id, userid, external_userid, status, status_version, \
-                 state, added_at, last_change_type, last_event_at, last_version, remark, description, \
-                 remark_mobiles, add_way, oper_userid, tags, detail_synced_at) \
-             VALUES ($1, $2, $3, 'active', $4, $5, $6, 'api_sync', $7, $4, $8, $9, $10, $11, $12, $13, $7) \
-             ON CONFLICT (corp_id, userid, external_userid) DO UPDATE SET \
-               status = CASE WHEN EXCLUDED.status_version > f.status_version THEN 'active' ELSE f.status END, \
-               deleted_at = CASE WHEN EXCLUDED.status_version > f.status_version THEN NULL ELSE f.deleted_at END, \
-               delete_source = CASE WHEN EXCLUDED.status_version > f.status_version THEN NULL ELSE f.delete_source END, \
-               status_version = GREATEST(f.status_version, EXCLUDED.status_version), \
-               state = COALESCE(f.state, EXCLUDED.state), \
-               added_at = COALESCE(f.added_at, EXCLUDED.added_at), \
-               remark = CASE WHEN f.detail_synced_at IS NULL OR f.detail_synced_at <= EXCLUDED.detail_synced_at THEN EXCLUDED.remark ELSE f.remark END, \
-               description = CASE WHEN f.detail_synced_at IS NULL OR f.detail_synced_at <= EXCLUDED.detail_synced_at THEN EXCLUDED.description ELSE f.description END, \
-               remark_mobiles = CASE WHEN f.detail_synced_at IS NULL OR f.detail_synced_at <= EXCLUDED.detail_synced_at THEN EXCLUDED.remark_mobiles ELSE f.remark_mobiles END, \
-               add_way = CASE WHEN f.detail_synced_at IS NULL OR f.detail_synced_at <= EXCLUDED.detail_synced_at THEN EXCLUDED.add_way ELSE f.add_way END, \
-               oper_userid = CASE WHEN f.detail_synced_at IS NULL OR f.detail_synced_at <= EXCLUDED.detail_synced_at THEN EXCLUDED.oper_userid ELSE f.oper_userid END, \
-               tags = CASE WHEN f.detail_synced_at IS NULL OR f.detail_synced_at <= EXCLUDED.detail_synced_at THEN EXCLUDED.tags ELSE f.tags END, \
-               detail_synced_at = GREATEST(f.detail_synced_at, EXCLUDED.detail_synced_at)",
-        )
-        .bind(corp_id)
-        .bind(userid)
-        .bind(external_userid)
-        .bind(&version)
-        .bind(&f.state)
-        .bind(added_at)
-        .bind(fetched_at)
-        .bind(&f.remark)
-        .bind(&f.description)
-        .bind(&f.remark_mobiles)
-        .bind(f.add_way.map(|w| w as i32))
-        .bind(&f.oper_userid)
-        // `externalcontact/get`'s `tags` objects, as sent (the resync stores `tag_id` here instead).
-        .bind(&f.tags)
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await
+    let plan = plan::observe_contact(corp_id, answer, fetched_at);
+    projections::apply_observation(pool, plan).await?;
+    Ok(())
 }
 
 /// `groupchat/get`: name, owner, notice and, when the member version changed, the member list.

@@ -14,8 +14,11 @@ use std::collections::HashSet;
 
 use sqlx::{PgPool, Postgres, Transaction};
 
+use std::collections::HashMap;
+
 use crate::sync::plan::{
-    self, Batch, ChatWrite, ContactSeen, EventMeta, FollowWrite, HistoryRow, MemberWrite, TagWrite,
+    self, Batch, ChatWrite, ContactDetailWrite, ContactSeen, EventMeta, FollowWrite, HistoryRow,
+    MemberWrite, Plan, TagWrite, TransferAttempt,
 };
 use crate::wecom::message;
 
@@ -138,6 +141,12 @@ async fn execute(tx: &mut Transaction<'_, Postgres>, b: &Batch) -> Result<(), sq
     if !b.contacts.is_empty() {
         contacts(tx, b.contacts.values()).await?;
     }
+    if !b.contact_details.is_empty() {
+        contact_details(tx, b.contact_details.values()).await?;
+    }
+    if !b.transfers.is_empty() {
+        transfers(tx, &b.transfers).await?;
+    }
     if !b.follows.is_empty() {
         follows(tx, b.follows.values()).await?;
     }
@@ -157,6 +166,76 @@ async fn execute(tx: &mut Transaction<'_, Postgres>, b: &Batch) -> Result<(), sq
         notify(tx, &b.notifications).await?;
     }
     Ok(())
+}
+
+/// What applying an API observation changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Observed {
+    pub contacts_created: u64,
+    pub follows_created: u64,
+    pub follows_updated: u64,
+}
+
+/// Executes the plan of an API observation ([`plan::observe_contact`], [`plan::observe_follow_entry`]) in
+/// one transaction, with the same executor and rules as events, and notifies (`"source": "api"`) each
+/// follow whose status it changed.
+pub async fn apply_observation(pool: &PgPool, plan: Plan) -> Result<Observed, sqlx::Error> {
+    let mut batch = Batch::default();
+    batch.add(plan);
+    let mut tx = pool.begin().await?;
+    // Like an applier: shared with appliers, waits for a rebuild.
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+        .bind(APPLY_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    // Same lock order as an applier (customers, then follows in key order), so the two cannot deadlock. An
+    // observation plans customers' details and follows only.
+    let mut observed = Observed::default();
+    if !batch.contact_details.is_empty() {
+        observed.contacts_created =
+            contact_details(&mut tx, batch.contact_details.values()).await?;
+    }
+    if batch.follows.is_empty() {
+        tx.commit().await?;
+        return Ok(observed);
+    }
+    // The statuses before, rows locked in key order (the batch's order), to tell what the write changed.
+    let keys = batch.follows.keys();
+    let before: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT f.corp_id, f.userid, f.external_userid, f.status FROM external_contact_follows f \
+         JOIN UNNEST($1::text[], $2::text[], $3::text[]) AS u(corp_id, userid, external_userid) \
+           USING (corp_id, userid, external_userid) \
+         ORDER BY f.corp_id, f.userid, f.external_userid FOR UPDATE OF f",
+    )
+    .bind(keys.clone().map(|k| k.0.as_str()).collect::<Vec<_>>())
+    .bind(keys.clone().map(|k| k.1.as_str()).collect::<Vec<_>>())
+    .bind(keys.map(|k| k.2.as_str()).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
+    .await?;
+    let before: HashMap<(String, String, String), String> = before
+        .into_iter()
+        .map(|(c, u, e, s)| ((c, u, e), s))
+        .collect();
+    let written = follows(&mut tx, batch.follows.values()).await?;
+    let mut notifications = Vec::new();
+    for (key, status, created) in &written {
+        if *created {
+            observed.follows_created += 1;
+        } else {
+            observed.follows_updated += 1;
+        }
+        let previous = before.get(key).map(String::as_str);
+        if previous != Some(status.as_str())
+            && let Some(f) = batch.follows.get(key)
+        {
+            notifications.push(plan::api_status_notification(f, previous, status));
+        }
+    }
+    if !notifications.is_empty() {
+        notify(&mut tx, &notifications).await?;
+    }
+    tx.commit().await?;
+    Ok(observed)
 }
 
 fn ts(t: i64) -> f64 {
@@ -212,27 +291,119 @@ async fn contacts<'a>(
     Ok(())
 }
 
+async fn contact_details<'a>(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: impl Iterator<Item = &'a ContactDetailWrite> + Clone,
+) -> Result<u64, sqlx::Error> {
+    // One register: the whole detail group changes when the fetch is newer than the stored one.
+    let created: Vec<bool> = sqlx::query_scalar(
+        "INSERT INTO external_contacts AS c (corp_id, external_userid, first_seen_at, last_event_at, name, avatar, \
+             type, gender, unionid, position, corp_name, corp_full_name, external_profile, detail_synced_at, detail_version) \
+         SELECT u.corp_id, u.external_userid, u.synced_at, u.synced_at, u.name, u.avatar, u.type::smallint, \
+             u.gender::smallint, u.unionid, u.position, u.corp_name, u.corp_full_name, u.external_profile, u.synced_at, \
+             u.version \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], \
+             $8::text[], $9::text[], $10::text[], $11::jsonb[], $12::timestamptz[], $13::text[]) \
+           AS u(corp_id, external_userid, name, avatar, type, gender, unionid, position, corp_name, corp_full_name, \
+             external_profile, synced_at, version) \
+         ON CONFLICT (corp_id, external_userid) DO UPDATE SET name = EXCLUDED.name, avatar = EXCLUDED.avatar, \
+             type = EXCLUDED.type, gender = EXCLUDED.gender, unionid = EXCLUDED.unionid, position = EXCLUDED.position, \
+             corp_name = EXCLUDED.corp_name, corp_full_name = EXCLUDED.corp_full_name, \
+             external_profile = EXCLUDED.external_profile, detail_synced_at = EXCLUDED.detail_synced_at, \
+             detail_version = EXCLUDED.detail_version \
+         WHERE EXCLUDED.detail_version > COALESCE(c.detail_version, '') \
+         RETURNING (xmax = 0)",
+    )
+    .bind(rows.clone().map(|c| c.corp_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.external_userid.as_str()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.name.as_deref()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.avatar.as_deref()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.kind).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.gender).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.unionid.as_deref()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.position.as_deref()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.corp_name.as_deref()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.corp_full_name.as_deref()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.external_profile.as_ref()).collect::<Vec<_>>())
+    .bind(rows.clone().map(|c| c.synced_at).collect::<Vec<_>>())
+    .bind(rows.map(|c| c.version.as_str()).collect::<Vec<_>>())
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(created.into_iter().filter(|c| *c).count() as u64)
+}
+
+async fn transfers(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[TransferAttempt],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO external_contact_transfers (corp_id, external_userid, takeover_userid, reason, failed_at, event_id) \
+         SELECT u.corp_id, u.external_userid, u.takeover, u.reason, to_timestamp(u.failed_at), u.event_id \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[], $6::bigint[]) \
+           AS u(corp_id, external_userid, takeover, reason, failed_at, event_id) \
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(rows.iter().map(|t| t.corp_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|t| t.external_userid.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|t| t.takeover_userid.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|t| t.reason.as_deref()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|t| ts(t.failed_at)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|t| t.event_id).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The status register's condition (see `plan::merge_state`): a greater version, or a later listing of a
+/// follow the resync swept as removed.
+const STATUS_WINS: &str = "(EXCLUDED.status_version > f.status_version OR (f.status = 'removed' \
+     AND EXCLUDED.listed_version IS NOT NULL AND EXCLUDED.listed_version > f.status_version))";
+/// The detail register's condition: a newer fetch.
+const DETAIL_WINS: &str = "EXCLUDED.detail_version > COALESCE(f.detail_version, '')";
+
 async fn follows<'a>(
     tx: &mut Transaction<'_, Postgres>,
     rows: impl Iterator<Item = &'a FollowWrite> + Clone,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<Vec<((String, String, String), String, bool)>, sqlx::Error> {
+    let detail_cols = [
+        "remark",
+        "description",
+        "remark_mobiles",
+        "add_way",
+        "oper_userid",
+        "tags",
+        "detail_synced_at",
+    ]
+    .map(|c| format!("{c} = CASE WHEN {DETAIL_WINS} THEN EXCLUDED.{c} ELSE f.{c} END, "))
+    .concat();
+    let status_cols = ["status", "deleted_at", "delete_source"]
+        .map(|c| format!("{c} = CASE WHEN {STATUS_WINS} THEN EXCLUDED.{c} ELSE f.{c} END, "))
+        .concat();
+    // Built from the constants above only; every value is a bound parameter.
+    let sql = format!(
         "INSERT INTO external_contact_follows AS f (corp_id, userid, external_userid, status, status_version, \
-             deleted_at, delete_source, state, welcome_code, added_at, add_version, last_change_type, \
-             last_event_at, last_version, last_event_id, transfer_fail_reason, transfer_fail_at, transfer_fail_version) \
+             deleted_at, delete_source, listed_version, state, welcome_code, added_at, add_version, last_change_type, \
+             last_event_at, last_version, last_event_id, remark, description, remark_mobiles, add_way, oper_userid, \
+             tags, detail_synced_at, detail_version, resync_run) \
          SELECT u.corp_id, u.userid, u.external_userid, u.status, u.status_version, to_timestamp(u.deleted_at), \
-             u.delete_source, u.state, u.welcome_code, to_timestamp(u.added_at), u.add_version, u.last_change_type, \
-             to_timestamp(u.last_event_at), u.last_version, u.last_event_id, u.tf_reason, to_timestamp(u.tf_at), u.tf_version \
+             u.delete_source, u.listed_version, u.state, u.welcome_code, to_timestamp(u.added_at), u.add_version, \
+             u.last_change_type, to_timestamp(u.last_event_at), u.last_version, u.last_event_id, u.remark, \
+             u.description, \
+             CASE WHEN u.remark_mobiles IS NULL THEN NULL \
+                  ELSE ARRAY(SELECT jsonb_array_elements_text(u.remark_mobiles)) END, \
+             u.add_way::integer, u.oper_userid, u.tags, u.detail_synced_at, u.detail_version, u.resync_run \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::text[], $8::text[], \
-             $9::text[], $10::float8[], $11::text[], $12::text[], $13::float8[], $14::text[], $15::bigint[], $16::text[], \
-             $17::float8[], $18::text[]) \
-           AS u(corp_id, userid, external_userid, status, status_version, deleted_at, delete_source, state, welcome_code, \
-             added_at, add_version, last_change_type, last_event_at, last_version, last_event_id, tf_reason, tf_at, tf_version) \
+             $9::text[], $10::text[], $11::float8[], $12::text[], $13::text[], $14::float8[], $15::text[], $16::bigint[], \
+             $17::text[], $18::text[], $19::jsonb[], $20::bigint[], $21::text[], $22::jsonb[], $23::timestamptz[], \
+             $24::text[], $25::bigint[]) \
+           AS u(corp_id, userid, external_userid, status, status_version, deleted_at, delete_source, listed_version, \
+             state, welcome_code, added_at, add_version, last_change_type, last_event_at, last_version, last_event_id, \
+             remark, description, remark_mobiles, add_way, oper_userid, tags, detail_synced_at, detail_version, \
+             resync_run) \
          ON CONFLICT (corp_id, userid, external_userid) DO UPDATE SET \
-           status = CASE WHEN EXCLUDED.status_version > f.status_version THEN EXCLUDED.status ELSE f.status END, \
-           deleted_at = CASE WHEN EXCLUDED.status_version > f.status_version THEN EXCLUDED.deleted_at ELSE f.deleted_at END, \
-           delete_source = CASE WHEN EXCLUDED.status_version > f.status_version THEN EXCLUDED.delete_source ELSE f.delete_source END, \
-           status_version = GREATEST(f.status_version, EXCLUDED.status_version), \
+           {status_cols} \
+           status_version = CASE WHEN {STATUS_WINS} THEN EXCLUDED.status_version ELSE f.status_version END, \
+           listed_version = GREATEST(f.listed_version, EXCLUDED.listed_version), \
            state = CASE WHEN EXCLUDED.add_version > COALESCE(f.add_version, '') THEN EXCLUDED.state ELSE f.state END, \
            welcome_code = CASE WHEN EXCLUDED.add_version > COALESCE(f.add_version, '') THEN EXCLUDED.welcome_code ELSE f.welcome_code END, \
            added_at = CASE WHEN EXCLUDED.add_version > COALESCE(f.add_version, '') THEN EXCLUDED.added_at ELSE f.added_at END, \
@@ -241,31 +412,129 @@ async fn follows<'a>(
            last_event_at = CASE WHEN EXCLUDED.last_version > f.last_version THEN EXCLUDED.last_event_at ELSE f.last_event_at END, \
            last_event_id = CASE WHEN EXCLUDED.last_version > f.last_version THEN EXCLUDED.last_event_id ELSE f.last_event_id END, \
            last_version = GREATEST(f.last_version, EXCLUDED.last_version), \
-           transfer_fail_reason = CASE WHEN EXCLUDED.transfer_fail_version > COALESCE(f.transfer_fail_version, '') THEN EXCLUDED.transfer_fail_reason ELSE f.transfer_fail_reason END, \
-           transfer_fail_at = CASE WHEN EXCLUDED.transfer_fail_version > COALESCE(f.transfer_fail_version, '') THEN EXCLUDED.transfer_fail_at ELSE f.transfer_fail_at END, \
-           transfer_fail_version = GREATEST(f.transfer_fail_version, EXCLUDED.transfer_fail_version)",
-    )
-    .bind(rows.clone().map(|f| f.corp_id.as_str()).collect::<Vec<_>>())
-    .bind(rows.clone().map(|f| f.userid.as_str()).collect::<Vec<_>>())
-    .bind(rows.clone().map(|f| f.external_userid.as_str()).collect::<Vec<_>>())
-    .bind(rows.clone().map(|f| f.state.status.as_str()).collect::<Vec<_>>())
-    .bind(rows.clone().map(|f| f.state.version.as_str()).collect::<Vec<_>>())
-    .bind(rows.clone().map(|f| f.state.deleted_at.map(ts)).collect::<Vec<_>>())
-    .bind(rows.clone().map(|f| f.state.delete_source.as_deref()).collect::<Vec<_>>())
-    .bind(rows.clone().map(|f| f.add.as_ref().and_then(|a| a.state.as_deref())).collect::<Vec<_>>())
-    .bind(rows.clone().map(|f| f.add.as_ref().and_then(|a| a.welcome_code.as_deref())).collect::<Vec<_>>())
-    .bind(rows.clone().map(|f| f.add.as_ref().map(|a| ts(a.added_at))).collect::<Vec<_>>())
-    .bind(rows.clone().map(|f| f.add.as_ref().map(|a| a.version.as_str())).collect::<Vec<_>>())
-    .bind(rows.clone().map(|f| f.last.change_type.as_str()).collect::<Vec<_>>())
-    .bind(rows.clone().map(|f| ts(f.last.at)).collect::<Vec<_>>())
-    .bind(rows.clone().map(|f| f.last.version.as_str()).collect::<Vec<_>>())
-    .bind(rows.clone().map(|f| f.last.event_id).collect::<Vec<_>>())
-    .bind(rows.clone().map(|f| f.transfer_fail.as_ref().and_then(|t| t.reason.as_deref())).collect::<Vec<_>>())
-    .bind(rows.clone().map(|f| f.transfer_fail.as_ref().map(|t| ts(t.at))).collect::<Vec<_>>())
-    .bind(rows.map(|f| f.transfer_fail.as_ref().map(|t| t.version.as_str())).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+           {detail_cols} \
+           detail_version = GREATEST(f.detail_version, EXCLUDED.detail_version), \
+           resync_run = COALESCE(EXCLUDED.resync_run, f.resync_run) \
+         RETURNING f.corp_id, f.userid, f.external_userid, f.status, (xmax = 0)"
+    );
+    let detail = |f: &'a FollowWrite| f.detail.as_ref();
+    // Only constant column lists are interpolated into `sql`; every value is a bind.
+    let out: Vec<(String, String, String, String, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(rows.clone().map(|f| f.corp_id.as_str()).collect::<Vec<_>>())
+        .bind(rows.clone().map(|f| f.userid.as_str()).collect::<Vec<_>>())
+        .bind(
+            rows.clone()
+                .map(|f| f.external_userid.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.clone()
+                .map(|f| f.state.status.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.clone()
+                .map(|f| f.state.version.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.clone()
+                .map(|f| f.state.deleted_at.map(ts))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.clone()
+                .map(|f| f.state.delete_source.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.clone()
+                .map(|f| f.state.listed.as_ref().map(|v| v.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.clone()
+                .map(|f| f.add.as_ref().and_then(|a| a.state.as_deref()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.clone()
+                .map(|f| f.add.as_ref().and_then(|a| a.welcome_code.as_deref()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.clone()
+                .map(|f| f.add.as_ref().map(|a| ts(a.added_at)))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.clone()
+                .map(|f| f.add.as_ref().map(|a| a.version.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.clone()
+                .map(|f| f.last.change_type.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.clone().map(|f| ts(f.last.at)).collect::<Vec<_>>())
+        .bind(
+            rows.clone()
+                .map(|f| f.last.version.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.clone().map(|f| f.last.event_id).collect::<Vec<_>>())
+        .bind(
+            rows.clone()
+                .map(|f| detail(f).and_then(|d| d.remark.as_deref()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.clone()
+                .map(|f| detail(f).and_then(|d| d.description.as_deref()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.clone()
+                .map(|f| {
+                    detail(f)
+                        .and_then(|d| d.remark_mobiles.as_ref())
+                        .map(|m| serde_json::json!(m))
+                })
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.clone()
+                .map(|f| detail(f).and_then(|d| d.add_way))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.clone()
+                .map(|f| detail(f).and_then(|d| d.oper_userid.as_deref()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.clone()
+                .map(|f| detail(f).and_then(|d| d.tags.as_ref()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.clone()
+                .map(|f| detail(f).map(|d| d.synced_at))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.clone()
+                .map(|f| detail(f).map(|d| d.version.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.map(|f| f.resync_run).collect::<Vec<_>>())
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(out
+        .into_iter()
+        .map(|(c, u, e, s, created)| ((c, u, e), s, created))
+        .collect())
 }
 
 async fn notify(

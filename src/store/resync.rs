@@ -6,6 +6,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::sync::client::types::{ExternalContact, FollowInfo};
+use crate::sync::plan;
 
 /// A resync run in progress.
 #[derive(Debug, Clone)]
@@ -119,7 +120,8 @@ pub async fn finish(pool: &PgPool, run: &Run, drift: &Drift) -> Result<(), sqlx:
     Ok(())
 }
 
-/// Writes one `batch/get_by_user` entry (a contact and one follow), marking the follow seen by this run.
+/// Writes one `batch/get_by_user` entry (a contact and one follow), marking the follow seen by this run. The
+/// rules are the planner's ([`plan::observe_follow_entry`]); the tag ids are named from `external_corp_tags`.
 pub async fn upsert_entry(
     pool: &PgPool,
     corp_id: &str,
@@ -128,78 +130,52 @@ pub async fn upsert_entry(
     follow: &FollowInfo,
     drift: &mut Drift,
 ) -> Result<(), sqlx::Error> {
-    let (Some(external_userid), Some(userid)) = (&contact.external_userid, &follow.userid) else {
-        return Ok(());
-    };
-    let now = Utc::now();
-    let created: bool = sqlx::query_scalar(
-        "INSERT INTO external_contacts AS c (corp_id, external_userid, first_seen_at, last_event_at, name, avatar, \
-             type, gender, unionid, position, corp_name, corp_full_name, external_profile, detail_synced_at) \
-         VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $3) \
-         ON CONFLICT (corp_id, external_userid) DO UPDATE SET name = EXCLUDED.name, avatar = EXCLUDED.avatar, \
-             type = EXCLUDED.type, gender = EXCLUDED.gender, unionid = EXCLUDED.unionid, position = EXCLUDED.position, \
-             corp_name = EXCLUDED.corp_name, corp_full_name = EXCLUDED.corp_full_name, \
-             external_profile = EXCLUDED.external_profile, detail_synced_at = EXCLUDED.detail_synced_at \
-         RETURNING (xmax = 0)",
-    )
-    .bind(corp_id)
-    .bind(external_userid)
-    .bind(now)
-    .bind(&contact.name)
-    .bind(&contact.avatar)
-    .bind(contact.kind.map(|t| t as i16))
-    .bind(contact.gender.map(|g| g as i16))
-    .bind(&contact.unionid)
-    .bind(&contact.position)
-    .bind(&contact.corp_name)
-    .bind(&contact.corp_full_name)
-    .bind(&contact.external_profile)
-    .fetch_one(pool)
-    .await?;
-    if created {
-        drift.contacts_created += 1;
-    }
-    let version = run_version(run);
-    let follow_created: bool = sqlx::query_scalar(
-        "INSERT INTO external_contact_follows AS f (corp_id, userid, external_userid, status, status_version, state, \
-             added_at, last_change_type, last_event_at, last_version, remark, description, remark_mobiles, add_way, \
-             oper_userid, tags, detail_synced_at, resync_run) \
-         VALUES ($1, $2, $3, 'active', $4, $5, $6, 'resync', $7, $4, $8, $9, $10, $11, $12, $13, $7, $14) \
-         ON CONFLICT (corp_id, userid, external_userid) DO UPDATE SET \
-           status = CASE WHEN EXCLUDED.status_version > f.status_version THEN 'active' ELSE f.status END, \
-           deleted_at = CASE WHEN EXCLUDED.status_version > f.status_version THEN NULL ELSE f.deleted_at END, \
-           delete_source = CASE WHEN EXCLUDED.status_version > f.status_version THEN NULL ELSE f.delete_source END, \
-           status_version = GREATEST(f.status_version, EXCLUDED.status_version), \
-           state = COALESCE(f.state, EXCLUDED.state), added_at = COALESCE(f.added_at, EXCLUDED.added_at), \
-           remark = EXCLUDED.remark, description = EXCLUDED.description, remark_mobiles = EXCLUDED.remark_mobiles, \
-           add_way = EXCLUDED.add_way, oper_userid = EXCLUDED.oper_userid, tags = EXCLUDED.tags, \
-           detail_synced_at = EXCLUDED.detail_synced_at, resync_run = EXCLUDED.resync_run \
-         RETURNING (xmax = 0)",
-    )
-    .bind(corp_id)
-    .bind(userid)
-    .bind(external_userid)
-    .bind(&version)
-    .bind(&follow.state)
-    .bind(follow.createtime.and_then(|t| DateTime::from_timestamp(t, 0)))
-    .bind(now)
-    .bind(&follow.remark)
-    .bind(&follow.description)
-    .bind(&follow.remark_mobiles)
-    .bind(follow.add_way.map(|w| w as i32))
-    .bind(&follow.oper_userid)
-    // `batch/get_by_user`'s `tag_id` (ids), as sent: another shape than `externalcontact/get`'s `tags`
-    // objects in the same column; a known defect, kept as it is for now.
-    .bind(follow.tag_id.as_ref().or(follow.tags.as_ref()))
-    .bind(run.id)
-    .fetch_one(pool)
-    .await?;
-    if follow_created {
-        drift.follows_created += 1;
-    } else {
-        drift.follows_updated += 1;
-    }
+    let known = tag_names(pool, corp_id, follow.tag_id.as_ref()).await?;
+    let plan = plan::observe_follow_entry(corp_id, contact, follow, Utc::now(), run.id, &known);
+    let observed = crate::store::projections::apply_observation(pool, plan).await?;
+    drift.contacts_created += observed.contacts_created;
+    drift.follows_created += observed.follows_created;
+    drift.follows_updated += observed.follows_updated;
     Ok(())
+}
+
+/// What `external_corp_tags` knows of the tag ids in `tag_id` (names, group names, rule group).
+async fn tag_names(
+    pool: &PgPool,
+    corp_id: &str,
+    tag_id: Option<&Value>,
+) -> Result<plan::TagNames, sqlx::Error> {
+    let ids: Vec<&str> = tag_id
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if ids.is_empty() {
+        return Ok(plan::TagNames::new());
+    }
+    let rows: Vec<(String, Option<String>, Option<String>, bool)> = sqlx::query_as(
+        "SELECT t.id, t.name, g.name, t.strategy_id IS NOT NULL OR g.strategy_id IS NOT NULL \
+         FROM external_corp_tags t LEFT JOIN external_corp_tags g ON g.corp_id = t.corp_id AND g.id = t.group_id \
+         WHERE t.corp_id = $1 AND t.id = ANY($2)",
+    )
+    .bind(corp_id)
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, tag_name, group_name, rule_group)| {
+            (
+                id,
+                plan::KnownTag {
+                    tag_name,
+                    group_name,
+                    rule_group,
+                },
+            )
+        })
+        .collect())
 }
 
 /// Tombstones the follows WeCom no longer lists (status `removed`, source `resync`), unless an event newer

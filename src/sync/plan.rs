@@ -8,12 +8,14 @@
 //! tables do not depend on the order events arrive in and duplicates change nothing. A write changes a group
 //! only when its version is greater than the stored one.
 
-use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::domain::{FollowStatus, JobKind};
+use crate::sync::client::types::{ExternalContact, ExternalContactDetail, FollowInfo};
 use crate::wecom::events::{
     ChatChange, ContactChange, EventKind, ExternalChatEvent, ExternalContactEvent,
     ExternalTagEvent, TagChange, TypedEvent, UpdateDetail,
@@ -35,6 +37,23 @@ impl Version {
     /// not decide (an edit creates a follow whose status any add or delete overrides).
     pub fn placeholder() -> Version {
         Version(String::new())
+    }
+
+    /// The version of what WeCom's API said about a follow relation, dated by the relation's own
+    /// `createtime`: rank 0 with key `api`, below every event rank, so an event in the same second (or later)
+    /// wins and only a relation created after the last status event (a genuine re-add) outranks it.
+    pub fn observed(createtime: i64) -> Version {
+        Version::event(createtime, 0, "api")
+    }
+
+    /// The version of an API fetch, for the detail registers only (compared with other fetches, never with
+    /// events): the fetch time to the microsecond, so of two fetches the later one wins.
+    pub fn fetched(at: DateTime<Utc>) -> Version {
+        Version(format!(
+            "{:012}:0:api{:06}",
+            at.timestamp().max(0),
+            at.timestamp_subsec_micros().min(999_999)
+        ))
     }
 
     /// The stored text.
@@ -108,7 +127,8 @@ pub struct LastChange {
     pub version: Version,
     pub change_type: String,
     pub at: i64,
-    pub event_id: i64,
+    /// `None` for an API observation.
+    pub event_id: Option<i64>,
 }
 
 /// The status register of a follow.
@@ -119,6 +139,10 @@ pub struct FollowState {
     pub status: FollowStatus,
     pub deleted_at: Option<i64>,
     pub delete_source: Option<String>,
+    /// For an API observation, the fetch version: a follow the resync swept as `removed` (not listed then)
+    /// that WeCom lists again in a later fetch is active again, whatever its `createtime` (the sweep was
+    /// wrong, or the listing had a gap). `None` for events.
+    pub listed: Option<Version>,
 }
 
 /// The add register of a follow: the latest add or half-add decides the channel and welcome code.
@@ -130,23 +154,65 @@ pub struct FollowAdd {
     pub added_at: i64,
 }
 
-/// The transfer-failure register of a follow.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FollowTransferFail {
+/// The API-only detail register of a follow: what the latest fetch (`externalcontact/get` or
+/// `batch/get_by_user`) said; an older fetch never overwrites a newer one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FollowDetail {
+    /// [`Version::fetched`].
     pub version: Version,
+    pub remark: Option<String>,
+    pub description: Option<String>,
+    pub remark_mobiles: Option<Vec<String>>,
+    pub add_way: Option<i64>,
+    pub oper_userid: Option<String>,
+    /// Always the one shape, see [`tag_objects`].
+    pub tags: Option<Value>,
+    pub synced_at: DateTime<Utc>,
+}
+
+/// The API-only detail register of a customer (`external_contacts`), keyed by the fetch time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContactDetailWrite {
+    pub corp_id: String,
+    pub external_userid: String,
+    /// [`Version::fetched`].
+    pub version: Version,
+    pub name: Option<String>,
+    pub avatar: Option<String>,
+    pub kind: Option<i64>,
+    pub gender: Option<i64>,
+    pub unionid: Option<String>,
+    pub position: Option<String>,
+    pub corp_name: Option<String>,
+    pub corp_full_name: Option<String>,
+    pub external_profile: Option<Value>,
+    pub synced_at: DateTime<Utc>,
+}
+
+/// A failed transfer attempt (`transfer_fail`): one row of `external_contact_transfers`. The `UserID` of the
+/// callback is the takeover member (接替成员) who did not get the customer, so no follow is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferAttempt {
+    pub corp_id: String,
+    pub external_userid: String,
+    pub takeover_userid: String,
     pub reason: Option<String>,
-    pub at: i64,
+    pub failed_at: i64,
+    pub event_id: i64,
 }
 
 /// A write to one `external_contact_follows` row (inserted when missing).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FollowWrite {
     pub corp_id: String,
     pub userid: String,
     pub external_userid: String,
     pub state: FollowState,
     pub add: Option<FollowAdd>,
-    pub transfer_fail: Option<FollowTransferFail>,
+    /// API observations only.
+    pub detail: Option<FollowDetail>,
+    /// The resync run that saw the follow (the sweep removes what a run did not see).
+    pub resync_run: Option<i64>,
     pub last: LastChange,
 }
 
@@ -264,6 +330,8 @@ pub struct JobRequest {
 pub struct Plan {
     pub history: Vec<HistoryRow>,
     pub contacts: Vec<ContactSeen>,
+    pub contact_details: Vec<ContactDetailWrite>,
+    pub transfers: Vec<TransferAttempt>,
     pub follows: Vec<FollowWrite>,
     pub chats: Vec<ChatWrite>,
     pub members: Vec<MemberWrite>,
@@ -366,39 +434,60 @@ fn plan_contact(plan: &mut Plan, meta: &EventMeta<'_>, c: &ExternalContactEvent)
         last_event_at: meta.time,
         last_event_id: meta.id,
     });
+    let notification = json!({
+        "kind": "contact",
+        "source": "event",
+        "corp_id": meta.corp_id,
+        "external_userid": c.external_userid,
+        "userid": c.userid,
+        "change": change,
+        "event_id": meta.id,
+    });
+    // A transfer failure is an attempt, not a relation: its `UserID` is the takeover member, who never got the
+    // customer, and the original follow is whatever WeCom lists. Record the attempt, and ask WeCom who follows.
+    if let ContactChange::TransferFail { reason } = &c.change {
+        plan.transfers.push(TransferAttempt {
+            corp_id: meta.corp_id.to_owned(),
+            external_userid: c.external_userid.clone(),
+            takeover_userid: c.userid.clone(),
+            reason: reason.as_ref().map(|r| r.as_str().to_owned()),
+            failed_at: meta.time,
+            event_id: meta.id,
+        });
+        plan.notifications.push(notification);
+        if meta.enrich {
+            plan.jobs
+                .push(job(meta, JobKind::ContactDetail, &c.external_userid));
+        }
+        return;
+    }
     // Column groups: status (the latest add, half-add or delete decides), add (the latest add or half-add
-    // decides the channel and welcome code), last (any change), transfer failure.
+    // decides the channel and welcome code), last (any change).
+    let status = |status, deleted_at, delete_source| FollowState {
+        version: v.clone(),
+        status,
+        deleted_at,
+        delete_source,
+        listed: None,
+    };
     let state = match &c.change {
-        ContactChange::Add { .. } => FollowState {
-            version: v.clone(),
-            status: FollowStatus::Active,
-            deleted_at: None,
-            delete_source: None,
-        },
-        ContactChange::AddHalf { .. } => FollowState {
-            version: v.clone(),
-            status: FollowStatus::Pending,
-            deleted_at: None,
-            delete_source: None,
-        },
-        ContactChange::DeletedByStaff { source } => FollowState {
-            version: v.clone(),
-            status: FollowStatus::DeletedByStaff,
-            deleted_at: Some(meta.time),
-            delete_source: source.as_ref().map(|s| s.as_str().to_owned()),
-        },
-        ContactChange::DeletedByCustomer => FollowState {
-            version: v.clone(),
-            status: FollowStatus::DeletedByCustomer,
-            deleted_at: Some(meta.time),
-            delete_source: None,
-        },
-        // Not a status change: a placeholder every real status event outranks.
+        ContactChange::Add { .. } => status(FollowStatus::Active, None, None),
+        ContactChange::AddHalf { .. } => status(FollowStatus::Pending, None, None),
+        ContactChange::DeletedByStaff { source } => status(
+            FollowStatus::DeletedByStaff,
+            Some(meta.time),
+            source.as_ref().map(|s| s.as_str().to_owned()),
+        ),
+        ContactChange::DeletedByCustomer => {
+            status(FollowStatus::DeletedByCustomer, Some(meta.time), None)
+        }
+        // Not a status change: a placeholder every real status write outranks.
         _ => FollowState {
             version: Version::placeholder(),
             status: FollowStatus::Active,
             deleted_at: None,
             delete_source: None,
+            listed: None,
         },
     };
     let add = match &c.change {
@@ -417,35 +506,22 @@ fn plan_contact(plan: &mut Plan, meta: &EventMeta<'_>, c: &ExternalContactEvent)
         }),
         _ => None,
     };
-    let transfer_fail = match &c.change {
-        ContactChange::TransferFail { reason } => Some(FollowTransferFail {
-            version: v.clone(),
-            reason: reason.as_ref().map(|r| r.as_str().to_owned()),
-            at: meta.time,
-        }),
-        _ => None,
-    };
     plan.follows.push(FollowWrite {
         corp_id: meta.corp_id.to_owned(),
         userid: c.userid.clone(),
         external_userid: c.external_userid.clone(),
         state,
         add,
-        transfer_fail,
+        detail: None,
+        resync_run: None,
         last: LastChange {
             version: v,
             change_type: change.clone(),
             at: meta.time,
-            event_id: meta.id,
+            event_id: Some(meta.id),
         },
     });
-    plan.notifications.push(json!({
-        "corp_id": meta.corp_id,
-        "external_userid": c.external_userid,
-        "userid": c.userid,
-        "change": change,
-        "event_id": meta.id,
-    }));
+    plan.notifications.push(notification);
     if meta.enrich
         && matches!(
             c.change,
@@ -455,6 +531,236 @@ fn plan_contact(plan: &mut Plan, meta: &EventMeta<'_>, c: &ExternalContactEvent)
         plan.jobs
             .push(job(meta, JobKind::ContactDetail, &c.external_userid));
     }
+}
+
+/// Known corp tags by id, read from `external_corp_tags` by the store: (tag name, group name, rule group).
+pub type TagNames = HashMap<String, KnownTag>;
+
+/// What `external_corp_tags` knows of a tag, to name the ids `batch/get_by_user` sends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KnownTag {
+    pub tag_name: Option<String>,
+    pub group_name: Option<String>,
+    /// Whether the tag belongs to a rule group (规则组), WeCom's tag `type` 3; otherwise 1 (corp tag).
+    pub rule_group: bool,
+}
+
+fn str_field(o: &serde_json::Map<String, Value>, k: &str) -> Value {
+    match o.get(k) {
+        Some(Value::String(s)) => Value::String(s.clone()),
+        Some(Value::Number(n)) => Value::String(n.to_string()),
+        _ => Value::Null,
+    }
+}
+
+/// The one shape of `external_contact_follows.tags`: an array of
+/// `{"tag_id", "type", "tag_name", "group_name"}` objects. `externalcontact/get` sends `tags` objects with
+/// names; `batch/get_by_user` sends `tag_id` strings only, named here from `known` where the tag is known
+/// (else the names and type are null). Anything else in the array is dropped; no list gives `None`.
+pub fn tag_objects(
+    tags: Option<&Value>,
+    tag_ids: Option<&Value>,
+    known: &TagNames,
+) -> Option<Value> {
+    let list = match (tags, tag_ids) {
+        (Some(Value::Array(a)), _) => a,
+        (_, Some(Value::Array(a))) => a,
+        _ => return None,
+    };
+    let objects = list
+        .iter()
+        .filter_map(|t| match t {
+            Value::Object(o) => {
+                let id = str_field(o, "tag_id");
+                if id.is_null() {
+                    return None;
+                }
+                let kind = match o.get("type") {
+                    Some(Value::Number(n)) => n.as_i64().map_or(Value::Null, Value::from),
+                    Some(Value::String(s)) => s.parse::<i64>().map_or(Value::Null, Value::from),
+                    _ => Value::Null,
+                };
+                Some(json!({
+                    "tag_id": id,
+                    "type": kind,
+                    "tag_name": str_field(o, "tag_name"),
+                    "group_name": str_field(o, "group_name"),
+                }))
+            }
+            Value::String(id) => {
+                let k = known.get(id);
+                Some(json!({
+                    "tag_id": id,
+                    "type": k.map(|k| if k.rule_group { 3 } else { 1 }),
+                    "tag_name": k.and_then(|k| k.tag_name.clone()),
+                    "group_name": k.and_then(|k| k.group_name.clone()),
+                }))
+            }
+            _ => None,
+        })
+        .collect();
+    Some(Value::Array(objects))
+}
+
+/// The change type an observation's row gets when it creates the row (events then decide it).
+pub const API_SYNC: &str = "api_sync";
+/// The change type a resync's row gets when it creates the row.
+pub const RESYNC: &str = "resync";
+
+fn observe_customer(
+    corp_id: &str,
+    contact: &ExternalContact,
+    fetched_at: DateTime<Utc>,
+) -> Option<ContactDetailWrite> {
+    Some(ContactDetailWrite {
+        corp_id: corp_id.to_owned(),
+        external_userid: contact.external_userid.clone()?,
+        version: Version::fetched(fetched_at),
+        name: contact.name.clone(),
+        avatar: contact.avatar.clone(),
+        kind: contact.kind,
+        gender: contact.gender,
+        unionid: contact.unionid.clone(),
+        position: contact.position.clone(),
+        corp_name: contact.corp_name.clone(),
+        corp_full_name: contact.corp_full_name.clone(),
+        external_profile: contact.external_profile.clone(),
+        synced_at: fetched_at,
+    })
+}
+
+/// One follow relation WeCom lists, as register writes:
+/// - status `active`, versioned by the relation's `createtime` ([`Version::observed`]): a deletion event at or
+///   after `createtime` keeps winning (WeCom keeps listing a one-way relation after `del_follow_user`), and a
+///   relation created after the deletion (a re-add) wins over it. Without a `createtime` the status is a
+///   placeholder: it creates an `active` row when there is none and overrides nothing. A follow the resync
+///   swept as `removed` is active again (see [`FollowState::listed`]).
+/// - the add register (`state`, `added_at`) at the same version, so the newest relation's channel shows;
+/// - the detail register at the fetch time.
+fn observe_follow(
+    corp_id: &str,
+    external_userid: &str,
+    f: &FollowInfo,
+    fetched_at: DateTime<Utc>,
+    tags: Option<Value>,
+    change: &str,
+    resync_run: Option<i64>,
+) -> Option<FollowWrite> {
+    let userid = f.userid.clone()?;
+    let version = f
+        .createtime
+        .map_or_else(Version::placeholder, Version::observed);
+    Some(FollowWrite {
+        corp_id: corp_id.to_owned(),
+        userid,
+        external_userid: external_userid.to_owned(),
+        state: FollowState {
+            version: version.clone(),
+            status: FollowStatus::Active,
+            deleted_at: None,
+            delete_source: None,
+            listed: Some(Version::fetched(fetched_at)),
+        },
+        add: f.createtime.map(|t| FollowAdd {
+            version,
+            state: f.state.clone(),
+            welcome_code: None,
+            added_at: t,
+        }),
+        detail: Some(FollowDetail {
+            version: Version::fetched(fetched_at),
+            remark: f.remark.clone(),
+            description: f.description.clone(),
+            remark_mobiles: f.remark_mobiles.clone(),
+            add_way: f.add_way,
+            oper_userid: f.oper_userid.clone(),
+            tags,
+            synced_at: fetched_at,
+        }),
+        resync_run,
+        // Only names the row when the observation creates it: any event outranks it.
+        last: LastChange {
+            version: Version::placeholder(),
+            change_type: change.to_owned(),
+            at: fetched_at.timestamp(),
+            event_id: None,
+        },
+    })
+}
+
+/// What `externalcontact/get` answered at `fetched_at`: the customer's details and every follow relation
+/// WeCom lists, as register writes (see [`observe_follow`] for the rules).
+pub fn observe_contact(
+    corp_id: &str,
+    answer: &ExternalContactDetail,
+    fetched_at: DateTime<Utc>,
+) -> Plan {
+    let mut plan = Plan::default();
+    let Some(contact) = &answer.external_contact else {
+        return plan;
+    };
+    let Some(detail) = observe_customer(corp_id, contact, fetched_at) else {
+        return plan;
+    };
+    let none = TagNames::new();
+    for f in &answer.follow_user {
+        let tags = tag_objects(f.tags.as_ref(), f.tag_id.as_ref(), &none);
+        plan.follows.extend(observe_follow(
+            corp_id,
+            &detail.external_userid,
+            f,
+            fetched_at,
+            tags,
+            API_SYNC,
+            None,
+        ));
+    }
+    plan.contact_details.push(detail);
+    plan
+}
+
+/// One `batch/get_by_user` entry (a customer and one follow) seen by resync run `run_id` at `fetched_at`;
+/// `known` names the tag ids WeCom sends there.
+pub fn observe_follow_entry(
+    corp_id: &str,
+    contact: &ExternalContact,
+    follow: &FollowInfo,
+    fetched_at: DateTime<Utc>,
+    run_id: i64,
+    known: &TagNames,
+) -> Plan {
+    let mut plan = Plan::default();
+    let Some(detail) = observe_customer(corp_id, contact, fetched_at) else {
+        return plan;
+    };
+    let tags = tag_objects(follow.tags.as_ref(), follow.tag_id.as_ref(), known);
+    plan.follows.extend(observe_follow(
+        corp_id,
+        &detail.external_userid,
+        follow,
+        fetched_at,
+        tags,
+        RESYNC,
+        Some(run_id),
+    ));
+    plan.contact_details.push(detail);
+    plan
+}
+
+/// The NOTIFY payload for a follow status an API observation changed (`previous` is `None` when it created
+/// the row): the same fields as an event's, with `source` `api` and no event.
+pub fn api_status_notification(f: &FollowWrite, previous: Option<&str>, status: &str) -> Value {
+    json!({
+        "kind": "contact",
+        "source": "api",
+        "corp_id": f.corp_id,
+        "external_userid": f.external_userid,
+        "userid": f.userid,
+        "change": f.last.change_type,
+        "event_id": Value::Null,
+        "status": status,
+        "previous_status": previous,
+    })
 }
 
 fn plan_chat(plan: &mut Plan, meta: &EventMeta<'_>, c: &ExternalChatEvent) {
@@ -521,9 +827,21 @@ fn plan_chat(plan: &mut Plan, meta: &EventMeta<'_>, c: &ExternalChatEvent) {
             version: v.clone(),
             change_type: change.to_owned(),
             at: meta.time,
-            event_id: meta.id,
+            event_id: Some(meta.id),
         },
     });
+    plan.notifications.push(json!({
+        "kind": "chat",
+        "source": "event",
+        "corp_id": meta.corp_id,
+        "chat_id": c.chat_id,
+        "change": change,
+        "update_detail": match &c.change {
+            ChatChange::Update(u) => Some(u.detail.as_str()),
+            _ => None,
+        },
+        "event_id": meta.id,
+    }));
     if let ChatChange::Update(u) = &c.change {
         let member_status = match u.detail {
             UpdateDetail::AddMember => Some(MemberStatus::Joined),
@@ -592,9 +910,18 @@ fn plan_tag(plan: &mut Plan, meta: &EventMeta<'_>, t: &ExternalTagEvent) {
             version: v,
             change_type: change.to_owned(),
             at: meta.time,
-            event_id: meta.id,
+            event_id: Some(meta.id),
         },
     });
+    plan.notifications.push(json!({
+        "kind": "tag",
+        "source": "event",
+        "corp_id": meta.corp_id,
+        "id": t.id,
+        "tag_type": t.tag_type.as_ref().map(|x| x.as_str()),
+        "change": change,
+        "event_id": meta.id,
+    }));
     if meta.enrich {
         plan.jobs.push(job(meta, JobKind::CorpTags, "*"));
     }
@@ -616,6 +943,19 @@ fn newer_opt<T>(current: &mut Option<T>, other: Option<T>, version: impl Fn(&T) 
     }
 }
 
+/// The status register's rule: the greater version wins; a `removed` status (the resync sweep's, never an
+/// event's or an observation's) also gives way to a later listing. Observations are merged here only with
+/// events and other observations, so `removed` is never the current value in memory; the rule is stated once
+/// for the store's SQL to repeat against stored rows, and `listed` travels with the winner.
+fn merge_state(current: &mut FollowState, other: FollowState) {
+    let listed = match (&current.listed, &other.listed) {
+        (Some(a), Some(b)) => Some(a.max(b).clone()),
+        (a, b) => a.clone().or_else(|| b.clone()),
+    };
+    newer(current, other, |s| &s.version);
+    current.listed = listed;
+}
+
 /// The plans of many events merged per row, by the same last-writer-wins rule the SQL applies against the
 /// stored rows: so writing the merged batch once equals writing each plan in turn, in any order. Keys are
 /// kept sorted, so every applier takes row locks in the same order and two appliers cannot deadlock.
@@ -623,6 +963,8 @@ fn newer_opt<T>(current: &mut Option<T>, other: Option<T>, version: impl Fn(&T) 
 pub struct Batch {
     pub history: Vec<HistoryRow>,
     pub contacts: BTreeMap<(String, String), ContactSeen>,
+    pub contact_details: BTreeMap<(String, String), ContactDetailWrite>,
+    pub transfers: Vec<TransferAttempt>,
     pub follows: BTreeMap<(String, String, String), FollowWrite>,
     pub chats: BTreeMap<(String, String), ChatWrite>,
     pub members: BTreeMap<(String, String, String), MemberWrite>,
@@ -638,6 +980,18 @@ impl Batch {
     pub fn add(&mut self, plan: Plan) {
         self.history.extend(plan.history);
         self.notifications.extend(plan.notifications);
+        self.transfers.extend(plan.transfers);
+        for d in plan.contact_details {
+            match self
+                .contact_details
+                .entry((d.corp_id.clone(), d.external_userid.clone()))
+            {
+                Entry::Vacant(e) => {
+                    e.insert(d);
+                }
+                Entry::Occupied(mut e) => newer(e.get_mut(), d, |d| &d.version),
+            }
+        }
         for c in plan.contacts {
             match self
                 .contacts
@@ -668,9 +1022,10 @@ impl Batch {
                 }
                 Entry::Occupied(mut e) => {
                     let cur = e.get_mut();
-                    newer(&mut cur.state, f.state, |s| &s.version);
+                    merge_state(&mut cur.state, f.state);
                     newer_opt(&mut cur.add, f.add, |a| &a.version);
-                    newer_opt(&mut cur.transfer_fail, f.transfer_fail, |t| &t.version);
+                    newer_opt(&mut cur.detail, f.detail, |d| &d.version);
+                    cur.resync_run = f.resync_run.or(cur.resync_run);
                     newer(&mut cur.last, f.last, |l| &l.version);
                 }
             }
@@ -733,6 +1088,8 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.history.is_empty()
             && self.contacts.is_empty()
+            && self.contact_details.is_empty()
+            && self.transfers.is_empty()
             && self.follows.is_empty()
             && self.chats.is_empty()
             && self.members.is_empty()
@@ -840,18 +1197,141 @@ mod tests {
     }
 
     #[test]
-    fn a_transfer_failure_keeps_its_reason() {
+    fn a_transfer_failure_is_an_attempt_and_never_a_follow() {
         let p = plan_event(
             &meta(100, "k"),
             &contact(ContactChange::TransferFail {
                 reason: Some(FailReason::CustomerRefused),
             }),
         );
-        let tf = p.follows[0]
-            .transfer_fail
-            .as_ref()
-            .expect("a transfer register");
-        assert_eq!(tf.reason.as_deref(), Some("customer_refused"));
+        assert!(
+            p.follows.is_empty(),
+            "the takeover member never got the customer"
+        );
+        let t = &p.transfers[0];
+        assert_eq!(t.takeover_userid, "alice");
+        assert_eq!(t.reason.as_deref(), Some("customer_refused"));
+        assert_eq!((t.failed_at, t.event_id), (100, 7));
+        assert_eq!(p.history[0].change_type, "transfer_fail");
+        assert_eq!(
+            p.jobs[0].kind,
+            JobKind::ContactDetail,
+            "ask WeCom who follows"
+        );
+        assert_eq!(p.notifications[0]["kind"], "contact");
+        assert_eq!(p.notifications[0]["source"], "event");
+    }
+
+    fn listed(userid: &str, createtime: i64, tags: Value) -> ExternalContactDetail {
+        serde_json::from_value(json!({
+            "external_contact": {"external_userid": "wmC", "name": "客户"},
+            "follow_user": [{"userid": userid, "createtime": createtime, "remark": "r", "tags": tags}],
+        }))
+        .expect("an answer")
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(secs, 0).expect("a time")
+    }
+
+    /// Applies plans in turn through a batch, as the store would.
+    fn merged(plans: Vec<Plan>) -> FollowWrite {
+        let mut b = Batch::default();
+        for p in plans {
+            b.add(p);
+        }
+        b.follows.into_values().next().expect("a follow")
+    }
+
+    #[test]
+    fn a_listing_after_a_customer_deletion_does_not_revive_it() {
+        let del = plan_event(&meta(200, "d"), &contact(ContactChange::DeletedByCustomer));
+        // WeCom keeps listing the one-way relation with the original createtime.
+        let obs = observe_contact("wwcorp", &listed("alice", 100, json!([])), at(300));
+        assert_eq!(obs.follows[0].state.version, Version::observed(100));
+        let f = merged(vec![obs.clone(), del.clone()]);
+        assert_eq!(f.state.status, FollowStatus::DeletedByCustomer);
+        let f = merged(vec![del.clone(), obs]);
+        assert_eq!(f.state.status, FollowStatus::DeletedByCustomer);
+        assert_eq!(
+            f.detail.as_ref().and_then(|d| d.remark.as_deref()),
+            Some("r")
+        );
+        // Deleted in the second the relation was created: the event still wins.
+        let same = observe_contact("wwcorp", &listed("alice", 200, json!([])), at(300));
+        assert_eq!(
+            merged(vec![del.clone(), same]).state.status,
+            FollowStatus::DeletedByCustomer
+        );
+        // A re-add (newer createtime) wins over the old deletion, and its channel shows.
+        let readd = observe_contact("wwcorp", &listed("alice", 250, json!([])), at(300));
+        let f = merged(vec![del, readd]);
+        assert_eq!(f.state.status, FollowStatus::Active);
+        assert_eq!(f.add.as_ref().map(|a| a.added_at), Some(250));
+    }
+
+    #[test]
+    fn an_older_fetch_never_overwrites_a_newer_one() {
+        let mut old = listed("alice", 100, json!([]));
+        old.follow_user[0].remark = Some("old".into());
+        let new = observe_contact("wwcorp", &listed("alice", 100, json!([])), at(301));
+        let old = observe_contact("wwcorp", &old, at(300));
+        for plans in [
+            vec![old.clone(), new.clone()],
+            vec![new.clone(), old.clone()],
+        ] {
+            let mut b = Batch::default();
+            for p in plans {
+                b.add(p);
+            }
+            let f = b.follows.values().next().expect("a follow");
+            assert_eq!(
+                f.detail.as_ref().and_then(|d| d.remark.as_deref()),
+                Some("r")
+            );
+            let c = b.contact_details.values().next().expect("a contact");
+            assert_eq!(c.synced_at, at(301));
+        }
+        assert!(Version::fetched(at(300)) < Version::fetched(at(301)));
+        assert!(
+            Version::observed(100) < Version::event(100, 2, "a"),
+            "rank 0 is below every event rank in the same second"
+        );
+    }
+
+    #[test]
+    fn both_writers_store_one_tags_shape() {
+        let from_get = tag_objects(
+            Some(&json!([{"group_name": "等级", "tag_name": "A", "tag_id": "etA", "type": 1}])),
+            None,
+            &TagNames::new(),
+        );
+        let known: TagNames = [(
+            "etA".to_owned(),
+            KnownTag {
+                tag_name: Some("A".into()),
+                group_name: Some("等级".into()),
+                rule_group: false,
+            },
+        )]
+        .into();
+        let from_batch = tag_objects(None, Some(&json!(["etA"])), &known);
+        assert_eq!(from_get, from_batch);
+        assert_eq!(
+            tag_objects(None, Some(&json!(["etX"])), &known),
+            Some(json!([{"tag_id": "etX", "type": null, "tag_name": null, "group_name": null}]))
+        );
+        assert_eq!(tag_objects(None, None, &known), None);
+    }
+
+    #[test]
+    fn chat_and_tag_events_notify_with_their_kind() {
+        let p = plan_event(&meta(100, "k"), &chat(ChatChange::Dismiss));
+        assert_eq!(p.notifications[0]["kind"], "chat");
+        assert_eq!(p.notifications[0]["chat_id"], "wrX");
+        let p = plan_event(&meta(100, "k"), &contact(ContactChange::Edit));
+        assert_eq!(p.notifications[0]["kind"], "contact");
+        assert_eq!(p.notifications[0]["change"], "edit_external_contact");
     }
 
     #[test]

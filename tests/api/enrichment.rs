@@ -1,6 +1,8 @@
 //! Events queue WeCom API jobs durably; the worker fills in details; failures end dead and an operator
 //! retries them.
 
+use std::time::Duration;
+
 use secrecy::SecretString;
 use serde_json::json;
 use wiremock::matchers::{path, query_param};
@@ -285,8 +287,9 @@ async fn transient_failures_are_retried_until_the_attempts_cap() {
     .await;
 }
 
-/// What WeCom sent is stored as it was: JSONB columns keep WeCom's JSON (an explicit `null` included), and a
-/// field of an unexpected type is stored as missing.
+/// What WeCom sent is stored as it was: `external_profile` keeps WeCom's JSON (an explicit `null` included), a
+/// field of an unexpected type is stored as missing, and a follow's `tags` take the one documented shape
+/// (`{tag_id, type, tag_name, group_name}` objects; no list is SQL NULL).
 #[tokio::test]
 async fn an_api_answer_is_stored_as_sent() {
     let app = spawn_app_with(&[MAIN], |s| s.run_projector = false).await;
@@ -335,12 +338,79 @@ async fn an_api_answer_is_stored_as_sent() {
     assert_eq!(follows.len(), 2);
     assert_eq!(
         follows[0].1.as_deref(),
-        Some(
-            r#"[{"new": [1, 2.5], "type": 1, "tag_id": "et1", "tag_name": "A", "group_name": "等级"}]"#
-        )
+        Some(r#"[{"type": 1, "tag_id": "et1", "tag_name": "A", "group_name": "等级"}]"#)
     );
     assert_eq!(follows[0].2, Some(vec![]));
     assert_eq!(follows[0].3.map(|t| t.timestamp()), Some(1_700_000_000));
-    assert_eq!(follows[1].1.as_deref(), Some("null"));
+    assert_eq!(follows[1].1, None, "no tag list");
     assert_eq!(follows[1].2, None);
+}
+
+fn detail_answer(
+    remark: &str,
+    createtime: i64,
+) -> wecom_callback::sync::client::types::ExternalContactDetail {
+    serde_json::from_value(json!({
+        "external_contact": {"external_userid": "wmN1", "name": "n"},
+        "follow_user": [{"userid": "alice", "createtime": createtime, "remark": remark}],
+    }))
+    .expect("a typed answer")
+}
+
+/// A status an API answer changes is notified (`"source": "api"`); an answer that changes no status is not;
+/// an older fetch stored after a newer one changes nothing.
+#[tokio::test]
+async fn api_status_changes_notify_and_an_older_fetch_never_wins() {
+    use wecom_callback::store::enrichment::contact_detail;
+    let app = spawn_app_with(&[MAIN], |s| s.run_projector = false).await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.pool)
+        .await
+        .expect("listener");
+    listener
+        .listen("wecom_contact_changed")
+        .await
+        .expect("listen");
+    let now = chrono::Utc::now();
+    contact_detail(
+        &app.pool,
+        MAIN.receive_id,
+        &detail_answer("new", 1_700_000_000),
+        now,
+    )
+    .await
+    .expect("stored");
+    let n = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .expect("a notification in time")
+        .expect("notification");
+    let p: serde_json::Value = serde_json::from_str(n.payload()).expect("JSON");
+    assert_eq!(p["kind"], "contact");
+    assert_eq!(p["source"], "api");
+    assert_eq!(p["userid"], "alice");
+    assert_eq!(p["external_userid"], "wmN1");
+    assert_eq!(p["status"], "active");
+    assert_eq!(p["previous_status"], serde_json::Value::Null);
+    // An older fetch, stored late: neither its details nor a notification.
+    let older = now - chrono::Duration::seconds(5);
+    contact_detail(
+        &app.pool,
+        MAIN.receive_id,
+        &detail_answer("old", 1_700_000_000),
+        older,
+    )
+    .await
+    .expect("stored");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), listener.recv())
+            .await
+            .is_err(),
+        "no status changed"
+    );
+    let remark: Option<String> = sqlx::query_scalar(
+        "SELECT remark FROM external_contact_follows WHERE userid = 'alice' AND external_userid = 'wmN1'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("follow");
+    assert_eq!(remark.as_deref(), Some("new"));
 }

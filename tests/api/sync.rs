@@ -204,11 +204,20 @@ async fn a_day_of_callbacks_shuffled_with_duplicates_gives_the_expected_tables()
     assert_eq!(f["status"], "active");
     assert_eq!(f["state"], "ad_campaign");
     assert_eq!(f["welcome_code"], "W-ad_campaign");
+    // transfer_fail names the takeover member: recorded as an attempt, the follow untouched.
+    assert_eq!(f["transfer_fail_reason"], Value::Null, "no longer written");
+    assert_eq!(f["last_change_type"], "edit_external_contact");
+    let attempts: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT takeover_userid, reason FROM v_customer_transfers WHERE corp_id = $1 AND external_userid = 'wmC1'",
+    )
+    .bind(CORP)
+    .fetch_all(pool)
+    .await
+    .expect("view");
     assert_eq!(
-        f["transfer_fail_reason"], "customer_refused",
-        "recorded, follow kept"
+        attempts,
+        vec![("alice".into(), Some("customer_refused".into()))]
     );
-    assert_eq!(f["last_change_type"], "transfer_fail");
     let f = follow(pool, "bob", "wmC1").await;
     assert_eq!(f["status"], "deleted_by_customer");
     assert_eq!(f["state"], "qr_store");
@@ -327,13 +336,12 @@ async fn a_day_of_callbacks_shuffled_with_duplicates_gives_the_expected_tables()
         ]
     );
 
-    // One notification per applied contact change (duplicates apply nothing).
-    let contact_events = day
-        .iter()
-        .filter(|x| x.contains("change_external_contact"))
-        .count();
+    // One notification per applied contact, chat or tag change (duplicates apply nothing), each with its kind.
+    let count = |what: &str| day.iter().filter(|x| x.contains(what)).count();
+    let contact_events = count("change_external_contact");
+    let changes = contact_events + count("change_external_chat") + count("change_external_tag");
     let mut seen = Vec::new();
-    while seen.len() < contact_events {
+    while seen.len() < changes {
         let n = tokio::time::timeout(Duration::from_secs(5), listener.recv())
             .await
             .expect("a notification in time")
@@ -345,6 +353,12 @@ async fn a_day_of_callbacks_shuffled_with_duplicates_gives_the_expected_tables()
             .await
             .is_err(),
         "no more notifications than changes"
+    );
+    assert_eq!(
+        seen.iter()
+            .filter(|p| p["kind"] == "contact" && p["source"] == "event")
+            .count(),
+        contact_events
     );
     assert!(seen.iter().any(|p| p["corp_id"] == CORP
         && p["external_userid"] == "wmC4"

@@ -1,8 +1,8 @@
 //! WeCom's answers, typed (docs/protocol.md §7). Tolerant the way WeCom needs: unknown fields are ignored, missing
 //! ones default, and a field of an unexpected type counts as missing (see [`super::de`]).
 //!
-//! `serde_json::Value` remains only for what a JSONB column stores as WeCom sent it: `external_profile`, and
-//! a follow's `tags` / `tag_id`.
+//! `serde_json::Value` remains only for what a JSONB column stores as WeCom sent it (`external_profile`), and
+//! a follow's `tags` / `tag_id`, which the planner turns into one shape.
 
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -87,12 +87,12 @@ pub struct FollowInfo {
     /// When the member added the customer (unix seconds).
     #[serde(default, deserialize_with = "de::opt_i64")]
     pub createtime: Option<i64>,
-    /// Raw JSON on purpose: `externalcontact/get` sends `tags[]{group_name, tag_name, type, tag_id}`, stored
-    /// as-is in `external_contact_follows.tags` (JSONB).
+    /// Raw JSON on purpose: `externalcontact/get` sends `tags[]{group_name, tag_name, type, tag_id}`; the
+    /// planner stores it in the one shape of `external_contact_follows.tags` (`plan::tag_objects`).
     #[serde(default, deserialize_with = "de::raw")]
     pub tags: Option<Value>,
-    /// Raw JSON on purpose: `batch/get_by_user` sends `tag_id[]` (ids only) instead of `tags`; the resync stores
-    /// it as-is in the same `tags` column (so that column holds two shapes; a known defect, kept for now).
+    /// Raw JSON on purpose: `batch/get_by_user` sends `tag_id[]` (ids only) instead of `tags`; the planner turns
+    /// the ids into the same objects, named from `external_corp_tags` where known (`plan::tag_objects`).
     #[serde(default, deserialize_with = "de::raw")]
     pub tag_id: Option<Value>,
     #[serde(default, deserialize_with = "de::opt_str")]

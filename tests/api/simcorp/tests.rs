@@ -117,7 +117,6 @@ async fn expect_clean(mut sim: Sim) {
 }
 
 #[tokio::test]
-#[ignore = "defect 1: transfer_fail creates an active follow for the takeover member; un-ignore when fixed"]
 async fn simcorp_defect_1_transfer_fail_never_gives_the_takeover_member_the_customer() {
     let mut sim = scripted(2, &[]).await;
     sim.step(add(0, 0), Delivery::Now).await;
@@ -135,7 +134,6 @@ async fn simcorp_defect_1_transfer_fail_never_gives_the_takeover_member_the_cust
 }
 
 #[tokio::test]
-#[ignore = "defect 2: a deleted_by_customer follow flips back to active after an API read; un-ignore when fixed"]
 async fn simcorp_defect_2_a_customer_deletion_survives_api_reads_that_still_list_it() {
     let mut sim = scripted(2, &[]).await;
     sim.step(add(0, 0), Delivery::Now).await;
@@ -222,7 +220,6 @@ async fn simcorp_defect_5_an_empty_follow_user_list_removes_nothing() {
 }
 
 #[tokio::test]
-#[ignore = "defect 6: follows.tags holds tag-id strings (resync) and objects (enrichment); un-ignore when fixed"]
 async fn simcorp_defect_6_the_tags_column_has_one_shape() {
     let mut sim = scripted(1, &[]).await;
     sim.step(
