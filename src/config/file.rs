@@ -199,6 +199,9 @@ pub struct FileApi {
     pub resync_interval_hours: u64,
     /// Minimum gap between API calls during a resync.
     pub resync_pause_ms: u64,
+    /// The resync's follow sweep refuses to remove more than this share (0..=1) of a corp's active follows
+    /// (`wecom-callback resync --allow-mass-removal` overrides it once).
+    pub resync_max_removal_share: f64,
 }
 
 impl Default for FileApi {
@@ -209,6 +212,7 @@ impl Default for FileApi {
             max_attempts: 8,
             resync_interval_hours: 24,
             resync_pause_ms: 50,
+            resync_max_removal_share: 0.2,
         }
     }
 }

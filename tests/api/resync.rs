@@ -39,6 +39,14 @@ async fn mount_wecom(server: &MockServer) {
         .mount(server)
         .await;
     Mock::given(path("/cgi-bin/externalcontact/groupchat/get"))
+        .and(body_partial_json(json!({"chat_id": "wrGONE"})))
+        .respond_with(
+            ok(json!({})).set_body_json(json!({"errcode": 40050, "errmsg": "chatid not exist"})),
+        )
+        .with_priority(1)
+        .mount(server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/groupchat/get"))
         .respond_with(ok(json!({"group_chat": {"chat_id": "wrNEW", "name": "VIP群", "owner": "alice", "member_version": "v9",
             "member_list": [{"userid": "wmC1", "type": 2}]}})))
         .mount(server)
@@ -46,6 +54,10 @@ async fn mount_wecom(server: &MockServer) {
     Mock::given(path("/cgi-bin/externalcontact/get_corp_tag_list"))
         .respond_with(ok(json!({"tag_group": [{"group_id": "g1", "group_name": "等级", "order": 1, "deleted": false,
             "tag": [{"id": "et1", "name": "A", "order": 1, "deleted": false}]}]})))
+        .mount(server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/get_strategy_tag_list"))
+        .respond_with(ok(json!({"tag_group": []})))
         .mount(server)
         .await;
 }
@@ -182,7 +194,12 @@ async fn an_interrupted_resync_resumes_where_it_stopped() {
         .await;
     Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
         .and(body_partial_json(json!({"cursor": "c2"})))
-        .respond_with(ResponseTemplate::new(502))
+        // 60020 fails every call: the run stops (an item-level error would be retried and skipped instead).
+        .respond_with(
+            ok(json!({})).set_body_json(
+                json!({"errcode": 60020, "errmsg": "not allow to access from your ip"}),
+            ),
+        )
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&server)
@@ -200,7 +217,7 @@ async fn an_interrupted_resync_resumes_where_it_stopped() {
     let first =
         wecom_callback::sync::resync::resync(&app.pool, &api, "main", &creds(), Duration::ZERO)
             .await;
-    assert!(first.is_err(), "the gateway error stops the run");
+    assert!(first.is_err(), "the untrusted IP stops the run");
     let (status, cursor): (String, String) =
         sqlx::query_as("SELECT status, progress->>'cursor' FROM wecom_resync_runs")
             .fetch_one(&app.pool)
