@@ -1,6 +1,7 @@
 //! WeCom's API (for apps with a secret): where it is, the job worker, the resync.
 //!
-//! Environment variables (read through clap, see [`ApiArgs`]): `WECOM_API_BASE_URL`.
+//! Environment variables (read through clap, see [`ApiArgs`]): `WECOM_API_BASE_URL`,
+//! `WECOM_RESYNC_MAX_REMOVAL_SHARE`.
 
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ pub struct ApiSettings {
     pub jobs_retention: Duration,
     /// How often done jobs past their retention are looked for (one hour; not in the file, tests shorten it).
     pub jobs_prune_interval: Duration,
+    /// The resync's follow sweep refuses to remove more than this share (0..=1) of a corp's active follows.
+    pub resync_max_removal_share: f64,
 }
 
 /// `WECOM_API_BASE_URL` / `--api-base-url`, for every command.
@@ -32,6 +35,16 @@ pub struct ApiArgs {
     #[arg(long, env = "WECOM_API_BASE_URL", global = true, value_name = "URL",
           help = format!("WeCom API base URL [default: {DEFAULT_API_BASE_URL}]"))]
     pub api_base_url: Option<String>,
+    /// The resync's mass-removal guard: the largest share (0..=1) of a corp's active follows one resync may
+    /// mark removed.
+    #[arg(
+        long,
+        env = "WECOM_RESYNC_MAX_REMOVAL_SHARE",
+        global = true,
+        value_name = "SHARE",
+        help = "Largest share (0..=1) of active follows one resync may remove [default: 0.2]"
+    )]
+    pub resync_max_removal_share: Option<f64>,
 }
 
 pub(super) fn build(file: &FileConfig, args: &ApiArgs, problems: &mut Vec<String>) -> ApiSettings {
@@ -45,8 +58,18 @@ pub(super) fn build(file: &FileConfig, args: &ApiArgs, problems: &mut Vec<String
             "WECOM_API_BASE_URL / api.base_url {base_url:?} must start with https:// (default {DEFAULT_API_BASE_URL})"
         ));
     }
+    let share = args
+        .resync_max_removal_share
+        .unwrap_or(a.resync_max_removal_share);
+    if !(0.0..=1.0).contains(&share) {
+        problems.push(format!(
+            "WECOM_RESYNC_MAX_REMOVAL_SHARE / api.resync_max_removal_share {share} must be between 0 and 1 \
+             (default 0.2: a resync removes at most 20 % of a corp's active follows)"
+        ));
+    }
     ApiSettings {
         base_url,
+        resync_max_removal_share: share.clamp(0.0, 1.0),
         worker_concurrency: a.worker_concurrency,
         max_attempts: a.max_attempts.max(1),
         resync_interval: Duration::from_secs(a.resync_interval_hours.saturating_mul(3600)),

@@ -208,6 +208,9 @@ pub struct FileApi {
     pub resync_pause_ms: u64,
     /// Done jobs older than this many days are deleted; 0 = kept forever. Dead jobs are always kept.
     pub jobs_retention_days: u64,
+    /// The resync's follow sweep refuses to remove more than this share (0..=1) of a corp's active follows
+    /// (`wecom-callback resync --allow-mass-removal` overrides it once).
+    pub resync_max_removal_share: f64,
 }
 
 impl Default for FileApi {
@@ -219,6 +222,7 @@ impl Default for FileApi {
             resync_interval_hours: 24,
             resync_pause_ms: 50,
             jobs_retention_days: 7,
+            resync_max_removal_share: 0.2,
         }
     }
 }

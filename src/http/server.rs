@@ -117,18 +117,16 @@ impl Application {
         };
         if let (Some(api), false) = (&api, settings.api.resync_interval.is_zero()) {
             let (pool, api, credentials) = (pool.clone(), api.clone(), credentials.clone());
-            let (interval, pause, metrics) = (
-                settings.api.resync_interval,
-                settings.api.resync_pause,
-                metrics.clone(),
-            );
+            let mut options = crate::sync::resync::Options::new(settings.api.resync_pause);
+            options.max_removal_share = settings.api.resync_max_removal_share;
+            let (interval, metrics) = (settings.api.resync_interval, metrics.clone());
             tasks.spawn_restarting("resync", move |token| {
                 crate::sync::resync::schedule(
                     pool.clone(),
                     api.clone(),
                     credentials.clone(),
                     interval,
-                    pause,
+                    options.clone(),
                     Some(metrics.clone()),
                     token,
                 )

@@ -31,7 +31,13 @@ pub async fn contact_detail(
     Ok(())
 }
 
-/// `groupchat/get`: name, owner, notice and, when the member version changed, the member list.
+/// `groupchat/get`: name, owner, notice, admins and, unless the stored member list was itself read from the
+/// API at this member version, the member list with what the API says of each member. Members the API no
+/// longer lists become `left` (unless an event newer than this answer said otherwise).
+///
+/// The event-carried `member_version` (CurMemVer) is not enough to skip the list: the callbacks that built
+/// the stored list may have been lost, so only `members_synced_version` (the version of a list read here)
+/// counts. A chat update whose LastMemVer is not what we hold enqueues this read too (every chat event does).
 pub async fn group_chat(
     pool: &PgPool,
     corp_id: &str,
@@ -43,22 +49,31 @@ pub async fn group_chat(
     };
     let version = api_version(fetched_at);
     let member_version = &chat.member_version;
+    let admins = serde_json::Value::Array(
+        chat.admin_list
+            .iter()
+            .filter_map(|a| a.userid.as_ref())
+            .map(|u| serde_json::json!({ "userid": u }))
+            .collect(),
+    );
     let mut tx = pool.begin().await?;
-    let known: Option<Option<String>> = sqlx::query_scalar(
-        "SELECT member_version FROM external_group_chats WHERE corp_id = $1 AND chat_id = $2",
+    let synced: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT members_synced_version FROM external_group_chats WHERE corp_id = $1 AND chat_id = $2 FOR UPDATE",
     )
     .bind(corp_id)
     .bind(chat_id)
     .fetch_optional(&mut *tx)
     .await?;
-    sqlx::query(
+    let newer: bool = sqlx::query_scalar(
         "INSERT INTO external_group_chats AS g (corp_id, chat_id, status, status_version, created_at, \
-             member_version, last_event_at, last_version, name, owner, notice, detail_synced_at) \
-         VALUES ($1, $2, 'active', $3, $4, $5, $6, $3, $7, $8, $9, $6) \
+             member_version, last_event_at, last_version, name, owner, notice, admin_list, detail_synced_at) \
+         VALUES ($1, $2, 'active', $3, $4, $5, $6, $3, $7, $8, $9, $10, $6) \
          ON CONFLICT (corp_id, chat_id) DO UPDATE SET name = EXCLUDED.name, owner = EXCLUDED.owner, \
              notice = EXCLUDED.notice, member_version = COALESCE(EXCLUDED.member_version, g.member_version), \
+             admin_list = EXCLUDED.admin_list, \
              created_at = COALESCE(g.created_at, EXCLUDED.created_at), detail_synced_at = EXCLUDED.detail_synced_at \
-         WHERE g.detail_synced_at IS NULL OR g.detail_synced_at <= EXCLUDED.detail_synced_at",
+         WHERE g.detail_synced_at IS NULL OR g.detail_synced_at <= EXCLUDED.detail_synced_at \
+         RETURNING true",
     )
     .bind(corp_id)
     .bind(chat_id)
@@ -69,27 +84,46 @@ pub async fn group_chat(
     .bind(&chat.name)
     .bind(&chat.owner)
     .bind(&chat.notice)
-    .execute(&mut *tx)
-    .await?;
-    // Same member version as stored: the list has not changed (docs/protocol.md §7.3), skip it.
-    let unchanged = member_version.is_some() && known.flatten() == *member_version;
-    if !unchanged {
-        let members: Vec<&str> = chat
-            .member_list
-            .iter()
-            .filter_map(|m| m.userid.as_deref())
-            .collect();
+    .bind(&admins)
+    .fetch_optional(&mut *tx)
+    .await?
+    .unwrap_or(false);
+    // Same member version as the list we read last time: the list has not changed (docs/protocol.md §7.3). An
+    // answer older than what we hold is not applied at all.
+    let unchanged = member_version.is_some() && synced.flatten() == *member_version;
+    if newer && !unchanged {
+        let m = &chat.member_list;
+        let ids: Vec<&str> = m.iter().filter_map(|m| m.userid.as_deref()).collect();
+        let listed: Vec<_> = m.iter().filter(|m| m.userid.is_some()).collect();
         sqlx::query(
-            "INSERT INTO external_group_chat_members AS m (corp_id, chat_id, member_id, status, version, changed_at) \
-             SELECT $1, $2, member, 'joined', $4, $5 FROM UNNEST($3::text[]) AS member \
-             ON CONFLICT (corp_id, chat_id, member_id) DO UPDATE SET status = 'joined', version = EXCLUDED.version, \
-                 changed_at = EXCLUDED.changed_at WHERE EXCLUDED.version > m.version",
+            "INSERT INTO external_group_chat_members AS m (corp_id, chat_id, member_id, status, version, changed_at, \
+                 member_type, join_time, api_join_scene, invitor, group_nickname, name, unionid, state, detail_synced_at) \
+             SELECT $1, $2, u.member, 'joined', $3, $4, u.kind, to_timestamp(u.join_time), u.scene, u.invitor, \
+                 u.nickname, u.name, u.unionid, u.state, $4 \
+             FROM UNNEST($5::text[], $6::smallint[], $7::float8[], $8::int[], $9::text[], $10::text[], $11::text[], \
+                 $12::text[], $13::text[]) AS u(member, kind, join_time, scene, invitor, nickname, name, unionid, state) \
+             ON CONFLICT (corp_id, chat_id, member_id) DO UPDATE SET \
+                 status = CASE WHEN EXCLUDED.version > m.version THEN 'joined' ELSE m.status END, \
+                 changed_at = CASE WHEN EXCLUDED.version > m.version THEN EXCLUDED.changed_at ELSE m.changed_at END, \
+                 version = GREATEST(m.version, EXCLUDED.version), \
+                 member_type = EXCLUDED.member_type, join_time = EXCLUDED.join_time, \
+                 api_join_scene = EXCLUDED.api_join_scene, invitor = EXCLUDED.invitor, \
+                 group_nickname = EXCLUDED.group_nickname, name = EXCLUDED.name, unionid = EXCLUDED.unionid, \
+                 state = EXCLUDED.state, detail_synced_at = EXCLUDED.detail_synced_at",
         )
         .bind(corp_id)
         .bind(chat_id)
-        .bind(&members)
         .bind(&version)
         .bind(fetched_at)
+        .bind(&ids)
+        .bind(listed.iter().map(|m| m.kind.and_then(|k| i16::try_from(k).ok())).collect::<Vec<_>>())
+        .bind(listed.iter().map(|m| m.join_time.map(|t| t as f64)).collect::<Vec<_>>())
+        .bind(listed.iter().map(|m| m.join_scene.and_then(|s| i32::try_from(s).ok())).collect::<Vec<_>>())
+        .bind(listed.iter().map(|m| m.invitor.as_ref().and_then(|i| i.userid.clone())).collect::<Vec<_>>())
+        .bind(listed.iter().map(|m| m.group_nickname.clone()).collect::<Vec<_>>())
+        .bind(listed.iter().map(|m| m.name.clone()).collect::<Vec<_>>())
+        .bind(listed.iter().map(|m| m.unionid.clone()).collect::<Vec<_>>())
+        .bind(listed.iter().map(|m| m.state.clone()).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -98,16 +132,25 @@ pub async fn group_chat(
         )
         .bind(corp_id)
         .bind(chat_id)
-        .bind(&members)
+        .bind(&ids)
         .bind(&version)
         .bind(fetched_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE external_group_chats SET members_synced_version = $3 WHERE corp_id = $1 AND chat_id = $2",
+        )
+        .bind(corp_id)
+        .bind(chat_id)
+        .bind(member_version)
         .execute(&mut *tx)
         .await?;
     }
     tx.commit().await
 }
 
-/// `get_corp_tag_list`: every tag group and tag.
+/// `get_corp_tag_list` or `get_strategy_tag_list`: every tag group and tag, with names, the group's name and
+/// the sort orders. A rule-group answer (groups with `strategy_id`) also sets the rule group.
 pub async fn corp_tags(
     pool: &PgPool,
     corp_id: &str,
@@ -118,13 +161,15 @@ pub async fn corp_tags(
     let mut tx = pool.begin().await?;
     for group in &answer.tag_group {
         let group_id = &group.group_id;
-        // The group's sort order is read from `order`, as it always was (WeCom documents `group_order`).
+        // WeCom documents `group_order` (docs/protocol.md §7.4); some answers say `order`.
+        let group_order = group.group_order.or(group.order);
+        let strategy = group.strategy_id.map(|s| s.to_string());
         let mut rows = vec![(
             group_id,
             "tag_group",
             &group.group_name,
             &None,
-            group.order,
+            group_order,
             group.deleted,
         )];
         for tag in &group.tag {
@@ -134,12 +179,18 @@ pub async fn corp_tags(
             let Some(id) = id else { continue };
             sqlx::query(
                 "INSERT INTO external_corp_tags AS t (corp_id, id, type, deleted, status_version, last_change_type, \
-                     last_event_at, last_version, name, group_id, sort_order, detail_synced_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'api_sync', $6, $5, $7, $8, $9, $6) \
+                     last_event_at, last_version, name, group_id, sort_order, detail_synced_at, group_name, \
+                     group_order, strategy_id, strategy_version) \
+                 VALUES ($1, $2, $3, $4, $5, 'api_sync', $6, $5, $7, $8, $9, $6, $10, $11, $12, \
+                     CASE WHEN $12::text IS NULL THEN NULL ELSE $5 END) \
                  ON CONFLICT (corp_id, id) DO UPDATE SET type = COALESCE(t.type, EXCLUDED.type), \
                      deleted = CASE WHEN EXCLUDED.status_version > t.status_version THEN EXCLUDED.deleted ELSE t.deleted END, \
                      status_version = GREATEST(t.status_version, EXCLUDED.status_version), \
                      name = EXCLUDED.name, group_id = EXCLUDED.group_id, sort_order = EXCLUDED.sort_order, \
+                     group_name = EXCLUDED.group_name, group_order = EXCLUDED.group_order, \
+                     strategy_id = CASE WHEN EXCLUDED.strategy_version > COALESCE(t.strategy_version, '') \
+                         THEN EXCLUDED.strategy_id ELSE t.strategy_id END, \
+                     strategy_version = GREATEST(t.strategy_version, EXCLUDED.strategy_version), \
                      detail_synced_at = EXCLUDED.detail_synced_at \
                  WHERE t.detail_synced_at IS NULL OR t.detail_synced_at <= EXCLUDED.detail_synced_at",
             )
@@ -152,6 +203,9 @@ pub async fn corp_tags(
             .bind(name)
             .bind(parent)
             .bind(order)
+            .bind(&group.group_name)
+            .bind(group_order)
+            .bind(&strategy)
             .execute(&mut *tx)
             .await?;
         }

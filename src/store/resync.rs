@@ -1,5 +1,7 @@
 //! Full resync bookkeeping: runs, progress for resuming, and mark-and-sweep of what WeCom no longer lists.
 
+use std::collections::{BTreeSet, HashMap};
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -16,32 +18,89 @@ pub struct Run {
     pub progress: Progress,
     /// True when this run continues an interrupted one.
     pub resumed: bool,
+    /// How many times this run was started (the first start and every resume).
+    pub attempts: i32,
 }
 
-/// Where a run is, saved after every page so an interrupted run resumes there.
+/// Which part of the run is under way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// `batch/get_by_user` per chunk of follow users.
+    #[default]
+    Follows,
+    /// `groupchat/list` per chunk of owners, then `groupchat/get` per chat.
+    Chats,
+    /// `get_corp_tag_list` and `get_strategy_tag_list`.
+    Tags,
+}
+
+/// Where a run is, saved after every page and every staff chunk so an interrupted run resumes there. Staff
+/// members are remembered by userid (not by an index into the follow-user list, which may change between
+/// attempts).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Progress {
-    /// Index of the next chunk of (at most 100) follow users.
-    pub chunk: usize,
-    /// The batch/get_by_user cursor within that chunk.
+    /// The step under way.
+    pub step: Step,
+    /// Follow users in the last follow-user list.
+    pub users_total: usize,
+    /// Follow users whose follows were listed completely (the sweep covers only these).
+    pub users_done: BTreeSet<String>,
+    /// Follow users whose chunk failed after retries (skipped; their follows are not swept).
+    pub users_failed: BTreeSet<String>,
+    /// Follow users WeCom did not answer for (`fail_info.unlicensed_userid_list`): never swept.
+    pub unlicensed: BTreeSet<String>,
+    /// The chunk of follow users under way (its `batch/get_by_user` cursor is `cursor`).
+    pub chunk_users: Vec<String>,
+    /// The `batch/get_by_user` cursor within `chunk_users`.
     pub cursor: String,
-    /// Follows written so far (kept across a resume for the drift report).
+    /// Owners whose chats were listed completely (the chat sweep covers only their chats).
+    pub owners_done: BTreeSet<String>,
+    /// Owners whose `groupchat/list` chunk failed after retries.
+    pub owners_failed: BTreeSet<String>,
+    /// API calls made by this run so far.
+    pub calls: u64,
+    /// The errors of skipped items, newest last (at most [`MAX_ERRORS`] kept).
+    pub errors: Vec<String>,
+    /// Every skipped item's error, counted.
+    pub error_count: u64,
+    /// What changed so far (kept across a resume for the drift report).
     pub drift: Drift,
 }
 
-/// What the resync changed, per table.
+/// Errors kept in a run's progress (the count goes on).
+pub const MAX_ERRORS: usize = 50;
+
+impl Progress {
+    /// Records a skipped item's error.
+    pub fn record_error(&mut self, error: String) {
+        self.error_count += 1;
+        if self.errors.len() >= MAX_ERRORS {
+            self.errors.remove(0);
+        }
+        self.errors.push(error);
+    }
+}
+
+/// What the resync changed, per table: rows whose values changed, not rows seen.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Drift {
     pub contacts_created: u64,
     pub follows_created: u64,
     pub follows_updated: u64,
     pub follows_removed: u64,
+    /// Follows the sweep would have removed but did not: more than the allowed share (see the run's errors).
+    pub follows_removal_refused: u64,
     pub chats_created: u64,
     pub chats_updated: u64,
     pub chats_dismissed: u64,
     pub tags_created: u64,
     pub tags_updated: u64,
     pub tags_deleted: u64,
+    /// Items skipped after errors (staff chunks, owner chunks, chats, tag lists).
+    pub skipped: u64,
 }
 
 /// The version API observations at the start of `run` carry (see store::enrichment).
@@ -49,29 +108,67 @@ pub fn run_version(run: &Run) -> String {
     format!("{:012}:0:api", run.started_at.timestamp().max(0))
 }
 
-/// Resumes the app's unfinished run, or starts a new one.
-pub async fn start_or_resume(pool: &PgPool, app: &str, corp_id: &str) -> Result<Run, sqlx::Error> {
-    let unfinished: Option<(i64, DateTime<Utc>, Value)> = sqlx::query_as(
-        "SELECT id, started_at, progress FROM wecom_resync_runs \
+/// When an unfinished run is abandoned instead of resumed.
+#[derive(Debug, Clone, Copy)]
+pub struct Abandon {
+    /// Starts after which an unfinished run is given up (e.g. 3).
+    pub max_attempts: i32,
+    /// Age after which an unfinished run is given up (e.g. a day): what it saw is stale.
+    pub max_age: chrono::Duration,
+}
+
+/// Resumes the app's unfinished run, or starts a new one. An unfinished run that was started
+/// `abandon.max_attempts` times already or is older than `abandon.max_age` is marked `abandoned` (its
+/// progress is kept for the record) and a fresh one starts.
+pub async fn start_or_resume(
+    pool: &PgPool,
+    app: &str,
+    corp_id: &str,
+    abandon: Abandon,
+) -> Result<Run, sqlx::Error> {
+    let unfinished: Option<(i64, DateTime<Utc>, Value, i32)> = sqlx::query_as(
+        "SELECT id, started_at, progress, attempts FROM wecom_resync_runs \
          WHERE app = $1 AND corp_id = $2 AND status IN ('running', 'failed') ORDER BY id DESC LIMIT 1",
     )
     .bind(app)
     .bind(corp_id)
     .fetch_optional(pool)
     .await?;
-    if let Some((id, started_at, progress)) = unfinished {
-        sqlx::query(
-            "UPDATE wecom_resync_runs SET status = 'running', last_error = NULL WHERE id = $1",
-        )
-        .bind(id)
-        .execute(pool)
-        .await?;
-        return Ok(Run {
-            id,
-            started_at,
-            progress: serde_json::from_value(progress).unwrap_or_default(),
-            resumed: true,
-        });
+    if let Some((id, started_at, progress, attempts)) = unfinished {
+        let stale = Utc::now() - started_at > abandon.max_age;
+        if attempts >= abandon.max_attempts || stale {
+            let why = if stale {
+                format!("abandoned: older than {} h", abandon.max_age.num_hours())
+            } else {
+                format!("abandoned after {attempts} attempts")
+            };
+            tracing::warn!(app, run = id, attempts, %started_at, "{why}; starting a fresh resync");
+            sqlx::query(
+                "UPDATE wecom_resync_runs SET status = 'abandoned', finished_at = now(), \
+                     last_error = COALESCE(last_error || '; ', '') || $2 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(&why)
+            .execute(pool)
+            .await?;
+        } else {
+            sqlx::query(
+                "UPDATE wecom_resync_runs SET status = 'running', last_error = NULL, attempts = attempts + 1 \
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .execute(pool)
+            .await?;
+            return Ok(Run {
+                id,
+                started_at,
+                // An older run's progress in another shape: start its steps over (the sweep scope is
+                // rebuilt with it, so nothing is swept on a guess).
+                progress: serde_json::from_value(progress).unwrap_or_default(),
+                resumed: true,
+                attempts: attempts + 1,
+            });
+        }
     }
     let (id, started_at): (i64, DateTime<Utc>) = sqlx::query_as(
         "INSERT INTO wecom_resync_runs (app, corp_id) VALUES ($1, $2) RETURNING id, started_at",
@@ -85,7 +182,61 @@ pub async fn start_or_resume(pool: &PgPool, app: &str, corp_id: &str) -> Result<
         started_at,
         progress: Progress::default(),
         resumed: false,
+        attempts: 1,
     })
+}
+
+/// The per-corp resync lock: a PostgreSQL session advisory lock held on one pooled connection for the whole
+/// run, so one run at a time across processes and replicas; a crashed holder's lock ends with its session.
+pub struct CorpLock {
+    /// `None` once released.
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>>,
+    corp_id: String,
+}
+
+impl Drop for CorpLock {
+    /// Dropped without [`CorpLock::release`] (a cancelled run): the connection is detached from the pool and
+    /// closed, which ends the session and its lock, instead of going back to the pool still holding it.
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
+/// The advisory lock key of a corp's resync (`hashtext` of a prefixed corp id).
+const LOCK_SQL: &str = "SELECT pg_try_advisory_lock(hashtext('wecom_resync:' || $1)::bigint)";
+const UNLOCK_SQL: &str = "SELECT pg_advisory_unlock(hashtext('wecom_resync:' || $1)::bigint)";
+
+/// Takes the corp's resync lock; `None` when another session holds it.
+pub async fn try_lock(pool: &PgPool, corp_id: &str) -> Result<Option<CorpLock>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let locked: bool = sqlx::query_scalar(LOCK_SQL)
+        .bind(corp_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(locked.then(|| CorpLock {
+        conn: Some(conn),
+        corp_id: corp_id.to_owned(),
+    }))
+}
+
+impl CorpLock {
+    /// Releases the lock. If that fails the connection is closed instead (which releases it too), so a
+    /// pooled connection never goes back holding it.
+    pub async fn release(mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let unlocked = sqlx::query_scalar::<_, bool>(UNLOCK_SQL)
+            .bind(&self.corp_id)
+            .fetch_one(&mut *conn)
+            .await;
+        if !matches!(unlocked, Ok(true)) {
+            use sqlx::Connection;
+            let _ = conn.detach().close().await;
+        }
+    }
 }
 
 /// Saves where the run is.
@@ -98,23 +249,28 @@ pub async fn save_progress(pool: &PgPool, run: &Run) -> Result<(), sqlx::Error> 
     Ok(())
 }
 
-/// Marks the run failed (the next run resumes it).
+/// Marks the run failed (the next run resumes it, unless it is abandoned then).
 pub async fn fail(pool: &PgPool, run: &Run, error: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE wecom_resync_runs SET status = 'failed', last_error = $2 WHERE id = $1")
-        .bind(run.id)
-        .bind(error)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "UPDATE wecom_resync_runs SET status = 'failed', last_error = $2, progress = $3 WHERE id = $1",
+    )
+    .bind(run.id)
+    .bind(error)
+    .bind(serde_json::to_value(&run.progress).unwrap_or_default())
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
-/// Marks the run done with its drift report.
+/// Marks the run done with its drift report (and its progress, which holds the skipped items' errors).
 pub async fn finish(pool: &PgPool, run: &Run, drift: &Drift) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE wecom_resync_runs SET status = 'done', finished_at = now(), drift = $2 WHERE id = $1",
+        "UPDATE wecom_resync_runs SET status = 'done', finished_at = now(), drift = $2, progress = $3 \
+         WHERE id = $1",
     )
     .bind(run.id)
     .bind(serde_json::to_value(drift).unwrap_or_default())
+    .bind(serde_json::to_value(&run.progress).unwrap_or_default())
     .execute(pool)
     .await?;
     Ok(())
@@ -178,25 +334,121 @@ async fn tag_names(
         .collect())
 }
 
-/// Tombstones the follows WeCom no longer lists (status `removed`, source `resync`), unless an event newer
-/// than the run's start said otherwise.
-pub async fn sweep_follows(pool: &PgPool, corp_id: &str, run: &Run) -> Result<u64, sqlx::Error> {
-    let r = sqlx::query(
-        "UPDATE external_contact_follows SET status = 'removed', delete_source = 'resync', deleted_at = $3, \
-             status_version = $4, last_change_type = 'resync_removed', last_event_at = $3, last_version = $4 \
-         WHERE corp_id = $1 AND status IN ('active', 'pending') AND resync_run IS DISTINCT FROM $2 \
-           AND status_version < $4",
-    )
+/// Tombstones the follows of `users` (the staff this run listed completely) that WeCom no longer lists
+/// (status `removed`, source `resync`), unless an event newer than the run's start said otherwise. Only
+/// `active` follows: WeCom lists no half-added (`pending`) relation, so not seeing one says nothing. A row seen
+/// by a later run (another app of the corp) is not this run's to sweep. `dry_run` only counts.
+pub async fn sweep_follows(
+    pool: &PgPool,
+    corp_id: &str,
+    run: &Run,
+    users: &[String],
+    dry_run: bool,
+) -> Result<u64, sqlx::Error> {
+    // $1 corp, $2 run, $3 the run's version, $4 users.
+    const SCOPE: &str = "corp_id = $1 AND status = 'active' AND (resync_run IS NULL OR resync_run < $2) \
+         AND status_version < $3 AND userid = ANY($4)";
+    if dry_run {
+        // Only the constant SCOPE is interpolated; every value is a bind.
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM external_contact_follows WHERE {SCOPE}"
+        )))
+        .bind(corp_id)
+        .bind(run.id)
+        .bind(run_version(run))
+        .bind(users)
+        .fetch_one(pool)
+        .await?;
+        return Ok(n.max(0) as u64);
+    }
+    let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE external_contact_follows SET status = 'removed', delete_source = 'resync', deleted_at = $5, \
+             status_version = $3, last_change_type = 'resync_removed', last_event_at = $5, last_version = $3 \
+         WHERE {SCOPE}"
+    )))
     .bind(corp_id)
     .bind(run.id)
-    .bind(run.started_at)
     .bind(run_version(run))
+    .bind(users)
+    .bind(run.started_at)
     .execute(pool)
     .await?;
     Ok(r.rows_affected())
 }
 
-/// Marks a chat seen by this run; returns whether it was new.
+/// The corp's active follows (the base of the mass-removal guard's share).
+pub async fn active_follows(pool: &PgPool, corp_id: &str) -> Result<u64, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM external_contact_follows WHERE corp_id = $1 AND status = 'active'",
+    )
+    .bind(corp_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(n.max(0) as u64)
+}
+
+/// A fingerprint of what a backend reads of each listed follow and its contact (not bookkeeping such as
+/// `detail_synced_at` or `resync_run`), to count the follows a write really changed.
+pub async fn follow_fingerprints(
+    pool: &PgPool,
+    corp_id: &str,
+    pairs: &[(String, String)],
+) -> Result<HashMap<(String, String), String>, sqlx::Error> {
+    let (users, exts): (Vec<&str>, Vec<&str>) =
+        pairs.iter().map(|(u, e)| (u.as_str(), e.as_str())).unzip();
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT f.userid, f.external_userid, md5(row(f.status, f.state, f.added_at, f.remark, f.description, \
+                 f.remark_mobiles, f.add_way, f.oper_userid, f.tags, c.name, c.avatar, c.type, c.gender, c.unionid, \
+                 c.position, c.corp_name, c.corp_full_name, c.external_profile)::text) \
+         FROM UNNEST($2::text[], $3::text[]) AS k(userid, external_userid) \
+         JOIN external_contact_follows f ON f.corp_id = $1 AND f.userid = k.userid AND f.external_userid = k.external_userid \
+         LEFT JOIN external_contacts c ON c.corp_id = f.corp_id AND c.external_userid = f.external_userid",
+    )
+    .bind(corp_id)
+    .bind(&users)
+    .bind(&exts)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(u, e, h)| ((u, e), h)).collect())
+}
+
+/// A fingerprint of what a backend reads of a chat, its admins and its members; `None` when there is no row.
+pub async fn chat_fingerprint(
+    pool: &PgPool,
+    corp_id: &str,
+    chat_id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT md5(row(g.status, g.name, g.owner, g.notice, g.created_at, g.admin_list, \
+                 (SELECT string_agg(row(m.member_id, m.status, m.member_type, m.join_time, m.api_join_scene, \
+                      m.invitor, m.group_nickname, m.name, m.unionid, m.state)::text, ',' ORDER BY m.member_id) \
+                  FROM external_group_chat_members m WHERE m.corp_id = g.corp_id AND m.chat_id = g.chat_id))::text) \
+         FROM external_group_chats g WHERE g.corp_id = $1 AND g.chat_id = $2",
+    )
+    .bind(corp_id)
+    .bind(chat_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A fingerprint per tag and tag group of the corp, of what a backend reads.
+pub async fn tag_fingerprints(
+    pool: &PgPool,
+    corp_id: &str,
+) -> Result<HashMap<String, String>, sqlx::Error> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT id, md5(row(type, strategy_id, deleted, name, group_id, group_name, sort_order, group_order)::text) \
+         FROM external_corp_tags WHERE corp_id = $1",
+    )
+    .bind(corp_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Marks a chat seen by this run. A chat listed again after a dismissal older than the run is active again
+/// (WeCom's list is the newer observation) and its `dismissed_at` is cleared; a dismissal newer than the run
+/// keeps it dismissed. Returns whether the chat was new.
 pub async fn mark_chat(
     pool: &PgPool,
     corp_id: &str,
@@ -207,8 +459,9 @@ pub async fn mark_chat(
     sqlx::query_scalar(
         "INSERT INTO external_group_chats AS g (corp_id, chat_id, status, status_version, last_event_at, last_version, resync_run) \
          VALUES ($1, $2, 'active', $3, $4, $3, $5) \
-         ON CONFLICT (corp_id, chat_id) DO UPDATE SET resync_run = EXCLUDED.resync_run, \
+         ON CONFLICT (corp_id, chat_id) DO UPDATE SET resync_run = GREATEST(g.resync_run, EXCLUDED.resync_run), \
            status = CASE WHEN EXCLUDED.status_version > g.status_version THEN 'active' ELSE g.status END, \
+           dismissed_at = CASE WHEN EXCLUDED.status_version > g.status_version THEN NULL ELSE g.dismissed_at END, \
            status_version = GREATEST(g.status_version, EXCLUDED.status_version) \
          RETURNING (xmax = 0)",
     )
@@ -221,22 +474,49 @@ pub async fn mark_chat(
     .await
 }
 
-/// Chats WeCom no longer lists become dismissed.
-pub async fn sweep_chats(pool: &PgPool, corp_id: &str, run: &Run) -> Result<u64, sqlx::Error> {
+/// Chats of `owners` (the owners this run listed completely) that WeCom no longer lists become dismissed, and
+/// so do `gone` (chats without a known owner that `groupchat/get` says do not exist). A chat without a known
+/// owner is otherwise never swept: no listing of this run covered it for sure.
+pub async fn sweep_chats(
+    pool: &PgPool,
+    corp_id: &str,
+    run: &Run,
+    owners: &[String],
+    gone: &[String],
+) -> Result<u64, sqlx::Error> {
     let r = sqlx::query(
         "UPDATE external_group_chats SET status = 'dismissed', dismissed_at = $3, status_version = $4 \
-         WHERE corp_id = $1 AND status = 'active' AND resync_run IS DISTINCT FROM $2 AND status_version < $4",
+         WHERE corp_id = $1 AND status = 'active' AND (resync_run IS NULL OR resync_run < $2) \
+           AND status_version < $4 AND (owner = ANY($5) OR chat_id = ANY($6))",
     )
     .bind(corp_id)
     .bind(run.id)
     .bind(run.started_at)
     .bind(run_version(run))
+    .bind(owners)
+    .bind(gone)
     .execute(pool)
     .await?;
     Ok(r.rows_affected())
 }
 
-/// Marks the tags listed in `ids` seen by this run; returns how many were new.
+/// Active chats without a known owner that this run has not listed (a listing by owner cannot cover them).
+pub async fn unowned_unseen_chats(
+    pool: &PgPool,
+    corp_id: &str,
+    run: &Run,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT chat_id FROM external_group_chats WHERE corp_id = $1 AND status = 'active' AND owner IS NULL \
+           AND (resync_run IS NULL OR resync_run < $2) ORDER BY chat_id",
+    )
+    .bind(corp_id)
+    .bind(run.id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Marks the tags listed in `ids` seen by this run.
 pub async fn mark_tags(
     pool: &PgPool,
     corp_id: &str,
@@ -244,7 +524,7 @@ pub async fn mark_tags(
     run: &Run,
 ) -> Result<u64, sqlx::Error> {
     let r = sqlx::query(
-        "UPDATE external_corp_tags SET resync_run = $3 WHERE corp_id = $1 AND id = ANY($2)",
+        "UPDATE external_corp_tags SET resync_run = GREATEST(resync_run, $3) WHERE corp_id = $1 AND id = ANY($2)",
     )
     .bind(corp_id)
     .bind(ids)
@@ -254,11 +534,11 @@ pub async fn mark_tags(
     Ok(r.rows_affected())
 }
 
-/// Tags WeCom no longer lists become deleted.
+/// Tags neither tag list of this run named become deleted (call only when both lists were read).
 pub async fn sweep_tags(pool: &PgPool, corp_id: &str, run: &Run) -> Result<u64, sqlx::Error> {
     let r = sqlx::query(
         "UPDATE external_corp_tags SET deleted = true, status_version = $3 \
-         WHERE corp_id = $1 AND NOT deleted AND resync_run IS DISTINCT FROM $2 AND status_version < $3",
+         WHERE corp_id = $1 AND NOT deleted AND (resync_run IS NULL OR resync_run < $2) AND status_version < $3",
     )
     .bind(corp_id)
     .bind(run.id)
@@ -266,14 +546,4 @@ pub async fn sweep_tags(pool: &PgPool, corp_id: &str, run: &Run) -> Result<u64, 
     .execute(pool)
     .await?;
     Ok(r.rows_affected())
-}
-
-/// Chat and tag counts before a step, to tell created from updated.
-pub async fn count(pool: &PgPool, table: &str, corp_id: &str) -> Result<i64, sqlx::Error> {
-    // `table` is one of two constants chosen by the caller, never input.
-    let sql = match table {
-        "chats" => "SELECT count(*) FROM external_group_chats WHERE corp_id = $1",
-        _ => "SELECT count(*) FROM external_corp_tags WHERE corp_id = $1",
-    };
-    sqlx::query_scalar(sql).bind(corp_id).fetch_one(pool).await
 }

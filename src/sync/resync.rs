@@ -1,49 +1,189 @@
 //! Full resync: callbacks are hints and can be missed, and changes made through the API make none, so the
-//! synced tables are periodically reconciled with what WeCom's API says (docs/protocol.md §7.2–7.4):
-//! `get_follow_user_list` → `batch/get_by_user` (≤ 100 userids per call, limit 100, following `next_cursor`)
-//! → upsert; then mark-and-sweep of follows WeCom no longer lists; likewise chats and tags.
+//! synced tables are periodically reconciled with what WeCom's API says (docs/protocol.md §7.2–7.4).
 //!
-//! Rate-limited, resumable (progress is saved after every page; an interrupted run is resumed by the next),
-//! and it returns and stores a drift report.
+//! A run, one at a time per corp (a PostgreSQL advisory lock, across processes and replicas):
+//! 1. `get_follow_user_list` (the staff with 客户联系).
+//! 2. `batch/get_by_user` per chunk of ≤ 100 of them (following `next_cursor`) → upsert; progress is saved
+//!    after every page, and staff are remembered by userid, so a resume after the list changed neither skips
+//!    nor repeats anyone. Members in `fail_info.unlicensed_userid_list` are remembered as unlicensed.
+//! 3. The follow sweep: follows WeCom no longer lists become `removed`, but only `active` ones (WeCom lists no
+//!    half-added relation), only of the staff this run listed completely (not unlicensed, not a failed
+//!    chunk), never after an empty follow-user list, and never more than `max_removal_share` of the corp's
+//!    active follows unless the operator allows it.
+//! 4. `groupchat/list` with `owner_filter` per chunk of ≤ 100 owners (without it WeCom answers 81017 when
+//!    the app sees more than 1000 members), then `groupchat/get` per chat (members and admins reconciled);
+//!    chats of the owners listed completely that WeCom no longer lists become dismissed.
+//! 5. `get_corp_tag_list` and `get_strategy_tag_list` (rule-group tags); tags absent from both lists become
+//!    deleted (only when both were read).
+//!
+//! A failing item (a staff chunk, an owner chunk, one chat, one tag list) is retried, then recorded in the
+//! run's progress (`errors`) and skipped; errors that fail every call (the IP is not trusted, the secret or
+//! token is refused, the network or the database is down) stop the run, which the next start resumes. A run
+//! started [`ABANDON_AFTER_ATTEMPTS`] times or older than a day is abandoned and a fresh one starts.
 
-use std::time::Duration;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
 use crate::store::enrichment;
-use crate::store::resync::{self as runs, Drift};
-use crate::sync::client::{ApiError, Credentials, WecomApi};
+use crate::store::resync::{self as runs, Abandon, Drift, Step};
+use crate::sync::client::types::CorpTagList;
+use crate::sync::client::{ApiError, Credentials, MAX_OWNER_FILTER, WecomApi};
 
 /// Userids per `batch/get_by_user` call (WeCom's maximum).
 const CHUNK: usize = 100;
+/// Starts after which an unfinished run is abandoned.
+pub const ABANDON_AFTER_ATTEMPTS: i32 = 3;
+/// Below this many, removals are never refused as a mass removal (a small corp's one missed deletion can be
+/// more than the share).
+pub const MASS_REMOVAL_FLOOR: u64 = 10;
+/// The default of `api.resync_max_removal_share`.
+pub const DEFAULT_MAX_REMOVAL_SHARE: f64 = 0.2;
 
 /// Why a resync stopped (it resumes where it stopped next time).
 #[derive(Debug, thiserror::Error)]
 pub enum ResyncError {
+    /// An error that fails every call (see the message for what to do); the next start resumes the run.
     #[error("{0}")]
     Api(#[from] ApiError),
+    /// PostgreSQL failed; the next start resumes the run.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// Another process or replica holds the corp's resync lock.
+    #[error(
+        "another resync of corp {corp_id} is running (in this or another process); this one is skipped. \
+         Wait for it to finish (see wecom_resync_runs) and run again if needed"
+    )]
+    Busy {
+        /// The corp.
+        corp_id: String,
+    },
+}
+
+/// Where a run is, for a terminal or the log.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The app.
+    pub app: String,
+    /// The step under way.
+    pub step: Step,
+    /// Staff members done in this step (follows: listed; chats: their chats listed).
+    pub staff_done: usize,
+    /// Staff members in the follow-user list.
+    pub staff_total: usize,
+    /// API calls made by the run.
+    pub calls: u64,
+    /// Items skipped after errors so far.
+    pub skipped: u64,
+    /// Estimated time left in this step.
+    pub eta: Option<Duration>,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {:?}: staff {}/{}, {} calls, {} skipped",
+            self.app, self.step, self.staff_done, self.staff_total, self.calls, self.skipped
+        )?;
+        if let Some(eta) = self.eta {
+            write!(f, ", ETA {}m{:02}s", eta.as_secs() / 60, eta.as_secs() % 60)?;
+        }
+        Ok(())
+    }
+}
+
+/// Called with every progress report.
+pub type OnProgress = Arc<dyn Fn(&Report) + Send + Sync>;
+
+/// How a resync runs.
+#[derive(Clone)]
+pub struct Options {
+    /// Minimum gap between API calls (a rate limit).
+    pub pause: Duration,
+    /// The follow sweep refuses to remove more than this share of the corp's active follows (0..=1).
+    pub max_removal_share: f64,
+    /// The operator's `--allow-mass-removal`: remove whatever the sweep finds.
+    pub allow_mass_removal: bool,
+    /// Staff per `batch/get_by_user` and per `groupchat/list` owner filter (at most 100).
+    pub chunk: usize,
+    /// Attempts of one item (a chunk, a chat, a tag list) before it is skipped.
+    pub item_attempts: u32,
+    /// Pause between two attempts of an item (the client already retried WeCom's busy answers).
+    pub item_backoff: Duration,
+    /// When an unfinished run is abandoned.
+    pub abandon: Abandon,
+    /// Progress reports (besides the log).
+    pub on_progress: Option<OnProgress>,
+}
+
+impl Options {
+    /// The defaults, with `pause` between API calls.
+    pub fn new(pause: Duration) -> Options {
+        Options {
+            pause,
+            max_removal_share: DEFAULT_MAX_REMOVAL_SHARE,
+            allow_mass_removal: false,
+            chunk: CHUNK,
+            item_attempts: 3,
+            item_backoff: Duration::from_secs(1),
+            abandon: Abandon {
+                max_attempts: ABANDON_AFTER_ATTEMPTS,
+                max_age: chrono::Duration::hours(24),
+            },
+            on_progress: None,
+        }
+    }
 }
 
 /// Runs a resync for every app with a secret now and then every `interval`, inside `serve`, until `token` is
-/// cancelled. A resync under way is dropped at cancellation as a crash would drop it: its progress is saved
-/// after every page and the next start resumes it.
+/// cancelled. A failed resync is retried after a backoff in minutes (1, 2, 4, … up to 60, never later than
+/// `interval`), not after the whole interval. A resync under way is dropped at cancellation as a crash would
+/// drop it: its progress is saved after every page and the next start resumes it.
 pub async fn schedule(
     pool: PgPool,
     api: WecomApi,
-    credentials: std::collections::HashMap<String, Credentials>,
+    credentials: HashMap<String, Credentials>,
     interval: Duration,
-    pause: Duration,
+    options: Options,
     metrics: Option<crate::metrics::Metrics>,
     token: tokio_util::sync::CancellationToken,
 ) {
+    let mut due: HashMap<String, (Instant, u32)> = credentials
+        .keys()
+        .map(|app| (app.clone(), (Instant::now(), 0)))
+        .collect();
     loop {
-        for (app, creds) in &credentials {
+        let mut apps: Vec<&String> = credentials.keys().collect();
+        apps.sort();
+        for app in apps {
+            let Some(creds) = credentials.get(app) else {
+                continue;
+            };
+            let (at, failures) = due.get(app).copied().unwrap_or((Instant::now(), 0));
+            if at > Instant::now() {
+                continue;
+            }
             let result = tokio::select! {
                 () = token.cancelled() => return,
-                r = resync(&pool, &api, app, creds, pause) => r,
+                r = resync_with(&pool, &api, app, creds, &options) => r,
             };
+            let next = match &result {
+                Ok(_) => (Instant::now() + interval, 0),
+                Err(e) => {
+                    let wait = retry_backoff(failures, interval);
+                    tracing::warn!(
+                        app = app.as_str(),
+                        error = %e,
+                        retry_in_s = wait.as_secs(),
+                        "the scheduled resync did not finish; retrying it after a backoff"
+                    );
+                    (Instant::now() + wait, failures + 1)
+                }
+            };
+            due.insert(app.clone(), next);
             if let (Ok(d), Some(m)) = (result, &metrics) {
                 for (table, change, n) in [
                     ("contacts", "created", d.contacts_created),
@@ -61,14 +201,26 @@ pub async fn schedule(
                 }
             }
         }
+        let wake = due
+            .values()
+            .map(|(at, _)| *at)
+            .min()
+            .unwrap_or_else(|| Instant::now() + interval);
         tokio::select! {
             () = token.cancelled() => return,
-            () = tokio::time::sleep(interval) => {}
+            () = tokio::time::sleep_until(wake.into()) => {}
         }
     }
 }
 
-/// Resyncs one app's corp. `pause` is the minimum gap between API calls (rate limit).
+/// The wait before retrying a failed scheduled resync: 1, 2, 4, … minutes after consecutive failures, at
+/// most an hour and never more than `interval`.
+pub fn retry_backoff(failures: u32, interval: Duration) -> Duration {
+    let minutes = 1u64 << failures.min(6);
+    Duration::from_secs(minutes.min(60) * 60).min(interval)
+}
+
+/// Resyncs one app's corp with the default [`Options`]. `pause` is the minimum gap between API calls.
 pub async fn resync(
     pool: &PgPool,
     api: &WecomApi,
@@ -76,19 +228,81 @@ pub async fn resync(
     creds: &Credentials,
     pause: Duration,
 ) -> Result<Drift, ResyncError> {
-    let mut run = runs::start_or_resume(pool, app, &creds.corp_id).await?;
+    resync_with(pool, api, app, creds, &Options::new(pause)).await
+}
+
+/// Resyncs one app's corp, holding the corp's resync lock ([`ResyncError::Busy`] when another holds it).
+pub async fn resync_with(
+    pool: &PgPool,
+    api: &WecomApi,
+    app: &str,
+    creds: &Credentials,
+    options: &Options,
+) -> Result<Drift, ResyncError> {
+    let Some(lock) = runs::try_lock(pool, &creds.corp_id).await? else {
+        tracing::warn!(
+            app,
+            corp_id = %creds.corp_id,
+            "another resync of this corp is running; skipping this one"
+        );
+        return Err(ResyncError::Busy {
+            corp_id: creds.corp_id.clone(),
+        });
+    };
+    let result = locked(pool, api, app, creds, options).await;
+    lock.release().await;
+    result
+}
+
+async fn locked(
+    pool: &PgPool,
+    api: &WecomApi,
+    app: &str,
+    creds: &Credentials,
+    options: &Options,
+) -> Result<Drift, ResyncError> {
+    let mut run = runs::start_or_resume(pool, app, &creds.corp_id, options.abandon).await?;
     if run.resumed {
         tracing::info!(
             app,
             run = run.id,
-            chunk = run.progress.chunk,
+            attempt = run.attempts,
+            step = ?run.progress.step,
+            staff_done = run.progress.users_done.len(),
             "resuming an interrupted resync"
         );
+    } else {
+        tracing::info!(app, run = run.id, "resync started");
     }
-    match steps(pool, api, creds, &mut run, pause).await {
+    let mut walk = Walk {
+        pool,
+        api,
+        app,
+        creds,
+        options,
+        run: &mut run,
+        started: Instant::now(),
+        done_at_start: 0,
+    };
+    match walk.steps().await {
         Ok(drift) => {
             runs::finish(pool, &run, &drift).await?;
-            tracing::info!(app, run = run.id, drift = %serde_json::to_string(&drift).unwrap_or_default(), "resync done");
+            tracing::info!(
+                app,
+                run = run.id,
+                calls = run.progress.calls,
+                skipped = drift.skipped,
+                drift = %serde_json::to_string(&drift).unwrap_or_default(),
+                "resync done"
+            );
+            if drift.skipped > 0 {
+                tracing::warn!(
+                    app,
+                    run = run.id,
+                    errors = ?run.progress.errors,
+                    "the resync skipped items after errors; their rows were not swept (the errors say what to do)"
+                );
+            }
             Ok(drift)
         }
         Err(e) => {
@@ -99,77 +313,469 @@ pub async fn resync(
     }
 }
 
-async fn steps(
-    pool: &PgPool,
-    api: &WecomApi,
-    creds: &Credentials,
-    run: &mut runs::Run,
-    pause: Duration,
-) -> Result<Drift, ResyncError> {
-    let corp = creds.corp_id.clone();
-    let mut users = api.follow_user_list(creds).await?;
-    users.sort();
-    let chunks: Vec<&[String]> = users.chunks(CHUNK).collect();
-    while let Some(chunk) = chunks.get(run.progress.chunk).copied() {
-        // Resumes at the saved cursor within the chunk ("" at a chunk's start).
-        let mut pages = api
-            .batch_get_by_user(creds, chunk, &run.progress.cursor)
-            .with_pause(pause);
-        while let Some(page) = pages.next().await? {
+/// Errors that fail every call of the app, not one item: skipping to the next item would only fail again.
+fn fails_everything(e: &ApiError) -> bool {
+    match e {
+        // Token/secret refused, invalid corp, API not allowed for the secret, IP not trusted.
+        ApiError::Wecom(w) => matches!(
+            w.errcode,
+            40001 | 40013 | 40014 | 41001 | 42001 | 48002 | 60020
+        ),
+        ApiError::Unreachable { .. } | ApiError::NoSecret { .. } | ApiError::Database(_) => true,
+        ApiError::HttpStatus(_) | ApiError::BadResponse(_) => false,
+    }
+}
+
+/// Errors that may pass when the item is asked for again (the others, e.g. 40050 "no such chat", are
+/// answers: asking again gives the same).
+fn transient(e: &ApiError) -> bool {
+    match e {
+        ApiError::Wecom(w) => w.retryable() || matches!(w.errcode, -1 | 45009 | 45033),
+        ApiError::HttpStatus(_) => true,
+        _ => false,
+    }
+}
+
+/// One run's walk through the steps.
+struct Walk<'a> {
+    pool: &'a PgPool,
+    api: &'a WecomApi,
+    app: &'a str,
+    creds: &'a Credentials,
+    options: &'a Options,
+    run: &'a mut runs::Run,
+    started: Instant,
+    /// Staff done when this attempt's current step started (for the ETA).
+    done_at_start: usize,
+}
+
+impl Walk<'_> {
+    fn chunk_size(&self) -> usize {
+        self.options.chunk.clamp(1, CHUNK.min(MAX_OWNER_FILTER))
+    }
+
+    /// Records a skipped item's error in the run and the log.
+    fn skip(&mut self, what: &str, e: &ApiError) {
+        tracing::warn!(app = self.app, run = self.run.id, item = what, error = %e, "resync item skipped after retries");
+        self.run.progress.record_error(format!("{what}: {e}"));
+        self.run.progress.drift.skipped += 1;
+    }
+
+    fn report(&self, staff_done: usize) {
+        let p = &self.run.progress;
+        let total = p.users_total;
+        let done_now = staff_done.saturating_sub(self.done_at_start);
+        let eta = (done_now > 0 && staff_done <= total).then(|| {
+            let per = self.started.elapsed().as_secs_f64() / done_now as f64;
+            Duration::from_secs_f64(per * (total - staff_done) as f64)
+        });
+        let report = Report {
+            app: self.app.to_owned(),
+            step: p.step,
+            staff_done,
+            staff_total: total,
+            calls: p.calls,
+            skipped: p.drift.skipped,
+            eta,
+        };
+        tracing::info!(
+            app = self.app,
+            run = self.run.id,
+            "resync progress: {report}"
+        );
+        if let Some(f) = &self.options.on_progress {
+            f(&report);
+        }
+    }
+
+    async fn pause(&self) {
+        if !self.options.pause.is_zero() {
+            tokio::time::sleep(self.options.pause).await;
+        }
+    }
+
+    /// `call` up to `item_attempts` times; `Ok(Err(e))` when the item is to be skipped, `Err` when the run
+    /// must stop.
+    async fn attempt<T, F, Fut>(&mut self, mut call: F) -> Result<Result<T, ApiError>, ResyncError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        let mut tries = 0;
+        loop {
+            self.pause().await;
+            self.run.progress.calls += 1;
+            match call().await {
+                Ok(v) => return Ok(Ok(v)),
+                Err(e) if fails_everything(&e) => return Err(e.into()),
+                Err(e) => {
+                    tries += 1;
+                    if tries >= self.options.item_attempts.max(1) || !transient(&e) {
+                        return Ok(Err(e));
+                    }
+                    tokio::time::sleep(self.options.item_backoff).await;
+                }
+            }
+        }
+    }
+
+    async fn steps(&mut self) -> Result<Drift, ResyncError> {
+        let api = self.api;
+        let creds = self.creds;
+        // Listed again on every start: a resume works with today's staff.
+        let mut users = match self.attempt(|| api.follow_user_list(creds)).await? {
+            Ok(u) => u,
+            Err(e) => return Err(e.into()),
+        };
+        users.sort();
+        users.dedup();
+        self.run.progress.users_total = users.len();
+        if users.is_empty() {
+            let e = "get_follow_user_list is empty: no member of the app's visible range has 客户联系 (customer \
+                     contact) enabled, or the secret is not the one of the 客户联系 app. Nothing was swept; check \
+                     the app's visible range and the secret";
+            tracing::warn!(app = self.app, run = self.run.id, "{e}");
+            self.run.progress.record_error(e.to_owned());
+        }
+        if self.run.progress.step == Step::Follows {
+            self.follows(&users).await?;
+            self.run.progress.step = Step::Chats;
+            runs::save_progress(self.pool, self.run).await?;
+        }
+        if self.run.progress.step == Step::Chats {
+            self.chats(&users).await?;
+            self.run.progress.step = Step::Tags;
+            runs::save_progress(self.pool, self.run).await?;
+        }
+        self.tags().await?;
+        Ok(self.run.progress.drift.clone())
+    }
+
+    async fn follows(&mut self, users: &[String]) -> Result<(), ResyncError> {
+        let corp = self.creds.corp_id.clone();
+        self.done_at_start = self.run.progress.users_done.len();
+        self.started = Instant::now();
+        loop {
+            if self.run.progress.chunk_users.is_empty() {
+                let p = &self.run.progress;
+                let next: Vec<String> = users
+                    .iter()
+                    .filter(|u| {
+                        !p.users_done.contains(*u)
+                            && !p.users_failed.contains(*u)
+                            && !p.unlicensed.contains(*u)
+                    })
+                    .take(self.chunk_size())
+                    .cloned()
+                    .collect();
+                if next.is_empty() {
+                    break;
+                }
+                self.run.progress.chunk_users = next;
+                self.run.progress.cursor.clear();
+            }
+            let chunk = self.run.progress.chunk_users.clone();
+            let mut tries = 0;
+            let outcome = loop {
+                match self.chunk(&corp, &chunk).await {
+                    Ok(()) => break Ok(()),
+                    Err(ChunkError::Stop(e)) => return Err(e),
+                    Err(ChunkError::Item(e)) => {
+                        tries += 1;
+                        if tries >= self.options.item_attempts.max(1) || !transient(&e) {
+                            break Err(e);
+                        }
+                        tokio::time::sleep(self.options.item_backoff).await;
+                    }
+                }
+            };
+            let p = &mut self.run.progress;
+            match outcome {
+                Ok(()) => {
+                    let unlicensed = p.unlicensed.clone();
+                    p.users_done
+                        .extend(chunk.iter().filter(|u| !unlicensed.contains(*u)).cloned());
+                }
+                Err(e) => {
+                    p.users_failed.extend(chunk.iter().cloned());
+                    let what = format!(
+                        "batch/get_by_user for {} staff ({}…)",
+                        chunk.len(),
+                        chunk.first().map_or("", String::as_str)
+                    );
+                    self.skip(&what, &e);
+                }
+            }
+            let p = &mut self.run.progress;
+            p.chunk_users.clear();
+            p.cursor.clear();
+            runs::save_progress(self.pool, self.run).await?;
+            self.report(self.run.progress.users_done.len());
+        }
+        self.sweep_follows(users).await
+    }
+
+    /// One chunk of staff from the saved cursor to its last page, saving after every page.
+    async fn chunk(&mut self, corp: &str, chunk: &[String]) -> Result<(), ChunkError> {
+        let cursor = self.run.progress.cursor.clone();
+        let mut pages = self
+            .api
+            .batch_get_by_user(self.creds, chunk, &cursor)
+            .with_pause(self.options.pause);
+        loop {
+            self.run.progress.calls += 1;
+            let page = match pages.next().await {
+                Ok(Some(page)) => page,
+                Ok(None) => return Ok(()),
+                Err(e) if fails_everything(&e) => return Err(ChunkError::Stop(e.into())),
+                Err(e) => return Err(ChunkError::Item(e)),
+            };
+            let pairs: Vec<(String, String)> = page
+                .external_contact_list
+                .iter()
+                .filter_map(|e| {
+                    let user = e.follow_info.as_ref()?.userid.clone()?;
+                    let ext = e.external_contact.as_ref()?.external_userid.clone()?;
+                    Some((user, ext))
+                })
+                .collect();
+            let before = runs::follow_fingerprints(self.pool, corp, &pairs)
+                .await
+                .map_err(|e| ChunkError::Stop(e.into()))?;
+            let mut seen = Drift::default();
             for entry in &page.external_contact_list {
                 if let (Some(contact), Some(follow)) = (&entry.external_contact, &entry.follow_info)
                 {
-                    let mut drift = std::mem::take(&mut run.progress.drift);
-                    runs::upsert_entry(pool, &corp, run, contact, follow, &mut drift).await?;
-                    run.progress.drift = drift;
+                    runs::upsert_entry(self.pool, corp, self.run, contact, follow, &mut seen)
+                        .await
+                        .map_err(|e| ChunkError::Stop(e.into()))?;
                 }
             }
-            run.progress.cursor = page.next_cursor;
-            if run.progress.cursor.is_empty() {
-                run.progress.chunk += 1;
+            let after = runs::follow_fingerprints(self.pool, corp, &pairs)
+                .await
+                .map_err(|e| ChunkError::Stop(e.into()))?;
+            // Drift counts rows whose values changed: a follow that was there and now differs.
+            let updated = after
+                .iter()
+                .filter(|(k, v)| before.get(*k).is_some_and(|b| b != *v))
+                .count() as u64;
+            let p = &mut self.run.progress;
+            p.drift.contacts_created += seen.contacts_created;
+            p.drift.follows_created += seen.follows_created;
+            p.drift.follows_updated += updated;
+            if let Some(fail) = &page.fail_info {
+                p.unlicensed
+                    .extend(fail.unlicensed_userid_list.iter().cloned());
             }
-            runs::save_progress(pool, run).await?;
+            p.cursor = page.next_cursor.clone();
+            runs::save_progress(self.pool, self.run)
+                .await
+                .map_err(|e| ChunkError::Stop(e.into()))?;
+            if page.next_cursor.is_empty() {
+                return Ok(());
+            }
         }
     }
-    let mut drift = run.progress.drift.clone();
-    drift.follows_removed = runs::sweep_follows(pool, &corp, run).await?;
 
-    // Chats: list (paged), then read each.
-    let before = runs::count(pool, "chats", &corp).await?;
-    let mut seen = 0u64;
-    let mut pages = api.group_chat_list(creds).with_pause(pause);
-    while let Some(page) = pages.next().await? {
-        for chat in &page.group_chat_list {
-            let Some(chat_id) = &chat.chat_id else {
-                continue;
+    /// The follow sweep over the staff this run listed completely, behind the mass-removal guard.
+    async fn sweep_follows(&mut self, users: &[String]) -> Result<(), ResyncError> {
+        let p = &self.run.progress;
+        let scope: Vec<String> = users
+            .iter()
+            .filter(|u| p.users_done.contains(*u) && !p.unlicensed.contains(*u))
+            .cloned()
+            .collect();
+        if scope.is_empty() {
+            tracing::info!(
+                app = self.app,
+                run = self.run.id,
+                "no staff member was listed completely; no follow is swept"
+            );
+            return Ok(());
+        }
+        let corp = &self.creds.corp_id;
+        let candidates = runs::sweep_follows(self.pool, corp, self.run, &scope, true).await?;
+        let active = runs::active_follows(self.pool, corp).await?;
+        let share = self.options.max_removal_share;
+        let limit = (share * active as f64).floor() as u64;
+        if candidates > MASS_REMOVAL_FLOOR && candidates > limit && !self.options.allow_mass_removal
+        {
+            let e = format!(
+                "the follow sweep was refused: it would mark {candidates} of the corp's {active} active follows \
+                 removed (more than {pct} %, api.resync_max_removal_share). WeCom not listing that many usually \
+                 means a listing problem (a changed visible range or secret, unlicensed staff), not that \
+                 customers left. Check the app's visible range and licences; if the removals are real, run \
+                 `wecom-callback resync --allow-mass-removal`",
+                pct = share * 100.0
+            );
+            tracing::warn!(app = self.app, run = self.run.id, "{e}");
+            self.run.progress.record_error(e);
+            self.run.progress.drift.follows_removal_refused = candidates;
+            return Ok(());
+        }
+        let removed = runs::sweep_follows(self.pool, corp, self.run, &scope, false).await?;
+        self.run.progress.drift.follows_removed += removed;
+        Ok(())
+    }
+
+    async fn chats(&mut self, users: &[String]) -> Result<(), ResyncError> {
+        let corp = self.creds.corp_id.clone();
+        let (api, creds) = (self.api, self.creds);
+        self.done_at_start = self.run.progress.owners_done.len();
+        self.started = Instant::now();
+        loop {
+            let p = &self.run.progress;
+            let owners: Vec<String> = users
+                .iter()
+                .filter(|u| !p.owners_done.contains(*u) && !p.owners_failed.contains(*u))
+                .take(self.chunk_size())
+                .cloned()
+                .collect();
+            if owners.is_empty() {
+                break;
+            }
+            let listed = self
+                .attempt(|| {
+                    let owners = owners.clone();
+                    async move {
+                        let mut ids = Vec::new();
+                        let mut pages = api.group_chat_list(creds, &owners);
+                        while let Some(page) = pages.next().await? {
+                            ids.extend(page.group_chat_list.into_iter().filter_map(|c| c.chat_id));
+                        }
+                        Ok(ids)
+                    }
+                })
+                .await?;
+            let ids = match listed {
+                Ok(ids) => ids,
+                Err(e) => {
+                    let what = format!(
+                        "groupchat/list for {} owners ({}…)",
+                        owners.len(),
+                        owners.first().map_or("", String::as_str)
+                    );
+                    self.skip(&what, &e);
+                    self.run.progress.owners_failed.extend(owners);
+                    runs::save_progress(self.pool, self.run).await?;
+                    continue;
+                }
             };
-            runs::mark_chat(pool, &corp, chat_id, run).await?;
-            seen += 1;
-            tokio::time::sleep(pause).await;
-            if let Some(g) = api.group_chat(creds, chat_id).await? {
-                enrichment::group_chat(pool, &corp, &g, chrono::Utc::now()).await?;
+            for chat_id in &ids {
+                let created = runs::mark_chat(self.pool, &corp, chat_id, self.run).await?;
+                let before = runs::chat_fingerprint(self.pool, &corp, chat_id).await?;
+                let got = self.attempt(|| api.group_chat(creds, chat_id)).await?;
+                match got {
+                    Ok(Some(g)) => {
+                        enrichment::group_chat(self.pool, &corp, &g, chrono::Utc::now()).await?
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        if created {
+                            self.run.progress.drift.chats_created += 1;
+                        }
+                        self.skip(&format!("groupchat/get {chat_id}"), &e);
+                        continue;
+                    }
+                }
+                let after = runs::chat_fingerprint(self.pool, &corp, chat_id).await?;
+                let d = &mut self.run.progress.drift;
+                if created {
+                    // A chat no event told us of.
+                    d.chats_created += 1;
+                } else if before != after {
+                    d.chats_updated += 1;
+                }
+            }
+            self.run.progress.owners_done.extend(owners);
+            runs::save_progress(self.pool, self.run).await?;
+            self.report(self.run.progress.owners_done.len());
+        }
+        let p = &self.run.progress;
+        let listed: Vec<String> = users
+            .iter()
+            .filter(|u| p.owners_done.contains(*u))
+            .cloned()
+            .collect();
+        // Chats whose owner we never learned: asked one by one (40050: WeCom has no such chat).
+        let mut gone = Vec::new();
+        for chat_id in runs::unowned_unseen_chats(self.pool, &corp, self.run).await? {
+            match self.attempt(|| api.group_chat(creds, &chat_id)).await? {
+                Ok(Some(g)) => {
+                    enrichment::group_chat(self.pool, &corp, &g, chrono::Utc::now()).await?;
+                    runs::mark_chat(self.pool, &corp, &chat_id, self.run).await?;
+                }
+                Ok(None) => {}
+                Err(ApiError::Wecom(e)) if e.errcode == 40050 => gone.push(chat_id),
+                Err(e) => self.skip(&format!("groupchat/get {chat_id} (owner unknown)"), &e),
             }
         }
+        if !listed.is_empty() || !gone.is_empty() {
+            let dismissed = runs::sweep_chats(self.pool, &corp, self.run, &listed, &gone).await?;
+            self.run.progress.drift.chats_dismissed += dismissed;
+        }
+        Ok(())
     }
-    let after = runs::count(pool, "chats", &corp).await?;
-    drift.chats_created = (after - before).max(0) as u64;
-    drift.chats_updated = seen.saturating_sub(drift.chats_created);
-    drift.chats_dismissed = runs::sweep_chats(pool, &corp, run).await?;
 
-    // Tags.
-    tokio::time::sleep(pause).await;
-    let before = runs::count(pool, "tags", &corp).await?;
-    let tags = api.corp_tag_list(creds).await?;
-    enrichment::corp_tags(pool, &corp, &tags, chrono::Utc::now()).await?;
-    let mut ids = Vec::new();
-    for group in &tags.tag_group {
-        ids.extend(group.group_id.clone());
-        ids.extend(group.tag.iter().filter_map(|t| t.id.clone()));
+    async fn tags(&mut self) -> Result<(), ResyncError> {
+        let corp = self.creds.corp_id.clone();
+        let (api, creds) = (self.api, self.creds);
+        let before = runs::tag_fingerprints(self.pool, &corp).await?;
+        let mut complete = true;
+        let mut ids: BTreeSet<String> = BTreeSet::new();
+        for strategy in [false, true] {
+            let got = self
+                .attempt(|| async move {
+                    if strategy {
+                        api.strategy_tag_list(creds).await
+                    } else {
+                        api.corp_tag_list(creds).await
+                    }
+                })
+                .await?;
+            let list: CorpTagList = match got {
+                Ok(list) => list,
+                Err(e) => {
+                    let what = if strategy {
+                        "get_strategy_tag_list (rule-group tags)"
+                    } else {
+                        "get_corp_tag_list"
+                    };
+                    self.skip(&format!("{what}; no tag was swept"), &e);
+                    complete = false;
+                    continue;
+                }
+            };
+            enrichment::corp_tags(self.pool, &corp, &list, chrono::Utc::now()).await?;
+            for group in &list.tag_group {
+                ids.extend(group.group_id.clone());
+                ids.extend(group.tag.iter().filter_map(|t| t.id.clone()));
+            }
+        }
+        let ids: Vec<String> = ids.into_iter().collect();
+        runs::mark_tags(self.pool, &corp, &ids, self.run).await?;
+        let after = runs::tag_fingerprints(self.pool, &corp).await?;
+        let d = &mut self.run.progress.drift;
+        for (id, fp) in &after {
+            match before.get(id) {
+                None => d.tags_created += 1,
+                Some(b) if b != fp => d.tags_updated += 1,
+                Some(_) => {}
+            }
+        }
+        // A tag learned from an event is deleted only when neither list names it.
+        if complete {
+            let deleted = runs::sweep_tags(self.pool, &corp, self.run).await?;
+            self.run.progress.drift.tags_deleted += deleted;
+        }
+        Ok(())
     }
-    let marked = runs::mark_tags(pool, &corp, &ids, run).await?;
-    let after = runs::count(pool, "tags", &corp).await?;
-    drift.tags_created = (after - before).max(0) as u64;
-    drift.tags_updated = marked.saturating_sub(drift.tags_created);
-    drift.tags_deleted = runs::sweep_tags(pool, &corp, run).await?;
-    Ok(drift)
+}
+
+/// How one staff chunk failed.
+enum ChunkError {
+    /// Stop the run (it is resumed at the saved cursor).
+    Stop(ResyncError),
+    /// Retry the chunk from the saved cursor, then skip it.
+    Item(ApiError),
 }

@@ -62,6 +62,15 @@ pub async fn execute(w: &Worker, job: &jobs::Job) -> Result<(), ApiError> {
         JobKind::CorpTags => {
             let tags = w.api.corp_tag_list(creds).await?;
             enrichment::corp_tags(&w.pool, &job.corp_id, &tags, now).await?;
+            // Rule-group (规则组) tags are listed only here. A refusal that asking again will not fix (e.g.
+            // the secret may not read them) must not kill the corp-tag job: the resync records it too.
+            match w.api.strategy_tag_list(creds).await {
+                Ok(rules) => enrichment::corp_tags(&w.pool, &job.corp_id, &rules, now).await?,
+                Err(e) if retryable(&e) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "get_strategy_tag_list failed; rule-group tags not refreshed")
+                }
+            }
         }
     }
     Ok(())

@@ -10,6 +10,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
     MAIN, POLL_TIMEOUT, apply_all_pending, poll, sign_callback, spawn_app_with, unix_now,
+    wait_applied,
 };
 use crate::sync::contact_event;
 
@@ -41,6 +42,14 @@ async fn mount_wecom(server: &MockServer) {
         .mount(server)
         .await;
     Mock::given(path("/cgi-bin/externalcontact/groupchat/get"))
+        .and(body_partial_json(json!({"chat_id": "wrGONE"})))
+        .respond_with(
+            ok(json!({})).set_body_json(json!({"errcode": 40050, "errmsg": "chatid not exist"})),
+        )
+        .with_priority(1)
+        .mount(server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/groupchat/get"))
         .respond_with(ok(json!({"group_chat": {"chat_id": "wrNEW", "name": "VIP群", "owner": "alice", "member_version": "v9",
             "member_list": [{"userid": "wmC1", "type": 2}]}})))
         .mount(server)
@@ -48,6 +57,10 @@ async fn mount_wecom(server: &MockServer) {
     Mock::given(path("/cgi-bin/externalcontact/get_corp_tag_list"))
         .respond_with(ok(json!({"tag_group": [{"group_id": "g1", "group_name": "等级", "order": 1, "deleted": false,
             "tag": [{"id": "et1", "name": "A", "order": 1, "deleted": false}]}]})))
+        .mount(server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/get_strategy_tag_list"))
+        .respond_with(ok(json!({"tag_group": []})))
         .mount(server)
         .await;
 }
@@ -185,7 +198,12 @@ async fn an_interrupted_resync_resumes_where_it_stopped() {
         .await;
     Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
         .and(body_partial_json(json!({"cursor": "c2"})))
-        .respond_with(ResponseTemplate::new(502))
+        // 60020 fails every call: the run stops (an item-level error would be retried and skipped instead).
+        .respond_with(
+            ok(json!({})).set_body_json(
+                json!({"errcode": 60020, "errmsg": "not allow to access from your ip"}),
+            ),
+        )
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&server)
@@ -203,7 +221,7 @@ async fn an_interrupted_resync_resumes_where_it_stopped() {
     let first =
         wecom_callback::sync::resync::resync(&app.pool, &api, "main", &creds(), Duration::ZERO)
             .await;
-    assert!(first.is_err(), "the gateway error stops the run");
+    assert!(first.is_err(), "the untrusted IP stops the run");
     let (status, cursor): (String, String) =
         sqlx::query_as("SELECT status, progress->>'cursor' FROM wecom_resync_runs")
             .fetch_one(&app.pool)
@@ -259,4 +277,175 @@ async fn serve_runs_the_scheduled_resync_and_exports_its_drift() {
         },
     )
     .await;
+}
+
+fn options() -> wecom_callback::sync::resync::Options {
+    let mut o = wecom_callback::sync::resync::Options::new(Duration::ZERO);
+    o.item_backoff = Duration::from_millis(1);
+    o
+}
+
+async fn run_with(
+    app: &crate::helpers::TestApp,
+    server: &MockServer,
+    o: &wecom_callback::sync::resync::Options,
+) -> Result<wecom_callback::store::resync::Drift, wecom_callback::sync::resync::ResyncError> {
+    let api = WecomApi::new(&server.uri(), app.pool.clone())
+        .expect("client")
+        .with_backoff(Duration::from_millis(1));
+    wecom_callback::sync::resync::resync_with(&app.pool, &api, "main", &creds(), o).await
+}
+
+#[tokio::test]
+async fn a_second_run_with_nothing_changed_reports_no_drift_and_a_failing_chat_is_skipped() {
+    let server = MockServer::start().await;
+    mount_wecom(&server).await;
+    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
+        .respond_with(ok(
+            json!({"external_contact_list": [entry("alice", "wmC1")], "next_cursor": ""}),
+        ))
+        .mount(&server)
+        .await;
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    let first = run_with(&app, &server, &options()).await.expect("first");
+    assert_eq!(first.follows_created, 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = run_with(&app, &server, &options()).await.expect("second");
+    assert_eq!(
+        second,
+        wecom_callback::store::resync::Drift::default(),
+        "no-op"
+    );
+
+    // One chat's groupchat/get keeps failing: recorded, skipped, the run finishes.
+    Mock::given(path("/cgi-bin/externalcontact/groupchat/get"))
+        .respond_with(ResponseTemplate::new(502))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let third = run_with(&app, &server, &options()).await.expect("third");
+    assert_eq!(third.skipped, 1);
+    let errors: serde_json::Value = sqlx::query_scalar(
+        "SELECT progress->'errors' FROM wecom_resync_runs WHERE status = 'done' ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("run");
+    assert!(
+        errors.to_string().contains("groupchat/get wrNEW"),
+        "{errors}"
+    );
+}
+
+#[tokio::test]
+async fn the_sweep_refuses_a_mass_removal_unless_allowed() {
+    let server = MockServer::start().await;
+    mount_wecom(&server).await;
+    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
+        .respond_with(ok(json!({"external_contact_list": [], "next_cursor": ""})))
+        .mount(&server)
+        .await;
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    for i in 0..12 {
+        let xml = contact_event(
+            1_600_000_000,
+            "add_external_contact",
+            "alice",
+            &format!("wmM{i}"),
+            "",
+        );
+        assert_eq!(
+            app.post("main", &sign_callback(&MAIN, &xml, unix_now()))
+                .await
+                .status()
+                .as_u16(),
+            200
+        );
+    }
+    wait_applied(&app.pool).await;
+    let refused = run_with(&app, &server, &options()).await.expect("run");
+    assert_eq!(
+        (refused.follows_removed, refused.follows_removal_refused),
+        (0, 12)
+    );
+    let mut allow = options();
+    allow.allow_mass_removal = true;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let allowed = run_with(&app, &server, &allow).await.expect("run");
+    assert_eq!(allowed.follows_removed, 12);
+}
+
+#[tokio::test]
+async fn two_concurrent_resyncs_of_a_corp_make_the_calls_once() {
+    let server = MockServer::start().await;
+    mount_wecom(&server).await;
+    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
+        .respond_with(
+            ok(json!({"external_contact_list": [entry("alice", "wmC1")], "next_cursor": ""}))
+                .set_delay(Duration::from_millis(300)),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    let o = options();
+    let (a, b) = tokio::join!(run_with(&app, &server, &o), run_with(&app, &server, &o));
+    let busy = [&a, &b]
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                Err(wecom_callback::sync::resync::ResyncError::Busy { .. })
+            )
+        })
+        .count();
+    assert_eq!(busy, 1, "{a:?} {b:?}");
+    assert!(a.is_ok() || b.is_ok());
+}
+
+#[tokio::test]
+async fn groupchat_list_asks_per_owner_chunk_and_a_stale_run_is_abandoned() {
+    let server = MockServer::start().await;
+    mount_wecom(&server).await;
+    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
+        .respond_with(ok(json!({"external_contact_list": [], "next_cursor": ""})))
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/groupchat/list"))
+        .and(body_partial_json(
+            json!({"owner_filter": {"userid_list": ["alice"]}}),
+        ))
+        .respond_with(ok(json!({"group_chat_list": [], "next_cursor": ""})))
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/groupchat/list"))
+        .and(body_partial_json(
+            json!({"owner_filter": {"userid_list": ["bob"]}}),
+        ))
+        .respond_with(ok(json!({"group_chat_list": [], "next_cursor": ""})))
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    // A run from two days ago that never finished.
+    sqlx::query(
+        "INSERT INTO wecom_resync_runs (app, corp_id, started_at, status) VALUES ('main', $1, now() - interval '2 days', 'failed')",
+    )
+    .bind(MAIN.receive_id)
+    .execute(&app.pool)
+    .await
+    .expect("old run");
+    let mut o = options();
+    o.chunk = 1;
+    run_with(&app, &server, &o).await.expect("run");
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT status FROM wecom_resync_runs ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .expect("runs");
+    assert_eq!(statuses, vec!["abandoned".to_owned(), "done".to_owned()]);
 }

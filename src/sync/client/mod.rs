@@ -33,6 +33,8 @@ pub const DEFAULT_BASE_URL: &str = "https://qyapi.weixin.qq.com";
 /// Refresh a token this long before WeCom says it expires, or at half its life when WeCom gave it less (see
 /// [`tokens::cached`]): at most one gettoken per token per (corp, secret).
 const REFRESH_MARGIN_SECS: i64 = 300;
+/// Owners per `groupchat/list` `owner_filter.userid_list` (WeCom's maximum).
+pub const MAX_OWNER_FILTER: usize = 100;
 /// Calls made again after -1 / 45009 / 45033, at most.
 const MAX_RETRIES: u32 = 3;
 
@@ -319,9 +321,12 @@ impl WecomApi {
                 )
                 .await
             }
-            Endpoint::GroupChatList => {
+            Endpoint::GroupChatList { owners } => {
                 let body = GroupChatListRequest {
                     status_filter: 0,
+                    owner_filter: (!owners.is_empty()).then_some(OwnerFilter {
+                        userid_list: owners,
+                    }),
                     cursor,
                     limit: 1000,
                 };
@@ -386,9 +391,15 @@ impl WecomApi {
         Pages::new(self, creds, Endpoint::BatchByUser { userids }, cursor)
     }
 
-    /// `externalcontact/groupchat/list` (every status), page by page.
-    pub fn group_chat_list<'a>(&'a self, creds: &'a Credentials) -> Pages<'a, GroupChatListPage> {
-        Pages::new(self, creds, Endpoint::GroupChatList, "")
+    /// `externalcontact/groupchat/list` (every status), page by page: the chats of `owners` (at most
+    /// [`MAX_OWNER_FILTER`]); every chat when `owners` is empty, which WeCom refuses with 81017 when the app's
+    /// visible range has more than 1000 members (docs/protocol.md §7.3).
+    pub fn group_chat_list<'a>(
+        &'a self,
+        creds: &'a Credentials,
+        owners: &'a [String],
+    ) -> Pages<'a, GroupChatListPage> {
+        Pages::new(self, creds, Endpoint::GroupChatList { owners }, "")
     }
 
     /// `externalcontact/get_corp_tag_list`: every tag group and tag.
@@ -396,6 +407,18 @@ impl WecomApi {
         self.call_json(
             creds,
             "/cgi-bin/externalcontact/get_corp_tag_list",
+            &[],
+            Some(&EmptyRequest {}),
+        )
+        .await
+    }
+
+    /// `externalcontact/get_strategy_tag_list`: every rule-group (规则组) tag group and tag, which
+    /// `get_corp_tag_list` does not list. Same shape, with `strategy_id` on each group.
+    pub async fn strategy_tag_list(&self, creds: &Credentials) -> Result<CorpTagList, ApiError> {
+        self.call_json(
+            creds,
+            "/cgi-bin/externalcontact/get_strategy_tag_list",
             &[],
             Some(&EmptyRequest {}),
         )
@@ -467,8 +490,15 @@ struct BatchByUserRequest<'a> {
 #[derive(Serialize)]
 struct GroupChatListRequest<'a> {
     status_filter: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner_filter: Option<OwnerFilter<'a>>,
     cursor: &'a str,
     limit: u32,
+}
+
+#[derive(Serialize)]
+struct OwnerFilter<'a> {
+    userid_list: &'a [String],
 }
 
 #[derive(Serialize)]

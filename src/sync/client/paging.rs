@@ -47,7 +47,7 @@ impl Cursor {
 pub(crate) enum Endpoint<'a> {
     ExternalContact { external_userid: &'a str },
     BatchByUser { userids: &'a [String] },
-    GroupChatList,
+    GroupChatList { owners: &'a [String] },
 }
 
 /// The pages of one paged endpoint, fetched one at a time: `while let Some(page) = pages.next().await? {…}`.

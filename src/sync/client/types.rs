@@ -138,6 +138,17 @@ pub struct BatchByUserPage {
     pub external_contact_list: Vec<BatchEntry>,
     #[serde(default, deserialize_with = "de::str_or_empty")]
     pub next_cursor: String,
+    /// The members WeCom did not answer for (docs/protocol.md §7.2): their follows are not in the list.
+    #[serde(default, deserialize_with = "de::opt_object")]
+    pub fail_info: Option<BatchFailInfo>,
+}
+
+/// `fail_info` of `batch/get_by_user`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct BatchFailInfo {
+    /// Members without a 客户联系 licence: WeCom lists none of their follows (they still have them).
+    #[serde(default, deserialize_with = "de::strings")]
+    pub unlicensed_userid_list: Vec<String>,
 }
 
 /// One `group_chat_list[]` entry of `groupchat/list`.
@@ -241,12 +252,15 @@ pub struct CorpTagGroup {
     pub group_name: Option<String>,
     #[serde(default, deserialize_with = "de::opt_i64")]
     pub create_time: Option<i64>,
-    /// The group's sort order as the store reads it today (see `group_order`).
+    /// The group's sort order under the name some answers use (see `group_order`).
     #[serde(default, deserialize_with = "de::opt_i64")]
     pub order: Option<i64>,
-    /// The group's sort order under the name docs/protocol.md §7.4 gives; not stored yet (the store reads `order`).
+    /// The group's sort order under the name docs/protocol.md §7.4 gives; preferred over `order` when both come.
     #[serde(default, deserialize_with = "de::opt_i64")]
     pub group_order: Option<i64>,
+    /// The rule group (规则组) of a group from `get_strategy_tag_list`; `None` for corp tags.
+    #[serde(default, deserialize_with = "de::opt_i64")]
+    pub strategy_id: Option<i64>,
     #[serde(default, deserialize_with = "de::bool_or_false")]
     pub deleted: bool,
     #[serde(default, deserialize_with = "de::objects")]

@@ -153,7 +153,6 @@ async fn simcorp_defect_2_a_customer_deletion_survives_api_reads_that_still_list
 }
 
 #[tokio::test]
-#[ignore = "defect 3: resync fails for good with > 1000 visible staff (81017 without owner_filter); un-ignore when fixed"]
 async fn simcorp_defect_3_resync_works_in_a_corp_with_more_than_1000_members() {
     let mut sim = scripted(1005, &[]).await;
     sim.step(add(0, 0), Delivery::Now).await;
@@ -174,7 +173,6 @@ async fn simcorp_defect_3_resync_works_in_a_corp_with_more_than_1000_members() {
 }
 
 #[tokio::test]
-#[ignore = "defect 4: group members are never reconciled with groupchat/get (same member_version); un-ignore when fixed"]
 async fn simcorp_defect_4_group_members_are_reconciled_with_the_api() {
     let mut sim = scripted(2, &[]).await;
     // The create callback is lost: the first members are known only to groupchat/get.
@@ -201,7 +199,6 @@ async fn simcorp_defect_4_group_members_are_reconciled_with_the_api() {
 }
 
 #[tokio::test]
-#[ignore = "defect 5: the resync sweep removes the follows of unlicensed staff; un-ignore when fixed"]
 async fn simcorp_defect_5_the_sweep_keeps_the_follows_of_unlicensed_members() {
     let mut sim = scripted(2, &[1]).await;
     sim.step(add(0, 0), Delivery::Now).await;
@@ -210,7 +207,6 @@ async fn simcorp_defect_5_the_sweep_keeps_the_follows_of_unlicensed_members() {
 }
 
 #[tokio::test]
-#[ignore = "defect 5: an empty follow_user list makes the sweep remove every follow; un-ignore when fixed"]
 async fn simcorp_defect_5_an_empty_follow_user_list_removes_nothing() {
     let mut sim = scripted(2, &[]).await;
     sim.step(add(0, 0), Delivery::Now).await;
@@ -252,7 +248,6 @@ async fn simcorp_defect_6_the_tags_column_has_one_shape() {
 }
 
 #[tokio::test]
-#[ignore = "found by simcorp (7): the resync sweep marks half-added (pending) follows removed; un-ignore when fixed"]
 async fn simcorp_found_7_the_sweep_keeps_half_added_follows_pending() {
     let mut sim = scripted(1, &[]).await;
     // WeCom lists a half-added relation nowhere until the member confirms it (84061).
@@ -269,7 +264,6 @@ async fn simcorp_found_7_the_sweep_keeps_half_added_follows_pending() {
 }
 
 #[tokio::test]
-#[ignore = "found by simcorp (8): rule-group tags are never read (get_strategy_tag_list) and the resync marks them deleted; un-ignore when fixed"]
 async fn simcorp_found_8_rule_group_tags_are_synced() {
     let mut sim = scripted(1, &[]).await;
     sim.step(
