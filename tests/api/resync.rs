@@ -310,7 +310,12 @@ async fn a_second_run_with_nothing_changed_reports_no_drift_and_a_failing_chat_i
     let first = run_with(&app, &server, &options()).await.expect("first");
     assert_eq!(first.follows_created, 1);
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The first run reads the corp tags after the follows, so the second one names the follow's tag (a real
+    // change); from then on nothing changes.
     let second = run_with(&app, &server, &options()).await.expect("second");
+    assert_eq!(second.follows_updated, 1, "the tag name filled in");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = run_with(&app, &server, &options()).await.expect("third");
     assert_eq!(
         second,
         wecom_callback::store::resync::Drift::default(),
