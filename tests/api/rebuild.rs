@@ -227,6 +227,21 @@ async fn rebuild_gives_back_what_events_enrichment_and_resyncs_built() {
     apply_all(&app.pool).await;
     // Enrichment: externalcontact/get, groupchat/get, the tag lists.
     run_jobs(&w).await;
+    // A late member event, older than the member list enrichment read: applied after that list, it adds a
+    // joined row (the list could not mark a row that did not exist yet `left`). A rebuild that replayed the
+    // events first and the observations after would mark it `left`: order matters here, and is kept.
+    post(
+        &app,
+        &chat_event(
+            t + 40,
+            "update",
+            "wrEV",
+            "<UpdateDetail>add_member</UpdateDetail><JoinScene>1</JoinScene><MemChangeCnt>1</MemChangeCnt>\
+             <MemChangeList><Item>wmLATE</Item></MemChangeList>",
+        ),
+    )
+    .await;
+    apply_all(&app.pool).await;
     // Two full resyncs: the second supersedes most of what the first recorded (compaction).
     for _ in 0..2 {
         wecom_callback::sync::resync::resync(&app.pool, &api, "main", &creds(), Duration::ZERO)
@@ -291,7 +306,7 @@ async fn rebuild_gives_back_what_events_enrichment_and_resyncs_built() {
     .await;
     assert_eq!(
         members,
-        "wrAPI/wmAPI:joined:- wrEV/alice:joined:- wrEV/wmA:joined:雷 wrEV/wmLEFT:left:-"
+        "wrAPI/wmAPI:joined:- wrEV/alice:joined:- wrEV/wmA:joined:雷 wrEV/wmLATE:joined:- wrEV/wmLEFT:left:-"
     );
     let strategy: String = one(
         &app.pool,
@@ -321,7 +336,7 @@ async fn rebuild_gives_back_what_events_enrichment_and_resyncs_built() {
         .await
         .expect("rebuild");
     let after = full_snapshot(&app.pool).await;
-    assert_eq!(rebuilt.events, 7);
+    assert_eq!(rebuilt.events, 8);
     for kind in [
         "contact_detail",
         "follow_entry",
