@@ -43,8 +43,8 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     );
     if rebuilt.unreadable > 0 {
         eprintln!(
-            "rebuild: {} API observations were written by a newer version and skipped; run this version's \
-             rebuild only with the version that wrote them, or run `wecom-callback resync` to relearn them",
+            "rebuild: {} API observations were stored by a newer version of wecom-callback and were skipped; \
+             run the rebuild with that version, or run `wecom-callback resync` to learn again what they held",
             rebuilt.unreadable
         );
     }

@@ -16,8 +16,8 @@ use crate::config::DatabaseSettings;
 use crate::wecom::verify::VerifiedCallback;
 
 pub mod enrichment;
-pub mod observations;
 pub mod jobs;
+pub mod observations;
 pub mod projections;
 pub mod read;
 pub mod resync;

@@ -87,8 +87,8 @@ pub enum Observation {
     },
     /// One `batch/get_by_user` entry of resync run `run_id`, with the tag names known then.
     FollowEntry {
-        contact: ExternalContact,
-        follow: FollowInfo,
+        contact: Box<ExternalContact>,
+        follow: Box<FollowInfo>,
         fetched_at: DateTime<Utc>,
         run_id: i64,
         known: Vec<KnownTagRecord>,
@@ -203,7 +203,8 @@ pub fn follow_covers<'a>(follows: impl IntoIterator<Item = &'a FollowInfo>) -> V
             format!(
                 "{}@{}",
                 f.userid.as_deref().unwrap_or_default(),
-                f.createtime.map_or_else(|| "-".to_owned(), |t| t.to_string())
+                f.createtime
+                    .map_or_else(|| "-".to_owned(), |t| t.to_string())
             )
         })
         .collect();

@@ -107,7 +107,7 @@ pub struct Drift {
 
 /// The version API observations at the start of `run` carry (see store::enrichment).
 pub fn run_version(run: &Run) -> String {
-    format!("{:012}:0:api", run.started_at.timestamp().max(0))
+    version_at(run.started_at)
 }
 
 /// When an unfinished run is abandoned instead of resumed.
@@ -279,7 +279,9 @@ pub async fn finish(pool: &PgPool, run: &Run, drift: &Drift) -> Result<(), sqlx:
     // only space, so it does not fail the finished run.
     match observations::compact(pool).await {
         Ok(n) => tracing::debug!(deleted = n, "superseded API observations compacted"),
-        Err(e) => tracing::warn!(error = %e, "compacting the API observation log failed; retried after the next run"),
+        Err(e) => {
+            tracing::warn!(error = %e, "compacting the API observation log failed; retried after the next run")
+        }
     }
     Ok(())
 }
@@ -304,8 +306,8 @@ pub async fn upsert_entry(
     let mut tx = projections::observation_tx(pool).await?;
     let observed = projections::observe_in(&mut tx, plan, true).await?;
     let obs = Observation::FollowEntry {
-        contact: contact.clone(),
-        follow: follow.clone(),
+        contact: Box::new(contact.clone()),
+        follow: Box::new(follow.clone()),
         fetched_at,
         run_id: run.id,
         known: KnownTagRecord::from_names(&known),
@@ -528,7 +530,8 @@ pub async fn mark_chat(
     run: &Run,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = projections::observation_tx(pool).await?;
-    let (created, changed) = mark_chat_in(&mut tx, corp_id, chat_id, run.id, run.started_at).await?;
+    let (created, changed) =
+        mark_chat_in(&mut tx, corp_id, chat_id, run.id, run.started_at).await?;
     let obs = Observation::MarkChat {
         chat_id: chat_id.to_owned(),
         run_id: run.id,

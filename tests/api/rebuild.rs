@@ -45,7 +45,10 @@ async fn mount_wecom(server: &MockServer) {
     // The follow WeCom no longer has: no relation.
     Mock::given(path("/cgi-bin/externalcontact/get"))
         .and(query_param("external_userid", "wmGONE"))
-        .respond_with(ok(json!({})).set_body_json(json!({"errcode": 84061, "errmsg": "not external contact"})))
+        .respond_with(
+            ok(json!({}))
+                .set_body_json(json!({"errcode": 84061, "errmsg": "not external contact"})),
+        )
         .mount(server)
         .await;
     Mock::given(path("/cgi-bin/externalcontact/get_follow_user_list"))
@@ -74,7 +77,9 @@ async fn mount_wecom(server: &MockServer) {
         .await;
     Mock::given(path("/cgi-bin/externalcontact/groupchat/get"))
         .and(body_partial_json(json!({"chat_id": "wrGONE"})))
-        .respond_with(ok(json!({})).set_body_json(json!({"errcode": 40050, "errmsg": "chatid not exist"})))
+        .respond_with(
+            ok(json!({})).set_body_json(json!({"errcode": 40050, "errmsg": "chatid not exist"})),
+        )
         .mount(server)
         .await;
     Mock::given(path("/cgi-bin/externalcontact/groupchat/get"))
@@ -101,8 +106,10 @@ async fn mount_wecom(server: &MockServer) {
         .mount(server)
         .await;
     Mock::given(path("/cgi-bin/externalcontact/get_strategy_tag_list"))
-        .respond_with(ok(json!({"tag_group": [{"group_id": "gR", "group_name": "规则组", "group_order": 5,
-            "strategy_id": 7, "tag": [{"id": "etR", "name": "R", "order": 1}]}]})))
+        .respond_with(ok(
+            json!({"tag_group": [{"group_id": "gR", "group_name": "规则组", "group_order": 5,
+            "strategy_id": 7, "tag": [{"id": "etR", "name": "R", "order": 1}]}]}),
+        ))
         .mount(server)
         .await;
 }
@@ -115,7 +122,10 @@ fn creds() -> Credentials {
 }
 
 async fn post(app: &TestApp, xml: &str) {
-    let status = app.post("main", &sign_callback(&MAIN, xml, unix_now())).await.status();
+    let status = app
+        .post("main", &sign_callback(&MAIN, xml, unix_now()))
+        .await
+        .status();
     assert_eq!(status.as_u16(), 200);
 }
 
@@ -151,7 +161,11 @@ async fn full_snapshot(pool: &PgPool) -> Vec<String> {
             "'{}'",
         ),
         ("external_corp_tags", "corp_id, id", "'{}'"),
-        ("external_contact_history", "event_id, kind, subject_id", "'{id}'"),
+        (
+            "external_contact_history",
+            "event_id, kind, subject_id",
+            "'{id}'",
+        ),
         ("external_contact_transfers", "event_id", "'{id}'"),
     ];
     let mut out = Vec::new();
@@ -208,7 +222,13 @@ async fn rebuild_gives_back_what_events_enrichment_and_resyncs_built() {
     // say is gone, a tag WeCom will no longer list.
     let t = 1_600_000_000;
     for xml in [
-        contact_event(t + 10, "add_external_contact", "alice", "wmA", "<State><![CDATA[qr]]></State>"),
+        contact_event(
+            t + 10,
+            "add_external_contact",
+            "alice",
+            "wmA",
+            "<State><![CDATA[qr]]></State>",
+        ),
         contact_event(t + 20, "add_external_contact", "alice", "wmGONE", ""),
         chat_event(t, "create", "wrEV", ""),
         chat_event(
@@ -266,7 +286,11 @@ async fn rebuild_gives_back_what_events_enrichment_and_resyncs_built() {
     .expect("the contact only the resync knew");
     assert_eq!(
         api_only,
-        ("active".into(), Some("API only".into()), Some("韩梅梅".into()))
+        (
+            "active".into(),
+            Some("API only".into()),
+            Some("韩梅梅".into())
+        )
     );
     let tags: serde_json::Value = one(
         &app.pool,
@@ -365,6 +389,8 @@ async fn rebuild_gives_back_what_events_enrichment_and_resyncs_built() {
     assert_eq!(first_difference, None);
 
     // And again: a rebuild of a rebuild changes nothing.
-    projections::rebuild(&app.pool).await.expect("rebuild again");
+    projections::rebuild(&app.pool)
+        .await
+        .expect("rebuild again");
     assert_eq!(full_snapshot(&app.pool).await, before);
 }

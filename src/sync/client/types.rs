@@ -70,7 +70,11 @@ pub struct ExternalContact {
     pub corp_full_name: Option<String>,
     /// Raw JSON on purpose: stored as-is in `external_contacts.external_profile` (JSONB). `Some(Value::Null)`
     /// when WeCom sent `null`, `None` when it sent nothing.
-    #[serde(default, deserialize_with = "de::raw", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de::raw",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub external_profile: Option<Value>,
 }
 
@@ -89,11 +93,19 @@ pub struct FollowInfo {
     pub createtime: Option<i64>,
     /// Raw JSON on purpose: `externalcontact/get` sends `tags[]{group_name, tag_name, type, tag_id}`; the
     /// planner stores it in the one shape of `external_contact_follows.tags` (`plan::tag_objects`).
-    #[serde(default, deserialize_with = "de::raw", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de::raw",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub tags: Option<Value>,
     /// Raw JSON on purpose: `batch/get_by_user` sends `tag_id[]` (ids only) instead of `tags`; the planner turns
     /// the ids into the same objects, named from `external_corp_tags` where known (`plan::tag_objects`).
-    #[serde(default, deserialize_with = "de::raw", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "de::raw",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub tag_id: Option<Value>,
     #[serde(default, deserialize_with = "de::opt_str")]
     pub remark_corp_name: Option<String>,
