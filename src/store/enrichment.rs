@@ -8,8 +8,9 @@
 //! version `T:0:api`.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 
+use crate::store::observations::{self, Observation};
 use crate::store::projections;
 use crate::sync::client::types::{CorpTagList, ExternalContactDetail, GroupChat};
 use crate::sync::plan;
@@ -19,7 +20,8 @@ fn api_version(at: DateTime<Utc>) -> String {
 }
 
 /// `externalcontact/get`: the contact's details and every follow relation WeCom lists, planned as register
-/// writes by [`plan::observe_contact`] and executed like events (a status it changes is notified).
+/// writes by [`plan::observe_contact`] and executed like events (a status it changes is notified). The answer
+/// is recorded in the observation log in the same transaction ([`observations`]).
 pub async fn contact_detail(
     pool: &PgPool,
     corp_id: &str,
@@ -27,8 +29,24 @@ pub async fn contact_detail(
     fetched_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     let plan = plan::observe_contact(corp_id, answer, fetched_at);
-    projections::apply_observation(pool, plan).await?;
-    Ok(())
+    if plan.contact_details.is_empty() {
+        // No customer in the answer: nothing is written, nothing to remember.
+        return Ok(());
+    }
+    let mut tx = projections::observation_tx(pool).await?;
+    let observed = projections::observe_in(&mut tx, plan, true).await?;
+    observations::record(
+        &mut tx,
+        corp_id,
+        &Observation::ContactDetail {
+            answer: answer.clone(),
+            fetched_at,
+        },
+        observed.pinned(),
+        &observations::follow_covers(&answer.follow_user),
+    )
+    .await?;
+    tx.commit().await
 }
 
 /// `groupchat/get`: name, owner, notice, admins and, unless the stored member list was itself read from the
@@ -44,8 +62,47 @@ pub async fn group_chat(
     chat: &GroupChat,
     fetched_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    let mut tx = projections::observation_tx(pool).await?;
+    // An answer older than what we hold writes nothing: there is nothing to remember either.
+    if let Some(outcome) = group_chat_in(&mut tx, corp_id, chat, fetched_at).await? {
+        let mut covers = Vec::new();
+        if chat.member_version.is_some() {
+            covers.push("member_version".to_owned());
+        }
+        if let Some(ids) = &outcome.members {
+            covers.push("members".to_owned());
+            covers.extend(ids.iter().cloned());
+        }
+        // A member list depends on which member rows existed (those not listed become `left`): kept.
+        let pinned = outcome.created || outcome.members.is_some();
+        let obs = Observation::GroupChat {
+            chat: chat.clone(),
+            fetched_at,
+        };
+        observations::record(&mut tx, corp_id, &obs, pinned, &covers).await?;
+    }
+    tx.commit().await
+}
+
+/// What [`group_chat_in`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatOutcome {
+    /// The chat row was created, or a member row.
+    pub created: bool,
+    /// The member ids of the list written; `None` when the list was not written (same member version).
+    pub members: Option<Vec<String>>,
+}
+
+/// [`group_chat`] inside `tx` (also the rebuild's replay). `None`: no chat id, or an answer older than the
+/// stored one (nothing written).
+pub(crate) async fn group_chat_in(
+    tx: &mut Transaction<'_, Postgres>,
+    corp_id: &str,
+    chat: &GroupChat,
+    fetched_at: DateTime<Utc>,
+) -> Result<Option<ChatOutcome>, sqlx::Error> {
     let Some(chat_id) = &chat.chat_id else {
-        return Ok(());
+        return Ok(None);
     };
     let version = api_version(fetched_at);
     let member_version = &chat.member_version;
@@ -56,15 +113,14 @@ pub async fn group_chat(
             .map(|u| serde_json::json!({ "userid": u }))
             .collect(),
     );
-    let mut tx = pool.begin().await?;
     let synced: Option<Option<String>> = sqlx::query_scalar(
         "SELECT members_synced_version FROM external_group_chats WHERE corp_id = $1 AND chat_id = $2 FOR UPDATE",
     )
     .bind(corp_id)
     .bind(chat_id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?;
-    let newer: bool = sqlx::query_scalar(
+    let created: Option<bool> = sqlx::query_scalar(
         "INSERT INTO external_group_chats AS g (corp_id, chat_id, status, status_version, created_at, \
              member_version, last_event_at, last_version, name, owner, notice, admin_list, detail_synced_at) \
          VALUES ($1, $2, 'active', $3, $4, $5, $6, $3, $7, $8, $9, $10, $6) \
@@ -73,7 +129,7 @@ pub async fn group_chat(
              admin_list = EXCLUDED.admin_list, \
              created_at = COALESCE(g.created_at, EXCLUDED.created_at), detail_synced_at = EXCLUDED.detail_synced_at \
          WHERE g.detail_synced_at IS NULL OR g.detail_synced_at <= EXCLUDED.detail_synced_at \
-         RETURNING true",
+         RETURNING (xmax = 0)",
     )
     .bind(corp_id)
     .bind(chat_id)
@@ -85,17 +141,20 @@ pub async fn group_chat(
     .bind(&chat.owner)
     .bind(&chat.notice)
     .bind(&admins)
-    .fetch_optional(&mut *tx)
-    .await?
-    .unwrap_or(false);
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(mut created) = created else {
+        return Ok(None);
+    };
     // Same member version as the list we read last time: the list has not changed (docs/protocol.md §7.3). An
     // answer older than what we hold is not applied at all.
     let unchanged = member_version.is_some() && synced.flatten() == *member_version;
-    if newer && !unchanged {
+    let mut members = None;
+    if !unchanged {
         let m = &chat.member_list;
         let ids: Vec<&str> = m.iter().filter_map(|m| m.userid.as_deref()).collect();
         let listed: Vec<_> = m.iter().filter(|m| m.userid.is_some()).collect();
-        sqlx::query(
+        let inserted: Vec<bool> = sqlx::query_scalar(
             "INSERT INTO external_group_chat_members AS m (corp_id, chat_id, member_id, status, version, changed_at, \
                  member_type, join_time, api_join_scene, invitor, group_nickname, name, unionid, state, detail_synced_at) \
              SELECT $1, $2, u.member, 'joined', $3, $4, u.kind, to_timestamp(u.join_time), u.scene, u.invitor, \
@@ -109,7 +168,8 @@ pub async fn group_chat(
                  member_type = EXCLUDED.member_type, join_time = EXCLUDED.join_time, \
                  api_join_scene = EXCLUDED.api_join_scene, invitor = EXCLUDED.invitor, \
                  group_nickname = EXCLUDED.group_nickname, name = EXCLUDED.name, unionid = EXCLUDED.unionid, \
-                 state = EXCLUDED.state, detail_synced_at = EXCLUDED.detail_synced_at",
+                 state = EXCLUDED.state, detail_synced_at = EXCLUDED.detail_synced_at \
+             RETURNING (xmax = 0)",
         )
         .bind(corp_id)
         .bind(chat_id)
@@ -124,7 +184,7 @@ pub async fn group_chat(
         .bind(listed.iter().map(|m| m.name.clone()).collect::<Vec<_>>())
         .bind(listed.iter().map(|m| m.unionid.clone()).collect::<Vec<_>>())
         .bind(listed.iter().map(|m| m.state.clone()).collect::<Vec<_>>())
-        .execute(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
         sqlx::query(
             "UPDATE external_group_chat_members SET status = 'left', version = $4, changed_at = $5 \
@@ -135,7 +195,7 @@ pub async fn group_chat(
         .bind(&ids)
         .bind(&version)
         .bind(fetched_at)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         sqlx::query(
             "UPDATE external_group_chats SET members_synced_version = $3 WHERE corp_id = $1 AND chat_id = $2",
@@ -143,10 +203,12 @@ pub async fn group_chat(
         .bind(corp_id)
         .bind(chat_id)
         .bind(member_version)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
+        created |= inserted.into_iter().any(|c| c);
+        members = Some(ids.iter().map(|s| (*s).to_owned()).collect());
     }
-    tx.commit().await
+    Ok(Some(ChatOutcome { created, members }))
 }
 
 /// `get_corp_tag_list` or `get_strategy_tag_list`: every tag group and tag, with names, the group's name and
@@ -157,8 +219,56 @@ pub async fn corp_tags(
     answer: &CorpTagList,
     fetched_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    let mut tx = projections::observation_tx(pool).await?;
+    let outcome = corp_tags_in(&mut tx, corp_id, answer, fetched_at).await?;
+    let obs = Observation::CorpTags {
+        answer: answer.clone(),
+        fetched_at,
+    };
+    // A deletion it changed matters to a later tag sweep (which only deletes tags not yet deleted): kept.
+    let pinned = outcome.created || outcome.deleted_changed;
+    observations::record(&mut tx, corp_id, &obs, pinned, &outcome.covers).await?;
+    tx.commit().await
+}
+
+/// What [`corp_tags_in`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TagsOutcome {
+    /// A tag or group row was created.
+    pub created: bool,
+    /// A row's `deleted` changed.
+    pub deleted_changed: bool,
+    /// The ids written, a rule group's marked `#rule` (a newer answer covering them rewrites them all).
+    pub covers: Vec<String>,
+}
+
+/// [`corp_tags`] inside `tx` (also the rebuild's replay).
+pub(crate) async fn corp_tags_in(
+    tx: &mut Transaction<'_, Postgres>,
+    corp_id: &str,
+    answer: &CorpTagList,
+    fetched_at: DateTime<Utc>,
+) -> Result<TagsOutcome, sqlx::Error> {
     let version = api_version(fetched_at);
-    let mut tx = pool.begin().await?;
+    let mut outcome = TagsOutcome::default();
+    let ids: Vec<&str> = answer
+        .tag_group
+        .iter()
+        .flat_map(|g| {
+            std::iter::once(g.group_id.as_deref()).chain(g.tag.iter().map(|t| t.id.as_deref()))
+        })
+        .flatten()
+        .collect();
+    // The rows before, locked in key order (as tag events lock them), to tell a deletion it changed.
+    let before: std::collections::HashMap<String, bool> = sqlx::query_as::<_, (String, bool)>(
+        "SELECT id, deleted FROM external_corp_tags WHERE corp_id = $1 AND id = ANY($2) ORDER BY id FOR UPDATE",
+    )
+    .bind(corp_id)
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .collect();
     for group in &answer.tag_group {
         let group_id = &group.group_id;
         // WeCom documents `group_order` (docs/protocol.md §7.4); some answers say `order`.
@@ -177,7 +287,11 @@ pub async fn corp_tags(
         }
         for (id, kind, name, parent, order, deleted) in rows {
             let Some(id) = id else { continue };
-            sqlx::query(
+            outcome.covers.push(match &strategy {
+                Some(_) => format!("{id}#rule"),
+                None => id.clone(),
+            });
+            let written: Option<(bool, bool)> = sqlx::query_as(
                 "INSERT INTO external_corp_tags AS t (corp_id, id, type, deleted, status_version, last_change_type, \
                      last_event_at, last_version, name, group_id, sort_order, detail_synced_at, group_name, \
                      group_order, strategy_id, strategy_version) \
@@ -192,7 +306,8 @@ pub async fn corp_tags(
                          THEN EXCLUDED.strategy_id ELSE t.strategy_id END, \
                      strategy_version = GREATEST(t.strategy_version, EXCLUDED.strategy_version), \
                      detail_synced_at = EXCLUDED.detail_synced_at \
-                 WHERE t.detail_synced_at IS NULL OR t.detail_synced_at <= EXCLUDED.detail_synced_at",
+                 WHERE t.detail_synced_at IS NULL OR t.detail_synced_at <= EXCLUDED.detail_synced_at \
+                 RETURNING (xmax = 0), deleted",
             )
             .bind(corp_id)
             .bind(id)
@@ -206,9 +321,15 @@ pub async fn corp_tags(
             .bind(&group.group_name)
             .bind(group_order)
             .bind(&strategy)
-            .execute(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?;
+            if let Some((created, deleted)) = written {
+                outcome.created |= created;
+                outcome.deleted_changed |= before.get(id.as_str()).is_some_and(|d| *d != deleted);
+            }
         }
     }
-    tx.commit().await
+    outcome.covers.sort();
+    outcome.covers.dedup();
+    Ok(outcome)
 }

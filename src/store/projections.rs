@@ -174,29 +174,58 @@ pub struct Observed {
     pub contacts_created: u64,
     pub follows_created: u64,
     pub follows_updated: u64,
+    /// Follows whose status it changed (created rows included).
+    pub statuses_changed: u64,
 }
 
-/// Executes the plan of an API observation ([`plan::observe_contact`], [`plan::observe_follow_entry`]) in
-/// one transaction, with the same executor and rules as events, and notifies (`"source": "api"`) each
-/// follow whose status it changed.
-pub async fn apply_observation(pool: &PgPool, plan: Plan) -> Result<Observed, sqlx::Error> {
-    let mut batch = Batch::default();
-    batch.add(plan);
+impl Observed {
+    /// Whether it created a row or changed a status: the observation log keeps such an observation (see
+    /// [`crate::store::observations`]).
+    pub fn pinned(&self) -> bool {
+        self.contacts_created > 0 || self.follows_created > 0 || self.statuses_changed > 0
+    }
+}
+
+/// A transaction for applying an API observation: shared with appliers and waiting for a rebuild (whose
+/// result would otherwise miss it), like an applier's.
+pub(crate) async fn observation_tx(
+    pool: &PgPool,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    // Like an applier: shared with appliers, waits for a rebuild.
     sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
         .bind(APPLY_LOCK)
         .execute(&mut *tx)
         .await?;
+    Ok(tx)
+}
+
+/// Executes the plan of an API observation ([`plan::observe_contact`], [`plan::observe_follow_entry`]) in
+/// one transaction, with the same executor and rules as events, and notifies (`"source": "api"`) each
+/// follow whose status it changed. Nothing is recorded in the observation log: callers that must survive a
+/// rebuild use [`observe_in`] and [`crate::store::observations::record`] in one transaction.
+pub async fn apply_observation(pool: &PgPool, plan: Plan) -> Result<Observed, sqlx::Error> {
+    let mut tx = observation_tx(pool).await?;
+    let observed = observe_in(&mut tx, plan, true).await?;
+    tx.commit().await?;
+    Ok(observed)
+}
+
+/// Executes an observation's plan inside `tx` (taken with [`observation_tx`], or the rebuild's). `notify`:
+/// send the `"source": "api"` notifications (not when a rebuild replays it).
+pub(crate) async fn observe_in(
+    tx: &mut Transaction<'_, Postgres>,
+    plan: Plan,
+    notify_changes: bool,
+) -> Result<Observed, sqlx::Error> {
+    let mut batch = Batch::default();
+    batch.add(plan);
     // Same lock order as an applier (customers, then follows in key order), so the two cannot deadlock. An
     // observation plans customers' details and follows only.
     let mut observed = Observed::default();
     if !batch.contact_details.is_empty() {
-        observed.contacts_created =
-            contact_details(&mut tx, batch.contact_details.values()).await?;
+        observed.contacts_created = contact_details(tx, batch.contact_details.values()).await?;
     }
     if batch.follows.is_empty() {
-        tx.commit().await?;
         return Ok(observed);
     }
     // The statuses before, rows locked in key order (the batch's order), to tell what the write changed.
@@ -210,13 +239,13 @@ pub async fn apply_observation(pool: &PgPool, plan: Plan) -> Result<Observed, sq
     .bind(keys.clone().map(|k| k.0.as_str()).collect::<Vec<_>>())
     .bind(keys.clone().map(|k| k.1.as_str()).collect::<Vec<_>>())
     .bind(keys.map(|k| k.2.as_str()).collect::<Vec<_>>())
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
     let before: HashMap<(String, String, String), String> = before
         .into_iter()
         .map(|(c, u, e, s)| ((c, u, e), s))
         .collect();
-    let written = follows(&mut tx, batch.follows.values()).await?;
+    let written = follows(tx, batch.follows.values()).await?;
     let mut notifications = Vec::new();
     for (key, status, created) in &written {
         if *created {
@@ -228,13 +257,13 @@ pub async fn apply_observation(pool: &PgPool, plan: Plan) -> Result<Observed, sq
         if previous != Some(status.as_str())
             && let Some(f) = batch.follows.get(key)
         {
+            observed.statuses_changed += 1;
             notifications.push(plan::api_status_notification(f, previous, status));
         }
     }
-    if !notifications.is_empty() {
-        notify(&mut tx, &notifications).await?;
+    if notify_changes && !notifications.is_empty() {
+        notify(tx, &notifications).await?;
     }
-    tx.commit().await?;
     Ok(observed)
 }
 
@@ -697,25 +726,61 @@ async fn maintenance_tx(pool: &PgPool) -> Result<Transaction<'static, Postgres>,
     Ok(tx)
 }
 
-/// Recomputes every projection from `wecom_events` in one transaction, so readers see either the old tables or
-/// the new ones. Returns how many events were applied. See [`rebuild_with`].
+/// Recomputes every projection from `wecom_events` and the API observation log in one transaction, so
+/// readers see either the old tables or the new ones. Returns how many events were applied. See
+/// [`rebuild_all`].
 pub async fn rebuild(pool: &PgPool) -> Result<u64, sqlx::Error> {
     rebuild_with(pool, MAINTENANCE_BATCH, |_| {}).await
 }
 
-/// Recomputes every projection from `wecom_events`, reading the log in batches of `batch` events by id
-/// (keyset: `id > last ORDER BY id`) and applying each through the projector's set-based path.
-///
-/// Everything happens in one transaction with `statement_timeout` off: readers keep seeing the old tables
-/// until the commit, then the new ones; appliers of every replica wait (advisory lock) until then, and a
-/// failure changes nothing. Events stored while the rebuild runs are included if the rebuild reaches them,
-/// else they stay unapplied and the projector takes them after the commit (applying is order-independent and
-/// idempotent). `progress` is called after every batch.
+/// [`rebuild_all`], returning how many events were applied.
 pub async fn rebuild_with(
     pool: &PgPool,
     batch: i64,
-    mut progress: impl FnMut(Progress),
+    progress: impl FnMut(Progress),
 ) -> Result<u64, sqlx::Error> {
+    Ok(rebuild_all(pool, batch, progress).await?.events)
+}
+
+/// What a rebuild restored.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Events applied.
+    pub events: u64,
+    /// API observations replayed, per kind (`contact_detail`, `follow_entry`, `group_chat`, `corp_tags`,
+    /// `mark_chat`, `mark_tags`, `sweep_follows`, `sweep_chats`, `sweep_tags`).
+    pub observations: std::collections::BTreeMap<String, u64>,
+    /// Observations skipped because they no longer read (written by a newer version of the service).
+    pub unreadable: u64,
+}
+
+impl Rebuilt {
+    /// API observations replayed, all kinds.
+    pub fn observations_total(&self) -> u64 {
+        self.observations.values().sum()
+    }
+}
+
+/// Recomputes every projection from `wecom_events` and `wecom_api_observations` (what WeCom's API taught:
+/// see [`crate::store::observations`]), so the result equals the incrementally maintained tables, API-learned
+/// rows and columns included.
+///
+/// The event log is read in batches of `batch` events by id (keyset: `id > last ORDER BY id`) and each batch
+/// is applied through the projector's set-based path. Each observation is replayed through the code that
+/// applied it first, right after the events that had been applied before it (its `events_before`), in the
+/// order observations were recorded: the few order-dependent rules (sweeps, member lists, a listing reviving
+/// a removed follow) see what they saw.
+///
+/// Everything happens in one transaction with `statement_timeout` off: readers keep seeing the old tables
+/// until the commit, then the new ones; appliers and API writers of every replica wait (advisory lock) until
+/// then, and a failure changes nothing. Events stored while the rebuild runs are included if the rebuild
+/// reaches them, else they stay unapplied and the projector takes them after the commit (applying is
+/// order-independent and idempotent). `progress` is called after every batch of events.
+pub async fn rebuild_all(
+    pool: &PgPool,
+    batch: i64,
+    mut progress: impl FnMut(Progress),
+) -> Result<Rebuilt, sqlx::Error> {
     let batch = batch.max(1);
     let mut tx = maintenance_tx(pool).await?;
     // Appliers (of every replica) wait until the rebuild commits.
@@ -726,36 +791,93 @@ pub async fn rebuild_with(
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_events")
         .fetch_one(&mut *tx)
         .await?;
+    let total = u64::try_from(total).unwrap_or(0);
     sqlx::query(
         "TRUNCATE external_contact_history, external_group_chat_members, external_group_chats, \
          external_corp_tags, external_contact_follows, external_contacts",
     )
     .execute(&mut *tx)
     .await?;
-    let mut done: u64 = 0;
-    let mut last: i64 = 0;
+    let mut out = Rebuilt::default();
+    let mut events = EventCursor {
+        last: 0,
+        reached: 0,
+        batch,
+        total,
+    };
+    let mut cursor = (i64::MIN, 0);
     loop {
-        let rows: Vec<Unapplied> = sqlx::query_as(
-            "SELECT id, app, dedupe_key, corp_id, extract(epoch FROM event_time)::bigint AS t, message \
-             FROM wecom_events WHERE id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(last)
-        .bind(batch)
-        .fetch_all(&mut *tx)
-        .await?;
-        let Some(end) = rows.last().map(|r| r.id) else {
+        let stored = crate::store::observations::after(&mut tx, cursor, batch).await?;
+        if stored.is_empty() {
             break;
-        };
-        last = end;
-        // History is not re-fetched from WeCom on a rebuild: no enrichment jobs.
-        done += apply_rows(&mut tx, rows, &HashSet::new()).await? as u64;
-        progress(Progress {
-            done,
-            total: u64::try_from(total).unwrap_or(0).max(done),
-        });
+        }
+        for o in &stored {
+            cursor = (o.events_before, o.seq);
+            out.events += events
+                .apply_until(&mut tx, Some(o.events_before), out.events, &mut progress)
+                .await?;
+            if crate::store::observations::replay(&mut tx, o).await? {
+                *out.observations.entry(o.kind.clone()).or_default() += 1;
+            } else {
+                out.unreadable += 1;
+            }
+        }
     }
+    out.events += events
+        .apply_until(&mut tx, None, out.events, &mut progress)
+        .await?;
     tx.commit().await?;
-    Ok(done)
+    Ok(out)
+}
+
+/// Where a rebuild is in the event log.
+struct EventCursor {
+    /// The last event id applied.
+    last: i64,
+    /// Every event up to this id is applied (so a bound at or below it needs no query).
+    reached: i64,
+    batch: i64,
+    total: u64,
+}
+
+impl EventCursor {
+    /// Applies the events after `last` up to `upper` (all when `None`) in batches; returns how many.
+    async fn apply_until(
+        &mut self,
+        tx: &mut Transaction<'_, Postgres>,
+        upper: Option<i64>,
+        done_before: u64,
+        progress: &mut impl FnMut(Progress),
+    ) -> Result<u64, sqlx::Error> {
+        let bound = upper.unwrap_or(i64::MAX);
+        if bound <= self.reached {
+            return Ok(0);
+        }
+        let mut done = 0;
+        loop {
+            let rows: Vec<Unapplied> = sqlx::query_as(
+                "SELECT id, app, dedupe_key, corp_id, extract(epoch FROM event_time)::bigint AS t, message \
+                 FROM wecom_events WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3",
+            )
+            .bind(self.last)
+            .bind(bound)
+            .bind(self.batch)
+            .fetch_all(&mut **tx)
+            .await?;
+            let Some(end) = rows.last().map(|r| r.id) else {
+                break;
+            };
+            self.last = end;
+            // History is not re-fetched from WeCom on a rebuild: no enrichment jobs.
+            done += apply_rows(tx, rows, &HashSet::new()).await? as u64;
+            progress(Progress {
+                done: done_before + done,
+                total: self.total.max(done_before + done),
+            });
+        }
+        self.reached = bound;
+        Ok(done)
+    }
 }
 
 /// Applies the stored events matching `filter` again, in batches of `batch` by id, each batch in a short

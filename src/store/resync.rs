@@ -5,8 +5,10 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 
+use crate::store::observations::{self, KnownTagRecord, Observation};
+use crate::store::projections;
 use crate::sync::client::types::{ExternalContact, FollowInfo};
 use crate::sync::plan;
 
@@ -105,7 +107,7 @@ pub struct Drift {
 
 /// The version API observations at the start of `run` carry (see store::enrichment).
 pub fn run_version(run: &Run) -> String {
-    format!("{:012}:0:api", run.started_at.timestamp().max(0))
+    version_at(run.started_at)
 }
 
 /// When an unfinished run is abandoned instead of resumed.
@@ -273,6 +275,14 @@ pub async fn finish(pool: &PgPool, run: &Run, drift: &Drift) -> Result<(), sqlx:
     .bind(serde_json::to_value(&run.progress).unwrap_or_default())
     .execute(pool)
     .await?;
+    // The run's observations supersede older ones: keep the observation log bounded. A failure here costs
+    // only space, so it does not fail the finished run.
+    match observations::compact(pool).await {
+        Ok(n) => tracing::debug!(deleted = n, "superseded API observations compacted"),
+        Err(e) => {
+            tracing::warn!(error = %e, "compacting the API observation log failed; retried after the next run")
+        }
+    }
     Ok(())
 }
 
@@ -287,8 +297,24 @@ pub async fn upsert_entry(
     drift: &mut Drift,
 ) -> Result<(), sqlx::Error> {
     let known = tag_names(pool, corp_id, follow.tag_id.as_ref()).await?;
-    let plan = plan::observe_follow_entry(corp_id, contact, follow, Utc::now(), run.id, &known);
-    let observed = crate::store::projections::apply_observation(pool, plan).await?;
+    let fetched_at = Utc::now();
+    let plan = plan::observe_follow_entry(corp_id, contact, follow, fetched_at, run.id, &known);
+    if plan.contact_details.is_empty() {
+        // No customer id: nothing is written.
+        return Ok(());
+    }
+    let mut tx = projections::observation_tx(pool).await?;
+    let observed = projections::observe_in(&mut tx, plan, true).await?;
+    let obs = Observation::FollowEntry {
+        contact: Box::new(contact.clone()),
+        follow: Box::new(follow.clone()),
+        fetched_at,
+        run_id: run.id,
+        known: KnownTagRecord::from_names(&known),
+    };
+    let covers = observations::follow_covers([follow]);
+    observations::record(&mut tx, corp_id, &obs, observed.pinned(), &covers).await?;
+    tx.commit().await?;
     drift.contacts_created += observed.contacts_created;
     drift.follows_created += observed.follows_created;
     drift.follows_updated += observed.follows_updated;
@@ -361,19 +387,67 @@ pub async fn sweep_follows(
         .await?;
         return Ok(n.max(0) as u64);
     }
-    let r = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "UPDATE external_contact_follows SET status = 'removed', delete_source = 'resync', deleted_at = $5, \
-             status_version = $3, last_change_type = 'resync_removed', last_event_at = $5, last_version = $3 \
-         WHERE {SCOPE}"
+    let mut tx = projections::observation_tx(pool).await?;
+    // The rows in scope, locked in key order; the sweep itself is the keyed statement a rebuild replays.
+    let keys: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT userid, external_userid FROM external_contact_follows WHERE {SCOPE} \
+         ORDER BY userid, external_userid FOR UPDATE"
     )))
     .bind(corp_id)
     .bind(run.id)
     .bind(run_version(run))
     .bind(users)
-    .bind(run.started_at)
-    .execute(pool)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(r.rows_affected())
+    let swept = resweep_follows(&mut tx, corp_id, run.id, run.started_at, &keys).await?;
+    if !swept.is_empty() {
+        let obs = Observation::SweepFollows {
+            keys: swept.clone(),
+            run_id: run.id,
+            run_started_at: run.started_at,
+        };
+        observations::record(&mut tx, corp_id, &obs, true, &[]).await?;
+    }
+    tx.commit().await?;
+    Ok(swept.len() as u64)
+}
+
+/// The version of the writes of the run started at `started_at` (see [`run_version`]).
+fn version_at(started_at: DateTime<Utc>) -> String {
+    format!("{:012}:0:api", started_at.timestamp().max(0))
+}
+
+/// Tombstones the follows `keys` of run `run_id` (as [`sweep_follows`] does), each only if still `active`,
+/// not seen by a later run and not decided by anything newer than the run. Returns the keys it changed.
+/// Also the rebuild's replay of a recorded sweep.
+pub(crate) async fn resweep_follows(
+    tx: &mut Transaction<'_, Postgres>,
+    corp_id: &str,
+    run_id: i64,
+    started_at: DateTime<Utc>,
+    keys: &[(String, String)],
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (users, exts): (Vec<&str>, Vec<&str>) =
+        keys.iter().map(|(u, e)| (u.as_str(), e.as_str())).unzip();
+    sqlx::query_as(
+        "UPDATE external_contact_follows f SET status = 'removed', delete_source = 'resync', deleted_at = $4, \
+             status_version = $3, last_change_type = 'resync_removed', last_event_at = $4, last_version = $3 \
+         FROM UNNEST($5::text[], $6::text[]) AS k(userid, external_userid) \
+         WHERE f.corp_id = $1 AND f.userid = k.userid AND f.external_userid = k.external_userid \
+           AND f.status = 'active' AND (f.resync_run IS NULL OR f.resync_run < $2) AND f.status_version < $3 \
+         RETURNING f.userid, f.external_userid",
+    )
+    .bind(corp_id)
+    .bind(run_id)
+    .bind(version_at(started_at))
+    .bind(started_at)
+    .bind(&users)
+    .bind(&exts)
+    .fetch_all(&mut **tx)
+    .await
 }
 
 /// The corp's active follows (the base of the mass-removal guard's share).
@@ -455,23 +529,54 @@ pub async fn mark_chat(
     chat_id: &str,
     run: &Run,
 ) -> Result<bool, sqlx::Error> {
-    let version = run_version(run);
-    sqlx::query_scalar(
+    let mut tx = projections::observation_tx(pool).await?;
+    let (created, changed) =
+        mark_chat_in(&mut tx, corp_id, chat_id, run.id, run.started_at).await?;
+    let obs = Observation::MarkChat {
+        chat_id: chat_id.to_owned(),
+        run_id: run.id,
+        run_started_at: run.started_at,
+    };
+    // A status it changed matters to a later sweep (which dismisses only active chats): kept.
+    observations::record(&mut tx, corp_id, &obs, created || changed, &[]).await?;
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// [`mark_chat`] inside `tx` (also the rebuild's replay): whether the chat was created, and whether its
+/// status changed.
+pub(crate) async fn mark_chat_in(
+    tx: &mut Transaction<'_, Postgres>,
+    corp_id: &str,
+    chat_id: &str,
+    run_id: i64,
+    started_at: DateTime<Utc>,
+) -> Result<(bool, bool), sqlx::Error> {
+    let version = version_at(started_at);
+    let before: Option<String> = sqlx::query_scalar(
+        "SELECT status FROM external_group_chats WHERE corp_id = $1 AND chat_id = $2 FOR UPDATE",
+    )
+    .bind(corp_id)
+    .bind(chat_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let (created, status): (bool, String) = sqlx::query_as(
         "INSERT INTO external_group_chats AS g (corp_id, chat_id, status, status_version, last_event_at, last_version, resync_run) \
          VALUES ($1, $2, 'active', $3, $4, $3, $5) \
          ON CONFLICT (corp_id, chat_id) DO UPDATE SET resync_run = GREATEST(g.resync_run, EXCLUDED.resync_run), \
            status = CASE WHEN EXCLUDED.status_version > g.status_version THEN 'active' ELSE g.status END, \
            dismissed_at = CASE WHEN EXCLUDED.status_version > g.status_version THEN NULL ELSE g.dismissed_at END, \
            status_version = GREATEST(g.status_version, EXCLUDED.status_version) \
-         RETURNING (xmax = 0)",
+         RETURNING (xmax = 0), status",
     )
     .bind(corp_id)
     .bind(chat_id)
     .bind(&version)
-    .bind(run.started_at)
-    .bind(run.id)
-    .fetch_one(pool)
-    .await
+    .bind(started_at)
+    .bind(run_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok((created, before.is_some_and(|b| b != status)))
 }
 
 /// Chats of `owners` (the owners this run listed completely) that WeCom no longer lists become dismissed, and
@@ -484,20 +589,57 @@ pub async fn sweep_chats(
     owners: &[String],
     gone: &[String],
 ) -> Result<u64, sqlx::Error> {
-    let r = sqlx::query(
-        "UPDATE external_group_chats SET status = 'dismissed', dismissed_at = $3, status_version = $4 \
+    let mut tx = projections::observation_tx(pool).await?;
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT chat_id FROM external_group_chats \
          WHERE corp_id = $1 AND status = 'active' AND (resync_run IS NULL OR resync_run < $2) \
-           AND status_version < $4 AND (owner = ANY($5) OR chat_id = ANY($6))",
+           AND status_version < $3 AND (owner = ANY($4) OR chat_id = ANY($5)) ORDER BY chat_id FOR UPDATE",
     )
     .bind(corp_id)
     .bind(run.id)
-    .bind(run.started_at)
     .bind(run_version(run))
     .bind(owners)
     .bind(gone)
-    .execute(pool)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(r.rows_affected())
+    let swept = resweep_chats(&mut tx, corp_id, run.id, run.started_at, &ids).await?;
+    if !swept.is_empty() {
+        let obs = Observation::SweepChats {
+            chat_ids: swept.clone(),
+            run_id: run.id,
+            run_started_at: run.started_at,
+        };
+        observations::record(&mut tx, corp_id, &obs, true, &[]).await?;
+    }
+    tx.commit().await?;
+    Ok(swept.len() as u64)
+}
+
+/// Dismisses the chats `ids` of run `run_id` (as [`sweep_chats`] does), each only if still active, not seen
+/// by a later run and not decided by anything newer. Returns the ids it changed; also the rebuild's replay.
+pub(crate) async fn resweep_chats(
+    tx: &mut Transaction<'_, Postgres>,
+    corp_id: &str,
+    run_id: i64,
+    started_at: DateTime<Utc>,
+    ids: &[String],
+) -> Result<Vec<String>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "UPDATE external_group_chats SET status = 'dismissed', dismissed_at = $3, status_version = $4 \
+         WHERE corp_id = $1 AND status = 'active' AND (resync_run IS NULL OR resync_run < $2) \
+           AND status_version < $4 AND chat_id = ANY($5) \
+         RETURNING chat_id",
+    )
+    .bind(corp_id)
+    .bind(run_id)
+    .bind(started_at)
+    .bind(version_at(started_at))
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await
 }
 
 /// Active chats without a known owner that this run has not listed (a listing by owner cannot cover them).
@@ -523,27 +665,87 @@ pub async fn mark_tags(
     ids: &[String],
     run: &Run,
 ) -> Result<u64, sqlx::Error> {
+    let mut tx = projections::observation_tx(pool).await?;
+    let n = mark_tags_in(&mut tx, corp_id, ids, run.id).await?;
+    let obs = Observation::MarkTags {
+        ids: ids.to_vec(),
+        run_id: run.id,
+        run_started_at: run.started_at,
+    };
+    let mut covers = ids.to_vec();
+    covers.sort();
+    covers.dedup();
+    observations::record(&mut tx, corp_id, &obs, false, &covers).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// [`mark_tags`] inside `tx` (also the rebuild's replay).
+pub(crate) async fn mark_tags_in(
+    tx: &mut Transaction<'_, Postgres>,
+    corp_id: &str,
+    ids: &[String],
+    run_id: i64,
+) -> Result<u64, sqlx::Error> {
     let r = sqlx::query(
         "UPDATE external_corp_tags SET resync_run = GREATEST(resync_run, $3) WHERE corp_id = $1 AND id = ANY($2)",
     )
     .bind(corp_id)
     .bind(ids)
-    .bind(run.id)
-    .execute(pool)
+    .bind(run_id)
+    .execute(&mut **tx)
     .await?;
     Ok(r.rows_affected())
 }
 
 /// Tags neither tag list of this run named become deleted (call only when both lists were read).
 pub async fn sweep_tags(pool: &PgPool, corp_id: &str, run: &Run) -> Result<u64, sqlx::Error> {
-    let r = sqlx::query(
-        "UPDATE external_corp_tags SET deleted = true, status_version = $3 \
-         WHERE corp_id = $1 AND NOT deleted AND (resync_run IS NULL OR resync_run < $2) AND status_version < $3",
+    let mut tx = projections::observation_tx(pool).await?;
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM external_corp_tags \
+         WHERE corp_id = $1 AND NOT deleted AND (resync_run IS NULL OR resync_run < $2) AND status_version < $3 \
+         ORDER BY id FOR UPDATE",
     )
     .bind(corp_id)
     .bind(run.id)
     .bind(run_version(run))
-    .execute(pool)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(r.rows_affected())
+    let swept = resweep_tags(&mut tx, corp_id, run.id, run.started_at, &ids).await?;
+    if !swept.is_empty() {
+        let obs = Observation::SweepTags {
+            ids: swept.clone(),
+            run_id: run.id,
+            run_started_at: run.started_at,
+        };
+        observations::record(&mut tx, corp_id, &obs, true, &[]).await?;
+    }
+    tx.commit().await?;
+    Ok(swept.len() as u64)
+}
+
+/// Deletes the tags `ids` of run `run_id` (as [`sweep_tags`] does), each only if not deleted yet, not seen
+/// by a later run and not decided by anything newer. Returns the ids it changed; also the rebuild's replay.
+pub(crate) async fn resweep_tags(
+    tx: &mut Transaction<'_, Postgres>,
+    corp_id: &str,
+    run_id: i64,
+    started_at: DateTime<Utc>,
+    ids: &[String],
+) -> Result<Vec<String>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "UPDATE external_corp_tags SET deleted = true, status_version = $3 \
+         WHERE corp_id = $1 AND NOT deleted AND (resync_run IS NULL OR resync_run < $2) AND status_version < $3 \
+           AND id = ANY($4) \
+         RETURNING id",
+    )
+    .bind(corp_id)
+    .bind(run_id)
+    .bind(version_at(started_at))
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await
 }

@@ -5,7 +5,7 @@
 //! a follow's `tags` / `tag_id`, which the planner turns into one shape.
 
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::de;
@@ -37,7 +37,7 @@ pub(crate) struct AccessToken {
 }
 
 /// `externalcontact/get_follow_user_list`: the members with 客户联系 enabled.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct FollowUserList {
     /// Their userids.
     #[serde(default, deserialize_with = "de::strings")]
@@ -45,7 +45,7 @@ pub struct FollowUserList {
 }
 
 /// A customer (`external_contact` in `externalcontact/get` and `batch/get_by_user`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct ExternalContact {
     /// Without it the contact cannot be stored.
     #[serde(default, deserialize_with = "de::opt_str")]
@@ -70,12 +70,16 @@ pub struct ExternalContact {
     pub corp_full_name: Option<String>,
     /// Raw JSON on purpose: stored as-is in `external_contacts.external_profile` (JSONB). `Some(Value::Null)`
     /// when WeCom sent `null`, `None` when it sent nothing.
-    #[serde(default, deserialize_with = "de::raw")]
+    #[serde(
+        default,
+        deserialize_with = "de::raw",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub external_profile: Option<Value>,
 }
 
 /// A follow relation: `follow_user[]` in `externalcontact/get`, `follow_info` in `batch/get_by_user`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct FollowInfo {
     /// The member; without it the follow cannot be stored.
     #[serde(default, deserialize_with = "de::opt_str")]
@@ -89,11 +93,19 @@ pub struct FollowInfo {
     pub createtime: Option<i64>,
     /// Raw JSON on purpose: `externalcontact/get` sends `tags[]{group_name, tag_name, type, tag_id}`; the
     /// planner stores it in the one shape of `external_contact_follows.tags` (`plan::tag_objects`).
-    #[serde(default, deserialize_with = "de::raw")]
+    #[serde(
+        default,
+        deserialize_with = "de::raw",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub tags: Option<Value>,
     /// Raw JSON on purpose: `batch/get_by_user` sends `tag_id[]` (ids only) instead of `tags`; the planner turns
     /// the ids into the same objects, named from `external_corp_tags` where known (`plan::tag_objects`).
-    #[serde(default, deserialize_with = "de::raw")]
+    #[serde(
+        default,
+        deserialize_with = "de::raw",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub tag_id: Option<Value>,
     #[serde(default, deserialize_with = "de::opt_str")]
     pub remark_corp_name: Option<String>,
@@ -110,7 +122,7 @@ pub struct FollowInfo {
 }
 
 /// `externalcontact/get` (one page, or every page with the followers merged).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct ExternalContactDetail {
     /// `None` when WeCom sent none (nothing to store).
     #[serde(default, deserialize_with = "de::opt_object")]
@@ -123,7 +135,7 @@ pub struct ExternalContactDetail {
 }
 
 /// One `external_contact_list[]` entry of `batch/get_by_user`: a contact and one of its follows.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct BatchEntry {
     #[serde(default, deserialize_with = "de::opt_object")]
     pub external_contact: Option<ExternalContact>,
@@ -132,7 +144,7 @@ pub struct BatchEntry {
 }
 
 /// A page of `externalcontact/batch/get_by_user`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct BatchByUserPage {
     #[serde(default, deserialize_with = "de::objects")]
     pub external_contact_list: Vec<BatchEntry>,
@@ -144,7 +156,7 @@ pub struct BatchByUserPage {
 }
 
 /// `fail_info` of `batch/get_by_user`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct BatchFailInfo {
     /// Members without a 客户联系 licence: WeCom lists none of their follows (they still have them).
     #[serde(default, deserialize_with = "de::strings")]
@@ -152,7 +164,7 @@ pub struct BatchFailInfo {
 }
 
 /// One `group_chat_list[]` entry of `groupchat/list`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct GroupChatListEntry {
     /// Entries without one are skipped.
     #[serde(default, deserialize_with = "de::opt_str")]
@@ -163,7 +175,7 @@ pub struct GroupChatListEntry {
 }
 
 /// A page of `externalcontact/groupchat/list`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct GroupChatListPage {
     #[serde(default, deserialize_with = "de::objects")]
     pub group_chat_list: Vec<GroupChatListEntry>,
@@ -179,7 +191,7 @@ pub(crate) struct GroupChatAnswer {
 }
 
 /// A customer group chat (`group_chat` in `groupchat/get`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct GroupChat {
     /// Without it the chat cannot be stored.
     #[serde(default, deserialize_with = "de::opt_str")]
@@ -204,7 +216,7 @@ pub struct GroupChat {
 }
 
 /// A member of a group chat.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct GroupChatMember {
     /// A member's userid or a customer's external_userid; members without one are skipped.
     #[serde(default, deserialize_with = "de::opt_str")]
@@ -230,21 +242,21 @@ pub struct GroupChatMember {
 }
 
 /// A userid in `admin_list[]` or `invitor`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct GroupChatAdmin {
     #[serde(default, deserialize_with = "de::opt_str")]
     pub userid: Option<String>,
 }
 
 /// `externalcontact/get_corp_tag_list`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct CorpTagList {
     #[serde(default, deserialize_with = "de::objects")]
     pub tag_group: Vec<CorpTagGroup>,
 }
 
 /// A tag group and its tags.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct CorpTagGroup {
     #[serde(default, deserialize_with = "de::opt_str")]
     pub group_id: Option<String>,
@@ -268,7 +280,7 @@ pub struct CorpTagGroup {
 }
 
 /// A tag.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct CorpTag {
     #[serde(default, deserialize_with = "de::opt_str")]
     pub id: Option<String>,
