@@ -158,6 +158,7 @@ impl Responder {
             "/cgi-bin/externalcontact/get" => contact_get(&truth, query),
             "/cgi-bin/externalcontact/groupchat/list" => groupchat_list(&truth, body),
             "/cgi-bin/externalcontact/groupchat/get" => groupchat_get(&truth, body),
+            "/cgi-bin/externalcontact/get_unassigned_list" => unassigned_list(&truth, body),
             "/cgi-bin/externalcontact/get_corp_tag_list" => tag_list(&truth, body, false),
             "/cgi-bin/externalcontact/get_strategy_tag_list" => tag_list(&truth, body, true),
             _ => err(40058, "the simulated WeCom has no such API"),
@@ -274,6 +275,21 @@ fn contact_get(truth: &Truth, query: &HashMap<String, String>) -> ResponseTempla
     ok(
         json!({"external_contact": contact_json(truth, ext), "follow_user": list, "next_cursor": next}),
     )
+}
+
+/// 离职待分配: the customers of members who left, cursor-paged (`page_size` up to 1000).
+fn unassigned_list(truth: &Truth, body: &Value) -> ResponseTemplate {
+    let limit = body["page_size"].as_u64().unwrap_or(1000) as usize;
+    if !(1..=1000).contains(&limit) {
+        return err(40058, "page_size must be 1..=1000");
+    }
+    let info: Vec<Value> = truth
+        .unassigned()
+        .into_iter()
+        .map(|(u, e)| json!({"handover_userid": u, "external_userid": e, "dimission_time": 1_700_000_000}))
+        .collect();
+    let (list, next) = page(&info, offset(body["cursor"].as_str()), limit);
+    ok(json!({"info": list, "is_last": next.is_empty(), "next_cursor": next}))
 }
 
 fn groupchat_list(truth: &Truth, body: &Value) -> ResponseTemplate {
