@@ -1,5 +1,7 @@
 //! A fake WeCom API that answers from the truth at the moment of each call: WeCom's paths, JSON shapes,
 //! paging, limits and errors (81017, 84061, 60020 until a trusted IP is set, seeded transient 45033 / -1).
+//! Offset cursors (`cur:N`) where the simulation never changes the list during a walk (the resync runs after
+//! the history); a keyset cursor for `externalcontact/get`, which the worker walks while the corp changes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -267,11 +269,24 @@ fn contact_get(truth: &Truth, query: &HashMap<String, String>) -> ResponseTempla
     if follows.is_empty() {
         return err(84061, "not external contact");
     }
-    let (list, next) = page(
-        &follows,
-        offset(query.get("cursor").map(String::as_str)),
-        truth.get_page,
-    );
+    // A keyset cursor (the next page starts after the last member returned), as WeCom's opaque cursor most
+    // likely is: with an offset, a relation ending between two pages of a walk would shift the rest and the
+    // walk would skip a relation that was listed all along, which nothing tells the service until the resync.
+    let after = query
+        .get("cursor")
+        .and_then(|c| c.strip_prefix("after:"))
+        .unwrap_or("");
+    let rest: Vec<Value> = follows
+        .into_iter()
+        .filter(|f| f["userid"].as_str().unwrap_or("") > after)
+        .collect();
+    let (list, more) = page(&rest, 0, truth.get_page);
+    let next = match list.last() {
+        Some(last) if !more.is_empty() => {
+            format!("after:{}", last["userid"].as_str().unwrap_or(""))
+        }
+        _ => String::new(),
+    };
     ok(
         json!({"external_contact": contact_json(truth, ext), "follow_user": list, "next_cursor": next}),
     )
