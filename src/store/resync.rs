@@ -28,13 +28,14 @@ pub struct Run {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
-    /// `batch/get_by_user` per chunk of follow users.
+    /// `get_corp_tag_list` and `get_strategy_tag_list`: first, so the follows of the same run are stored
+    /// with their tags' names.
     #[default]
+    Tags,
+    /// `batch/get_by_user` per chunk of follow users.
     Follows,
     /// `groupchat/list` per chunk of owners, then `groupchat/get` per chat.
     Chats,
-    /// `get_corp_tag_list` and `get_strategy_tag_list`.
-    Tags,
 }
 
 /// Where a run is, saved after every page and every staff chunk so an interrupted run resumes there. Staff
@@ -448,6 +449,37 @@ pub(crate) async fn resweep_follows(
     .bind(&exts)
     .fetch_all(&mut **tx)
     .await
+}
+
+/// Marks `removed` (source `resync`) the follows `pairs` names — (member, customer) relations that
+/// `get_unassigned_list` says wait for 离职继承 because the member left the corp — when they are still `active`
+/// or `pending`, and no event newer than the run said otherwise. A relation already ended (e.g. the customer
+/// deleted the member) keeps its status.
+pub async fn remove_unassigned(
+    pool: &PgPool,
+    corp_id: &str,
+    run: &Run,
+    pairs: &[(String, String)],
+) -> Result<u64, sqlx::Error> {
+    let (users, exts): (Vec<&str>, Vec<&str>) =
+        pairs.iter().map(|(u, e)| (u.as_str(), e.as_str())).unzip();
+    let r = sqlx::query(
+        "UPDATE external_contact_follows f SET status = 'removed', delete_source = 'resync', deleted_at = $4, \
+             status_version = $3, last_change_type = 'resync_removed', last_event_at = $4, last_version = $3 \
+         FROM UNNEST($5::text[], $6::text[]) AS k(userid, external_userid) \
+         WHERE f.corp_id = $1 AND f.userid = k.userid AND f.external_userid = k.external_userid \
+           AND f.status IN ('active', 'pending') AND (f.resync_run IS NULL OR f.resync_run < $2) \
+           AND f.status_version < $3",
+    )
+    .bind(corp_id)
+    .bind(run.id)
+    .bind(run_version(run))
+    .bind(run.started_at)
+    .bind(&users)
+    .bind(&exts)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected())
 }
 
 /// The corp's active follows (the base of the mass-removal guard's share).

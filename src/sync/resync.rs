@@ -2,19 +2,22 @@
 //! synced tables are periodically reconciled with what WeCom's API says (docs/protocol.md §7.2–7.4).
 //!
 //! A run, one at a time per corp (a PostgreSQL advisory lock, across processes and replicas):
-//! 1. `get_follow_user_list` (the staff with 客户联系).
-//! 2. `batch/get_by_user` per chunk of ≤ 100 of them (following `next_cursor`) → upsert; progress is saved
+//! 1. `get_follow_user_list` (the staff with 客户联系), on every start.
+//! 2. `get_corp_tag_list` and `get_strategy_tag_list` (rule-group tags); tags absent from both lists become
+//!    deleted (only when both were read). First, because `batch/get_by_user` gives a follow's tag ids only:
+//!    their names come from the tag table, so they must be known before the follows are written.
+//! 3. `batch/get_by_user` per chunk of ≤ 100 of them (following `next_cursor`) → upsert; progress is saved
 //!    after every page, and staff are remembered by userid, so a resume after the list changed neither skips
-//!    nor repeats anyone. Members in `fail_info.unlicensed_userid_list` are remembered as unlicensed.
-//! 3. The follow sweep: follows WeCom no longer lists become `removed`, but only `active` ones (WeCom lists no
+//!    nor repeats anyone (a chunk under way that names someone no longer listed is started over without
+//!    them). Members in `fail_info.unlicensed_userid_list` are remembered as unlicensed.
+//! 4. The follow sweep: follows WeCom no longer lists become `removed`, but only `active` ones (WeCom lists no
 //!    half-added relation), only of the staff this run listed completely (not unlicensed, not a failed
 //!    chunk), never after an empty follow-user list, and never more than `max_removal_share` of the corp's
 //!    active follows unless the operator allows it.
-//! 4. `groupchat/list` with `owner_filter` per chunk of ≤ 100 owners (without it WeCom answers 81017 when
+//! 5. `groupchat/list` with `owner_filter` per chunk of ≤ 100 owners (without it WeCom answers 81017 when
 //!    the app sees more than 1000 members), then `groupchat/get` per chat (members and admins reconciled);
-//!    chats of the owners listed completely that WeCom no longer lists become dismissed.
-//! 5. `get_corp_tag_list` and `get_strategy_tag_list` (rule-group tags); tags absent from both lists become
-//!    deleted (only when both were read).
+//!    chats of the owners listed completely that WeCom no longer lists become dismissed. When the app may not
+//!    call the 客户群 APIs (48002) the step is recorded as skipped, with what to do, and the run finishes.
 //!
 //! A failing item (a staff chunk, an owner chunk, one chat, one tag list) is retried, then recorded in the
 //! run's progress (`errors`) and skipped; errors that fail every call (the IP is not trusted, the secret or
@@ -34,6 +37,8 @@ use crate::sync::client::{ApiError, Credentials, MAX_OWNER_FILTER, WecomApi};
 
 /// Userids per `batch/get_by_user` call (WeCom's maximum).
 const CHUNK: usize = 100;
+/// WeCom's "API not authorised for this app" errcode.
+const API_NOT_AUTHORISED: i64 = 48002;
 /// Starts after which an unfinished run is abandoned.
 pub const ABANDON_AFTER_ATTEMPTS: i32 = 3;
 /// Below this many, removals are never refused as a mass removal (a small corp's one missed deletion can be
@@ -117,6 +122,9 @@ pub struct Options {
     pub abandon: Abandon,
     /// Progress reports (besides the log).
     pub on_progress: Option<OnProgress>,
+    /// The first wait of [`schedule`] before it retries a failed resync (doubled after every further
+    /// failure; see [`retry_backoff`]).
+    pub retry_base: Duration,
 }
 
 impl Options {
@@ -134,13 +142,14 @@ impl Options {
                 max_age: chrono::Duration::hours(24),
             },
             on_progress: None,
+            retry_base: RETRY_BASE,
         }
     }
 }
 
 /// Runs a resync for every app with a secret now and then every `interval`, inside `serve`, until `token` is
-/// cancelled. A failed resync is retried after a backoff in minutes (1, 2, 4, … up to 60, never later than
-/// `interval`), not after the whole interval. A resync under way is dropped at cancellation as a crash would
+/// cancelled. A failed resync is retried after a backoff in minutes (1, 2, 4, … up to 60 with the default
+/// `options.retry_base`, never later than `interval`), not after the whole interval. A resync under way is dropped at cancellation as a crash would
 /// drop it: its progress is saved after every page and the next start resumes it.
 pub async fn schedule(
     pool: PgPool,
@@ -173,7 +182,7 @@ pub async fn schedule(
             let next = match &result {
                 Ok(_) => (Instant::now() + interval, 0),
                 Err(e) => {
-                    let wait = retry_backoff(failures, interval);
+                    let wait = retry_backoff(options.retry_base, failures, interval);
                     tracing::warn!(
                         app = app.as_str(),
                         error = %e,
@@ -213,11 +222,15 @@ pub async fn schedule(
     }
 }
 
-/// The wait before retrying a failed scheduled resync: 1, 2, 4, … minutes after consecutive failures, at
-/// most an hour and never more than `interval`.
-pub fn retry_backoff(failures: u32, interval: Duration) -> Duration {
-    let minutes = 1u64 << failures.min(6);
-    Duration::from_secs(minutes.min(60) * 60).min(interval)
+/// The default [`Options::retry_base`]: a failed start-up resync is retried after a minute, not a day.
+pub const RETRY_BASE: Duration = Duration::from_secs(60);
+
+/// The wait before retrying a failed scheduled resync after `failures` consecutive failures before this one:
+/// `base`, 2 × `base`, 4 × `base`, … at most 60 × `base` (1, 2, 4, … 60 minutes with the default base of a
+/// minute) and never more than `interval`.
+pub fn retry_backoff(base: Duration, failures: u32, interval: Duration) -> Duration {
+    let factor = (1u32 << failures.min(6)).min(60);
+    base.saturating_mul(factor).min(interval)
 }
 
 /// Resyncs one app's corp with the default [`Options`]. `pause` is the minimum gap between API calls.
@@ -437,17 +450,18 @@ impl Walk<'_> {
             tracing::warn!(app = self.app, run = self.run.id, "{e}");
             self.run.progress.record_error(e.to_owned());
         }
+        // Tags first: a follow's tag ids are named from the tag table when the follow is written.
+        if self.run.progress.step == Step::Tags {
+            self.tags().await?;
+            self.run.progress.step = Step::Follows;
+            runs::save_progress(self.pool, self.run).await?;
+        }
         if self.run.progress.step == Step::Follows {
             self.follows(&users).await?;
             self.run.progress.step = Step::Chats;
             runs::save_progress(self.pool, self.run).await?;
         }
-        if self.run.progress.step == Step::Chats {
-            self.chats(&users).await?;
-            self.run.progress.step = Step::Tags;
-            runs::save_progress(self.pool, self.run).await?;
-        }
-        self.tags().await?;
+        self.chats(&users).await?;
         Ok(self.run.progress.drift.clone())
     }
 
@@ -455,6 +469,16 @@ impl Walk<'_> {
         let corp = self.creds.corp_id.clone();
         self.done_at_start = self.run.progress.users_done.len();
         self.started = Instant::now();
+        // A chunk interrupted by the last attempt: anyone in it who is no longer listed is dropped, and then
+        // the chunk starts over (its cursor belongs to the old `userid_list`).
+        let p = &mut self.run.progress;
+        if p.chunk_users
+            .iter()
+            .any(|u| users.binary_search(u).is_err())
+        {
+            p.chunk_users.retain(|u| users.binary_search(u).is_ok());
+            p.cursor.clear();
+        }
         loop {
             if self.run.progress.chunk_users.is_empty() {
                 let p = &self.run.progress;
@@ -512,7 +536,62 @@ impl Walk<'_> {
             runs::save_progress(self.pool, self.run).await?;
             self.report(self.run.progress.users_done.len());
         }
-        self.sweep_follows(users).await
+        self.sweep_follows(users).await?;
+        self.unassigned(users).await
+    }
+
+    /// The follows of members who left the corp: they are in no follow-user list, so no sweep covers them,
+    /// and no callback says so; `get_unassigned_list` names them (waiting for 离职继承). They become `removed`.
+    /// WeCom names them one by one, so the mass-removal guard (which is about not seeing) does not apply.
+    async fn unassigned(&mut self, users: &[String]) -> Result<(), ResyncError> {
+        let (api, creds) = (self.api, self.creds);
+        let pause = self.options.pause;
+        let listed = self
+            .attempt(|| async move {
+                let mut pairs = Vec::new();
+                let mut pages = api.unassigned_list(creds).with_pause(pause);
+                while let Some(page) = pages.next().await? {
+                    pairs.extend(
+                        page.info
+                            .into_iter()
+                            .filter_map(|e| Some((e.handover_userid?, e.external_userid?))),
+                    );
+                }
+                Ok(pairs)
+            })
+            .await;
+        let pairs = match listed {
+            Ok(Ok(pairs)) => pairs,
+            Ok(Err(e)) => {
+                self.skip(
+                    "get_unassigned_list; the follows of members who left were not removed",
+                    &e,
+                );
+                return Ok(());
+            }
+            Err(ResyncError::Api(ApiError::Wecom(w))) if w.errcode == API_NOT_AUTHORISED => {
+                self.skip(
+                    "get_unassigned_list (离职继承 not allowed for this app); the follows of members who left \
+                     were not removed",
+                    &ApiError::Wecom(w),
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        // Someone this run listed is still here, whatever an older listing says.
+        let pairs: Vec<(String, String)> = pairs
+            .into_iter()
+            .filter(|(u, _)| users.binary_search(u).is_err())
+            .collect();
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let removed =
+            runs::remove_unassigned(self.pool, &self.creds.corp_id, self.run, &pairs).await?;
+        self.run.progress.drift.follows_removed += removed;
+        runs::save_progress(self.pool, self.run).await?;
+        Ok(())
     }
 
     /// One chunk of staff from the saved cursor to its last page, saving after every page.
@@ -618,7 +697,28 @@ impl Walk<'_> {
         Ok(())
     }
 
+    /// The chat step. A 48002 (the app may not call the 客户群 APIs) fails every chat call, but retrying the
+    /// run would only fail the same way: the step is recorded as skipped (nothing swept) and the run finishes.
     async fn chats(&mut self, users: &[String]) -> Result<(), ResyncError> {
+        match self.chat_step(users).await {
+            Err(ResyncError::Api(ApiError::Wecom(w))) if w.errcode == API_NOT_AUTHORISED => {
+                let e = format!(
+                    "the chat step was skipped and no chat was swept: groupchat/list or groupchat/get was \
+                     refused with {w} A 代开发 or 第三方 app also needs its 客户群 (customer group chat) \
+                     permission, granted by the corp's admin. Follows and tags were synced; the next resync reads \
+                     the chats once the app may"
+                );
+                tracing::warn!(app = self.app, run = self.run.id, "{e}");
+                self.run.progress.record_error(e);
+                self.run.progress.drift.skipped += 1;
+                runs::save_progress(self.pool, self.run).await?;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    async fn chat_step(&mut self, users: &[String]) -> Result<(), ResyncError> {
         let corp = self.creds.corp_id.clone();
         let (api, creds) = (self.api, self.creds);
         self.done_at_start = self.run.progress.owners_done.len();
@@ -778,4 +878,32 @@ enum ChunkError {
     Stop(ResyncError),
     /// Retry the chunk from the saved cursor, then skip it.
     Item(ApiError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_resync_is_retried_after_minutes_doubling_to_an_hour() {
+        let day = Duration::from_secs(24 * 3600);
+        let minutes: Vec<u64> = (0..9)
+            .map(|f| retry_backoff(RETRY_BASE, f, day).as_secs() / 60)
+            .collect();
+        assert_eq!(minutes, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(
+            retry_backoff(RETRY_BASE, u32::MAX, day),
+            Duration::from_secs(3600),
+            "no overflow after many failures"
+        );
+    }
+
+    #[test]
+    fn the_retry_never_waits_longer_than_the_interval_and_follows_the_base() {
+        let interval = Duration::from_secs(5 * 60);
+        assert_eq!(retry_backoff(RETRY_BASE, 5, interval), interval);
+        let base = Duration::from_millis(300);
+        assert_eq!(retry_backoff(base, 1, interval), Duration::from_millis(600));
+        assert_eq!(Options::new(Duration::ZERO).retry_base, RETRY_BASE);
+    }
 }

@@ -63,6 +63,10 @@ async fn mount_wecom(server: &MockServer) {
         .respond_with(ok(json!({"tag_group": []})))
         .mount(server)
         .await;
+    Mock::given(path("/cgi-bin/externalcontact/get_unassigned_list"))
+        .respond_with(ok(json!({"info": [], "is_last": true, "next_cursor": ""})))
+        .mount(server)
+        .await;
 }
 
 fn creds() -> Credentials {
@@ -309,17 +313,24 @@ async fn a_second_run_with_nothing_changed_reports_no_drift_and_a_failing_chat_i
     let app = spawn_app_with(&[MAIN], |_| {}).await;
     let first = run_with(&app, &server, &options()).await.expect("first");
     assert_eq!(first.follows_created, 1);
+    // The run reads the corp tags before the follows, so batch/get_by_user's bare tag id is named at once.
+    let tags: serde_json::Value = sqlx::query_scalar(
+        "SELECT tags FROM external_contact_follows WHERE userid = 'alice' AND external_userid = 'wmC1'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("follow");
+    assert_eq!(
+        tags,
+        json!([{"tag_id": "et1", "type": 1, "tag_name": "A", "group_name": "等级"}]),
+        "the follow's tag is named by the run that wrote it"
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    // The first run reads the corp tags after the follows, so the second one names the follow's tag (a real
-    // change); from then on nothing changes.
     let second = run_with(&app, &server, &options()).await.expect("second");
-    assert_eq!(second.follows_updated, 1, "the tag name filled in");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let second = run_with(&app, &server, &options()).await.expect("third");
     assert_eq!(
         second,
         wecom_callback::store::resync::Drift::default(),
-        "no-op"
+        "nothing changed in WeCom: no drift (the tag name was not left for this run to fill in)"
     );
 
     // One chat's groupchat/get keeps failing: recorded, skipped, the run finishes.
@@ -453,4 +464,358 @@ async fn groupchat_list_asks_per_owner_chunk_and_a_stale_run_is_abandoned() {
             .await
             .expect("runs");
     assert_eq!(statuses, vec!["abandoned".to_owned(), "done".to_owned()]);
+}
+
+/// The userids of every `batch/get_by_user` call the fake received, one entry per call and member.
+async fn batch_calls_by_user(server: &MockServer) -> std::collections::BTreeMap<String, usize> {
+    let mut calls = std::collections::BTreeMap::new();
+    for r in server.received_requests().await.unwrap_or_default() {
+        if r.url.path() != "/cgi-bin/externalcontact/batch/get_by_user" {
+            continue;
+        }
+        let body: serde_json::Value = serde_json::from_slice(&r.body).expect("json body");
+        for u in body["userid_list"].as_array().into_iter().flatten() {
+            *calls
+                .entry(u.as_str().unwrap_or("").to_owned())
+                .or_insert(0) += 1;
+        }
+    }
+    calls
+}
+
+/// Answers `batch/get_by_user` with one customer `wm-<userid>` per requested member.
+fn one_customer_each(req: &wiremock::Request) -> ResponseTemplate {
+    let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
+    let list: Vec<serde_json::Value> = body["userid_list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| u.as_str())
+        .map(|u| entry(u, &format!("wm-{u}")))
+        .collect();
+    ok(json!({"external_contact_list": list, "next_cursor": ""}))
+}
+
+fn untrusted_ip() -> ResponseTemplate {
+    ResponseTemplate::new(200)
+        .set_body_json(json!({"errcode": 60020, "errmsg": "not allow to access from your ip"}))
+}
+
+#[tokio::test]
+async fn a_resume_after_the_staff_list_changed_skips_nobody_and_lists_nobody_twice() {
+    let server = MockServer::start().await;
+    mount_wecom(&server).await;
+    // The first run sees alice, bob and carol; by the resume bob has left and aaron (sorting before the
+    // members done) and dave have joined: a resume by position in the list would skip or repeat someone.
+    Mock::given(path("/cgi-bin/externalcontact/get_follow_user_list"))
+        .respond_with(ok(json!({"follow_user": ["carol", "alice", "bob"]})))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/get_follow_user_list"))
+        .respond_with(ok(
+            json!({"follow_user": ["dave", "carol", "alice", "aaron"]}),
+        ))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    // bob's chunk is interrupted (60020 stops the run) the first time.
+    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
+        .and(body_partial_json(json!({"userid_list": ["bob"]})))
+        .respond_with(untrusted_ip())
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
+        .respond_with(one_customer_each)
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    let mut o = options();
+    o.chunk = 1;
+    let first = run_with(&app, &server, &o).await;
+    assert!(first.is_err(), "bob's chunk stops the first attempt");
+    let (users_done, chunk): (serde_json::Value, serde_json::Value) = sqlx::query_as(
+        "SELECT progress->'users_done', progress->'chunk_users' FROM wecom_resync_runs",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("run");
+    assert_eq!((users_done, chunk), (json!(["alice"]), json!(["bob"])));
+
+    let drift = run_with(&app, &server, &o).await.expect("the resume");
+    assert_eq!(
+        batch_calls_by_user(&server).await,
+        [
+            ("aaron", 1),
+            ("alice", 1),
+            ("bob", 1),
+            ("carol", 1),
+            ("dave", 1)
+        ]
+        .into_iter()
+        .map(|(u, n)| (u.to_owned(), n))
+        .collect(),
+        "every member still listed is listed once; bob, gone before the resume, is not asked for again"
+    );
+    assert_eq!(
+        drift.follows_created, 4,
+        "alice's, then aaron's, carol's and dave's"
+    );
+    let (status, attempts, users_done): (String, i32, serde_json::Value) =
+        sqlx::query_as("SELECT status, attempts, progress->'users_done' FROM wecom_resync_runs")
+            .fetch_one(&app.pool)
+            .await
+            .expect("run");
+    assert_eq!(
+        (status.as_str(), attempts, users_done),
+        ("done", 2, json!(["aaron", "alice", "carol", "dave"])),
+        "one run, resumed once"
+    );
+}
+
+#[tokio::test]
+async fn a_run_that_failed_three_times_is_abandoned_and_a_fresh_run_starts() {
+    let server = MockServer::start().await;
+    mount_wecom(&server).await;
+    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
+        .and(body_partial_json(json!({"userid_list": ["bob"]})))
+        .respond_with(untrusted_ip())
+        .up_to_n_times(3)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
+        .respond_with(one_customer_each)
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    let mut o = options();
+    o.chunk = 1;
+    for attempt in 1..=3 {
+        assert!(
+            run_with(&app, &server, &o).await.is_err(),
+            "attempt {attempt} stops at bob"
+        );
+    }
+    let (status, attempts): (String, i32) =
+        sqlx::query_as("SELECT status, attempts FROM wecom_resync_runs")
+            .fetch_one(&app.pool)
+            .await
+            .expect("one run so far");
+    assert_eq!((status.as_str(), attempts), ("failed", 3));
+    assert_eq!(
+        batch_calls_by_user(&server).await["alice"],
+        1,
+        "resumed twice past alice"
+    );
+
+    // Bob would pass now, but the run was started three times: it is given up and a fresh one starts over.
+    run_with(&app, &server, &o).await.expect("a fresh run");
+    let runs: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT status, last_error FROM wecom_resync_runs ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .expect("runs");
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0].0, "abandoned");
+    assert!(
+        runs[0]
+            .1
+            .as_deref()
+            .unwrap_or("")
+            .contains("abandoned after 3 attempts"),
+        "{runs:?}"
+    );
+    assert_eq!(runs[1].0, "done");
+    let calls = batch_calls_by_user(&server).await;
+    assert_eq!(
+        (calls["alice"], calls["bob"]),
+        (2, 4),
+        "the fresh run lists alice again instead of trusting the abandoned run's progress"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_scheduled_resync_is_retried_after_the_backoff_not_the_interval() {
+    let server = MockServer::start().await;
+    mount_wecom(&server).await;
+    // The first two starts fail at once (the IP is not trusted yet), the third succeeds.
+    Mock::given(path("/cgi-bin/externalcontact/get_follow_user_list"))
+        .respond_with(untrusted_ip())
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
+        .respond_with(one_customer_each)
+        .mount(&server)
+        .await;
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    let api = WecomApi::new(&server.uri(), app.pool.clone())
+        .expect("client")
+        .with_backoff(Duration::from_millis(1));
+    let mut o = options();
+    let base = Duration::from_millis(300);
+    o.retry_base = base;
+    let token = tokio_util::sync::CancellationToken::new();
+    let started = std::time::Instant::now();
+    let task = tokio::spawn(wecom_callback::sync::resync::schedule(
+        app.pool.clone(),
+        api,
+        [("main".to_owned(), creds())].into_iter().collect(),
+        // A day: only the backoff can bring the retries within the test's time.
+        Duration::from_secs(24 * 3600),
+        o,
+        None,
+        token.clone(),
+    ));
+    poll(
+        "the scheduled resync to succeed on a retry",
+        POLL_TIMEOUT,
+        Duration::from_millis(50),
+        || async {
+            let done: Option<i32> =
+                sqlx::query_scalar("SELECT attempts FROM wecom_resync_runs WHERE status = 'done'")
+                    .fetch_optional(&app.pool)
+                    .await
+                    .expect("runs");
+            done.ok_or_else(|| "no run done yet".to_owned())
+        },
+    )
+    .await;
+    let elapsed = started.elapsed();
+    token.cancel();
+    task.await.expect("the schedule stops on cancellation");
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM wecom_resync_runs")
+        .fetch_one(&app.pool)
+        .await
+        .expect("one run, resumed twice");
+    assert_eq!(attempts, 3);
+    // base after the first failure, twice base after the second.
+    assert!(
+        elapsed >= base * 3,
+        "retried after {elapsed:?}, sooner than the backoff ({:?} in all)",
+        base * 3
+    );
+    let lists = server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.url.path() == "/cgi-bin/externalcontact/get_follow_user_list")
+        .count();
+    assert_eq!(lists, 3, "two failures and the success, no busy loop");
+}
+
+#[tokio::test]
+async fn without_the_chat_apis_48002_the_chat_step_is_skipped_with_the_reason_and_the_run_finishes()
+{
+    let server = MockServer::start().await;
+    mount_wecom(&server).await;
+    Mock::given(path("/cgi-bin/externalcontact/groupchat/list"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"errcode": 48002, "errmsg": "api forbidden, hint: [1700000000_1_sim]"}),
+        ))
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
+        .respond_with(one_customer_each)
+        .mount(&server)
+        .await;
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    // A chat known from an event: with the chat APIs refused nothing may be swept.
+    let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1600000000</CreateTime><MsgType>event</MsgType><Event>change_external_chat</Event><ChatId>wrKEEP</ChatId><ChangeType>create</ChangeType></xml>";
+    assert_eq!(
+        app.post("main", &sign_callback(&MAIN, xml, unix_now()))
+            .await
+            .status()
+            .as_u16(),
+        200
+    );
+    wait_applied(&app.pool).await;
+
+    let drift = run_with(&app, &server, &options())
+        .await
+        .expect("the run finishes without the chats");
+    assert_eq!(drift.skipped, 1, "{drift:?}");
+    assert_eq!(drift.follows_created, 2, "the follows were synced");
+    assert_eq!(drift.chats_dismissed, 0);
+    let (status, errors): (String, serde_json::Value) =
+        sqlx::query_as("SELECT status, progress->'errors' FROM wecom_resync_runs")
+            .fetch_one(&app.pool)
+            .await
+            .expect("run");
+    assert_eq!(status, "done");
+    let errors = errors.to_string();
+    assert!(errors.contains("the chat step was skipped"), "{errors}");
+    assert!(errors.contains("48002"), "{errors}");
+    assert!(
+        errors.contains("客户群"),
+        "says what permission to grant: {errors}"
+    );
+    let chat: String =
+        sqlx::query_scalar("SELECT status FROM external_group_chats WHERE chat_id = 'wrKEEP'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("chat");
+    assert_eq!(chat, "active", "not swept");
+    // `expect(1)` on groupchat/list (checked when the server drops): asked once, not retried in a loop.
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_wecom-callback");
+
+#[tokio::test]
+async fn the_resync_command_shows_staff_done_of_total_calls_and_eta_on_the_terminal_and_in_the_log()
+{
+    let server = MockServer::start().await;
+    mount_wecom(&server).await;
+    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
+        .respond_with(one_customer_each)
+        .mount(&server)
+        .await;
+    let (_guard, url) = crate::helpers::fresh_database();
+    let out = tokio::process::Command::new(BIN)
+        .arg("resync")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &url)
+        .env("WECOM_TOKEN", MAIN.token)
+        .env("WECOM_ENCODING_AES_KEY", MAIN.encoding_aes_key)
+        .env("WECOM_CORP_ID", MAIN.receive_id)
+        .env("WECOM_APP_NAME", "main")
+        .env("WECOM_SECRET", "s")
+        .env("WECOM_API_BASE_URL", server.uri())
+        .env("RUST_LOG", "info")
+        .output()
+        .await
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(r#""follows_created":2"#),
+        "the drift report on stdout: {stdout}"
+    );
+    // The terminal line (stderr, on its own) and the same report in the log.
+    let terminal: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("main: Follows: "))
+        .collect();
+    assert_eq!(terminal.len(), 1, "one chunk, one progress line: {stderr}");
+    let line = terminal[0];
+    assert!(line.contains("staff 2/2"), "staff done / total: {line}");
+    assert!(line.contains(" calls"), "API calls: {line}");
+    assert!(line.contains("ETA 0m00s"), "time left: {line}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("resync progress: main: Follows: staff 2/2")),
+        "the log has the progress too: {stderr}"
+    );
 }

@@ -25,7 +25,7 @@ use crate::wecom::errcode::WecomError;
 use paging::{Endpoint, Pages};
 use types::{
     AccessToken, BatchByUserPage, CorpTagList, ExternalContactDetail, FollowUserList, GroupChat,
-    GroupChatAnswer, GroupChatListPage, Jscode2Session,
+    GroupChatAnswer, GroupChatListPage, Jscode2Session, UnassignedPage,
 };
 
 /// WeCom's production API.
@@ -338,6 +338,19 @@ impl WecomApi {
                 )
                 .await
             }
+            Endpoint::Unassigned => {
+                let body = UnassignedRequest {
+                    cursor,
+                    page_size: 1000,
+                };
+                self.call_json(
+                    creds,
+                    "/cgi-bin/externalcontact/get_unassigned_list",
+                    &[],
+                    Some(&body),
+                )
+                .await
+            }
         }
     }
 
@@ -400,6 +413,12 @@ impl WecomApi {
         owners: &'a [String],
     ) -> Pages<'a, GroupChatListPage> {
         Pages::new(self, creds, Endpoint::GroupChatList { owners }, "")
+    }
+
+    /// `externalcontact/get_unassigned_list`, page by page: the customers of members who left the corp and
+    /// wait for 离职继承 (reassignment), which no other list and no callback names.
+    pub fn unassigned_list<'a>(&'a self, creds: &'a Credentials) -> Pages<'a, UnassignedPage> {
+        Pages::new(self, creds, Endpoint::Unassigned, "")
     }
 
     /// `externalcontact/get_corp_tag_list`: every tag group and tag.
@@ -485,6 +504,13 @@ struct BatchByUserRequest<'a> {
     userid_list: &'a [String],
     cursor: &'a str,
     limit: u32,
+}
+
+/// Cursor paging (WeCom's older `page_id` is left out: the cursor supersedes it).
+#[derive(Serialize)]
+struct UnassignedRequest<'a> {
+    cursor: &'a str,
+    page_size: u32,
 }
 
 #[derive(Serialize)]

@@ -48,6 +48,7 @@ pub(crate) enum Endpoint<'a> {
     ExternalContact { external_userid: &'a str },
     BatchByUser { userids: &'a [String] },
     GroupChatList { owners: &'a [String] },
+    Unassigned,
 }
 
 /// The pages of one paged endpoint, fetched one at a time: `while let Some(page) = pages.next().await? {…}`.

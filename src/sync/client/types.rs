@@ -25,7 +25,12 @@ macro_rules! paged {
         }
     )*};
 }
-paged!(ExternalContactDetail, BatchByUserPage, GroupChatListPage);
+paged!(
+    ExternalContactDetail,
+    BatchByUserPage,
+    GroupChatListPage,
+    UnassignedPage
+);
 
 /// `gettoken`.
 #[derive(Debug, Deserialize)]
@@ -179,6 +184,29 @@ pub struct GroupChatListEntry {
 pub struct GroupChatListPage {
     #[serde(default, deserialize_with = "de::objects")]
     pub group_chat_list: Vec<GroupChatListEntry>,
+    #[serde(default, deserialize_with = "de::str_or_empty")]
+    pub next_cursor: String,
+}
+
+/// One `info[]` entry of `externalcontact/get_unassigned_list`: a customer of a member who left the corp,
+/// waiting for 离职继承 (reassignment).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UnassignedEntry {
+    /// The member who left.
+    #[serde(default, deserialize_with = "de::opt_str")]
+    pub handover_userid: Option<String>,
+    #[serde(default, deserialize_with = "de::opt_str")]
+    pub external_userid: Option<String>,
+    /// When the member left (unix seconds).
+    #[serde(default, deserialize_with = "de::opt_i64")]
+    pub dimission_time: Option<i64>,
+}
+
+/// A page of `externalcontact/get_unassigned_list`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UnassignedPage {
+    #[serde(default, deserialize_with = "de::objects")]
+    pub info: Vec<UnassignedEntry>,
     #[serde(default, deserialize_with = "de::str_or_empty")]
     pub next_cursor: String,
 }

@@ -122,6 +122,16 @@ async fn follows(
                 vec![Some("active"), Some("deleted_by_customer")]
             }
             (Rel::Active | Rel::DeletedByCustomer, false) => vec![],
+            // The member left: get_unassigned_list names the relations WeCom listed, so the resync ends them.
+            // A half-added one WeCom lists nowhere (84061), not there either: the service cannot learn that
+            // its member left, and may still say pending.
+            (Rel::Unassigned, false) if f.before_departure == Some(Rel::Pending) => vec![
+                None,
+                Some("removed"),
+                Some("deleted_by_staff"),
+                Some("deleted_by_customer"),
+                Some("pending"),
+            ],
             // Not listed anywhere: anything but a live relation.
             (_, false) => vec![
                 None,

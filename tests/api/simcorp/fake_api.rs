@@ -1,5 +1,7 @@
 //! A fake WeCom API that answers from the truth at the moment of each call: WeCom's paths, JSON shapes,
 //! paging, limits and errors (81017, 84061, 60020 until a trusted IP is set, seeded transient 45033 / -1).
+//! Offset cursors (`cur:N`) where the simulation never changes the list during a walk (the resync runs after
+//! the history); a keyset cursor for `externalcontact/get`, which the worker walks while the corp changes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -158,6 +160,7 @@ impl Responder {
             "/cgi-bin/externalcontact/get" => contact_get(&truth, query),
             "/cgi-bin/externalcontact/groupchat/list" => groupchat_list(&truth, body),
             "/cgi-bin/externalcontact/groupchat/get" => groupchat_get(&truth, body),
+            "/cgi-bin/externalcontact/get_unassigned_list" => unassigned_list(&truth, body),
             "/cgi-bin/externalcontact/get_corp_tag_list" => tag_list(&truth, body, false),
             "/cgi-bin/externalcontact/get_strategy_tag_list" => tag_list(&truth, body, true),
             _ => err(40058, "the simulated WeCom has no such API"),
@@ -266,14 +269,42 @@ fn contact_get(truth: &Truth, query: &HashMap<String, String>) -> ResponseTempla
     if follows.is_empty() {
         return err(84061, "not external contact");
     }
-    let (list, next) = page(
-        &follows,
-        offset(query.get("cursor").map(String::as_str)),
-        truth.get_page,
-    );
+    // A keyset cursor (the next page starts after the last member returned), as WeCom's opaque cursor most
+    // likely is: with an offset, a relation ending between two pages of a walk would shift the rest and the
+    // walk would skip a relation that was listed all along, which nothing tells the service until the resync.
+    let after = query
+        .get("cursor")
+        .and_then(|c| c.strip_prefix("after:"))
+        .unwrap_or("");
+    let rest: Vec<Value> = follows
+        .into_iter()
+        .filter(|f| f["userid"].as_str().unwrap_or("") > after)
+        .collect();
+    let (list, more) = page(&rest, 0, truth.get_page);
+    let next = match list.last() {
+        Some(last) if !more.is_empty() => {
+            format!("after:{}", last["userid"].as_str().unwrap_or(""))
+        }
+        _ => String::new(),
+    };
     ok(
         json!({"external_contact": contact_json(truth, ext), "follow_user": list, "next_cursor": next}),
     )
+}
+
+/// 离职待分配: the customers of members who left, cursor-paged (`page_size` up to 1000).
+fn unassigned_list(truth: &Truth, body: &Value) -> ResponseTemplate {
+    let limit = body["page_size"].as_u64().unwrap_or(1000) as usize;
+    if !(1..=1000).contains(&limit) {
+        return err(40058, "page_size must be 1..=1000");
+    }
+    let info: Vec<Value> = truth
+        .unassigned()
+        .into_iter()
+        .map(|(u, e)| json!({"handover_userid": u, "external_userid": e, "dimission_time": 1_700_000_000}))
+        .collect();
+    let (list, next) = page(&info, offset(body["cursor"].as_str()), limit);
+    ok(json!({"info": list, "is_last": next.is_empty(), "next_cursor": next}))
 }
 
 fn groupchat_list(truth: &Truth, body: &Value) -> ResponseTemplate {

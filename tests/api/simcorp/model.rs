@@ -76,6 +76,8 @@ pub struct Follow {
     pub add_cb: Option<u64>,
     /// Details changed without a callback since the last edit callback (only a resync can know).
     pub silent: bool,
+    /// What the relation was when its member left the corp (`rel` is then `Unassigned`).
+    pub before_departure: Option<Rel>,
 }
 
 #[derive(Debug, Clone)]
@@ -425,6 +427,18 @@ impl Truth {
             .collect()
     }
 
+    /// `get_unassigned_list`'s answer: (departed member, customer) for the relations waiting for 离职继承 —
+    /// those WeCom listed when the member left (a half-added relation is listed nowhere, so not here either).
+    pub fn unassigned(&self) -> Vec<(String, String)> {
+        self.follows
+            .iter()
+            .filter(|(_, f)| {
+                f.rel == Rel::Unassigned && f.before_departure.is_some_and(Rel::listed)
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// Whether a final resync can see this relation (listed, its member in the follow list, licensed).
     pub fn resync_sees(&self, user: &str, f: &Follow) -> bool {
         f.rel.listed()
@@ -462,6 +476,7 @@ impl Truth {
                 status_cb: None,
                 add_cb: None,
                 silent: false,
+                before_departure: None,
             })
     }
 
@@ -565,6 +580,7 @@ impl Truth {
                     status_cb: Some(id),
                     add_cb: Some(id),
                     silent: false,
+                    before_departure: None,
                 };
             }
             Step::RenameCustomer { ext, name } => {
@@ -581,6 +597,7 @@ impl Truth {
                     if u == user
                         && matches!(f.rel, Rel::Active | Rel::DeletedByCustomer | Rel::Pending)
                     {
+                        f.before_departure = Some(f.rel);
                         f.rel = Rel::Unassigned;
                         f.status_cb = None;
                     }
