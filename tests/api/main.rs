@@ -14,6 +14,7 @@ mod ingest;
 mod maintenance;
 mod miniprogram;
 mod ordering;
+mod replicas;
 mod resync;
 mod simcorp;
 #[path = "../common/snapshot.rs"]
