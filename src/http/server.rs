@@ -110,6 +110,7 @@ impl Application {
             Some(
                 crate::sync::client::WecomApi::new(&settings.api.base_url, pool.clone())
                     .map_err(|e| StartupError::Api(e.to_string()))?
+                    .with_limits(settings.api.limits.clone())
                     .with_metrics(metrics.clone()),
             )
         };

@@ -180,3 +180,174 @@ async fn drain_stores_a_stopped_replicas_spool_once_and_reports_counts() {
     pool.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+mod limits {
+    use std::time::{Duration, Instant};
+
+    use secrecy::SecretString;
+    use wecom_callback::store::limits as store_limits;
+    use wecom_callback::sync::client::limiter::{ApiLimits, Limit};
+    use wecom_callback::sync::client::{Credentials, WecomApi};
+
+    use crate::fake_wecom::FakeWecom;
+
+    const GET: &str = "/cgi-bin/externalcontact/get";
+
+    fn creds() -> Credentials {
+        Credentials {
+            corp_id: "wwLIMITS".into(),
+            secret: SecretString::from("s"),
+        }
+    }
+
+    fn limits(concurrency: u32, per_minute: u32, burst: u32) -> ApiLimits {
+        let mut l = ApiLimits::default();
+        l.default = Limit {
+            concurrency,
+            per_minute,
+            burst,
+        };
+        l
+    }
+
+    /// `replicas` clients (each its own HTTP client, as separate processes would be) call `externalcontact/get`
+    /// `calls` times each, all at once.
+    async fn storm(
+        pool: &sqlx::PgPool,
+        base: &str,
+        limits: &ApiLimits,
+        replicas: usize,
+        calls: usize,
+    ) {
+        let apis: Vec<WecomApi> = (0..replicas)
+            .map(|_| {
+                WecomApi::new(base, pool.clone())
+                    .expect("client")
+                    .with_limits(limits.clone())
+            })
+            .collect();
+        let creds = creds();
+        let all = apis.iter().flat_map(|api| {
+            (0..calls).map({
+                let creds = creds.clone();
+                move |i| {
+                    let creds = creds.clone();
+                    async move { api.external_contact(&creds, &format!("wm{i}")).await }
+                }
+            })
+        });
+        for r in futures_util::future::join_all(all).await {
+            // The fake says 84061 (no relation): the call went through the limiter and reached it.
+            assert_eq!(r.expect_err("84061").errcode(), Some(84061));
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_calls_per_corp_and_api_are_capped_across_clients() {
+        let app = crate::helpers::spawn_app().await;
+        let fake = FakeWecom::start(Duration::from_millis(150), &[]).await;
+        storm(&app.pool, &fake.base_url(), &limits(2, 10_000, 1_000), 3, 6).await;
+        assert_eq!(fake.calls(GET), 18);
+        assert_eq!(
+            fake.max_in_flight(GET),
+            2,
+            "three clients, 18 calls at once, at most 2 in flight (and the cap was reached)"
+        );
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_api_slots")
+            .fetch_one(&app.pool)
+            .await
+            .expect("slots");
+        assert_eq!(left, 0, "every slot was given back");
+
+        // The same storm without limits overlaps: the fake can tell.
+        let free = FakeWecom::start(Duration::from_millis(150), &[]).await;
+        storm(&app.pool, &free.base_url(), &ApiLimits::unlimited(), 3, 6).await;
+        assert!(free.max_in_flight(GET) > 2, "{}", free.max_in_flight(GET));
+    }
+
+    #[tokio::test]
+    async fn the_rate_is_shared_and_a_slowdown_lowers_it_for_every_client() {
+        let app = crate::helpers::spawn_app().await;
+        let fake = FakeWecom::start(Duration::ZERO, &[]).await;
+        // 600 a minute, no burst: 10 calls over two clients take about 0.9 s, whoever makes them.
+        let started = Instant::now();
+        storm(&app.pool, &fake.base_url(), &limits(5, 600, 1), 2, 5).await;
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(800), "{took:?}");
+        assert!(took < Duration::from_secs(4), "{took:?}");
+
+        // After a 45033 (as recorded by the client that saw it), every client goes 4 times slower.
+        store_limits::slow_down(&app.pool, "wwLIMITS", 45033, Duration::from_secs(60))
+            .await
+            .expect("slow down");
+        assert!(
+            store_limits::is_slowed(&app.pool, "wwLIMITS")
+                .await
+                .expect("slowed")
+        );
+        assert!(
+            !store_limits::is_slowed(&app.pool, "wwOTHER")
+                .await
+                .expect("other")
+        );
+        let mut waits = Vec::new();
+        for _ in 0..4 {
+            waits.push(
+                store_limits::reserve_rate(
+                    &app.pool,
+                    "wwLIMITS",
+                    "externalcontact/list",
+                    600,
+                    10,
+                    4,
+                )
+                .await
+                .expect("reserve"),
+            );
+        }
+        // 100 ms × 4 per call, no burst while slowed: the fourth waits about 1.2 s.
+        assert!(waits[3] >= Duration::from_millis(1_100), "{waits:?}");
+        assert!(waits[3] <= Duration::from_millis(1_300), "{waits:?}");
+        // Another corp is not slowed: its burst of 10 goes at once.
+        for _ in 0..4 {
+            let w = store_limits::reserve_rate(
+                &app.pool,
+                "wwOTHER",
+                "externalcontact/list",
+                600,
+                10,
+                4,
+            )
+            .await
+            .expect("reserve");
+            assert!(w.is_zero(), "{w:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_crashed_holders_slot_frees_itself_when_its_lease_ends() {
+        let app = crate::helpers::spawn_app().await;
+        let lease = Duration::from_millis(500);
+        let a = store_limits::try_acquire_slot(&app.pool, "wwL", "x", 1, "dead", lease)
+            .await
+            .expect("acquire");
+        assert_eq!(a, Some(0));
+        let b = store_limits::try_acquire_slot(&app.pool, "wwL", "x", 1, "alive", lease)
+            .await
+            .expect("acquire");
+        assert_eq!(b, None, "the only slot is leased");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let c = store_limits::try_acquire_slot(&app.pool, "wwL", "x", 1, "alive", lease)
+            .await
+            .expect("acquire");
+        assert_eq!(c, Some(0), "taken over after the lease");
+        // The dead holder's late release does not free the new holder's slot.
+        store_limits::release_slot(&app.pool, "wwL", "x", 0, "dead")
+            .await
+            .expect("release");
+        let d = store_limits::try_acquire_slot(&app.pool, "wwL", "x", 1, "third", lease)
+            .await
+            .expect("acquire");
+        assert_eq!(d, None);
+    }
+}
