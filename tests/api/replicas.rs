@@ -201,13 +201,14 @@ mod limits {
     }
 
     fn limits(concurrency: u32, per_minute: u32, burst: u32) -> ApiLimits {
-        let mut l = ApiLimits::default();
-        l.default = Limit {
-            concurrency,
-            per_minute,
-            burst,
-        };
-        l
+        ApiLimits {
+            default: Limit {
+                concurrency,
+                per_minute,
+                burst,
+            },
+            ..ApiLimits::default()
+        }
     }
 
     /// `replicas` clients (each its own HTTP client, as separate processes would be) call `externalcontact/get`
