@@ -106,7 +106,8 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
 
     let credentials = crate::sync::worker::credentials(&settings.apps);
     if let (Some(pool), false) = (&pool, credentials.is_empty()) {
-        let api = crate::sync::client::WecomApi::new(&settings.api.base_url, pool.clone())?;
+        let api = crate::sync::client::WecomApi::new(&settings.api.base_url, pool.clone())?
+            .with_limits(settings.api.limits.clone());
         for (name, creds) in &credentials {
             match api.access_token(creds).await {
                 Ok(_) => report(

@@ -5,6 +5,7 @@
 
 mod decrypt;
 mod doctor;
+mod drain;
 mod events;
 mod explain;
 mod gen_key;
@@ -93,6 +94,8 @@ pub enum Command {
     Doctor(doctor::Args),
     /// Explain a WeCom API errcode and its usual fix (offline).
     Explain(explain::Args),
+    /// Store what a stopped replica's spool holds (re-verified, deduplicated), e.g. from its re-attached volume.
+    Drain(drain::Args),
 }
 
 /// Runs the parsed command line.
@@ -118,6 +121,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(args) => jobs::run(args, &ctx).await,
         Command::Doctor(args) => doctor::run(args, &ctx).await,
         Command::Explain(args) => explain::run(args, &ctx).await,
+        Command::Drain(args) => drain::run(args, &ctx).await,
     }
 }
 

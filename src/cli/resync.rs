@@ -32,7 +32,8 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         );
     }
     let pool = prepared_pool(&settings.database).await?;
-    let api = crate::sync::client::WecomApi::new(&settings.api.base_url, pool.clone())?;
+    let api = crate::sync::client::WecomApi::new(&settings.api.base_url, pool.clone())?
+        .with_limits(settings.api.limits.clone());
     let mut options = crate::sync::resync::Options::new(settings.api.resync_pause);
     options.max_removal_share = settings.api.resync_max_removal_share;
     options.allow_mass_removal = args.allow_mass_removal;

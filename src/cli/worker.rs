@@ -23,7 +23,8 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         );
     }
     let pool = prepared_pool(&settings.database).await?;
-    let api = crate::sync::client::WecomApi::new(&settings.api.base_url, pool.clone())?;
+    let api = crate::sync::client::WecomApi::new(&settings.api.base_url, pool.clone())?
+        .with_limits(settings.api.limits.clone());
     tracing::info!(apps = credentials.len(), "WeCom API job worker running");
     let w = worker::Worker {
         pool,

@@ -26,6 +26,8 @@ pub struct ApiSettings {
     pub jobs_prune_interval: Duration,
     /// The resync's follow sweep refuses to remove more than this share (0..=1) of a corp's active follows.
     pub resync_max_removal_share: f64,
+    /// Calls per corp and API across every replica (`[api_limits]`, see [`super::limits`]).
+    pub limits: crate::sync::client::limiter::ApiLimits,
 }
 
 /// `WECOM_API_BASE_URL` / `--api-base-url`, for every command.
@@ -76,5 +78,6 @@ pub(super) fn build(file: &FileConfig, args: &ApiArgs, problems: &mut Vec<String
         resync_pause: Duration::from_millis(a.resync_pause_ms),
         jobs_retention: Duration::from_secs(a.jobs_retention_days.saturating_mul(86_400)),
         jobs_prune_interval: Duration::from_secs(3600),
+        limits: super::limits::build(&file.api_limits, problems),
     }
 }

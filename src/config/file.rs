@@ -57,6 +57,8 @@ pub struct FileConfig {
     pub metrics_listen: Option<String>,
     /// `[api]`.
     pub api: FileApi,
+    /// `[api_limits]`: WeCom API limits per corp across every replica.
+    pub api_limits: FileApiLimits,
     /// `[[apps]]`.
     pub apps: Vec<FileApp>,
 }
@@ -76,6 +78,7 @@ impl Default for FileConfig {
             verification_files: BTreeMap::new(),
             metrics_listen: None,
             api: FileApi::default(),
+            api_limits: FileApiLimits::default(),
             apps: Vec::new(),
         }
     }
@@ -225,6 +228,54 @@ impl Default for FileApi {
             resync_max_removal_share: 0.2,
         }
     }
+}
+
+/// `[api_limits]` in the file: WeCom API calls per corp, counted across every replica (through PostgreSQL).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileApiLimits {
+    /// `false`: no limits (e.g. against a fake API).
+    pub enabled: bool,
+    /// Calls of one API in flight at once per corp.
+    pub concurrency: u32,
+    /// Calls of one API per minute per corp.
+    pub per_minute: u32,
+    /// Calls that may go at once after a quiet spell.
+    pub burst: u32,
+    /// How long a 45033 / 45009 slows the corp down, for every replica.
+    pub slowdown_secs: u64,
+    /// The rate is divided by this while slowed down.
+    pub slowdown_factor: u32,
+    /// Per API (path without `/cgi-bin/`, e.g. "externalcontact/get"): what differs from the above.
+    pub apis: BTreeMap<String, FileApiLimit>,
+}
+
+impl Default for FileApiLimits {
+    fn default() -> Self {
+        FileApiLimits {
+            enabled: true,
+            // WeCom refuses (45033) past about 5 concurrent calls of some APIs per corp: stay below.
+            concurrency: 3,
+            // WeCom allows 10,000 calls a minute per corp and API (45009 beyond); a resync needs far fewer.
+            per_minute: 1_200,
+            burst: 20,
+            slowdown_secs: 60,
+            slowdown_factor: 4,
+            apis: BTreeMap::new(),
+        }
+    }
+}
+
+/// One API's entry in `[api_limits.apis]`; what it leaves out comes from `[api_limits]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileApiLimit {
+    /// Calls in flight at once per corp.
+    pub concurrency: Option<u32>,
+    /// Calls per minute per corp.
+    pub per_minute: Option<u32>,
+    /// Calls that may go at once after a quiet spell.
+    pub burst: Option<u32>,
 }
 
 /// Reads and parses a configuration file.

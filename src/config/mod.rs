@@ -7,7 +7,7 @@
 //! `WECOM_ENCODING_AES_KEY`, `WECOM_CORP_ID`, ...); several apps need a file with one `[[apps]]` table each.
 //!
 //! One concern per module, each naming its environment variables: [`file`] (the TOML file and the defaults),
-//! [`database`], [`dirs`] (platform directories), [`http`], [`store`], [`spool`], [`api`] (WeCom's API), [`apps`]. Here: [`Settings`],
+//! [`database`], [`dirs`] (platform directories), [`http`], [`store`], [`spool`], [`api`] (WeCom's API), [`limits`] (its limits across replicas), [`apps`]. Here: [`Settings`],
 //! [`build_settings`], [`ConfigError`]; and `WECOM_LOG_FORMAT` ([`ServeOverrides`]).
 //!
 //! Every problem is reported at once, each naming the setting and the fix, so an operator fixes the file in one
@@ -19,6 +19,7 @@ pub mod database;
 pub mod dirs;
 pub mod file;
 pub mod http;
+pub mod limits;
 pub mod spool;
 pub mod store;
 

@@ -36,11 +36,9 @@ pub enum StartupError {
     Database(#[from] sqlx::Error),
     #[error("cannot set up the WeCom API client: {0}")]
     Api(String),
-    #[error(
-        "cannot open the spool directory {dir}: {source}; set WECOM_SPOOL_DIR to a writable directory, \
-         or disable the spool with [spool] enabled = false"
-    )]
-    Spool { dir: String, source: std::io::Error },
+    /// The spool directory cannot be opened, or another process uses it.
+    #[error(transparent)]
+    Spool(#[from] crate::ingest::spool::OpenError),
 }
 
 /// Why the service stopped other than by request.
@@ -112,6 +110,7 @@ impl Application {
             Some(
                 crate::sync::client::WecomApi::new(&settings.api.base_url, pool.clone())
                     .map_err(|e| StartupError::Api(e.to_string()))?
+                    .with_limits(settings.api.limits.clone())
                     .with_metrics(metrics.clone()),
             )
         };
@@ -167,12 +166,7 @@ impl Application {
             .collect();
         let spool = match &settings.spool.dir {
             Some(dir) => {
-                let spool = Spool::open_supervised(dir, settings.spool.max_bytes, &tasks).map_err(
-                    |source| StartupError::Spool {
-                        dir: dir.display().to_string(),
-                        source,
-                    },
-                )?;
+                let spool = Spool::open_supervised(dir, settings.spool.max_bytes, &tasks)?;
                 let (drain_spool, pool, apps, committed) = (
                     spool.clone(),
                     pool.clone(),

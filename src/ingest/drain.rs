@@ -40,15 +40,42 @@ fn to_event(apps: &HashMap<String, AppConfig>, r: &SpooledRequest) -> Result<New
     Ok(event)
 }
 
-/// Drains every sealed segment once. Returns how many requests were written (new or duplicate).
+/// What one drain pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Segments read, stored and deleted.
+    pub segments: usize,
+    /// Requests re-verified and written (new plus already stored).
+    pub written: usize,
+    /// Of those, the ones not in `wecom_events` before.
+    pub new: usize,
+    /// Unreadable lines skipped (a write cut short by a crash: never acknowledged).
+    pub torn: usize,
+    /// Requests that no longer verify, kept in `rejected.jsonl`.
+    pub rejected: usize,
+}
+
+/// Drains every sealed segment once (see [`drain_once_report`]). Returns how many requests were written (new or
+/// duplicate).
 pub async fn drain_once(
     spool: &Spool,
     pool: &PgPool,
     apps: &HashMap<String, AppConfig>,
 ) -> Result<usize, DrainError> {
-    let mut written = 0;
+    Ok(drain_once_report(spool, pool, apps).await?.written)
+}
+
+/// Drains every sealed segment once and says what it did. A segment is deleted only after its rows are
+/// committed, so a pass cut short by an error repeats at most that segment's inserts (deduplicated).
+pub async fn drain_once_report(
+    spool: &Spool,
+    pool: &PgPool,
+    apps: &HashMap<String, AppConfig>,
+) -> Result<DrainReport, DrainError> {
+    let mut report = DrainReport::default();
     for segment in spool.seal().await? {
         let (requests, torn) = spool::read_segment(&segment)?;
+        report.torn += torn;
         if torn > 0 {
             tracing::warn!(segment = %segment.display(), lines = torn, "skipping unreadable spool lines (a write cut short by a crash; such requests were never acknowledged)");
         }
@@ -60,17 +87,20 @@ pub async fn drain_once(
                     // Keep it for an operator rather than lose it or block the spool forever.
                     tracing::error!(segment = %segment.display(), app = %r.app, %why, "a spooled callback cannot be stored; kept in rejected.jsonl");
                     keep_rejected(spool, r)?;
+                    report.rejected += 1;
                 }
             }
         }
         for chunk in events.chunks(CHUNK) {
             let refs: Vec<&NewEvent> = chunk.iter().collect();
-            store::insert_events(pool, &refs).await?;
+            let inserted = store::insert_events(pool, &refs).await?;
+            report.new += inserted.iter().filter(|new| **new).count();
         }
-        written += events.len();
+        report.written += events.len();
+        report.segments += 1;
         spool.remove(&segment)?;
     }
-    Ok(written)
+    Ok(report)
 }
 
 fn keep_rejected(spool: &Spool, r: &SpooledRequest) -> std::io::Result<()> {

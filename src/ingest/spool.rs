@@ -7,9 +7,15 @@
 //! JSON lines of [`SpooledRequest`]. One writer thread appends and fsyncs (one fsync for all appends waiting at
 //! that moment); the drainer seals the active segment, replays sealed segments into `wecom_events` (the dedupe
 //! key makes a double delivery harmless) and deletes them. A torn last line from a crash is skipped.
+//!
+//! One process per directory: opening a spool takes an exclusive OS lock (`flock`) on `lock.pid` in it and writes
+//! the holder's pid and host there, so a second process on the same directory (two replicas given the same
+//! default, or `drain` run against a live replica's spool) refuses to start instead of draining the other's
+//! segments. The kernel releases the lock when the holder dies, however it dies, so a dead replica's spool can
+//! be finished by anyone (`wecom-callback drain --spool-dir PATH`).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -49,6 +55,83 @@ pub enum SpoolError {
     Stopped,
 }
 
+/// Why a spool could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Another live process holds the directory's lock.
+    #[error(
+        "the spool directory {} is in use by {holder}: two processes must never share a spool (each would \
+         drain and delete the other's files). Give every replica its own directory (WECOM_SPOOL_DIR / \
+         --spool-dir); to finish a dead replica's spool, run `wecom-callback drain --spool-dir {}` once it \
+         has stopped (the lock is released when its process ends)",
+        dir.display(),
+        dir.display()
+    )]
+    Locked {
+        /// The spool directory.
+        dir: PathBuf,
+        /// Who holds it, as its lock file says (`pid 1234 on host x`), or `another process`.
+        holder: String,
+    },
+    /// The directory or its lock file cannot be created or read.
+    #[error(
+        "cannot open the spool directory {}: {source}; set WECOM_SPOOL_DIR to a writable directory, or \
+         disable the spool with [spool] enabled = false",
+        dir.display()
+    )]
+    Io {
+        /// The spool directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The lock file in the spool directory; it holds `pid {pid} on host {host}` of the process that uses it.
+pub const LOCK_FILE: &str = "lock.pid";
+
+/// Takes the directory's lock: an exclusive `flock` on [`LOCK_FILE`], kept for as long as the returned file is
+/// open. Refuses (naming the holder) when another open file description holds it, in this or another process.
+fn lock_dir(dir: &Path) -> Result<File, OpenError> {
+    let io_err = |source| OpenError::Io {
+        dir: dir.to_owned(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(dir.join(LOCK_FILE))
+        .map_err(io_err)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let text = text.trim();
+            return Err(OpenError::Locked {
+                dir: dir.to_owned(),
+                holder: if text.is_empty() {
+                    "another process".to_owned()
+                } else {
+                    text.to_owned()
+                },
+            });
+        }
+        Err(TryLockError::Error(e)) => return Err(io_err(e)),
+    }
+    // Ours now: say who we are, for the message a second process prints.
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let holder = format!("pid {} on host {}\n", std::process::id(), host.trim());
+    file.set_len(0).map_err(io_err)?;
+    file.rewind().map_err(io_err)?;
+    file.write_all(holder.as_bytes()).map_err(io_err)?;
+    Ok(file)
+}
+
 type AppendReply = oneshot::Sender<Result<(), SpoolError>>;
 
 enum Cmd {
@@ -68,6 +151,10 @@ pub struct Spool {
     bytes: Arc<AtomicU64>,
     max_bytes: u64,
     dir: PathBuf,
+    /// The directory's lock ([`LOCK_FILE`]), released when the last handle is dropped. Only handles hold it
+    /// (not the writer thread): every append waits on a handle, so nothing acknowledged is written after the
+    /// release, and a reopen right after the drop succeeds.
+    _lock: Arc<File>,
 }
 
 fn segment_name(seq: u64) -> String {
@@ -88,24 +175,32 @@ fn segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
 }
 
 impl Spool {
-    /// Opens (creating) the spool directory and starts the writer thread, which ends when every handle is
-    /// dropped. A panic in it is logged; appends then fail with [`SpoolError::Stopped`].
-    pub fn open(dir: &Path, max_bytes: u64) -> io::Result<Spool> {
+    /// Opens (creating) the spool directory, takes its lock (see the module doc) and starts the writer thread,
+    /// which ends when every handle is dropped. A panic in it is logged; appends then fail with
+    /// [`SpoolError::Stopped`].
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, OpenError> {
         Self::start(dir, max_bytes, None)
     }
 
     /// Like [`Spool::open`], with the writer thread supervised as the critical task `spool` of `tasks` (see
     /// [`crate::tasks`]): if it panics, the service stops. When the token is cancelled the thread writes the
     /// appends already queued and ends.
-    pub fn open_supervised(dir: &Path, max_bytes: u64, tasks: &Tasks) -> io::Result<Spool> {
+    pub fn open_supervised(dir: &Path, max_bytes: u64, tasks: &Tasks) -> Result<Spool, OpenError> {
         Self::start(dir, max_bytes, Some(tasks))
     }
 
-    fn start(dir: &Path, max_bytes: u64, tasks: Option<&Tasks>) -> io::Result<Spool> {
-        fs::create_dir_all(dir)?;
+    fn start(dir: &Path, max_bytes: u64, tasks: Option<&Tasks>) -> Result<Spool, OpenError> {
+        let io_err = |source| OpenError::Io {
+            dir: dir.to_owned(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(io_err)?;
+        // Before anything is read: a directory in use by another process is not ours to count or drain.
+        let lock = Arc::new(lock_dir(dir)?);
         // Callbacks hold personal data: only the service user may read them.
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-        let used: u64 = segments(dir)?
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err)?;
+        let used: u64 = segments(dir)
+            .map_err(io_err)?
             .iter()
             .filter_map(|p| fs::metadata(p).ok())
             .map(|m| m.len())
@@ -134,7 +229,8 @@ impl Spool {
                     tracing::error!(task = TASK, %why, "the spool writer thread failed; spooling is off");
                 }
                 let _ = done.send(outcome);
-            })?;
+            })
+            .map_err(io_err)?;
         if let Some(tasks) = tasks {
             let token = tasks.token();
             let stop = tx.clone();
@@ -156,6 +252,7 @@ impl Spool {
             bytes,
             max_bytes,
             dir: dir.to_owned(),
+            _lock: lock,
         })
     }
 
@@ -385,6 +482,36 @@ mod tests {
             spool.remove(s).expect("remove");
         }
         assert_eq!(spool.bytes(), 0);
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[tokio::test]
+    async fn a_second_open_of_the_same_directory_is_refused_naming_the_holder() {
+        let dir = std::env::temp_dir().join(format!("spool-test-{}", uuid::Uuid::new_v4()));
+        let spool = Spool::open(&dir, 1 << 20).expect("open");
+        // flock is per open file: a second open in this process conflicts just as another process would.
+        let Err(e) = Spool::open(&dir, 1 << 20) else {
+            panic!("a second open of a locked spool succeeded");
+        };
+        let msg = e.to_string();
+        assert!(matches!(e, OpenError::Locked { .. }), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        assert!(msg.contains("drain --spool-dir"), "{msg}");
+        // The clone keeps it locked; the last drop releases it.
+        let clone = spool.clone();
+        drop(spool);
+        assert!(
+            Spool::open(&dir, 1 << 20).is_err(),
+            "a clone still holds it"
+        );
+        drop(clone);
+        let again = Spool::open(&dir, 1 << 20).expect("released with the last handle");
+        // The lock file is not a segment.
+        assert!(again.seal().await.expect("seal").is_empty());
+        assert_eq!(again.bytes(), 0);
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 

@@ -17,6 +17,7 @@ use crate::wecom::verify::VerifiedCallback;
 
 pub mod enrichment;
 pub mod jobs;
+pub mod limits;
 pub mod observations;
 pub mod projections;
 pub mod read;

@@ -781,3 +781,15 @@ pub(crate) async fn resweep_tags(
     .fetch_all(&mut **tx)
     .await
 }
+
+/// How long ago the corp's newest completed run finished, if one did: replicas' schedules use it so that a
+/// corp is resynced once per interval across the cluster, not once per replica (or per restart).
+pub async fn last_done_age(pool: &PgPool, corp_id: &str) -> Result<Option<f64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM now() - max(finished_at))::float8 FROM wecom_resync_runs \
+         WHERE corp_id = $1 AND status = 'done'",
+    )
+    .bind(corp_id)
+    .fetch_one(pool)
+    .await
+}

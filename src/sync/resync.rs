@@ -175,6 +175,19 @@ pub async fn schedule(
             if at > Instant::now() {
                 continue;
             }
+            // Once per interval across every replica: a run another replica (or this one before a restart)
+            // finished recently counts. A failed or interrupted run does not, so it is still retried here.
+            if let Ok(Some(age)) = runs::last_done_age(&pool, &creds.corp_id).await {
+                let age = Duration::from_secs_f64(age.max(0.0));
+                if age < interval {
+                    tracing::info!(
+                        app = app.as_str(),
+                        "this corp was resynced recently (by this or another replica); next run after the interval"
+                    );
+                    due.insert(app.clone(), (Instant::now() + (interval - age), 0));
+                    continue;
+                }
+            }
             let result = tokio::select! {
                 () = token.cancelled() => return,
                 r = resync_with(&pool, &api, app, creds, &options) => r,
@@ -335,7 +348,7 @@ fn fails_everything(e: &ApiError) -> bool {
             40001 | 40013 | 40014 | 41001 | 42001 | 48002 | 60020
         ),
         ApiError::Unreachable { .. } | ApiError::NoSecret { .. } | ApiError::Database(_) => true,
-        ApiError::HttpStatus(_) | ApiError::BadResponse(_) => false,
+        ApiError::HttpStatus(_) | ApiError::BadResponse(_) | ApiError::Throttled { .. } => false,
     }
 }
 
@@ -344,7 +357,7 @@ fn fails_everything(e: &ApiError) -> bool {
 fn transient(e: &ApiError) -> bool {
     match e {
         ApiError::Wecom(w) => w.retryable() || matches!(w.errcode, -1 | 45009 | 45033),
-        ApiError::HttpStatus(_) => true,
+        ApiError::HttpStatus(_) | ApiError::Throttled { .. } => true,
         _ => false,
     }
 }

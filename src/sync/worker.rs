@@ -79,7 +79,7 @@ pub async fn execute(w: &Worker, job: &jobs::Job) -> Result<(), ApiError> {
 fn retryable(e: &ApiError) -> bool {
     match e {
         ApiError::Wecom(w) => w.retryable(),
-        ApiError::Unreachable { .. } | ApiError::Database(_) => true,
+        ApiError::Unreachable { .. } | ApiError::Database(_) | ApiError::Throttled { .. } => true,
         ApiError::HttpStatus(s) => *s >= 500 || *s == 429,
         // A bad answer is not fixed by asking again, and a missing secret needs an operator (then `jobs retry`).
         ApiError::BadResponse(_) | ApiError::NoSecret { .. } => false,

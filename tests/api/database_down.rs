@@ -106,9 +106,11 @@ async fn with_a_spool_an_outage_is_acknowledged_and_drained_later() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o700);
+    // One segment (beside the lock file that keeps other processes out).
     let files: Vec<_> = std::fs::read_dir(&spool_dir)
         .expect("dir")
         .flatten()
+        .filter(|f| f.path().extension().is_some_and(|x| x == "spool"))
         .collect();
     assert_eq!(files.len(), 1);
     assert_eq!(
@@ -117,8 +119,17 @@ async fn with_a_spool_an_outage_is_acknowledged_and_drained_later() {
     );
 
     // The database comes back (here: a healthy test database): the drain stores it, keeping its arrival time.
+    // The service still runs and holds its spool's lock, so the segment is drained from a copy, as from its
+    // volume re-attached elsewhere.
     let db = crate::helpers::spawn_app().await;
-    let spool = wecom_callback::ingest::spool::Spool::open(&spool_dir, 1 << 20).expect("open");
+    assert!(
+        wecom_callback::ingest::spool::Spool::open(&spool_dir, 1 << 20).is_err(),
+        "a live service's spool is locked"
+    );
+    let copy_dir = spool_dir.with_extension("copy");
+    std::fs::create_dir_all(&copy_dir).expect("copy dir");
+    std::fs::copy(files[0].path(), copy_dir.join(files[0].file_name())).expect("copy");
+    let spool = wecom_callback::ingest::spool::Spool::open(&copy_dir, 1 << 20).expect("open");
     let apps = [(
         "main".to_owned(),
         test_settings(&[MAIN], "postgres://x@127.0.0.1/x")
@@ -151,6 +162,7 @@ async fn with_a_spool_an_outage_is_acknowledged_and_drained_later() {
     );
     assert_eq!(db.event_count().await, 1);
     let _ = std::fs::remove_dir_all(&spool_dir);
+    let _ = std::fs::remove_dir_all(&copy_dir);
 }
 
 #[tokio::test]

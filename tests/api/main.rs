@@ -7,6 +7,8 @@ mod database_down;
 mod dedupe;
 mod embedded;
 mod enrichment;
+#[path = "../common/fake_wecom.rs"]
+mod fake_wecom;
 mod health;
 mod helpers;
 mod http_errors;
@@ -15,6 +17,7 @@ mod maintenance;
 mod miniprogram;
 mod ordering;
 mod rebuild;
+mod replicas;
 mod resync;
 mod simcorp;
 #[path = "../common/snapshot.rs"]

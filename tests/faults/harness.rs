@@ -109,9 +109,21 @@ pub async fn drive(
     connections: usize,
     spread: Duration,
 ) -> Vec<Outcome> {
+    drive_with(port, callbacks, connections, spread, true).await
+}
+
+/// Like [`drive`]; without `keep_alive` every request opens its own connection (so a TCP load balancer in
+/// front spreads requests, not connections).
+pub async fn drive_with(
+    port: u16,
+    callbacks: &[Callback],
+    connections: usize,
+    spread: Duration,
+    keep_alive: bool,
+) -> Vec<Outcome> {
     let client = wecom_callback::tls::client_builder()
         .timeout(Duration::from_secs(5))
-        .pool_max_idle_per_host(connections)
+        .pool_max_idle_per_host(if keep_alive { connections } else { 0 })
         .build()
         .expect("client");
     let next = Arc::new(AtomicUsize::new(0));

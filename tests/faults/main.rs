@@ -3,8 +3,11 @@
 //! Sizes here are CI's; `scripts/faults` runs them larger (WECOM_FAULT_SCALE).
 
 mod cluster;
+#[path = "../common/fake_wecom.rs"]
+mod fake_wecom;
 mod harness;
 mod hostile;
+mod replicas;
 #[path = "../common/snapshot.rs"]
 mod snapshot;
 

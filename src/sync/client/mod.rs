@@ -8,6 +8,7 @@
 //! paged endpoint.
 
 mod de;
+pub mod limiter;
 pub mod paging;
 pub mod types;
 
@@ -22,6 +23,7 @@ use sqlx::PgPool;
 use crate::metrics::Metrics;
 use crate::store::tokens::{self, RefreshError};
 use crate::wecom::errcode::WecomError;
+use limiter::{ApiLimits, Limiter};
 use paging::{Endpoint, Pages};
 use types::{
     AccessToken, BatchByUserPage, CorpTagList, ExternalContactDetail, FollowUserList, GroupChat,
@@ -80,6 +82,17 @@ pub enum ApiError {
     NoSecret { app: String },
     #[error("the token cache in PostgreSQL failed: {0}")]
     Database(#[from] sqlx::Error),
+    /// Every concurrency slot of this corp's API stayed taken (by this or other replicas) for too long.
+    #[error(
+        "waited {waited:?} for one of the {concurrency} concurrent {api} calls allowed for corp {corp_id} \
+         across every replica; retrying later (raise [api_limits] concurrency for it if WeCom allows more)"
+    )]
+    Throttled {
+        corp_id: String,
+        api: String,
+        concurrency: u32,
+        waited: Duration,
+    },
 }
 
 impl ApiError {
@@ -100,10 +113,12 @@ pub struct WecomApi {
     pool: PgPool,
     backoff: Duration,
     metrics: Option<Metrics>,
+    limiter: Limiter,
 }
 
 impl WecomApi {
-    /// A client for `base_url`, caching tokens in `pool`.
+    /// A client for `base_url`, caching tokens in `pool`, with the default [`ApiLimits`] shared through it (see
+    /// [`limiter`]; [`WecomApi::with_limits`] sets the configured ones).
     pub fn new(base_url: &str, pool: PgPool) -> Result<WecomApi, ApiError> {
         let http = crate::tls::client_builder()
             .timeout(Duration::from_secs(10))
@@ -116,10 +131,17 @@ impl WecomApi {
         Ok(WecomApi {
             http,
             base: base_url.trim_end_matches('/').to_owned(),
+            limiter: Limiter::new(pool.clone(), ApiLimits::default()),
             pool,
             backoff: Duration::from_millis(500),
             metrics: None,
         })
+    }
+
+    /// Limits calls per corp and API across every replica as `limits` says (`[api_limits]`).
+    pub fn with_limits(mut self, limits: ApiLimits) -> WecomApi {
+        self.limiter = Limiter::new(self.pool.clone(), limits);
+        self
     }
 
     /// Counts API errors and token refreshes in `metrics`.
@@ -179,9 +201,11 @@ impl WecomApi {
         }
     }
 
-    /// An exchange retried with exponential backoff while WeCom says it is busy or rate-limiting.
+    /// An exchange retried with exponential backoff while WeCom says it is busy or rate-limiting. Every attempt
+    /// waits for its turn under `corp_id`'s limits (see [`limiter`]); a 45033 / 45009 slows the corp down.
     async fn exchange_with_retries<T, B>(
         &self,
+        corp_id: &str,
         path: &str,
         query: &[(&str, &str)],
         body: Option<&B>,
@@ -192,7 +216,13 @@ impl WecomApi {
     {
         let mut attempt = 0;
         loop {
-            match self.exchange(path, query, body).await {
+            let permit = self.limiter.acquire(corp_id, path).await?;
+            let answer = self.exchange(path, query, body).await;
+            self.limiter.release(permit).await;
+            if let Err(ApiError::Wecom(e)) = &answer {
+                self.limiter.observed(corp_id, e.errcode).await;
+            }
+            match answer {
                 Err(ApiError::Wecom(e))
                     if matches!(e.errcode, -1 | 45009 | 45033) && attempt < MAX_RETRIES =>
                 {
@@ -213,6 +243,7 @@ impl WecomApi {
     async fn gettoken(&self, creds: &Credentials) -> Result<(String, i64), ApiError> {
         let answer: AccessToken = self
             .exchange_with_retries(
+                &creds.corp_id,
                 "/cgi-bin/gettoken",
                 &[
                     ("corpid", creds.corp_id.as_str()),
@@ -274,7 +305,10 @@ impl WecomApi {
             let token = self.access_token(creds).await?;
             let mut q: Vec<(&str, &str)> = vec![("access_token", token.as_str())];
             q.extend_from_slice(query);
-            match self.exchange_with_retries(path, &q, body).await {
+            match self
+                .exchange_with_retries(&creds.corp_id, path, &q, body)
+                .await
+            {
                 Err(ApiError::Wecom(e)) if e.is_token_error() && !refreshed => {
                     tracing::warn!(
                         errcode = e.errcode,
