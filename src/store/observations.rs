@@ -17,7 +17,7 @@
 //! events, observations in the order they were recorded. A sweep records the rows it changed, and its replay
 //! touches those rows only (with the same guards).
 //!
-//! **Retention** ([`compact`], after every finished resync run): an observation is deleted when a newer one
+//! **Retention** ([`compact`], after every finished resync run and hourly with the done-jobs pruning): an observation is deleted when a newer one
 //! of the same kind and subject covers everything it wrote (the same follow relations with the same
 //! `createtime`, the same members, the same tags), unless it is *pinned*: it created a row or changed a
 //! status (those depend on when they happened, see above). Sweeps are never deleted. So the log holds, per

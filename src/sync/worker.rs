@@ -185,6 +185,14 @@ pub async fn prune(pool: PgPool, retention: Duration, every: Duration, token: Ca
         if removed > 0 {
             tracing::info!(removed, "done jobs past their retention deleted");
         }
+        // Enrichment alone (no scheduled resync) also fills the API observation log: compact it here too.
+        match crate::store::observations::compact(&pool).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "superseded API observations compacted"),
+            Err(e) => {
+                tracing::warn!(error = %e, "compacting the API observation log failed; retrying later")
+            }
+        }
         tokio::select! {
             () = token.cancelled() => return,
             () = tokio::time::sleep(every) => {}

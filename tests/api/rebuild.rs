@@ -394,3 +394,49 @@ async fn rebuild_gives_back_what_events_enrichment_and_resyncs_built() {
         .expect("rebuild again");
     assert_eq!(full_snapshot(&app.pool).await, before);
 }
+
+/// `wecom-callback rebuild` says what it restored besides the events, and restores it.
+#[tokio::test]
+async fn the_rebuild_command_reports_the_api_observations_it_replayed() {
+    const BIN: &str = env!("CARGO_BIN_EXE_wecom-callback");
+    let (_guard, url) = crate::helpers::fresh_database();
+    let run = |cmd: &str| {
+        std::process::Command::new(BIN)
+            .arg(cmd)
+            .env_remove("WECOM_CONFIG")
+            .env("DATABASE_URL", &url)
+            .output()
+            .expect("runs")
+    };
+    let migrated = run("migrate");
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    let pool = PgPool::connect(&url).await.expect("connect");
+    let answer = serde_json::from_value(json!({
+        "external_contact": {"external_userid": "wmX", "name": "只有API知道"},
+        "follow_user": [{"userid": "alice", "createtime": 1_700_000_000, "remark": "r"}]
+    }))
+    .expect("answer");
+    wecom_callback::store::enrichment::contact_detail(&pool, "wwcorp", &answer, chrono::Utc::now())
+        .await
+        .expect("enrichment");
+
+    let out = run("rebuild");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("rebuild: 1 API observations replayed (contact_detail 1)"),
+        "{stderr}"
+    );
+    let restored: (String, String) = sqlx::query_as(
+        "SELECT c.name, f.remark FROM external_contacts c JOIN external_contact_follows f USING (corp_id, external_userid)",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("the API-only customer survives the rebuild");
+    assert_eq!(restored, ("只有API知道".into(), "r".into()));
+    pool.close().await;
+}

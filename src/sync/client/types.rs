@@ -3,6 +3,10 @@
 //!
 //! `serde_json::Value` remains only for what a JSONB column stores as WeCom sent it (`external_profile`), and
 //! a follow's `tags` / `tag_id`, which the planner turns into one shape.
+//!
+//! The answers the synced tables are built from also serialise, for the API observation log
+//! ([`crate::store::observations`]), and read back equal: the raw fields skip `None`, so "not sent" and
+//! `null` stay apart.
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
