@@ -147,6 +147,8 @@ async fn follows(
         if !allowed.is_empty() && !allowed.contains(&status) {
             let why = if decided {
                 "its callback was delivered"
+            } else if f.status_cb.is_none() {
+                "no callback says so"
             } else {
                 "its callback was lost"
             };

@@ -29,7 +29,12 @@ async fn run_seed(
     sim.finish().await
 }
 
+/// One many-seed run at a time in the test binary: each runs [`PARALLEL`] servers, and three at once beside
+/// the rest of the suite starve a small CI machine (pool timeouts, servers that do not settle in time).
+static MANY_SEEDS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn run_seeds(seeds: Vec<u64>, profile: Profile, steps: usize, loss: Option<f64>) {
+    let _one_at_a_time = MANY_SEEDS.lock().await;
     let mut failures = Vec::new();
     for chunk in seeds.chunks(PARALLEL) {
         let results = join_all(chunk.iter().map(|s| run_seed(*s, profile, steps, loss))).await;
