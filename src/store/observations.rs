@@ -121,6 +121,13 @@ pub enum Observation {
         run_id: i64,
         run_started_at: DateTime<Utc>,
     },
+    /// A run found these `(userid, external_userid)` in `get_unassigned_list` (the member left) and marked
+    /// them removed.
+    RemoveUnassigned {
+        keys: Vec<(String, String)>,
+        run_id: i64,
+        run_started_at: DateTime<Utc>,
+    },
     /// The chat sweep of a run dismissed these chats.
     SweepChats {
         chat_ids: Vec<String>,
@@ -136,7 +143,12 @@ pub enum Observation {
 }
 
 /// Kinds that are never compacted away.
-const SWEEPS: [&str; 3] = ["sweep_follows", "sweep_chats", "sweep_tags"];
+const SWEEPS: [&str; 4] = [
+    "sweep_follows",
+    "remove_unassigned",
+    "sweep_chats",
+    "sweep_tags",
+];
 
 impl Observation {
     /// The stored `kind` (the serde tag).
@@ -149,6 +161,7 @@ impl Observation {
             Observation::MarkChat { .. } => "mark_chat",
             Observation::MarkTags { .. } => "mark_tags",
             Observation::SweepFollows { .. } => "sweep_follows",
+            Observation::RemoveUnassigned { .. } => "remove_unassigned",
             Observation::SweepChats { .. } => "sweep_chats",
             Observation::SweepTags { .. } => "sweep_tags",
         }
@@ -173,6 +186,7 @@ impl Observation {
             Observation::MarkChat { chat_id, .. } => chat_id.clone(),
             Observation::CorpTags { .. } | Observation::MarkTags { .. } => String::new(),
             Observation::SweepFollows { run_id, .. }
+            | Observation::RemoveUnassigned { run_id, .. }
             | Observation::SweepChats { run_id, .. }
             | Observation::SweepTags { run_id, .. } => run_id.to_string(),
         }
@@ -188,6 +202,7 @@ impl Observation {
             Observation::MarkChat { run_started_at, .. }
             | Observation::MarkTags { run_started_at, .. }
             | Observation::SweepFollows { run_started_at, .. }
+            | Observation::RemoveUnassigned { run_started_at, .. }
             | Observation::SweepChats { run_started_at, .. }
             | Observation::SweepTags { run_started_at, .. } => *run_started_at,
         }
@@ -327,6 +342,13 @@ pub(crate) async fn replay(
             run_started_at,
         } => {
             resync::resweep_follows(tx, corp, run_id, run_started_at, &keys).await?;
+        }
+        Observation::RemoveUnassigned {
+            keys,
+            run_id,
+            run_started_at,
+        } => {
+            resync::reremove_unassigned(tx, corp, run_id, run_started_at, &keys).await?;
         }
         Observation::SweepChats {
             chat_ids,

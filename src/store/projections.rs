@@ -566,7 +566,8 @@ async fn follows<'a>(
         .collect())
 }
 
-async fn notify(
+/// Sends `payloads` on the change channel when (and only if) `tx` commits, in order.
+pub(crate) async fn notify(
     tx: &mut Transaction<'_, Postgres>,
     payloads: &[serde_json::Value],
 ) -> Result<(), sqlx::Error> {

@@ -402,6 +402,12 @@ pub async fn sweep_follows(
     .await?;
     let swept = resweep_follows(&mut tx, corp_id, run.id, run.started_at, &keys).await?;
     if !swept.is_empty() {
+        // Only `active` rows are swept, so that is every one's previous status.
+        let changed: Vec<(String, String, String)> = swept
+            .iter()
+            .map(|(u, e)| (u.clone(), e.clone(), "active".to_owned()))
+            .collect();
+        notify_removed(&mut tx, corp_id, &changed).await?;
         let obs = Observation::SweepFollows {
             keys: swept.clone(),
             run_id: run.id,
@@ -454,32 +460,92 @@ pub(crate) async fn resweep_follows(
 /// Marks `removed` (source `resync`) the follows `pairs` names — (member, customer) relations that
 /// `get_unassigned_list` says wait for 离职继承 because the member left the corp — when they are still `active`
 /// or `pending`, and no event newer than the run said otherwise. A relation already ended (e.g. the customer
-/// deleted the member) keeps its status.
+/// deleted the member) keeps its status. Recorded in the observation log (so a rebuild keeps it) and notified
+/// like every API status change.
 pub async fn remove_unassigned(
     pool: &PgPool,
     corp_id: &str,
     run: &Run,
     pairs: &[(String, String)],
 ) -> Result<u64, sqlx::Error> {
+    if pairs.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = projections::observation_tx(pool).await?;
+    let changed = reremove_unassigned(&mut tx, corp_id, run.id, run.started_at, pairs).await?;
+    if !changed.is_empty() {
+        let keys: Vec<(String, String)> = changed
+            .iter()
+            .map(|(u, e, _)| (u.clone(), e.clone()))
+            .collect();
+        let obs = Observation::RemoveUnassigned {
+            keys,
+            run_id: run.id,
+            run_started_at: run.started_at,
+        };
+        observations::record(&mut tx, corp_id, &obs, true, &[]).await?;
+        notify_removed(&mut tx, corp_id, &changed).await?;
+    }
+    tx.commit().await?;
+    Ok(changed.len() as u64)
+}
+
+/// The statement of [`remove_unassigned`], also the rebuild's replay of a recorded one. Returns the changed
+/// `(userid, external_userid, previous status)`, in key order.
+pub(crate) async fn reremove_unassigned(
+    tx: &mut Transaction<'_, Postgres>,
+    corp_id: &str,
+    run_id: i64,
+    started_at: DateTime<Utc>,
+    pairs: &[(String, String)],
+) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    let mut sorted: Vec<&(String, String)> = pairs.iter().collect();
+    sorted.sort();
+    sorted.dedup();
     let (users, exts): (Vec<&str>, Vec<&str>) =
-        pairs.iter().map(|(u, e)| (u.as_str(), e.as_str())).unzip();
-    let r = sqlx::query(
+        sorted.iter().map(|(u, e)| (u.as_str(), e.as_str())).unzip();
+    // `o` reads the rows before the update (locked in key order), so `o.status` is the previous status.
+    let mut out: Vec<(String, String, String)> = sqlx::query_as(
         "UPDATE external_contact_follows f SET status = 'removed', delete_source = 'resync', deleted_at = $4, \
              status_version = $3, last_change_type = 'resync_removed', last_event_at = $4, last_version = $3 \
-         FROM UNNEST($5::text[], $6::text[]) AS k(userid, external_userid) \
-         WHERE f.corp_id = $1 AND f.userid = k.userid AND f.external_userid = k.external_userid \
-           AND f.status IN ('active', 'pending') AND (f.resync_run IS NULL OR f.resync_run < $2) \
-           AND f.status_version < $3",
+         FROM (SELECT g.userid, g.external_userid, g.status FROM external_contact_follows g \
+               JOIN UNNEST($5::text[], $6::text[]) AS k(userid, external_userid) \
+                 ON g.userid = k.userid AND g.external_userid = k.external_userid \
+               WHERE g.corp_id = $1 AND g.status IN ('active', 'pending') \
+                 AND (g.resync_run IS NULL OR g.resync_run < $2) AND g.status_version < $3 \
+               ORDER BY g.userid, g.external_userid FOR UPDATE OF g) AS o \
+         WHERE f.corp_id = $1 AND f.userid = o.userid AND f.external_userid = o.external_userid \
+         RETURNING f.userid, f.external_userid, o.status::text",
     )
     .bind(corp_id)
-    .bind(run.id)
-    .bind(run_version(run))
-    .bind(run.started_at)
+    .bind(run_id)
+    .bind(version_at(started_at))
+    .bind(started_at)
     .bind(&users)
     .bind(&exts)
-    .execute(pool)
+    .fetch_all(&mut **tx)
     .await?;
-    Ok(r.rows_affected())
+    out.sort();
+    Ok(out)
+}
+
+/// One notification per follow a resync removed (the README's `source: "api"`, `change: "resync"` shape).
+async fn notify_removed(
+    tx: &mut Transaction<'_, Postgres>,
+    corp_id: &str,
+    changed: &[(String, String, String)],
+) -> Result<(), sqlx::Error> {
+    let payloads: Vec<Value> = changed
+        .iter()
+        .map(|(userid, external_userid, previous)| {
+            serde_json::json!({
+                "kind": "contact", "source": "api", "corp_id": corp_id,
+                "external_userid": external_userid, "userid": userid, "change": "resync",
+                "event_id": null, "status": "removed", "previous_status": previous,
+            })
+        })
+        .collect();
+    projections::notify(tx, &payloads).await
 }
 
 /// The corp's active follows (the base of the mass-removal guard's share).

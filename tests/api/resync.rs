@@ -108,11 +108,32 @@ async fn resync_pages_through_cursors_tombstones_what_wecom_no_longer_has_and_re
     }
     apply_all_pending(&app.pool).await;
 
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.pool)
+        .await
+        .expect("listener");
+    listener
+        .listen("wecom_contact_changed")
+        .await
+        .expect("listen");
     let api = WecomApi::new(&server.uri(), app.pool.clone()).expect("client");
     let drift =
         wecom_callback::sync::resync::resync(&app.pool, &api, "main", &creds(), Duration::ZERO)
             .await
             .expect("resync");
+    // The sweep's removal is notified like every API status change.
+    let mut removed = Vec::new();
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), listener.recv()).await {
+        let p: serde_json::Value = serde_json::from_str(n.payload()).expect("JSON");
+        if p["status"] == "removed" {
+            removed.push(p);
+        }
+    }
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert_eq!(removed[0]["external_userid"], "wmOLD");
+    assert_eq!(removed[0]["userid"], "alice");
+    assert_eq!(removed[0]["source"], "api");
+    assert_eq!(removed[0]["change"], "resync");
+    assert_eq!(removed[0]["previous_status"], "active");
     assert_eq!(drift.follows_created, 2, "bob-wmC1 and alice-wmC2");
     assert_eq!(drift.follows_updated, 1, "alice-wmC1");
     assert_eq!(drift.follows_removed, 1, "alice-wmOLD");

@@ -268,6 +268,18 @@ impl Sim {
                 .into_iter()
                 .map(|d| format!("after the resync: {d}")),
         );
+        // A rebuild (events + the API observation log) must give the same tables back: the truth again.
+        if diff.is_empty() {
+            match wecom_callback::store::projections::rebuild(&self.app.pool).await {
+                Ok(_) => diff.extend(
+                    self.diff()
+                        .await
+                        .into_iter()
+                        .map(|d| format!("after a rebuild: {d}")),
+                ),
+                Err(e) => diff.push(format!("rebuild failed: {e}")),
+            }
+        }
         let calls = {
             let calls = self.fake.calls.lock().expect("calls");
             let mut paths: Vec<String> = calls
