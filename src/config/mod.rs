@@ -423,6 +423,10 @@ mod tests {
         assert_eq!(format!("{:?}", file.store), format!("{:?}", d.store));
         assert_eq!(format!("{:?}", file.spool), format!("{:?}", d.spool));
         assert_eq!(format!("{:?}", file.api), format!("{:?}", d.api));
+        assert_eq!(
+            format!("{:?}", file.api_limits),
+            format!("{:?}", d.api_limits)
+        );
     }
 
     #[test]

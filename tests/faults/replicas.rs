@@ -443,6 +443,15 @@ async fn r5_three_replicas_lose_one_lose_nothing() {
     for r in [&b, &c] {
         crate::assert_log_clean(&r.log);
     }
+    // Three projectors applied the same backlog (A's drained callbacks among it) without a deadlock.
+    for r in [&a, &b, &c] {
+        let log = std::fs::read_to_string(&r.log).expect("log");
+        assert!(
+            !log.contains("deadlock detected"),
+            "replica {} hit a deadlock",
+            r.name
+        );
+    }
     lb_task.abort();
     pool.close().await;
     admin.close().await;

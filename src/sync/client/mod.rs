@@ -5,7 +5,8 @@
 //!
 //! Every `/cgi-bin/…` path lives here, and every answer comes back typed ([`types`]): one generic call decodes
 //! WeCom's `errcode`/`errmsg` envelope and then the answer, and [`paging`] follows WeCom's cursors for every
-//! paged endpoint.
+//! paged endpoint. Every exchange goes through the [`limiter`]: WeCom's per-corp limits are shared by every
+//! replica through PostgreSQL.
 
 mod de;
 pub mod limiter;
