@@ -207,7 +207,11 @@ fn event_xml(args: &Args, run_id: &str, i: usize, now: u64, rng: &mut impl rand:
             "create",
             &format!(
                 "<TagType><![CDATA[{}]]></TagType>",
-                if i.is_multiple_of(5) { "tag_group" } else { "tag" }
+                if i.is_multiple_of(5) {
+                    "tag_group"
+                } else {
+                    "tag"
+                }
             ),
         ),
         92..95 => tag_ev("update", "<TagType><![CDATA[tag]]></TagType>"),
