@@ -49,6 +49,8 @@ pub struct FileConfig {
     pub http: FileHttp,
     /// `[store]`.
     pub store: FileStore,
+    /// `[projector]`.
+    pub projector: FileProjector,
     /// `[spool]`.
     pub spool: FileSpool,
     /// `"WW_verify_xxxx.txt" = "content"`: files WeCom asks to serve at the domain root.
@@ -74,6 +76,7 @@ impl Default for FileConfig {
             database: FileDatabase::default(),
             http: FileHttp::default(),
             store: FileStore::default(),
+            projector: FileProjector::default(),
             spool: FileSpool::default(),
             verification_files: BTreeMap::new(),
             metrics_listen: None,
@@ -166,6 +169,32 @@ impl Default for FileStore {
             // Fastest on 2 cores (BENCHMARKS.md).
             max_in_flight_batches: 1,
             queue_capacity: 16_384,
+        }
+    }
+}
+
+/// `[projector]` in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileProjector {
+    /// Events per applying transaction without a backlog (and where a growing batch starts).
+    pub min_batch: usize,
+    /// Most events per applying transaction; batches double toward it while a backlog remains.
+    pub max_batch: usize,
+    /// Wait this long after being woken before applying, to apply more events per transaction.
+    pub coalesce_ms: u64,
+    /// Concurrent applying transactions in this process.
+    pub appliers: usize,
+}
+
+impl Default for FileProjector {
+    fn default() -> Self {
+        // Measured on 2 cores (BENCHMARKS.md, 2026-12-01 "projection at ingest speed").
+        FileProjector {
+            min_batch: 500,
+            max_batch: 4000,
+            coalesce_ms: 10,
+            appliers: 2,
         }
     }
 }

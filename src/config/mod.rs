@@ -7,7 +7,7 @@
 //! `WECOM_ENCODING_AES_KEY`, `WECOM_CORP_ID`, ...); several apps need a file with one `[[apps]]` table each.
 //!
 //! One concern per module, each naming its environment variables: [`file`] (the TOML file and the defaults),
-//! [`database`], [`dirs`] (platform directories), [`http`], [`store`], [`spool`], [`api`] (WeCom's API), [`limits`] (its limits across replicas), [`apps`]. Here: [`Settings`],
+//! [`database`], [`dirs`] (platform directories), [`http`], [`store`], [`projector`], [`spool`], [`api`] (WeCom's API), [`limits`] (its limits across replicas), [`apps`]. Here: [`Settings`],
 //! [`build_settings`], [`ConfigError`]; and `WECOM_LOG_FORMAT` ([`ServeOverrides`]).
 //!
 //! Every problem is reported at once, each naming the setting and the fix, so an operator fixes the file in one
@@ -20,6 +20,7 @@ pub mod dirs;
 pub mod file;
 pub mod http;
 pub mod limits;
+pub mod projector;
 pub mod spool;
 pub mod store;
 
@@ -41,6 +42,7 @@ pub use file::{
     FileConfig, read_file,
 };
 pub use http::{HttpArgs, HttpSettings};
+pub use projector::ProjectorSettings;
 pub use spool::{SpoolArgs, SpoolSettings, default_spool_dir};
 pub use store::StoreSettings;
 
@@ -73,6 +75,8 @@ pub struct Settings {
     pub api_token: Option<SecretString>,
     /// Apply stored events to the synced tables inside `serve`.
     pub run_projector: bool,
+    /// How the projector batches events.
+    pub projector: ProjectorSettings,
     /// The local spool.
     pub spool: SpoolSettings,
     /// Domain ownership files served at `/{name}` (WeCom's WW_verify_*.txt for 可信域名).
@@ -263,6 +267,7 @@ fn assemble(
         apps,
         api_token: extras.api_token,
         run_projector: file.run_projector,
+        projector: projector::build(&file),
         spool,
         verification_files: extras.verification_files,
         metrics_listen: extras.metrics_listen,
@@ -421,6 +426,10 @@ mod tests {
         assert_eq!(format!("{:?}", file.database), format!("{:?}", d.database));
         assert_eq!(format!("{:?}", file.http), format!("{:?}", d.http));
         assert_eq!(format!("{:?}", file.store), format!("{:?}", d.store));
+        assert_eq!(
+            format!("{:?}", file.projector),
+            format!("{:?}", d.projector)
+        );
         assert_eq!(format!("{:?}", file.spool), format!("{:?}", d.spool));
         assert_eq!(format!("{:?}", file.api), format!("{:?}", d.api));
         assert_eq!(

@@ -100,8 +100,15 @@ impl Application {
         if settings.run_projector {
             let (pool, committed) = (pool.clone(), writer.committed());
             let enrich: HashSet<String> = credentials.keys().cloned().collect();
+            let batching = settings.projector.clone();
             tasks.spawn_restarting("projector", move |token| {
-                crate::sync::projector::run(pool.clone(), committed.clone(), enrich.clone(), token)
+                crate::sync::projector::run(
+                    pool.clone(),
+                    committed.clone(),
+                    enrich.clone(),
+                    batching.clone(),
+                    token,
+                )
             });
         }
         let api = if credentials.is_empty() {

@@ -2,6 +2,20 @@
 //! continuously, woken by the event writer after each commit and by a timer for other replicas' events.
 //! Supervised by [`crate::tasks`] (restarted after a panic); how many events wait is computed at scrape time
 //! (`wecom_apply_pending_events`), not here.
+//!
+//! **Batch size adapts to the backlog.** Applying costs a fixed amount per transaction (the round trips,
+//! the commit, the scans for unapplied events) plus an amount per event, so events applied together are
+//! cheaper per event. A batch that comes back full means a backlog: the next batch is twice as large, up to
+//! `max_batch`, so a backlog of 100,000 events is applied in a few dozen large transactions. A batch that
+//! comes back short means the backlog is gone: the size falls back toward `min_batch`, and the projector
+//! waits for the next commit. When a commit wakes it, it first waits `coalesce` (a few milliseconds): while
+//! the receiver is busy, events keep arriving meanwhile and one transaction applies them all, instead of one
+//! transaction per group commit competing with the receiver for the same cores. While idle, the wait only
+//! delays the notification by those few milliseconds.
+//!
+//! **Appliers.** `appliers` loops apply concurrently, each in its own transaction, exactly as replicas do
+//! (`FOR UPDATE SKIP LOCKED` shares the events, key-ordered writes rule out deadlocks). One applier alternates
+//! between planning in Rust and waiting for PostgreSQL, so on a backlog a second one keeps both busy.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -11,12 +25,21 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::ProjectorSettings;
 use crate::store::projections;
 
-/// Events applied per transaction.
-const BATCH: i64 = 500;
 /// Poll interval for events stored by other replicas.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// The batch size after a batch of `limit` took `taken` events: doubled after a full batch (a backlog),
+/// halved toward the minimum after a short one (caught up).
+pub fn next_limit(s: &ProjectorSettings, limit: usize, taken: usize) -> usize {
+    if taken >= limit {
+        limit.saturating_mul(2).clamp(s.min_batch, s.max_batch)
+    } else {
+        (limit / 2).clamp(s.min_batch, s.max_batch)
+    }
+}
 
 /// Runs until `token` is cancelled. A batch under way is finished first (one transaction, bounded by the
 /// statement timeout), so a stop never leaves half a batch to roll back.
@@ -25,20 +48,48 @@ pub async fn run(
     pool: PgPool,
     committed: Arc<Notify>,
     enrich: HashSet<String>,
+    batching: ProjectorSettings,
     token: CancellationToken,
 ) {
+    let loops = (0..batching.appliers.max(1))
+        .map(|_| apply_loop(&pool, &committed, &enrich, &batching, &token));
+    futures_util::future::join_all(loops).await;
+}
+
+/// One applier: batches sized by [`next_limit`], coalescing after a wake-up (see the module comment).
+async fn apply_loop(
+    pool: &PgPool,
+    committed: &Notify,
+    enrich: &HashSet<String>,
+    batching: &ProjectorSettings,
+    token: &CancellationToken,
+) {
     let mut failures = 0u32;
+    let mut limit = batching.min_batch;
     while !token.is_cancelled() {
-        match projections::apply_pending_with(&pool, BATCH, &enrich).await {
-            Ok(n) if n > 0 => {
+        let size = i64::try_from(limit).unwrap_or(i64::MAX);
+        match projections::apply_pending_with(pool, size, enrich).await {
+            Ok(n) => {
                 failures = 0;
-                tracing::debug!(applied = n, "events applied");
-            }
-            Ok(_) => {
-                failures = 0;
+                if n > 0 {
+                    tracing::debug!(applied = n, limit, "events applied");
+                }
+                let full = n >= limit;
+                limit = next_limit(batching, limit, n);
+                if full {
+                    // A backlog: the next batch at once.
+                    continue;
+                }
                 tokio::select! {
                     () = token.cancelled() => return,
-                    _ = tokio::time::timeout(IDLE_POLL, committed.notified()) => {}
+                    woken = tokio::time::timeout(IDLE_POLL, committed.notified()) => {
+                        if woken.is_ok() && !batching.coalesce.is_zero() {
+                            tokio::select! {
+                                () = token.cancelled() => return,
+                                () = tokio::time::sleep(batching.coalesce) => {}
+                            }
+                        }
+                    }
                 }
             }
             Err(e) => {
@@ -46,11 +97,48 @@ pub async fn run(
                 if failures == 1 || failures.is_multiple_of(60) {
                     tracing::warn!(error = %e, "applying events failed; retrying (events stay stored and will be applied)");
                 }
+                // A batch that failed (a statement timeout on a huge batch, say) is retried smaller.
+                limit = batching.min_batch;
                 tokio::select! {
                     () = token.cancelled() => return,
                     () = tokio::time::sleep(IDLE_POLL) => {}
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> ProjectorSettings {
+        ProjectorSettings {
+            min_batch: 500,
+            max_batch: 4000,
+            coalesce: Duration::from_millis(10),
+            appliers: 2,
+        }
+    }
+
+    #[test]
+    fn a_backlog_doubles_the_batch_up_to_the_maximum() {
+        let s = settings();
+        let mut limit = s.min_batch;
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            limit = next_limit(&s, limit, limit);
+            seen.push(limit);
+        }
+        assert_eq!(seen, [1000, 2000, 4000, 4000, 4000]);
+    }
+
+    #[test]
+    fn a_short_batch_halves_it_back_to_the_minimum() {
+        let s = settings();
+        assert_eq!(next_limit(&s, 4000, 3999), 2000);
+        assert_eq!(next_limit(&s, 2000, 10), 1000);
+        assert_eq!(next_limit(&s, 1000, 0), 500);
+        assert_eq!(next_limit(&s, 500, 0), 500);
     }
 }

@@ -1,6 +1,8 @@
 //! Property: random event histories over a few contacts, chats and tags, applied in batches of any size, in
 //! any arrival order and with duplicates, give the same tables as applying them one at a time in time order.
 
+use std::collections::HashSet;
+
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use rand::SeedableRng;
@@ -218,4 +220,162 @@ fn any_order_with_duplicates_equals_time_order() {
         })
         .expect("same tables whatever the order");
     drop(app);
+}
+
+/// Three replicas (three pools) applying one backlog together, with different batch sizes: no deadlock
+/// (none reported by any applier, none counted by PostgreSQL for the database), every event applied once (one
+/// notification per event), and the tables equal those of one applier alone. 20,000 events; set
+/// `WECOM_REPLICA_APPLY_EVENTS` (e.g. 100000) for more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_appliers_on_one_backlog_never_deadlock_and_equal_one() {
+    let n: usize = std::env::var("WECOM_REPLICA_APPLY_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let app = spawn_app_with(&[MAIN], |s| s.run_projector = false).await;
+    let pool = app.pool.clone();
+    // A realistic mix over many rows that the three appliers' batches share: 40 staff (and chats), 600
+    // customers (and tags), an hour of event times, so batches overlap in rows and lock many of the same ones.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let events: Vec<NewEvent> = (0..n)
+        .map(|i| {
+            let step: Step = (
+                rand::Rng::random_range(&mut rng, 0..3600),
+                rand::Rng::random_range(&mut rng, 0..CHANGES.len()),
+                rand::Rng::random_range(&mut rng, 0..40),
+                rand::Rng::random_range(&mut rng, 0..600),
+                rand::Rng::random_range(&mut rng, 0..3),
+            );
+            new_event(&xml_of(&step), i)
+        })
+        .collect();
+    for chunk in events.chunks(1000) {
+        let refs: Vec<&NewEvent> = chunk.iter().collect();
+        store::insert_events(&pool, &refs).await.expect("insert");
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_events")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert!(stored as usize > n * 9 / 10, "the backlog was stored");
+
+    let (alone, alone_notified) = apply_with_appliers(&pool, &[500]).await;
+    assert_eq!(
+        alone_notified.len(),
+        alone_notified.iter().collect::<HashSet<_>>().len(),
+        "one applier notifies each event once"
+    );
+
+    let deadlocks_before = deadlocks(&pool).await;
+    let (together, notified) = apply_with_appliers(&pool, &[500, 1000, 4000]).await;
+    let deadlocks_after = deadlocks(&pool).await;
+    assert_eq!(
+        deadlocks_after, deadlocks_before,
+        "PostgreSQL counted deadlocks in the test database"
+    );
+    let unique: HashSet<i64> = notified.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        notified.len(),
+        "an event was applied (and notified) more than once"
+    );
+    assert_eq!(
+        unique,
+        alone_notified.into_iter().collect::<HashSet<_>>(),
+        "the three appliers notified other events than one applier"
+    );
+    assert!(
+        unique.len() as i64 > stored / 2,
+        "most events notify (the check above is not vacuous)"
+    );
+    assert!(
+        together == alone,
+        "three appliers gave other tables than one ({} rows vs {})",
+        together.len(),
+        alone.len()
+    );
+    drop(app);
+}
+
+/// Resets the synced tables, marks every event unapplied, and applies the backlog with one applier per batch
+/// size, each with a pool of its own (a replica), concurrently. Returns the tables and the event ids of the
+/// notifications, in arrival order.
+async fn apply_with_appliers(pool: &PgPool, batch_sizes: &[i64]) -> (Vec<String>, Vec<i64>) {
+    sqlx::query(
+        "TRUNCATE external_contact_history, external_group_chat_members, external_group_chats, \
+         external_corp_tags, external_contact_follows, external_contacts, external_contact_transfers",
+    )
+    .execute(pool)
+    .await
+    .expect("truncate");
+    sqlx::query("UPDATE wecom_events SET applied_at = NULL")
+        .execute(pool)
+        .await
+        .expect("reset applied_at");
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool)
+        .await
+        .expect("listener");
+    listener.listen(projections::CHANNEL).await.expect("listen");
+    let opts = pool.connect_options().as_ref().clone();
+    let mut appliers = Vec::new();
+    for &size in batch_sizes {
+        let replica = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(opts.clone())
+            .await
+            .expect("replica pool");
+        appliers.push(tokio::spawn(async move {
+            let mut applied = 0usize;
+            loop {
+                match projections::apply_pending(&replica, size).await {
+                    Ok(0) => return Ok(applied),
+                    Ok(k) => applied += k,
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        }));
+    }
+    let mut applied = 0;
+    for a in appliers {
+        applied += a
+            .await
+            .expect("applier task")
+            .unwrap_or_else(|e| panic!("an applier failed (a deadlock?): {e}"));
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_events")
+        .fetch_one(pool)
+        .await
+        .expect("count");
+    assert_eq!(applied as i64, stored, "every event taken exactly once");
+    assert_eq!(
+        projections::pending_count(pool).await.expect("pending"),
+        0,
+        "nothing left unapplied"
+    );
+    // Notifications are delivered on commit, and every applier has committed; drain what arrived.
+    let mut notified = Vec::new();
+    while let Ok(Ok(Some(n))) =
+        tokio::time::timeout(std::time::Duration::from_secs(2), listener.try_recv()).await
+    {
+        let v: serde_json::Value = serde_json::from_str(n.payload()).expect("JSON payload");
+        if let Some(id) = v["event_id"].as_i64() {
+            notified.push(id);
+        }
+    }
+    (snapshot(pool).await, notified)
+}
+
+/// Deadlocks PostgreSQL counted for the current database. Backends report their counters within about a
+/// second of going idle, so this waits that long first.
+async fn deadlocks(pool: &PgPool) -> i64 {
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let mut conn = pool.acquire().await.expect("connection");
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(&mut *conn)
+        .await
+        .expect("clear stats snapshot");
+    sqlx::query_scalar("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+        .fetch_one(&mut *conn)
+        .await
+        .expect("pg_stat_database")
 }

@@ -521,6 +521,7 @@ async fn events_stored_before_a_crash_are_applied_at_start_up() {
         std::sync::Arc::new(tokio::sync::Notify::new()),
         Default::default(),
         Default::default(),
+        Default::default(),
     ));
     wait_applied(&app.pool).await;
     projector.abort();
