@@ -15,6 +15,7 @@ mod replay;
 mod resync;
 mod send_test;
 mod serve;
+mod status;
 mod worker;
 
 use std::path::PathBuf;
@@ -93,6 +94,8 @@ pub enum Command {
     Doctor(doctor::Args),
     /// Explain a WeCom API errcode and its usual fix (offline).
     Explain(explain::Args),
+    /// Show each app's state: last URL verification and its fix, callbacks by outcome, lag, jobs, resync.
+    Status(status::Args),
 }
 
 /// Runs the parsed command line.
@@ -118,6 +121,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs(args) => jobs::run(args, &ctx).await,
         Command::Doctor(args) => doctor::run(args, &ctx).await,
         Command::Explain(args) => explain::run(args, &ctx).await,
+        Command::Status(args) => status::run(args, &ctx).await,
     }
 }
 

@@ -61,6 +61,10 @@ pub async fn verify_url(
         match verified {
             Ok(echo) => {
                 state.metrics.outcome(&app.name, Outcome::UrlVerified);
+                state.status.outcome(&app.name, Outcome::UrlVerified);
+                state
+                    .status
+                    .verification(&app.name, Outcome::UrlVerified, None, None);
                 tracing::info!("URL verification passed");
                 // Exactly the plaintext: no quotes, newline or BOM (docs/protocol.md §2.3).
                 Ok(HttpResponse::Ok()
@@ -70,6 +74,13 @@ pub async fn verify_url(
             Err(r) => {
                 let e = CallbackError::from(r);
                 state.metrics.outcome(&app.name, e.outcome());
+                state.status.outcome(&app.name, e.outcome());
+                state.status.verification(
+                    &app.name,
+                    e.outcome(),
+                    e.wecom_code(),
+                    Some(e.reason()),
+                );
                 e.log(&app.name);
                 Err(e)
             }
@@ -87,6 +98,7 @@ pub async fn receive_callback(
     let app = resolve(&req, &state).inspect_err(|e| {
         if matches!(e, CallbackError::UnknownApp) {
             state.metrics.outcome("-", Outcome::UnknownApp);
+            state.status.outcome("-", Outcome::UnknownApp);
         }
     })?;
     let result = async {
@@ -103,6 +115,7 @@ pub async fn receive_callback(
         Err(e) => e.outcome(),
     };
     state.metrics.outcome(&app.name, outcome);
+    state.status.outcome(&app.name, outcome);
     state
         .metrics
         .latency

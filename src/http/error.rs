@@ -82,6 +82,23 @@ impl CallbackError {
 
     /// Logs the refusal with its class and the detail the body withholds. The app is resolved by then;
     /// [`IngestError`]s were logged where they arose, as was an unknown app.
+    /// WeCom's callback error code (-40001 ...) of an authentication failure.
+    pub fn wecom_code(&self) -> Option<i32> {
+        match self {
+            CallbackError::Unverified(e) => e.code(),
+            _ => None,
+        }
+    }
+
+    /// What failed, in words for the operator (the log line's `reason`; never a secret or decrypted content).
+    pub fn reason(&self) -> String {
+        match self {
+            CallbackError::Unverified(e) => e.to_string(),
+            CallbackError::BadMessage(e) => Rejection::Message(e.clone()).to_string(),
+            other => other.to_string(),
+        }
+    }
+
     pub(crate) fn log(&self, app: &str) {
         let class = self.outcome().as_str();
         match self {

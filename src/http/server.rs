@@ -196,6 +196,13 @@ impl Application {
             [only] => Some(only.name.clone()),
             _ => None,
         };
+        let status = crate::http::status::StatusRecorder::new();
+        {
+            let (status, pool) = (status.clone(), pool.clone());
+            tasks.spawn_restarting("status", move |token| {
+                crate::http::status::recorder::run(status.clone(), pool.clone(), token)
+            });
+        }
         let state = web::Data::new(AppState {
             apps,
             default_app,
@@ -218,6 +225,7 @@ impl Application {
             api,
             credentials,
             tasks: tasks.health(),
+            status,
         });
         let separate_metrics = settings.metrics_listen;
         let http = settings.http.clone();
@@ -250,6 +258,8 @@ impl Application {
                 })
                 .route("/healthz", web::get().to(http::healthz))
                 .route("/readyz", web::get().to(http::readyz))
+                .route("/status", web::get().to(http::status::page))
+                .route("/status.json", web::get().to(http::status::json))
                 .configure(|cfg| {
                     if separate_metrics.is_none() {
                         cfg.route("/metrics", web::get().to(http::metrics));

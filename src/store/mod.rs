@@ -20,6 +20,7 @@ pub mod jobs;
 pub mod projections;
 pub mod read;
 pub mod resync;
+pub mod status;
 pub mod tokens;
 
 /// Embedded migrations (migrations/).

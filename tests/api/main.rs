@@ -18,6 +18,7 @@ mod resync;
 mod simcorp;
 #[path = "../common/snapshot.rs"]
 mod snapshot;
+mod status;
 mod supervision;
 mod sync;
 mod tools;

@@ -56,7 +56,7 @@ impl std::fmt::Debug for Credentials {
 
 impl Credentials {
     /// The cache key for the secret: its SHA-256, never the secret itself.
-    fn secret_hash(&self) -> String {
+    pub fn secret_hash(&self) -> String {
         hex::encode(Sha256::digest(self.secret.expose_secret().as_bytes()))
     }
 }
