@@ -51,6 +51,8 @@ pub struct FileConfig {
     pub store: FileStore,
     /// `[spool]`.
     pub spool: FileSpool,
+    /// `[capture]`.
+    pub capture: FileCapture,
     /// `"WW_verify_xxxx.txt" = "content"`: files WeCom asks to serve at the domain root.
     pub verification_files: BTreeMap<String, String>,
     /// Listen address for `/metrics` alone, e.g. "127.0.0.1:9090".
@@ -73,6 +75,7 @@ impl Default for FileConfig {
             http: FileHttp::default(),
             store: FileStore::default(),
             spool: FileSpool::default(),
+            capture: FileCapture::default(),
             verification_files: BTreeMap::new(),
             metrics_listen: None,
             api: FileApi::default(),
@@ -188,6 +191,29 @@ impl Default for FileSpool {
             dir: None,
             max_bytes: 256 * 1024 * 1024,
             after_ms: 2_500,
+        }
+    }
+}
+
+/// `[capture]` in the file: the last refused requests per app, for `decrypt --last`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileCapture {
+    /// `false`: refused requests are only logged.
+    pub enabled: bool,
+    /// `None`: `rejected` beside the default spool directory (see
+    /// [`crate::config::capture::default_capture_dir`]).
+    pub dir: Option<PathBuf>,
+    /// Refused requests kept per app.
+    pub per_app: usize,
+}
+
+impl Default for FileCapture {
+    fn default() -> Self {
+        FileCapture {
+            enabled: true,
+            dir: None,
+            per_app: 20,
         }
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod apps;
+pub mod capture;
 pub mod database;
 pub mod dirs;
 pub mod file;
@@ -40,6 +41,7 @@ pub use file::{
     FileConfig, read_file,
 };
 pub use http::{HttpArgs, HttpSettings};
+pub use capture::CaptureSettings;
 pub use spool::{SpoolArgs, SpoolSettings, default_spool_dir};
 pub use store::StoreSettings;
 
@@ -74,6 +76,8 @@ pub struct Settings {
     pub run_projector: bool,
     /// The local spool.
     pub spool: SpoolSettings,
+    /// Captured rejections (for `decrypt --last`).
+    pub capture: CaptureSettings,
     /// Domain ownership files served at `/{name}` (WeCom's WW_verify_*.txt for 可信域名).
     pub verification_files: BTreeMap<String, String>,
     /// A separate listen address for `/metrics` (then it is not served on the main one).
@@ -109,6 +113,7 @@ impl Settings {
         let mut problems = Vec::new();
         let mut settings = assemble(FileConfig::default(), &overrides, apps, &mut problems);
         settings.spool.dir = None;
+        settings.capture.dir = None;
         if problems.is_empty() {
             Ok(settings)
         } else {
@@ -253,6 +258,7 @@ fn assemble(
         http.request_deadline,
         problems,
     );
+    let capture = capture::build(&file, &overrides.dirs, problems);
     let api = api::build(&file, &overrides.api, problems);
     Settings {
         database,
@@ -263,6 +269,7 @@ fn assemble(
         api_token: extras.api_token,
         run_projector: file.run_projector,
         spool,
+        capture,
         verification_files: extras.verification_files,
         metrics_listen: extras.metrics_listen,
         api,

@@ -99,14 +99,26 @@ impl CallbackError {
         }
     }
 
-    pub(crate) fn log(&self, app: &str) {
+    /// Whether the request is worth keeping for `decrypt --last`: refused by a check `decrypt` can explain.
+    pub fn capturable(&self) -> bool {
+        matches!(
+            self,
+            CallbackError::BadQuery(_)
+                | CallbackError::BadEnvelope(_)
+                | CallbackError::Unverified(_)
+                | CallbackError::BadMessage(_)
+        )
+    }
+
+    /// Logs the refusal; `diagnose` is the command that explains a captured request.
+    pub(crate) fn log(&self, app: &str, diagnose: Option<&str>) {
         let class = self.outcome().as_str();
         match self {
             CallbackError::BadQuery(e) => {
-                tracing::warn!(app, class, reason = %e, "callback rejected");
+                tracing::warn!(app, class, reason = %e, diagnose, "callback rejected");
             }
             CallbackError::BadEnvelope(e) => {
-                tracing::warn!(app, class, reason = %e, "callback rejected");
+                tracing::warn!(app, class, reason = %e, diagnose, "callback rejected");
             }
             CallbackError::Unverified(e) => {
                 tracing::warn!(
@@ -114,12 +126,13 @@ impl CallbackError {
                     class,
                     wecom_code = e.code(),
                     reason = %e,
+                    diagnose,
                     "callback rejected"
                 );
             }
             CallbackError::BadMessage(e) => {
                 let e = Rejection::Message(e.clone());
-                tracing::warn!(app, class, reason = %e, "callback rejected");
+                tracing::warn!(app, class, reason = %e, diagnose, "callback rejected");
             }
             CallbackError::TooLarge { limit } => {
                 tracing::warn!(

@@ -203,6 +203,19 @@ impl Application {
                 crate::http::status::recorder::run(status.clone(), pool.clone(), token)
             });
         }
+        // Captures are a diagnosis aid: a directory that cannot be made turns them off, never the service.
+        let captures = settings.capture.dir.as_ref().and_then(|dir| {
+            crate::tools::capture::Captures::open(dir, settings.capture.per_app)
+                .inspect_err(|e| {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        error = %e,
+                        "cannot create the capture directory: refused requests will not be kept for \
+                         `decrypt --last`; set [capture] dir to a writable directory"
+                    );
+                })
+                .ok()
+        });
         let state = web::Data::new(AppState {
             apps,
             default_app,
@@ -226,6 +239,7 @@ impl Application {
             credentials,
             tasks: tasks.health(),
             status,
+            captures,
         });
         let separate_metrics = settings.metrics_listen;
         let http = settings.http.clone();

@@ -32,6 +32,8 @@ pub struct AppState {
     pub tasks: crate::tasks::TaskHealth,
     /// Callback outcomes and URL verifications for the status page (see [`crate::http::status`]).
     pub status: crate::http::status::StatusRecorder,
+    /// Where refused requests are kept for `decrypt --last`; `None` when off.
+    pub captures: Option<crate::tools::capture::Captures>,
 }
 
 impl AppState {

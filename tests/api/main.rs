@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod callbacks;
+mod captures;
 mod cli;
 mod database_down;
 mod dedupe;
