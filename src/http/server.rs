@@ -23,9 +23,7 @@ use crate::tasks::{Faults, TaskFailure, Tasks};
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error(
-        "cannot listen on {addr}: {source}; is another process using the port? set WECOM_LISTEN"
-    )]
+    #[error("{}", bind_message(addr, source))]
     Bind {
         addr: String,
         source: std::io::Error,
@@ -41,6 +39,25 @@ pub enum StartupError {
          or disable the spool with [spool] enabled = false"
     )]
     Spool { dir: String, source: std::io::Error },
+}
+
+/// The listen failure in words: a port in use is said as such.
+fn bind_message(addr: &str, source: &std::io::Error) -> String {
+    match source.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "port in use: another process already listens on {addr} (find it with `ss -ltnp`); stop it, or \
+             choose another address with WECOM_LISTEN / --listen"
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "not allowed to listen on {addr}: ports below 1024 need root or CAP_NET_BIND_SERVICE; use a port \
+             above 1024 behind your proxy (WECOM_LISTEN)"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            "cannot listen on {addr}: no interface of this machine has that address; use 0.0.0.0 or \
+             127.0.0.1 (WECOM_LISTEN)"
+        ),
+        _ => format!("cannot listen on {addr}: {source}; set WECOM_LISTEN to an address this machine can use"),
+    }
 }
 
 /// Why the service stopped other than by request.

@@ -13,6 +13,7 @@ mod helpers;
 mod http_errors;
 mod ingest;
 mod maintenance;
+mod messages;
 mod miniprogram;
 mod ordering;
 mod resync;
