@@ -287,3 +287,45 @@ async fn the_page_renders_in_chromium_with_the_database_numbers() {
         assert!(size > 10_000, "a screenshot at {} ({size} bytes)", shot.display());
     }
 }
+
+#[tokio::test]
+async fn doctor_fails_on_what_the_status_page_flags() {
+    let app = scenario().await;
+    // The verification records are flushed by the page (or every few seconds).
+    let r = app
+        .client
+        .get(format!("{}/status.json", app.address))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .expect("status.json");
+    assert_eq!(r.status(), 200);
+    let db: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&app.pool)
+        .await
+        .expect("db");
+    let url = crate::helpers::database_url_for(&db);
+    let service = app.address.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_wecom-callback"))
+            .args(["doctor", "--service-url", &service])
+            .env_remove("WECOM_CONFIG")
+            .env("DATABASE_URL", &url)
+            .env("WECOM_TOKEN", MAIN.token)
+            .env("WECOM_ENCODING_AES_KEY", MAIN.encoding_aes_key)
+            .env("WECOM_CORP_ID", MAIN.receive_id)
+            .env("WECOM_APP_NAME", "main")
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("runs")
+    })
+    .await
+    .expect("join");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("ok   service") && text.contains("/readyz: ready"), "{text}");
+    assert!(text.contains("1 dead job(s)"), "{text}");
+    assert!(text.contains("the last URL verification") && text.contains("bad_signature"), "{text}");
+    assert!(!text.contains("Every check passed"), "{text}");
+    assert!(!text.contains("Some("), "no Debug output: {text}");
+}
