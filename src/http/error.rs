@@ -207,6 +207,9 @@ pub enum ApiError {
         "this app has no secret configured (WECOM_SECRET or secret in [[apps]]): it cannot call jscode2session"
     )]
     NoSecret,
+    /// The request body is not the JSON the endpoint takes.
+    #[error("{0}")]
+    BadBody(String),
     /// The mini-program login code is not shaped like one.
     #[error("code must be the wx.qy.login code")]
     MalformedCode,
@@ -242,6 +245,7 @@ impl ApiError {
             ApiError::CustomerNotFound => "not_found",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::NoSecret => "no_secret",
+            ApiError::BadBody(_) => "bad_request",
             ApiError::MalformedCode | ApiError::CodeRefused => "invalid_code",
             ApiError::CrossCorp => "cross_corp",
             ApiError::WecomRefused { .. } => "wecom_refused",
@@ -266,6 +270,7 @@ impl ResponseError for ApiError {
             | ApiError::BadLimit
             | ApiError::BadCursor
             | ApiError::NoSecret
+            | ApiError::BadBody(_)
             | ApiError::MalformedCode
             | ApiError::CodeRefused => StatusCode::BAD_REQUEST,
             ApiError::CustomerNotFound => StatusCode::NOT_FOUND,

@@ -80,3 +80,88 @@ fn nothing_listening_says_start_postgresql() {
     assert!(out.contains("connection refused") && out.contains("start PostgreSQL"), "{out}");
     assert_eq!(out.matches("refused").count(), 1, "the cause once: {out}");
 }
+
+mod miniprogram {
+    use secrecy::SecretString;
+    use serde_json::{Value, json};
+    use wiremock::matchers::path;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use crate::helpers::{API_TOKEN, MAIN, spawn_app_with};
+
+    async fn app_with(server: &MockServer) -> crate::helpers::TestApp {
+        Mock::given(path("/cgi-bin/gettoken"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"errcode": 0, "access_token": "T", "expires_in": 7200})),
+            )
+            .mount(server)
+            .await;
+        let uri = server.uri();
+        spawn_app_with(&[MAIN], move |s| {
+            s.apps[0].secret = Some(SecretString::from("mini-secret"));
+            s.api.base_url = uri;
+        })
+        .await
+    }
+
+    async fn post(app: &crate::helpers::TestApp, body: &str) -> (u16, Value) {
+        // Longer than the service's own 10 s limit on WeCom.
+        let client = wecom_callback::tls::client_builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .expect("client");
+        let r = client
+            .post(format!("{}/api/v1/miniprogram/session", app.address))
+            .bearer_auth(API_TOKEN)
+            .header("content-type", "text/plain")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("reply");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")))
+    }
+
+    #[tokio::test]
+    async fn each_errcode_gets_its_own_advice_and_bad_json_is_answered_as_json() {
+        let server = MockServer::start().await;
+        Mock::given(path("/cgi-bin/miniprogram/jscode2session"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "errcode": 60020, "errmsg": "not allow to access from your ip, hint: [h1], from ip: 198.51.100.4"
+            })))
+            .mount(&server)
+            .await;
+        let app = app_with(&server).await;
+        let (status, body) = post(&app, r#"{"app": "main", "code": "c"}"#).await;
+        assert_eq!(status, 502);
+        let message = body["message"].as_str().expect("message");
+        assert!(message.contains("198.51.100.4") && message.contains("企业可信IP"), "{message}");
+        assert!(!message.contains("linked to the mini-program"), "60020 is not a link problem: {message}");
+
+        let (status, body) = post(&app, "{not json").await;
+        assert_eq!(status, 400);
+        assert_eq!(body["error"], "bad_request");
+        assert!(body["message"].as_str().expect("message").contains("\"code\""), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_hanging_wecom_is_called_a_timeout() {
+        let server = MockServer::start().await;
+        Mock::given(path("/cgi-bin/miniprogram/jscode2session"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"errcode": 0}))
+                    .set_delay(std::time::Duration::from_secs(12)),
+            )
+            .mount(&server)
+            .await;
+        let app = app_with(&server).await;
+        let (status, body) = post(&app, r#"{"app": "main", "code": "c"}"#).await;
+        assert_eq!(status, 502);
+        let message = body["message"].as_str().expect("message");
+        assert!(message.contains("timed out") && message.contains("10 s"), "{message}");
+        assert!(!message.contains("access_token=") && !message.contains("error sending request"), "{message}");
+    }
+}
