@@ -165,3 +165,35 @@ mod miniprogram {
         assert!(!message.contains("access_token=") && !message.contains("error sending request"), "{message}");
     }
 }
+
+/// send-test calls the URL exactly as given: a trailing slash the service refuses fails here as it would for
+/// WeCom, and the plain URL passes.
+#[tokio::test]
+async fn send_test_keeps_the_url_as_given() {
+    let app = crate::helpers::spawn_app_with(&[MAIN], |_| {}).await;
+    let db: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&app.pool)
+        .await
+        .expect("db");
+    let url = crate::helpers::database_url_for(&db);
+    let base = app.address.clone();
+    let (ok_slash, out_slash, ok_plain, out_plain) = tokio::task::spawn_blocking(move || {
+        let env = [
+            ("DATABASE_URL", url.as_str()),
+            ("WECOM_TOKEN", MAIN.token),
+            ("WECOM_ENCODING_AES_KEY", MAIN.encoding_aes_key),
+            ("WECOM_CORP_ID", MAIN.receive_id),
+            ("WECOM_APP_NAME", "main"),
+        ];
+        let slash = format!("{base}/callback/main/");
+        let plain = format!("{base}/callback/main");
+        let (a, b) = run(&["send-test", "--url", &slash, "--no-verify"], &env);
+        let (c, d) = run(&["send-test", "--url", &plain, "--no-verify"], &env);
+        (a, b, c, d)
+    })
+    .await
+    .expect("join");
+    assert!(!ok_slash, "{out_slash}");
+    assert!(out_slash.contains("status 404"), "{out_slash}");
+    assert!(ok_plain, "{out_plain}");
+}
