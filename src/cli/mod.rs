@@ -30,7 +30,8 @@ use crate::config::{
 use crate::store;
 
 const AFTER_HELP: &str = "\
-A single app can be configured from the environment alone (WECOM_TOKEN, WECOM_ENCODING_AES_KEY, WECOM_CORP_ID);
+A single app can be configured from the environment alone (WECOM_TOKEN, WECOM_ENCODING_AES_KEY, WECOM_CORP_ID, and
+WECOM_SECRET to call WeCom's API);
 several apps need a configuration file (--config); see config.example.toml.
 Log levels: RUST_LOG (e.g. info, debug, wecom_callback=debug).";
 
