@@ -61,11 +61,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         for (name, value) in &c.headers {
             println!("  {name}: {value}");
         }
-        (
-            Some(c.app),
-            c.query,
-            c.body.map(String::into_bytes),
-        )
+        (Some(c.app), c.query, c.body.map(String::into_bytes))
     } else {
         let pasted = args.query.as_deref().unwrap_or_default();
         let (path_app, query) = split_pasted(pasted);
@@ -77,13 +73,11 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
                     .context("cannot read the body from standard input")?;
                 Some(b)
             }
-            Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
+            Some(p) => {
+                Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?)
+            }
         };
-        (
-            args.app.clone().or(path_app),
-            query.to_owned(),
-            body,
-        )
+        (args.app.clone().or(path_app), query.to_owned(), body)
     };
     let app = select_app(&settings.apps, app_name.as_deref())?;
     let now = chrono::Utc::now().timestamp();

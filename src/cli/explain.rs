@@ -71,13 +71,21 @@ mod tests {
     fn a_pasted_errmsg_is_explained_with_its_ip_and_hint() {
         let t = text("not allow to access from your ip, hint: [1576065934_28_e0f], from ip: 9.30.0.138, more info at https://open.work.weixin.qq.com/devtool/query?e=60020").expect("known");
         assert!(t.starts_with("60020: "), "{t}");
-        assert!(t.contains("9.30.0.138: add it to the app's 企业可信IP"), "{t}");
+        assert!(
+            t.contains("9.30.0.138: add it to the app's 企业可信IP"),
+            "{t}"
+        );
         assert!(t.contains("hint 1576065934_28_e0f"), "{t}");
         let t = text("-40001").expect("callback code");
         assert!(t.contains("签名验证错误") && t.contains("Token"), "{t}");
         let t = text("86220").expect("a code of the global list without our fix");
         assert!(t.contains("指定的会话参数不合法"), "{t}");
         assert!(text("no code").is_err());
-        assert!(text("99999999").expect_err("unknown").to_string().contains("devtool/query?e=99999999"));
+        assert!(
+            text("99999999")
+                .expect_err("unknown")
+                .to_string()
+                .contains("devtool/query?e=99999999")
+        );
     }
 }

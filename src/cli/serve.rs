@@ -1,7 +1,6 @@
 //! `serve`: the callback receiver. With no database configured and nothing on the local PostgreSQL port, it
 //! runs a private cluster (see [`crate::tools::embedded`]).
 
-
 use super::Context;
 use crate::config::{self, EmbeddedArgs, ServeOverrides};
 use crate::http::server::Application;

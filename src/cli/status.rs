@@ -30,7 +30,10 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     }
     let problems = report.problems();
     if !problems.is_empty() {
-        anyhow::bail!("{} problem(s) need attention (listed above)", problems.len());
+        anyhow::bail!(
+            "{} problem(s) need attention (listed above)",
+            problems.len()
+        );
     }
     Ok(())
 }
@@ -47,18 +50,35 @@ pub fn text(r: &report::Report) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
     for a in &r.apps {
-        let _ = writeln!(s, "app {} ({}, {})", a.name, a.kind, a.receive_ids.join(", "));
+        let _ = writeln!(
+            s,
+            "app {} ({}, {})",
+            a.name,
+            a.kind,
+            a.receive_ids.join(", ")
+        );
         match &a.verification {
             None => {
-                let _ = writeln!(s, "  URL verification   none yet: enter the URL in the console and press 保存");
+                let _ = writeln!(
+                    s,
+                    "  URL verification   none yet: enter the URL in the console and press 保存"
+                );
             }
             Some(v) => {
                 let _ = writeln!(
                     s,
                     "  URL verification   {} at {}{}",
-                    if v.outcome == "url_verified" { "passed".to_owned() } else { format!("REFUSED ({})", v.outcome) },
+                    if v.outcome == "url_verified" {
+                        "passed".to_owned()
+                    } else {
+                        format!("REFUSED ({})", v.outcome)
+                    },
                     at(Some(v.attempted_at)),
-                    v.reason.as_deref().filter(|_| v.outcome != "url_verified").map(|r| format!("\n                     {r}")).unwrap_or_default()
+                    v.reason
+                        .as_deref()
+                        .filter(|_| v.outcome != "url_verified")
+                        .map(|r| format!("\n                     {r}"))
+                        .unwrap_or_default()
                 );
                 if let Some(fix) = a.verification_fix {
                     let _ = writeln!(s, "                     fix: {fix}");
@@ -69,12 +89,23 @@ pub fn text(r: &report::Report) -> String {
             s,
             "  last callback      {}{} ({} stored)",
             at(a.last_callback_at),
-            a.last_callback_kind.as_deref().map(|k| format!(" {k}")).unwrap_or_default(),
+            a.last_callback_kind
+                .as_deref()
+                .map(|k| format!(" {k}"))
+                .unwrap_or_default(),
             a.events_total
         );
-        let _ = writeln!(s, "  outcomes           {:<22} {:>9} {:>9}", "", "last hour", "last day");
+        let _ = writeln!(
+            s,
+            "  outcomes           {:<22} {:>9} {:>9}",
+            "", "last hour", "last day"
+        );
         for o in &a.outcomes {
-            let _ = writeln!(s, "                     {:<22} {:>9} {:>9}", o.outcome, o.last_hour, o.last_day);
+            let _ = writeln!(
+                s,
+                "                     {:<22} {:>9} {:>9}",
+                o.outcome, o.last_hour, o.last_day
+            );
         }
         let _ = writeln!(
             s,
@@ -87,14 +118,23 @@ pub fn text(r: &report::Report) -> String {
             a.jobs.queued,
             a.jobs.running,
             a.jobs.dead,
-            a.jobs.last_dead_error.as_deref().map(|e| format!("; last: {e}")).unwrap_or_default()
+            a.jobs
+                .last_dead_error
+                .as_deref()
+                .map(|e| format!("; last: {e}"))
+                .unwrap_or_default()
         );
         match &a.resync {
             None => {
                 let _ = writeln!(s, "  last resync        none");
             }
             Some(rs) => {
-                let _ = writeln!(s, "  last resync        {} at {}", rs.status, at(Some(rs.started_at)));
+                let _ = writeln!(
+                    s,
+                    "  last resync        {} at {}",
+                    rs.status,
+                    at(Some(rs.started_at))
+                );
             }
         }
         if let Some(t) = &a.token {
@@ -103,7 +143,10 @@ pub fn text(r: &report::Report) -> String {
                 "  access token       {} (fetched {}){}",
                 if t.valid { "valid" } else { "none cached" },
                 at(t.refreshed_at),
-                t.refused_ip.as_deref().map(|ip| format!("; WeCom refused IP {ip} (60020): add it to 企业可信IP")).unwrap_or_default()
+                t.refused_ip
+                    .as_deref()
+                    .map(|ip| format!("; WeCom refused IP {ip} (60020): add it to 企业可信IP"))
+                    .unwrap_or_default()
             );
         }
     }

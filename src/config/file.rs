@@ -275,7 +275,8 @@ pub(crate) fn parse_detail(text: &str, e: &toml::de::Error) -> String {
         Some(n) => format!("line {n}: {message}"),
         None => message.to_owned(),
     };
-    if message.contains("expected a sequence") || message.contains("invalid type: map, expected a sequence")
+    if message.contains("expected a sequence")
+        || message.contains("invalid type: map, expected a sequence")
     {
         detail.push_str(
             "; each app is its own [[apps]] table, with two brackets ([apps] is one table, not a list)",

@@ -34,6 +34,7 @@ use crate::app::AppConfig;
 
 pub use api::{ApiArgs, ApiSettings};
 pub use apps::{AppArgs, FileApp};
+pub use capture::CaptureSettings;
 pub use database::{DatabaseArgs, DatabaseSettings, EmbeddedArgs, redact_url};
 pub use dirs::PlatformDirs;
 pub use file::{
@@ -41,7 +42,6 @@ pub use file::{
     FileConfig, read_file,
 };
 pub use http::{HttpArgs, HttpSettings};
-pub use capture::CaptureSettings;
 pub use spool::{SpoolArgs, SpoolSettings, default_spool_dir};
 pub use store::StoreSettings;
 
@@ -135,7 +135,9 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not TOML, or has a key we do not know (often a typo).
-    #[error("the configuration file {path} is not valid: {detail} (compare it with config.example.toml)")]
+    #[error(
+        "the configuration file {path} is not valid: {detail} (compare it with config.example.toml)"
+    )]
     Parse {
         /// The file.
         path: PathBuf,

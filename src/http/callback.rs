@@ -76,12 +76,9 @@ pub async fn verify_url(
                 let diagnose = capture(&req, app, None, &e, &state);
                 state.metrics.outcome(&app.name, e.outcome());
                 state.status.outcome(&app.name, e.outcome());
-                state.status.verification(
-                    &app.name,
-                    e.outcome(),
-                    e.wecom_code(),
-                    Some(e.reason()),
-                );
+                state
+                    .status
+                    .verification(&app.name, e.outcome(), e.wecom_code(), Some(e.reason()));
                 e.log(&app.name, diagnose.as_deref());
                 Err(e)
             }

@@ -56,7 +56,9 @@ fn bind_message(addr: &str, source: &std::io::Error) -> String {
             "cannot listen on {addr}: no interface of this machine has that address; use 0.0.0.0 or \
              127.0.0.1 (WECOM_LISTEN)"
         ),
-        _ => format!("cannot listen on {addr}: {source}; set WECOM_LISTEN to an address this machine can use"),
+        _ => format!(
+            "cannot listen on {addr}: {source}; set WECOM_LISTEN to an address this machine can use"
+        ),
     }
 }
 

@@ -46,7 +46,12 @@ pub async fn add_outcomes(pool: &PgPool, counts: &[OutcomeCount]) -> Result<(), 
     )
     .bind(counts.iter().map(|c| c.app.as_str()).collect::<Vec<_>>())
     .bind(counts.iter().map(|c| c.minute).collect::<Vec<_>>())
-    .bind(counts.iter().map(|c| c.outcome.as_str()).collect::<Vec<_>>())
+    .bind(
+        counts
+            .iter()
+            .map(|c| c.outcome.as_str())
+            .collect::<Vec<_>>(),
+    )
     .bind(counts.iter().map(|c| c.count).collect::<Vec<_>>())
     .execute(pool)
     .await?;

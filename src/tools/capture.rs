@@ -219,13 +219,18 @@ mod tests {
 
     #[test]
     fn bounded_private_and_newest_first() {
-        let dir = std::env::temp_dir().join(format!("wecom-capture-{}", uuid::Uuid::new_v4().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("wecom-capture-{}", uuid::Uuid::new_v4().simple()));
         let c = Captures::open(&dir, 3).expect("open");
         for i in 0..5 {
             c.write(&capture("main", 1_000 + i)).expect("write");
         }
         let path = c.write(&capture("other", 500)).expect("write");
-        assert_eq!(list(&dir.join("main")).expect("list").len(), 3, "bounded per app");
+        assert_eq!(
+            list(&dir.join("main")).expect("list").len(),
+            3,
+            "bounded per app"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

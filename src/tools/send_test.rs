@@ -233,9 +233,21 @@ mod url_tests {
     #[test]
     fn the_url_is_kept_as_given() {
         let q = "msg_signature=s&timestamp=1&nonce=2";
-        assert_eq!(with_query("https://x/callback/a", q), format!("https://x/callback/a?{q}"));
-        assert_eq!(with_query("https://x/callback/a/", q), format!("https://x/callback/a/?{q}"));
-        assert_eq!(with_query("https://x/callback/a?foo=1", q), format!("https://x/callback/a?foo=1&{q}"));
-        assert_eq!(with_query("https://x/callback/a?", q), format!("https://x/callback/a?{q}"));
+        assert_eq!(
+            with_query("https://x/callback/a", q),
+            format!("https://x/callback/a?{q}")
+        );
+        assert_eq!(
+            with_query("https://x/callback/a/", q),
+            format!("https://x/callback/a/?{q}")
+        );
+        assert_eq!(
+            with_query("https://x/callback/a?foo=1", q),
+            format!("https://x/callback/a?foo=1&{q}")
+        );
+        assert_eq!(
+            with_query("https://x/callback/a?", q),
+            format!("https://x/callback/a?{q}")
+        );
     }
 }

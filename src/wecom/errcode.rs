@@ -79,7 +79,9 @@ fn table() -> &'static [ErrcodeInfo] {
 /// The entry for `code`, if known.
 pub fn explain(code: i64) -> Option<&'static ErrcodeInfo> {
     let t = table();
-    t.binary_search_by_key(&code, |i| i.code).ok().map(|i| &t[i])
+    t.binary_search_by_key(&code, |i| i.code)
+        .ok()
+        .map(|i| &t[i])
 }
 
 /// Every known code, in code order.
@@ -209,11 +211,17 @@ mod tests {
             assert_eq!(f.len(), 4, "code, retryable, gloss, fix: {l}");
             let code: i64 = f[0].parse().expect("numeric code");
             assert!(matches!(f[1], "true" | "false"), "{l}");
-            assert!(seen.contains(&code), "{code} has a fix but is not in errcodes.tsv");
+            assert!(
+                seen.contains(&code),
+                "{code} has a fix but is not in errcodes.tsv"
+            );
             assert!(explain(code).is_some_and(|i| i.has_fix));
         }
         for code in -40011..=-40001 {
-            assert!(explain(code).is_some_and(|i| i.has_fix), "callback code {code}");
+            assert!(
+                explain(code).is_some_and(|i| i.has_fix),
+                "callback code {code}"
+            );
         }
     }
 
@@ -221,13 +229,24 @@ mod tests {
     fn codes_are_found_in_what_users_paste() {
         assert_eq!(find_code("-40001"), Some(-40001));
         assert_eq!(find_code(" 60020 "), Some(60020));
-        assert_eq!(find_code(r#"{"errcode":60020,"errmsg":"not allow to access from your ip"}"#), Some(60020));
         assert_eq!(
-            find_code("not allow to access from your ip, hint: [1], from ip: 9.30.0.138, more info at https://open.work.weixin.qq.com/devtool/query?e=60020"),
+            find_code(r#"{"errcode":60020,"errmsg":"not allow to access from your ip"}"#),
             Some(60020)
         );
-        assert_eq!(find_code("WeCom errcode 45009 (api freq out of limit)"), Some(45009));
-        assert_eq!(find_code("callback rejected class=bad_signature wecom_code=-40001"), Some(-40001));
+        assert_eq!(
+            find_code(
+                "not allow to access from your ip, hint: [1], from ip: 9.30.0.138, more info at https://open.work.weixin.qq.com/devtool/query?e=60020"
+            ),
+            Some(60020)
+        );
+        assert_eq!(
+            find_code("WeCom errcode 45009 (api freq out of limit)"),
+            Some(45009)
+        );
+        assert_eq!(
+            find_code("callback rejected class=bad_signature wecom_code=-40001"),
+            Some(-40001)
+        );
         assert_eq!(find_code("nothing here"), None);
     }
 

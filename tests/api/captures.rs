@@ -28,7 +28,8 @@ fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test]
 async fn refused_requests_are_kept_bounded_and_decrypt_last_explains_the_newest() {
-    let dir = std::env::temp_dir().join(format!("wecom-captures-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("wecom-captures-{}", uuid::Uuid::new_v4().simple()));
     let app = spawn_app_with(&[MAIN], |s| {
         s.capture.dir = Some(dir.clone());
         s.capture.per_app = 2;
@@ -39,16 +40,34 @@ async fn refused_requests_are_kept_bounded_and_decrypt_last_explains_the_newest(
         ..MAIN
     };
     for _ in 0..3 {
-        let r = app.post("main", &sign_callback(&wrong, &message(), unix_now())).await;
+        let r = app
+            .post("main", &sign_callback(&wrong, &message(), unix_now()))
+            .await;
         assert_eq!(r.status(), 403);
     }
     // An accepted callback is not captured.
-    assert_eq!(app.post("main", &sign_callback(&MAIN, &message(), unix_now())).await.status(), 200);
+    assert_eq!(
+        app.post("main", &sign_callback(&MAIN, &message(), unix_now()))
+            .await
+            .status(),
+        200
+    );
     let main_dir = dir.join("main");
-    poll("two captures", Duration::from_secs(5), Duration::from_millis(50), || {
-        let n = files(&main_dir).len();
-        async move { if n == 2 { Ok(()) } else { Err(format!("{n} files")) } }
-    })
+    poll(
+        "two captures",
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || {
+            let n = files(&main_dir).len();
+            async move {
+                if n == 2 {
+                    Ok(())
+                } else {
+                    Err(format!("{n} files"))
+                }
+            }
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let kept = files(&main_dir);
@@ -65,8 +84,18 @@ async fn refused_requests_are_kept_bounded_and_decrypt_last_explains_the_newest(
         serde_json::from_slice(&std::fs::read(&kept[1]).expect("read")).expect("json");
     assert_eq!(capture["class"], "bad_signature");
     assert_eq!(capture["method"], "POST");
-    assert!(capture["query"].as_str().expect("query").starts_with("msg_signature="));
-    assert!(capture["body"].as_str().expect("body").contains("<Encrypt>"));
+    assert!(
+        capture["query"]
+            .as_str()
+            .expect("query")
+            .starts_with("msg_signature=")
+    );
+    assert!(
+        capture["body"]
+            .as_str()
+            .expect("body")
+            .contains("<Encrypt>")
+    );
     assert_eq!(capture["headers"]["content-type"], "text/xml");
 
     // decrypt --last, with the configuration serve had.
@@ -89,22 +118,34 @@ async fn refused_requests_are_kept_bounded_and_decrypt_last_explains_the_newest(
         .output()
         .expect("runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "a refused request does not pass: {stdout}");
+    assert!(
+        !out.status.success(),
+        "a refused request does not pass: {stdout}"
+    );
     assert!(stdout.contains("class bad_signature"), "{stdout}");
     assert!(stdout.contains("FAIL signature"), "{stdout}");
-    assert!(stdout.contains(&kept[1].display().to_string()), "names the newest capture: {stdout}");
+    assert!(
+        stdout.contains(&kept[1].display().to_string()),
+        "names the newest capture: {stdout}"
+    );
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 
 #[tokio::test]
 async fn captures_off_keeps_nothing_and_decrypt_last_says_so() {
-    let dir = std::env::temp_dir().join(format!("wecom-captures-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("wecom-captures-{}", uuid::Uuid::new_v4().simple()));
     let app = spawn_app_with(&[MAIN], |s| s.capture.dir = None).await;
     let wrong = TestAppConfig {
         token: "wrongToken",
         ..MAIN
     };
-    assert_eq!(app.post("main", &sign_callback(&wrong, &message(), unix_now())).await.status(), 403);
+    assert_eq!(
+        app.post("main", &sign_callback(&wrong, &message(), unix_now()))
+            .await
+            .status(),
+        403
+    );
     std::fs::create_dir_all(&dir).expect("dir");
     let config = dir.join("config.toml");
     std::fs::write(

@@ -53,21 +53,43 @@ fn a_port_in_use_is_not_called_a_database_problem() {
         ],
     );
     assert!(!ok);
-    let error = out.lines().find(|l| l.starts_with("error:")).unwrap_or(&out);
-    assert!(error.contains("port in use") && error.contains(&addr), "{out}");
-    assert!(!error.contains("PostgreSQL"), "not a database problem: {error}");
+    let error = out
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or(&out);
+    assert!(
+        error.contains("port in use") && error.contains(&addr),
+        "{out}"
+    );
+    assert!(
+        !error.contains("PostgreSQL"),
+        "not a database problem: {error}"
+    );
 }
 
 #[test]
 fn a_missing_role_is_said_once_with_its_fix() {
     let (ok, out) = run(
         &["migrate"],
-        &[("DATABASE_URL", "postgres://nosuchrole@127.0.0.1:5432/wecom_nosuch")],
+        &[(
+            "DATABASE_URL",
+            "postgres://nosuchrole@127.0.0.1:5432/wecom_nosuch",
+        )],
     );
     assert!(!ok);
-    assert!(out.contains("refused the login") && out.contains("createuser"), "{out}");
-    assert_eq!(out.matches("does not exist").count(), 1, "the cause once: {out}");
-    assert!(!out.contains("apt-get install"), "PostgreSQL is running; installing it is not the fix: {out}");
+    assert!(
+        out.contains("refused the login") && out.contains("createuser"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("does not exist").count(),
+        1,
+        "the cause once: {out}"
+    );
+    assert!(
+        !out.contains("apt-get install"),
+        "PostgreSQL is running; installing it is not the fix: {out}"
+    );
 }
 
 #[test]
@@ -77,7 +99,10 @@ fn nothing_listening_says_start_postgresql() {
         &[("DATABASE_URL", "postgres://postgres@127.0.0.1:9/wecom_x")],
     );
     assert!(!ok);
-    assert!(out.contains("connection refused") && out.contains("start PostgreSQL"), "{out}");
+    assert!(
+        out.contains("connection refused") && out.contains("start PostgreSQL"),
+        "{out}"
+    );
     assert_eq!(out.matches("refused").count(), 1, "the cause once: {out}");
 }
 
@@ -121,7 +146,10 @@ mod miniprogram {
             .expect("reply");
         let status = r.status().as_u16();
         let text = r.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")),
+        )
     }
 
     #[tokio::test]
@@ -137,13 +165,25 @@ mod miniprogram {
         let (status, body) = post(&app, r#"{"app": "main", "code": "c"}"#).await;
         assert_eq!(status, 502);
         let message = body["message"].as_str().expect("message");
-        assert!(message.contains("198.51.100.4") && message.contains("企业可信IP"), "{message}");
-        assert!(!message.contains("linked to the mini-program"), "60020 is not a link problem: {message}");
+        assert!(
+            message.contains("198.51.100.4") && message.contains("企业可信IP"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("linked to the mini-program"),
+            "60020 is not a link problem: {message}"
+        );
 
         let (status, body) = post(&app, "{not json").await;
         assert_eq!(status, 400);
         assert_eq!(body["error"], "bad_request");
-        assert!(body["message"].as_str().expect("message").contains("\"code\""), "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .expect("message")
+                .contains("\"code\""),
+            "{body}"
+        );
     }
 
     #[tokio::test]
@@ -161,8 +201,14 @@ mod miniprogram {
         let (status, body) = post(&app, r#"{"app": "main", "code": "c"}"#).await;
         assert_eq!(status, 502);
         let message = body["message"].as_str().expect("message");
-        assert!(message.contains("timed out") && message.contains("10 s"), "{message}");
-        assert!(!message.contains("access_token=") && !message.contains("error sending request"), "{message}");
+        assert!(
+            message.contains("timed out") && message.contains("10 s"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("access_token=") && !message.contains("error sending request"),
+            "{message}"
+        );
     }
 }
 

@@ -6,7 +6,9 @@ use std::process::Command;
 
 use secrecy::SecretString;
 
-use crate::helpers::{API_TOKEN, MAIN, SUITE, TestApp, encode, sign_callback, spawn_app_with, unix_now};
+use crate::helpers::{
+    API_TOKEN, MAIN, SUITE, TestApp, encode, sign_callback, spawn_app_with, unix_now,
+};
 
 fn text_message(i: usize) -> String {
     format!(
@@ -44,12 +46,29 @@ async fn scenario() -> TestApp {
         s.api.worker_concurrency = 0;
     })
     .await;
-    assert_eq!(app.get(&verification_path(&SUITE, SUITE.token)).await.status(), 200);
-    assert_eq!(app.get(&verification_path(&MAIN, MAIN.token)).await.status(), 200);
+    assert_eq!(
+        app.get(&verification_path(&SUITE, SUITE.token))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.get(&verification_path(&MAIN, MAIN.token))
+            .await
+            .status(),
+        200
+    );
     // The last attempt for MAIN is the refused one (wrong Token): the page must say so and how to fix it.
-    assert_eq!(app.get(&verification_path(&MAIN, "wrongToken")).await.status(), 403);
+    assert_eq!(
+        app.get(&verification_path(&MAIN, "wrongToken"))
+            .await
+            .status(),
+        403
+    );
     for i in 0..3 {
-        let r = app.post("main", &sign_callback(&MAIN, &text_message(i), unix_now())).await;
+        let r = app
+            .post("main", &sign_callback(&MAIN, &text_message(i), unix_now()))
+            .await;
         assert_eq!(r.status(), 200);
     }
     let wrong = crate::helpers::TestAppConfig {
@@ -102,7 +121,12 @@ async fn status_json_matches_the_database_and_explains_the_refusal() {
             .expect("outcomes")
             .iter()
             .find(|o| o["outcome"] == name)
-            .map(|o| (o["last_hour"].as_i64().expect("n"), o["last_day"].as_i64().expect("n")))
+            .map(|o| {
+                (
+                    o["last_hour"].as_i64().expect("n"),
+                    o["last_day"].as_i64().expect("n"),
+                )
+            })
     };
     // Text messages are stored and counted apart as an event type the projector does not interpret.
     assert_eq!(outcome("unknown_type"), Some((3, 3)), "{main}");
@@ -113,7 +137,11 @@ async fn status_json_matches_the_database_and_explains_the_refusal() {
         .map(|h| h["acknowledged"].as_i64().expect("n"))
         .sum();
     assert_eq!(acknowledged, stored, "the chart counts what was stored");
-    assert_eq!(outcome("bad_signature"), Some((2, 2)), "the refused GET and the refused POST");
+    assert_eq!(
+        outcome("bad_signature"),
+        Some((2, 2)),
+        "the refused GET and the refused POST"
+    );
     assert_eq!(outcome("url_verified"), Some((1, 1)));
     // The counts in the database are what the page shows.
     let in_db: i64 = sqlx::query_scalar(
@@ -141,7 +169,13 @@ async fn status_json_matches_the_database_and_explains_the_refusal() {
     assert!(suite["verification_fix"].is_null());
     // Nothing secret is in the report.
     let text = report.to_string();
-    for secret in [MAIN.token, MAIN.encoding_aes_key, "main-secret-for-tests", API_TOKEN, "hello 1"] {
+    for secret in [
+        MAIN.token,
+        MAIN.encoding_aes_key,
+        "main-secret-for-tests",
+        API_TOKEN,
+        "hello 1",
+    ] {
         assert!(!text.contains(secret), "the report leaks {secret}");
     }
 }
@@ -167,9 +201,18 @@ async fn a_token_in_the_query_becomes_a_cookie_and_is_dropped_from_the_url() {
         .expect("status");
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/status?lang=zh");
-    let cookie = r.headers()["set-cookie"].to_str().expect("cookie").to_owned();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
-    assert!(!cookie.contains(API_TOKEN), "the cookie holds the token hex-encoded: {cookie}");
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains(API_TOKEN),
+        "the cookie holds the token hex-encoded: {cookie}"
+    );
     let pair = cookie.split(';').next().expect("pair").to_owned();
     let r = client
         .get(format!("{}/status?lang=zh", app.address))
@@ -179,7 +222,10 @@ async fn a_token_in_the_query_becomes_a_cookie_and_is_dropped_from_the_url() {
         .expect("status");
     assert_eq!(r.status(), 200);
     let html = r.text().await.expect("html");
-    assert!(html.contains("lang=\"zh-CN\"") && html.contains("URL 验证"), "{html}");
+    assert!(
+        html.contains("lang=\"zh-CN\"") && html.contains("URL 验证"),
+        "{html}"
+    );
 }
 
 #[tokio::test]
@@ -187,7 +233,12 @@ async fn without_an_api_token_the_page_says_how_to_turn_it_on() {
     let app = spawn_app_with(&[MAIN], |s| s.api_token = None).await;
     let r = app.get("/status").await;
     assert_eq!(r.status(), 404);
-    assert!(r.text().await.expect("body").contains("set WECOM_API_TOKEN"));
+    assert!(
+        r.text()
+            .await
+            .expect("body")
+            .contains("set WECOM_API_TOKEN")
+    );
 }
 
 /// Chromium's path: `WECOM_CHROMIUM`, else `chromium` or `chromium-browser` on PATH.
@@ -196,7 +247,10 @@ fn chromium() -> PathBuf {
         return PathBuf::from(p);
     }
     for name in ["chromium", "chromium-browser"] {
-        if let Ok(out) = Command::new("sh").args(["-c", &format!("command -v {name}")]).output() {
+        if let Ok(out) = Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+        {
             let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
             if out.status.success() && !path.is_empty() {
                 return PathBuf::from(path);
@@ -212,7 +266,8 @@ fn chromium() -> PathBuf {
 /// Runs headless Chromium on `url` with `extra` arguments (`--dump-dom`, `--screenshot=…`); returns stdout.
 fn headless(url: &str, lang: &str, extra: &[String]) -> String {
     // A fresh profile each run: a reused one makes Chromium wait for the first instance.
-    let profile = std::env::temp_dir().join(format!("wecom-chromium-{}", uuid::Uuid::new_v4().simple()));
+    let profile =
+        std::env::temp_dir().join(format!("wecom-chromium-{}", uuid::Uuid::new_v4().simple()));
     let mut cmd = Command::new(chromium());
     cmd.args([
         "--headless",
@@ -254,15 +309,22 @@ async fn the_page_renders_in_chromium_with_the_database_numbers() {
         .fetch_one(&app.pool)
         .await
         .expect("count");
-    assert!(dom.contains("<html lang=\"en\">"), "English by Accept-Language: {dom}");
     assert!(
-        dom.contains(&format!("data-events-total=\"\">{stored}</b>")) || dom.contains(&format!("data-events-total>{stored}</b>")),
+        dom.contains("<html lang=\"en\">"),
+        "English by Accept-Language: {dom}"
+    );
+    assert!(
+        dom.contains(&format!("data-events-total=\"\">{stored}</b>"))
+            || dom.contains(&format!("data-events-total>{stored}</b>")),
         "stored events {stored} on the page: {dom}"
     );
     assert!(dom.contains("data-verification=\"bad_signature\""), "{dom}");
     assert!(dom.contains("The Token differs"), "{dom}");
     assert!(dom.contains("data-refused-ip=\"203.0.113.7\""), "{dom}");
-    assert!(dom.contains("data-jobs-dead=\"\">1</b>") || dom.contains("data-jobs-dead>1</b>"), "{dom}");
+    assert!(
+        dom.contains("data-jobs-dead=\"\">1</b>") || dom.contains("data-jobs-dead>1</b>"),
+        "{dom}"
+    );
     assert!(!dom.contains(API_TOKEN), "the token stays out of the page");
 
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/status-page");
@@ -278,13 +340,20 @@ async fn the_page_renders_in_chromium_with_the_database_numbers() {
         .await
         .expect("chromium");
         if lang == "zh-CN" {
-            assert!(dom.contains("lang=\"zh-CN\"") && dom.contains("Token 不一致"), "Chinese page: {dom}");
+            assert!(
+                dom.contains("lang=\"zh-CN\"") && dom.contains("Token 不一致"),
+                "Chinese page: {dom}"
+            );
         }
         tokio::task::spawn_blocking(move || headless(&url, lang, &[arg]))
             .await
             .expect("chromium");
         let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
-        assert!(size > 10_000, "a screenshot at {} ({size} bytes)", shot.display());
+        assert!(
+            size > 10_000,
+            "a screenshot at {} ({size} bytes)",
+            shot.display()
+        );
     }
 }
 
@@ -323,9 +392,15 @@ async fn doctor_fails_on_what_the_status_page_flags() {
     .expect("join");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(!out.status.success(), "{text}");
-    assert!(text.contains("ok   service") && text.contains("/readyz: ready"), "{text}");
+    assert!(
+        text.contains("ok   service") && text.contains("/readyz: ready"),
+        "{text}"
+    );
     assert!(text.contains("1 dead job(s)"), "{text}");
-    assert!(text.contains("the last URL verification") && text.contains("bad_signature"), "{text}");
+    assert!(
+        text.contains("the last URL verification") && text.contains("bad_signature"),
+        "{text}"
+    );
     assert!(!text.contains("Every check passed"), "{text}");
     assert!(!text.contains("Some("), "no Debug output: {text}");
 }

@@ -20,7 +20,12 @@ impl Lang {
             };
         }
         for tag in accept_language.unwrap_or("").split(',') {
-            let tag = tag.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let tag = tag
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             if tag.starts_with("zh") {
                 return Lang::Zh;
             }
@@ -119,8 +124,14 @@ mod tests {
 
     #[test]
     fn accept_language_picks_the_first_known_language() {
-        assert_eq!(Lang::negotiate(None, Some("zh-CN,zh;q=0.9,en;q=0.8")), Lang::Zh);
-        assert_eq!(Lang::negotiate(None, Some("en-US,en;q=0.9,zh;q=0.5")), Lang::En);
+        assert_eq!(
+            Lang::negotiate(None, Some("zh-CN,zh;q=0.9,en;q=0.8")),
+            Lang::Zh
+        );
+        assert_eq!(
+            Lang::negotiate(None, Some("en-US,en;q=0.9,zh;q=0.5")),
+            Lang::En
+        );
         assert_eq!(Lang::negotiate(None, Some("fr-FR, zh-TW;q=0.5")), Lang::Zh);
         assert_eq!(Lang::negotiate(None, None), Lang::En);
         assert_eq!(Lang::negotiate(Some("zh"), Some("en")), Lang::Zh);

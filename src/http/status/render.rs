@@ -126,7 +126,11 @@ pub fn page(report: &Report, lang: Lang) -> String {
             let _ = write!(
                 h,
                 "<p>{}</p>",
-                t(lang, "off ([spool] enabled = false)", "未启用（[spool] enabled = false）")
+                t(
+                    lang,
+                    "off ([spool] enabled = false)",
+                    "未启用（[spool] enabled = false）"
+                )
             );
         }
     }
@@ -356,7 +360,11 @@ fn app_section(h: &mut String, a: &AppStatus, lang: Lang) {
                     h,
                     "<div class=\"fix\" data-refused-ip=\"{0}\">{1} <code>{0}</code> {2} {3}</div>",
                     esc(ip),
-                    t(lang, "WeCom refused this server's IP", "企业微信拒绝了本机出口 IP"),
+                    t(
+                        lang,
+                        "WeCom refused this server's IP",
+                        "企业微信拒绝了本机出口 IP"
+                    ),
                     t(
                         lang,
                         "(60020): add it to the app's 企业可信IP (应用管理 → the app → 企业可信IP).",
@@ -387,8 +395,16 @@ fn chart(h: &mut String, a: &AppStatus, lang: Lang) {
          aria-label=\"{}\"><title>{}</title>",
         H + 16,
         H + 16,
-        t(lang, "callbacks per hour, last 24 hours", "近 24 小时每小时回调数"),
-        t(lang, "callbacks per hour, last 24 hours", "近 24 小时每小时回调数"),
+        t(
+            lang,
+            "callbacks per hour, last 24 hours",
+            "近 24 小时每小时回调数"
+        ),
+        t(
+            lang,
+            "callbacks per hour, last 24 hours",
+            "近 24 小时每小时回调数"
+        ),
     );
     let bar = W / 24;
     for (i, b) in a.hourly.iter().enumerate() {
@@ -442,6 +458,9 @@ mod tests {
 
     #[test]
     fn esc_escapes_markup() {
-        assert_eq!(esc("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            esc("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
     }
 }

@@ -244,7 +244,11 @@ impl Report {
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         for a in &self.apps {
-            if let Some(v) = a.verification.as_ref().filter(|v| v.outcome != "url_verified") {
+            if let Some(v) = a
+                .verification
+                .as_ref()
+                .filter(|v| v.outcome != "url_verified")
+            {
                 out.push(format!(
                     "{}: the last URL verification ({}) failed: {}",
                     a.name,
@@ -285,7 +289,10 @@ mod tests {
 
     #[test]
     fn short_keeps_the_first_sentence() {
-        assert_eq!(short("WeCom said 60020. Add the IP. More."), "WeCom said 60020");
+        assert_eq!(
+            short("WeCom said 60020. Add the IP. More."),
+            "WeCom said 60020"
+        );
         assert_eq!(short("one sentence"), "one sentence");
         assert_eq!(short(&"x".repeat(300)).chars().count(), 200);
     }

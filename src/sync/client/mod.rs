@@ -95,7 +95,8 @@ impl ApiError {
 /// What went wrong on the way, in words: reqwest's own text ("error sending request") names no cause.
 fn transport_detail(e: &reqwest::Error) -> String {
     if e.is_timeout() {
-        return "no answer within 10 s (timed out): WeCom or the network path is hanging".to_owned();
+        return "no answer within 10 s (timed out): WeCom or the network path is hanging"
+            .to_owned();
     }
     // reqwest's own Display holds the URL, whose query holds the access_token: say the kind instead.
     let mut detail = if e.is_connect() {
