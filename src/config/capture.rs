@@ -1,8 +1,9 @@
 //! Captured rejections: the last requests refused per app, kept on local disk so `decrypt --last` can say
 //! which check failed without a proxy log.
 //!
-//! Set in the file only (`[capture]`); the default directory is beside the default spool, under the
-//! platform's state directory ([`PlatformDirs`](super::dirs::PlatformDirs)).
+//! Set in the file only (`[capture]`); the default directory is `rejected` beside the spool directory (the
+//! configured one, else the default under the platform's state directory,
+//! [`PlatformDirs`](super::dirs::PlatformDirs)).
 
 use std::path::PathBuf;
 
@@ -27,9 +28,12 @@ pub fn default_capture_dir(dirs: &PlatformDirs) -> PathBuf {
     }
 }
 
+/// `spool_dir` is the spool's directory when it is on: captures then go beside it (`rejected` in its parent),
+/// so a spool moved with WECOM_SPOOL_DIR takes its captures along.
 pub(super) fn build(
     file: &FileConfig,
     dirs: &PlatformDirs,
+    spool_dir: Option<&std::path::Path>,
     problems: &mut Vec<String>,
 ) -> CaptureSettings {
     let c = &file.capture;
@@ -47,9 +51,15 @@ pub(super) fn build(
         ));
     }
     CaptureSettings {
-        dir: c
-            .enabled
-            .then(|| c.dir.clone().unwrap_or_else(|| default_capture_dir(dirs))),
+        dir: c.enabled.then(|| {
+            c.dir.clone().unwrap_or_else(|| {
+                spool_dir
+                    .and_then(std::path::Path::parent)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .map(|p| p.join("rejected"))
+                    .unwrap_or_else(|| default_capture_dir(dirs))
+            })
+        }),
         per_app: c.per_app,
     }
 }

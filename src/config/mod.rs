@@ -258,7 +258,7 @@ fn assemble(
         http.request_deadline,
         problems,
     );
-    let capture = capture::build(&file, &overrides.dirs, problems);
+    let capture = capture::build(&file, &overrides.dirs, spool.dir.as_deref(), problems);
     let api = api::build(&file, &overrides.api, problems);
     Settings {
         database,
