@@ -10,6 +10,10 @@ pub struct Args {
     /// WeCom would; without it, it is simulated locally.
     #[arg(long)]
     pub public_url: Option<String>,
+    /// The running service, to check its /readyz [default: --public-url, else http:// and the listen
+    /// address, WECOM_LISTEN].
+    #[arg(long, value_name = "URL")]
+    pub service_url: Option<String>,
 }
 
 /// Runs every check and prints one line per check; fails when any check fails.
@@ -81,7 +85,11 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
                     .first()
                     .map(|r| match &r.error {
                         Some(e) => format!("{url}: {e}"),
-                        None => format!("{url}: status {:?} in {} ms", r.status, r.millis),
+                        None => format!(
+                            "{url}: HTTP {} in {} ms",
+                            r.status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                            r.millis
+                        ),
                     })
                     .unwrap_or_default();
                 report(ok, "URL verification", detail);
@@ -94,9 +102,11 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
                     .is_ok_and(|e| e.plaintext() == request.expect.as_bytes());
                 report(
                     ok,
-                    "URL verification",
+                    "keys self-check",
                     format!(
-                        "app {:?} simulated locally (add --public-url https://your.domain to go through your proxy)",
+                        "app {:?}: a verification signed and encrypted with these settings passes them (this \
+                         checks the configuration only; add --public-url https://your.domain to go through \
+                         your proxy and the running service as WeCom does)",
                         app.name
                     ),
                 );
@@ -133,9 +143,72 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             }
         }
     }
-    if failures > 0 {
-        anyhow::bail!("{failures} check(s) failed");
+    // The running service, as a load balancer sees it.
+    let service = args
+        .service_url
+        .clone()
+        .or_else(|| args.public_url.clone())
+        .unwrap_or_else(|| format!("http://{}", settings.http.listen));
+    let readyz = format!("{}/readyz", service.trim_end_matches('/'));
+    let answer = async {
+        let client = crate::tls::client_builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .build()?;
+        client.get(&readyz).send().await
     }
-    println!("\nEverything checked passed.");
+    .await;
+    match answer {
+        Ok(r) if r.status().is_success() => report(true, "service", format!("{readyz}: ready")),
+        Ok(r) => report(
+            false,
+            "service",
+            format!(
+                "{readyz}: HTTP {} — the service runs but cannot store callbacks (its log says why; the \
+                 database or a failed background task)",
+                r.status().as_u16()
+            ),
+        ),
+        Err(e) => report(
+            false,
+            "service",
+            format!(
+                "{readyz}: not answering ({e}); start `wecom-callback serve`, or pass --service-url if it \
+                 listens elsewhere"
+            ),
+        ),
+    }
+
+    // What the service recorded: the last URL verification, dead jobs, the last resync.
+    if let Some(pool) = &pool {
+        let apps: Vec<_> = settings.apps.iter().collect();
+        match crate::http::status::report::gather(
+            pool,
+            &apps,
+            &credentials,
+            None,
+            crate::http::status::Lang::En,
+        )
+        .await
+        {
+            Ok(r) => {
+                let problems = r.problems();
+                for p in &problems {
+                    report(false, "recorded state", p.clone());
+                }
+                if problems.is_empty() {
+                    report(
+                        true,
+                        "recorded state",
+                        "no failed URL verification, dead job, failed resync or refused IP recorded".into(),
+                    );
+                }
+            }
+            Err(e) => report(false, "recorded state", format!("cannot read it: {e}")),
+        }
+    }
+    if failures > 0 {
+        anyhow::bail!("{failures} check(s) failed (FAIL lines above)");
+    }
+    println!("\nEvery check passed.");
     Ok(())
 }

@@ -16,11 +16,11 @@ mod replay;
 mod resync;
 mod send_test;
 mod serve;
+mod status;
 mod worker;
 
 use std::path::PathBuf;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::app::AppConfig;
@@ -31,7 +31,8 @@ use crate::config::{
 use crate::store;
 
 const AFTER_HELP: &str = "\
-A single app can be configured from the environment alone (WECOM_TOKEN, WECOM_ENCODING_AES_KEY, WECOM_CORP_ID);
+A single app can be configured from the environment alone (WECOM_TOKEN, WECOM_ENCODING_AES_KEY, WECOM_CORP_ID, and
+WECOM_SECRET to call WeCom's API);
 several apps need a configuration file (--config); see config.example.toml.
 Log levels: RUST_LOG (e.g. info, debug, wecom_callback=debug).";
 
@@ -96,6 +97,8 @@ pub enum Command {
     Explain(explain::Args),
     /// Store what a stopped replica's spool holds (re-verified, deduplicated), e.g. from its re-attached volume.
     Drain(drain::Args),
+    /// Show each app's state: last URL verification and its fix, callbacks by outcome, lag, jobs, resync.
+    Status(status::Args),
 }
 
 /// Runs the parsed command line.
@@ -122,6 +125,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Doctor(args) => doctor::run(args, &ctx).await,
         Command::Explain(args) => explain::run(args, &ctx).await,
         Command::Drain(args) => drain::run(args, &ctx).await,
+        Command::Status(args) => status::run(args, &ctx).await,
     }
 }
 
@@ -191,19 +195,76 @@ async fn prepared_pool(db: &DatabaseSettings) -> anyhow::Result<sqlx::PgPool> {
     let target = store::describe(db);
     store::ensure_database_exists(db)
         .await
-        .with_context(|| cannot_reach(&target))?;
+        .map_err(|e| database_failure(&target, &e))?;
     let pool = store::pool(db)?;
     store::migrate(&pool)
         .await
-        .with_context(|| cannot_reach(&target))?;
+        .map_err(|e| database_failure(&target, &e))?;
     Ok(pool)
 }
 
-fn cannot_reach(target: &str) -> String {
-    format!(
-        "cannot prepare the database {target}: is PostgreSQL running and does DATABASE_URL point at it? \
-         (on Debian: apt-get install postgresql && pg_ctlcluster 15 main start)"
-    )
+/// A database failure said once, with the fix for that failure (not a chain repeating the cause).
+fn database_failure(target: &str, e: &store::StoreError) -> anyhow::Error {
+    anyhow::anyhow!("{}", describe_database_failure(target, e))
+}
+
+/// What failed and the likely fix, by kind of failure: nothing listening, login refused, database missing,
+/// permission, timeout, a failed migration.
+pub fn describe_database_failure(target: &str, e: &store::StoreError) -> String {
+    use store::StoreError;
+    let sql = match e {
+        StoreError::Database(sql) => sql,
+        StoreError::Migrate(m) => {
+            return format!(
+                "the database {target} answered, but applying the migrations failed: {m}; run \
+                 `wecom-callback migrate` to see it again, and check the role may create tables"
+            );
+        }
+        other => return format!("the database {target}: {other}"),
+    };
+    match sql {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => format!(
+            "nothing accepts connections at {target} (connection refused): start PostgreSQL (on Debian: \
+             apt-get install postgresql, then pg_ctlcluster <version> main start; or scripts/ensure-postgres), \
+             or point DATABASE_URL at the server you use"
+        ),
+        sqlx::Error::Io(io) => format!(
+            "cannot reach the database at {target} ({io}): check the host and port in DATABASE_URL and that \
+             this machine can reach them"
+        ),
+        sqlx::Error::PoolTimedOut => format!(
+            "the database at {target} did not answer in time: check it is up and not overloaded, and the \
+             host in DATABASE_URL"
+        ),
+        sqlx::Error::Tls(t) => format!(
+            "the TLS handshake with the database at {target} failed ({t}): check sslmode in DATABASE_URL"
+        ),
+        sqlx::Error::Database(d) => {
+            let msg = d.message();
+            match d.code().as_deref() {
+                Some("28P01") => format!(
+                    "PostgreSQL at {target} refused the password ({msg}): fix the password in DATABASE_URL"
+                ),
+                Some("28000") => format!(
+                    "PostgreSQL at {target} refused the login ({msg}): create the role (createuser), fix the user \
+                     in DATABASE_URL, or let it in through pg_hba.conf"
+                ),
+                Some("3D000") => format!(
+                    "the database in {target} does not exist and could not be created ({msg}): create it \
+                     (createdb), or give the role CREATEDB"
+                ),
+                Some("42501") => format!(
+                    "the role in {target} lacks a permission ({msg}): give it CREATEDB, or ownership of the \
+                     database so migrations can create tables"
+                ),
+                Some("57P03") => format!(
+                    "PostgreSQL at {target} is starting up or shutting down ({msg}): wait a moment and retry"
+                ),
+                _ => format!("the database at {target} refused: {msg}"),
+            }
+        }
+        other => format!("the database at {target} failed: {other}"),
+    }
 }
 
 /// The app named by `--app`, or the only one.

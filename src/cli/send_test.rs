@@ -50,7 +50,7 @@ impl TestEvent {
 /// Options of `send-test`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The full callback URL, e.g. https://example.com/callback/crm.
+    /// The full callback URL, exactly as entered in the WeCom console, e.g. https://example.com/callback/crm.
     #[arg(long)]
     pub url: String,
     /// The app whose Token and key to sign with [default: the only app].
@@ -93,7 +93,8 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         })?;
         requests.push(send_test::callback(app, &receive_id, &xml, name, now));
     }
-    let url = args.url.trim_end_matches('/');
+    // Exactly as given: the URL entered in the console is what WeCom calls.
+    let url = args.url.trim();
     let results = send_test::send(url, &requests).await;
     let mut failed = 0;
     for (r, req) in results.iter().zip(&requests) {

@@ -1,9 +1,7 @@
 //! `serve`: the callback receiver. With no database configured and nothing on the local PostgreSQL port, it
 //! runs a private cluster (see [`crate::tools::embedded`]).
 
-use anyhow::Context as _;
-
-use super::{Context, cannot_reach};
+use super::Context;
 use crate::config::{self, EmbeddedArgs, ServeOverrides};
 use crate::http::server::Application;
 use crate::tools::embedded;
@@ -61,9 +59,13 @@ async fn serve(settings: config::Settings) -> anyhow::Result<()> {
         .iter()
         .map(|a| (a.name.clone(), a.kind.as_str()))
         .collect();
-    let app = Application::build(settings)
-        .await
-        .with_context(|| cannot_reach(&target))?;
+    let app = Application::build(settings).await.map_err(|e| match e {
+        // Each failure says what failed: a port in use is not a database problem.
+        crate::http::server::StartupError::Store(e) => {
+            anyhow::anyhow!("{}", super::describe_database_failure(&target, &e))
+        }
+        other => anyhow::Error::new(other),
+    })?;
     tracing::info!(%listen, database = %target, "wecom-callback is listening");
     for (name, kind) in &apps {
         tracing::info!(

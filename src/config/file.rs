@@ -53,6 +53,8 @@ pub struct FileConfig {
     pub projector: FileProjector,
     /// `[spool]`.
     pub spool: FileSpool,
+    /// `[capture]`.
+    pub capture: FileCapture,
     /// `"WW_verify_xxxx.txt" = "content"`: files WeCom asks to serve at the domain root.
     pub verification_files: BTreeMap<String, String>,
     /// Listen address for `/metrics` alone, e.g. "127.0.0.1:9090".
@@ -78,6 +80,7 @@ impl Default for FileConfig {
             store: FileStore::default(),
             projector: FileProjector::default(),
             spool: FileSpool::default(),
+            capture: FileCapture::default(),
             verification_files: BTreeMap::new(),
             metrics_listen: None,
             api: FileApi::default(),
@@ -224,6 +227,29 @@ impl Default for FileSpool {
     }
 }
 
+/// `[capture]` in the file: the last refused requests per app, for `decrypt --last`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileCapture {
+    /// `false`: refused requests are only logged.
+    pub enabled: bool,
+    /// `None`: `rejected` beside the default spool directory (see
+    /// [`crate::config::capture::default_capture_dir`]).
+    pub dir: Option<PathBuf>,
+    /// Refused requests kept per app.
+    pub per_app: usize,
+}
+
+impl Default for FileCapture {
+    fn default() -> Self {
+        FileCapture {
+            enabled: true,
+            dir: None,
+            per_app: 20,
+        }
+    }
+}
+
 /// `[api]` in the file: WeCom's API, for apps with a secret.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -313,8 +339,58 @@ pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
         path: path.to_owned(),
-        source,
+        detail: parse_detail(&text, &e),
     })
+}
+
+/// The parse error without the echoed source line, with a hint for the classic mistakes.
+pub(crate) fn parse_detail(text: &str, e: &toml::de::Error) -> String {
+    let line = e
+        .span()
+        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    let message = e.message().trim();
+    let mut detail = match line {
+        Some(n) => format!("line {n}: {message}"),
+        None => message.to_owned(),
+    };
+    if message.contains("expected a sequence")
+        || message.contains("invalid type: map, expected a sequence")
+    {
+        detail.push_str(
+            "; each app is its own [[apps]] table, with two brackets ([apps] is one table, not a list)",
+        );
+    } else if message.contains("unknown field") {
+        detail.push_str("; a misspelt setting? config.example.toml lists every one");
+    }
+    detail
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    fn detail(text: &str) -> String {
+        let e = toml::from_str::<FileConfig>(text).expect_err("invalid");
+        parse_detail(text, &e)
+    }
+
+    #[test]
+    fn a_parse_error_names_the_line_but_never_echoes_it() {
+        let key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C";
+        let d = detail(&format!(
+            "[[apps]]\nname = \"a\"\nencoding_aes_key = \"{key}\" oops\n"
+        ));
+        assert!(d.starts_with("line 3:"), "{d}");
+        assert!(!d.contains(key), "the key is not echoed: {d}");
+    }
+
+    #[test]
+    fn single_brackets_for_apps_get_the_hint() {
+        let d = detail("[apps]\nname = \"a\"\n");
+        assert!(d.contains("[[apps]]") && d.contains("two brackets"), "{d}");
+        let d = detail("lisen = \"x\"\n");
+        assert!(d.contains("misspelt"), "{d}");
+    }
 }

@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod apps;
+pub mod capture;
 pub mod database;
 pub mod dirs;
 pub mod file;
@@ -35,6 +36,7 @@ use crate::app::AppConfig;
 
 pub use api::{ApiArgs, ApiSettings};
 pub use apps::{AppArgs, FileApp};
+pub use capture::CaptureSettings;
 pub use database::{DatabaseArgs, DatabaseSettings, EmbeddedArgs, redact_url};
 pub use dirs::PlatformDirs;
 pub use file::{
@@ -79,6 +81,8 @@ pub struct Settings {
     pub projector: ProjectorSettings,
     /// The local spool.
     pub spool: SpoolSettings,
+    /// Captured rejections (for `decrypt --last`).
+    pub capture: CaptureSettings,
     /// Domain ownership files served at `/{name}` (WeCom's WW_verify_*.txt for 可信域名).
     pub verification_files: BTreeMap<String, String>,
     /// A separate listen address for `/metrics` (then it is not served on the main one).
@@ -114,6 +118,7 @@ impl Settings {
         let mut problems = Vec::new();
         let mut settings = assemble(FileConfig::default(), &overrides, apps, &mut problems);
         settings.spool.dir = None;
+        settings.capture.dir = None;
         if problems.is_empty() {
             Ok(settings)
         } else {
@@ -136,14 +141,14 @@ pub enum ConfigError {
     },
     /// The file is not TOML, or has a key we do not know (often a typo).
     #[error(
-        "the configuration file {path} is not valid TOML (compare it with config.example.toml)"
+        "the configuration file {path} is not valid: {detail} (compare it with config.example.toml)"
     )]
     Parse {
         /// The file.
         path: PathBuf,
-        /// Where and why, with the offending line.
-        #[source]
-        source: toml::de::Error,
+        /// Where and why: the line number and the parser's message, never the line itself (it may hold a
+        /// Token, EncodingAESKey or secret).
+        detail: String,
     },
     /// Every problem found, each naming the setting and the fix.
     #[error("the configuration has {} problem(s):\n{}", .0.len(), bullet_list(.0))]
@@ -258,6 +263,7 @@ fn assemble(
         http.request_deadline,
         problems,
     );
+    let capture = capture::build(&file, &overrides.dirs, spool.dir.as_deref(), problems);
     let api = api::build(&file, &overrides.api, problems);
     Settings {
         database,
@@ -269,6 +275,7 @@ fn assemble(
         run_projector: file.run_projector,
         projector: projector::build(&file),
         spool,
+        capture,
         verification_files: extras.verification_files,
         metrics_listen: extras.metrics_listen,
         api,
@@ -457,8 +464,8 @@ mod tests {
         std::fs::write(&path, "lisen = \"127.0.0.1:1\"\n").expect("write");
         let e = read_file(&path).expect_err("refused");
         assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
-        let source = std::error::Error::source(&e).expect("the toml error is the source");
-        assert!(source.to_string().contains("lisen"), "{source}");
+        let text = e.to_string();
+        assert!(text.contains("line 1:") && text.contains("lisen"), "{text}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -136,9 +136,15 @@ pub struct SessionRequest {
 /// and returns the corp and user. The session_key stays here: it must never reach a client.
 pub async fn miniprogram_session(
     _: BearerAuth,
-    body: web::Json<SessionRequest>,
+    raw: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    // Parsed here rather than by actix's extractor, whose refusals are plain text.
+    let body: SessionRequest = serde_json::from_slice(&raw).map_err(|e| {
+        ApiError::BadBody(format!(
+            "the body must be JSON {{\"app\": \"<configured app>\", \"code\": \"<wx.qy.login code>\"}}: {e}"
+        ))
+    })?;
     let (Some(api), Some(creds)) = (&state.api, state.credentials.get(&body.app)) else {
         return Err(ApiError::NoSecret);
     };
@@ -162,16 +168,28 @@ pub async fn miniprogram_session(
             tracing::warn!(app = %body.app, errcode = e.errcode, error = %e, "jscode2session refused");
             Err(ApiError::WecomRefused {
                 errcode: e.errcode,
-                message: format!(
-                    "{e} — the classic cause: the access_token must come from the secret of the app linked to the \
-                     mini-program (app {:?} here), not another app's secret nor the mini-program's appid",
-                    body.app
-                ),
+                message: format!("{e}{}", miniprogram_hint(e.errcode, &body.app)),
             })
         }
         Err(e) => {
             tracing::warn!(error = %e, "jscode2session failed");
             Err(ApiError::WecomUnavailable(e.to_string()))
         }
+    }
+}
+
+/// What jscode2session's errcode means for a mini-program login, beyond the errcode's general fix: only the
+/// codes whose usual cause is the app/mini-program link get that advice.
+pub fn miniprogram_hint(errcode: i64, app: &str) -> String {
+    match errcode {
+        40001 | 40014 | 42001 | 40091 => format!(
+            " — for a mini-program login the token must come from the secret of the app linked to the \
+             mini-program (app {app:?} here), not another app's secret nor the mini-program's own AppSecret"
+        ),
+        48002 | 50001 | 50002 => format!(
+            " — app {app:?} is not the app linked to the mini-program: link it under 应用管理 → the app → \
+             关联小程序, or configure the linked app's secret"
+        ),
+        _ => String::new(),
     }
 }

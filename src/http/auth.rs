@@ -39,13 +39,25 @@ fn authorize(req: &HttpRequest) -> Result<(), ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if bool::from(
-        provided
-            .as_bytes()
-            .ct_eq(expected.expose_secret().as_bytes()),
-    ) {
+    if equal(provided, expected) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized)
     }
+}
+
+fn equal(provided: &str, expected: &secrecy::SecretString) -> bool {
+    bool::from(
+        provided
+            .as_bytes()
+            .ct_eq(expected.expose_secret().as_bytes()),
+    )
+}
+
+/// Whether `provided` is the configured API token (constant time; false when none is configured).
+pub(crate) fn token_matches(state: &AppState, provided: &str) -> bool {
+    state
+        .api_token
+        .as_ref()
+        .is_some_and(|expected| equal(provided, expected))
 }

@@ -61,6 +61,10 @@ pub async fn verify_url(
         match verified {
             Ok(echo) => {
                 state.metrics.outcome(&app.name, Outcome::UrlVerified);
+                state.status.outcome(&app.name, Outcome::UrlVerified);
+                state
+                    .status
+                    .verification(&app.name, Outcome::UrlVerified, None, None);
                 tracing::info!("URL verification passed");
                 // Exactly the plaintext: no quotes, newline or BOM (docs/protocol.md §2.3).
                 Ok(HttpResponse::Ok()
@@ -69,8 +73,13 @@ pub async fn verify_url(
             }
             Err(r) => {
                 let e = CallbackError::from(r);
+                let diagnose = capture(&req, app, None, &e, &state);
                 state.metrics.outcome(&app.name, e.outcome());
-                e.log(&app.name);
+                state.status.outcome(&app.name, e.outcome());
+                state
+                    .status
+                    .verification(&app.name, e.outcome(), e.wecom_code(), Some(e.reason()));
+                e.log(&app.name, diagnose.as_deref());
                 Err(e)
             }
         }
@@ -87,12 +96,15 @@ pub async fn receive_callback(
     let app = resolve(&req, &state).inspect_err(|e| {
         if matches!(e, CallbackError::UnknownApp) {
             state.metrics.outcome("-", Outcome::UnknownApp);
+            state.status.outcome("-", Outcome::UnknownApp);
         }
     })?;
     let result = async {
-        let acked = receive(&req, app, payload, &state, arrived).await;
+        let mut body = None;
+        let acked = receive(&req, app, payload, &state, arrived, &mut body).await;
         if let Err(e) = &acked {
-            e.log(&app.name);
+            let diagnose = capture(&req, app, body.as_deref(), e, &state);
+            e.log(&app.name, diagnose.as_deref());
         }
         acked
     }
@@ -103,6 +115,7 @@ pub async fn receive_callback(
         Err(e) => e.outcome(),
     };
     state.metrics.outcome(&app.name, outcome);
+    state.status.outcome(&app.name, outcome);
     state
         .metrics
         .latency
@@ -120,19 +133,22 @@ async fn receive(
     payload: web::Payload,
     state: &AppState,
     arrived: Arrival,
+    read: &mut Option<Vec<u8>>,
 ) -> Result<Ack, CallbackError> {
     let query = verify::parse_query(req.query_string(), false).map_err(Rejection::from)?;
-    let body = read_body(
-        req,
-        payload,
-        state.http.max_body_bytes,
-        state.http.body_read_timeout,
-    )
-    .await?;
+    let body: &[u8] = read.insert(
+        read_body(
+            req,
+            payload,
+            state.http.max_body_bytes,
+            state.http.body_read_timeout,
+        )
+        .await?,
+    );
     let verified = verify::verify_callback(
         app,
         query,
-        &body,
+        body,
         unix_now(),
         state.http.timestamp_tolerance.as_secs(),
     )?;
@@ -140,12 +156,46 @@ async fn receive(
     let raw = RawCallback {
         app: &app.name,
         query: req.query_string(),
-        body: &body,
+        body,
     };
     Ok(state
         .ingest
         .accept_for(app.kind, &verified, raw, arrived)
         .await?)
+}
+
+/// Keeps a refused request for `decrypt --last` (written off the request's thread) when captures are on and
+/// `decrypt` can explain the refusal; returns the command to run, for the log line.
+fn capture(
+    req: &HttpRequest,
+    app: &AppConfig,
+    body: Option<&[u8]>,
+    e: &CallbackError,
+    state: &AppState,
+) -> Option<String> {
+    let captures = state.captures.as_ref().filter(|_| e.capturable())?;
+    let capture = crate::tools::capture::Capture {
+        app: app.name.clone(),
+        at: chrono::Utc::now(),
+        method: req.method().to_string(),
+        path: req.path().to_owned(),
+        query: req.query_string().to_owned(),
+        headers: crate::tools::capture::Capture::kept_headers(
+            req.headers()
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_bytes())),
+        ),
+        body: body.map(|b| String::from_utf8_lossy(b).into_owned()),
+        class: e.outcome().as_str().to_owned(),
+        reason: e.reason(),
+    };
+    let captures = captures.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = captures.write(&capture) {
+            tracing::warn!(error = %e, dir = %captures.dir().display(), "cannot keep the refused request");
+        }
+    });
+    Some(format!("wecom-callback decrypt --last --app {}", app.name))
 }
 
 /// Reads the body under a size cap and a time limit. actix has no body timer of its own, and a client that

@@ -82,14 +82,43 @@ impl CallbackError {
 
     /// Logs the refusal with its class and the detail the body withholds. The app is resolved by then;
     /// [`IngestError`]s were logged where they arose, as was an unknown app.
-    pub(crate) fn log(&self, app: &str) {
+    /// WeCom's callback error code (-40001 ...) of an authentication failure.
+    pub fn wecom_code(&self) -> Option<i32> {
+        match self {
+            CallbackError::Unverified(e) => e.code(),
+            _ => None,
+        }
+    }
+
+    /// What failed, in words for the operator (the log line's `reason`; never a secret or decrypted content).
+    pub fn reason(&self) -> String {
+        match self {
+            CallbackError::Unverified(e) => e.to_string(),
+            CallbackError::BadMessage(e) => Rejection::Message(e.clone()).to_string(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Whether the request is worth keeping for `decrypt --last`: refused by a check `decrypt` can explain.
+    pub fn capturable(&self) -> bool {
+        matches!(
+            self,
+            CallbackError::BadQuery(_)
+                | CallbackError::BadEnvelope(_)
+                | CallbackError::Unverified(_)
+                | CallbackError::BadMessage(_)
+        )
+    }
+
+    /// Logs the refusal; `diagnose` is the command that explains a captured request.
+    pub(crate) fn log(&self, app: &str, diagnose: Option<&str>) {
         let class = self.outcome().as_str();
         match self {
             CallbackError::BadQuery(e) => {
-                tracing::warn!(app, class, reason = %e, "callback rejected");
+                tracing::warn!(app, class, reason = %e, diagnose, "callback rejected");
             }
             CallbackError::BadEnvelope(e) => {
-                tracing::warn!(app, class, reason = %e, "callback rejected");
+                tracing::warn!(app, class, reason = %e, diagnose, "callback rejected");
             }
             CallbackError::Unverified(e) => {
                 tracing::warn!(
@@ -97,12 +126,13 @@ impl CallbackError {
                     class,
                     wecom_code = e.code(),
                     reason = %e,
+                    diagnose,
                     "callback rejected"
                 );
             }
             CallbackError::BadMessage(e) => {
                 let e = Rejection::Message(e.clone());
-                tracing::warn!(app, class, reason = %e, "callback rejected");
+                tracing::warn!(app, class, reason = %e, diagnose, "callback rejected");
             }
             CallbackError::TooLarge { limit } => {
                 tracing::warn!(
@@ -177,6 +207,9 @@ pub enum ApiError {
         "this app has no secret configured (WECOM_SECRET or secret in [[apps]]): it cannot call jscode2session"
     )]
     NoSecret,
+    /// The request body is not the JSON the endpoint takes.
+    #[error("{0}")]
+    BadBody(String),
     /// The mini-program login code is not shaped like one.
     #[error("code must be the wx.qy.login code")]
     MalformedCode,
@@ -212,6 +245,7 @@ impl ApiError {
             ApiError::CustomerNotFound => "not_found",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::NoSecret => "no_secret",
+            ApiError::BadBody(_) => "bad_request",
             ApiError::MalformedCode | ApiError::CodeRefused => "invalid_code",
             ApiError::CrossCorp => "cross_corp",
             ApiError::WecomRefused { .. } => "wecom_refused",
@@ -236,6 +270,7 @@ impl ResponseError for ApiError {
             | ApiError::BadLimit
             | ApiError::BadCursor
             | ApiError::NoSecret
+            | ApiError::BadBody(_)
             | ApiError::MalformedCode
             | ApiError::CodeRefused => StatusCode::BAD_REQUEST,
             ApiError::CustomerNotFound => StatusCode::NOT_FOUND,

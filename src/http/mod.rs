@@ -7,6 +7,7 @@ pub mod error;
 mod health;
 pub mod server;
 pub mod state;
+pub mod status;
 
 pub use callback::{receive_callback, verify_url};
 pub use health::{healthz, metrics, readyz, verification_file};

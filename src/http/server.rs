@@ -23,9 +23,7 @@ use crate::tasks::{Faults, TaskFailure, Tasks};
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    #[error(
-        "cannot listen on {addr}: {source}; is another process using the port? set WECOM_LISTEN"
-    )]
+    #[error("{}", bind_message(addr, source))]
     Bind {
         addr: String,
         source: std::io::Error,
@@ -39,6 +37,27 @@ pub enum StartupError {
     /// The spool directory cannot be opened, or another process uses it.
     #[error(transparent)]
     Spool(#[from] crate::ingest::spool::OpenError),
+}
+
+/// The listen failure in words: a port in use is said as such.
+fn bind_message(addr: &str, source: &std::io::Error) -> String {
+    match source.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "port in use: another process already listens on {addr} (find it with `ss -ltnp`); stop it, or \
+             choose another address with WECOM_LISTEN / --listen"
+        ),
+        std::io::ErrorKind::PermissionDenied => format!(
+            "not allowed to listen on {addr}: ports below 1024 need root or CAP_NET_BIND_SERVICE; use a port \
+             above 1024 behind your proxy (WECOM_LISTEN)"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            "cannot listen on {addr}: no interface of this machine has that address; use 0.0.0.0 or \
+             127.0.0.1 (WECOM_LISTEN)"
+        ),
+        _ => format!(
+            "cannot listen on {addr}: {source}; set WECOM_LISTEN to an address this machine can use"
+        ),
+    }
 }
 
 /// Why the service stopped other than by request.
@@ -197,6 +216,26 @@ impl Application {
             [only] => Some(only.name.clone()),
             _ => None,
         };
+        let status = crate::http::status::StatusRecorder::new();
+        {
+            let (status, pool) = (status.clone(), pool.clone());
+            tasks.spawn_restarting("status", move |token| {
+                crate::http::status::recorder::run(status.clone(), pool.clone(), token)
+            });
+        }
+        // Captures are a diagnosis aid: a directory that cannot be made turns them off, never the service.
+        let captures = settings.capture.dir.as_ref().and_then(|dir| {
+            crate::tools::capture::Captures::open(dir, settings.capture.per_app)
+                .inspect_err(|e| {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        error = %e,
+                        "cannot create the capture directory: refused requests will not be kept for \
+                         `decrypt --last`; set [capture] dir to a writable directory"
+                    );
+                })
+                .ok()
+        });
         let state = web::Data::new(AppState {
             apps,
             default_app,
@@ -219,6 +258,8 @@ impl Application {
             api,
             credentials,
             tasks: tasks.health(),
+            status,
+            captures,
         });
         let separate_metrics = settings.metrics_listen;
         let http = settings.http.clone();
@@ -251,6 +292,8 @@ impl Application {
                 })
                 .route("/healthz", web::get().to(http::healthz))
                 .route("/readyz", web::get().to(http::readyz))
+                .route("/status", web::get().to(http::status::page))
+                .route("/status.json", web::get().to(http::status::json))
                 .configure(|cfg| {
                     if separate_metrics.is_none() {
                         cfg.route("/metrics", web::get().to(http::metrics));

@@ -30,6 +30,10 @@ pub struct AppState {
     pub credentials: HashMap<String, crate::sync::client::Credentials>,
     /// Whether a critical background task has failed (then `/readyz` fails).
     pub tasks: crate::tasks::TaskHealth,
+    /// Callback outcomes and URL verifications for the status page (see [`crate::http::status`]).
+    pub status: crate::http::status::StatusRecorder,
+    /// Where refused requests are kept for `decrypt --last`; `None` when off.
+    pub captures: Option<crate::tools::capture::Captures>,
 }
 
 impl AppState {

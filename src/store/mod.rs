@@ -22,6 +22,7 @@ pub mod observations;
 pub mod projections;
 pub mod read;
 pub mod resync;
+pub mod status;
 pub mod tokens;
 
 /// Embedded migrations (migrations/).

@@ -143,6 +143,28 @@ impl EmbeddedPostgres {
             .arg(&cluster);
             pg.run("initdb", &mut cmd)?;
         }
+        // A serve killed without its stop (SIGKILL, OOM) leaves its postmaster running, or a stale
+        // postmaster.pid that makes pg_ctl refuse ("another server might be running").
+        match postmaster_state(&cluster) {
+            Postmaster::Running(pid) => {
+                tracing::warn!(
+                    pid,
+                    "the private PostgreSQL cluster is still running from a previous serve that did not stop \
+                     it (killed?): using it, and stopping it on exit"
+                );
+                pg.running = true;
+                pg.write_url_file();
+                return Ok(pg);
+            }
+            Postmaster::Stale(pid) => {
+                tracing::warn!(
+                    pid,
+                    "removing the stale postmaster.pid of the private cluster (its process is gone)"
+                );
+                std::fs::remove_file(cluster.join("postmaster.pid")).map_err(io)?;
+            }
+            Postmaster::None => {}
+        }
         let opts = format!(
             "-c listen_addresses='' -k {} -p 5432",
             data.join("socket").display()
@@ -156,8 +178,27 @@ impl EmbeddedPostgres {
             .args(["-w", "-t", "60", "start"]);
         pg.run("pg_ctl start", &mut cmd)?;
         pg.running = true;
+        pg.write_url_file();
         tracing::info!(socket = %data.join("socket").display(), "private PostgreSQL cluster started");
         Ok(pg)
+    }
+
+    /// Writes the cluster's URL to `database_url` in the data directory (mode 0600), so an operator or a
+    /// script can reach the private cluster (`DATABASE_URL=$(cat …/database_url) wecom-callback jobs list`).
+    fn write_url_file(&self) {
+        let path = self.data.join("database_url");
+        let result =
+            std::fs::write(&path, format!("{}\n", self.url("wecom_callback"))).and_then(|()| {
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+                }
+                Ok(())
+            });
+        if let Err(e) = result {
+            tracing::warn!(file = %path.display(), error = %e, "cannot write the private cluster's URL");
+        }
     }
 
     /// The URL for a database on this cluster (over its Unix socket).
@@ -222,8 +263,67 @@ impl EmbeddedPostgres {
     }
 }
 
+/// What a cluster's `postmaster.pid` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Postmaster {
+    /// No pid file: not running.
+    None,
+    /// The pid file names a live postgres process.
+    Running(u32),
+    /// The pid file names a process that is gone, or is not postgres (its pid was reused).
+    Stale(u32),
+}
+
+/// Reads `cluster/postmaster.pid` and checks its process in /proc.
+pub fn postmaster_state(cluster: &Path) -> Postmaster {
+    let Ok(text) = std::fs::read_to_string(cluster.join("postmaster.pid")) else {
+        return Postmaster::None;
+    };
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<u32>().ok())
+    else {
+        // Unreadable first line: a crash while writing it; nothing can be running from it.
+        return Postmaster::Stale(0);
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let program = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    let is_postgres = String::from_utf8_lossy(program)
+        .rsplit('/')
+        .next()
+        .is_some_and(|name| name == "postgres" || name == "postmaster");
+    if is_postgres {
+        Postmaster::Running(pid)
+    } else {
+        Postmaster::Stale(pid)
+    }
+}
+
 impl Drop for EmbeddedPostgres {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pid_file_whose_process_is_gone_or_not_postgres_is_stale() {
+        let dir = std::env::temp_dir().join(format!("wecom-pm-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        assert_eq!(postmaster_state(&dir), Postmaster::None);
+        // This test process: alive, but not postgres (a reused pid).
+        let me = std::process::id();
+        std::fs::write(dir.join("postmaster.pid"), format!("{me}\n/data\n")).expect("write");
+        assert_eq!(postmaster_state(&dir), Postmaster::Stale(me));
+        // Beyond any pid_max: gone.
+        std::fs::write(dir.join("postmaster.pid"), "99999999\n").expect("write");
+        assert_eq!(postmaster_state(&dir), Postmaster::Stale(99_999_999));
+        std::fs::write(dir.join("postmaster.pid"), "garbage").expect("write");
+        assert_eq!(postmaster_state(&dir), Postmaster::Stale(0));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -142,6 +142,20 @@ pub struct TestResult {
     pub error: Option<String>,
 }
 
+/// `url` exactly as given, with the signed parameters appended: after `&` when it already has a query (a
+/// proxy's own parameter), after `?` otherwise. A trailing slash is kept: if the service refuses it, WeCom's
+/// request to that URL would be refused too, and the test must say so.
+pub fn with_query(url: &str, query: &str) -> String {
+    // A fragment is never sent; drop it rather than append after it.
+    let base = url.split_once('#').map_or(url, |(b, _)| b);
+    let sep = match base.split_once('?') {
+        Some((_, q)) if q.is_empty() || q.ends_with('&') => "",
+        Some(_) => "&",
+        None => "?",
+    };
+    format!("{base}{sep}{query}")
+}
+
 /// Sends the requests to `url` (the full callback URL, e.g. https://example.com/callback/crm).
 pub async fn send(url: &str, requests: &[TestRequest]) -> Vec<TestResult> {
     let client = match crate::tls::client_builder()
@@ -165,7 +179,7 @@ pub async fn send(url: &str, requests: &[TestRequest]) -> Vec<TestResult> {
     };
     let mut out = Vec::new();
     for r in requests {
-        let full = format!("{url}?{}", r.query);
+        let full = with_query(url, &r.query);
         let started = std::time::Instant::now();
         let resp = match &r.body {
             None => client.get(&full).send().await,
@@ -210,4 +224,30 @@ pub async fn send(url: &str, requests: &[TestRequest]) -> Vec<TestResult> {
         });
     }
     out
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::with_query;
+
+    #[test]
+    fn the_url_is_kept_as_given() {
+        let q = "msg_signature=s&timestamp=1&nonce=2";
+        assert_eq!(
+            with_query("https://x/callback/a", q),
+            format!("https://x/callback/a?{q}")
+        );
+        assert_eq!(
+            with_query("https://x/callback/a/", q),
+            format!("https://x/callback/a/?{q}")
+        );
+        assert_eq!(
+            with_query("https://x/callback/a?foo=1", q),
+            format!("https://x/callback/a?foo=1&{q}")
+        );
+        assert_eq!(
+            with_query("https://x/callback/a?", q),
+            format!("https://x/callback/a?{q}")
+        );
+    }
 }

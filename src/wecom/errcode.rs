@@ -6,124 +6,110 @@
 use std::fmt;
 
 /// One known error code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrcodeInfo {
     pub code: i64,
-    /// WeCom's own wording.
-    pub meaning: &'static str,
-    /// What usually causes it and what to do.
-    pub fix: &'static str,
+    /// WeCom's own description (from its global errcode list), with our English gloss when we have one.
+    pub meaning: String,
+    /// What usually causes it and what to do: ours for the common codes, else a pointer to WeCom's lookup.
+    pub fix: String,
     /// Whether calling again (after a pause) can succeed.
     pub retryable: bool,
+    /// Whether the fix is ours (false: only WeCom's description is known).
+    pub has_fix: bool,
 }
 
-const TABLE: &[ErrcodeInfo] = &[
-    ErrcodeInfo {
-        code: -1,
-        meaning: "系统繁忙 (system busy)",
-        fix: "WeCom is busy: retry later with backoff (WeCom advises at most 3 retries).",
-        retryable: true,
-    },
-    ErrcodeInfo {
-        code: 40001,
-        meaning: "不合法的secret参数 (invalid secret)",
-        fix: "The corpid/secret pair is wrong: the secret was reset, belongs to another app, or the app is disabled. Copy the secret again from 应用管理 → the app → Secret (客户联系 APIs need the secret of a self-built app listed in 「客户联系 → 可调用接口的应用」). Do not retry in a loop: repeated wrong secrets get this IP banned for an hour.",
-        retryable: false,
-    },
-    ErrcodeInfo {
-        code: 40013,
-        meaning: "不合法的CorpID (invalid corpid)",
-        fix: "Check the corpid: 我的企业 → 企业信息 → 企业ID (starts with ww or wx).",
-        retryable: false,
-    },
-    ErrcodeInfo {
-        code: 40014,
-        meaning: "不合法的access_token (invalid access_token)",
-        fix: "The token expired early, is garbled, or is of the wrong kind (access_token vs suite/provider token). The service refetches it and retries once.",
-        retryable: true,
-    },
-    ErrcodeInfo {
-        code: 40029,
-        meaning: "不合法的code (invalid code, jscode2session)",
-        fix: "The wx.qy.login code is wrong, used twice, or older than 5 minutes: get a fresh one in the mini-program.",
-        retryable: false,
-    },
-    ErrcodeInfo {
-        code: 40096,
-        meaning: "不合法的外部联系人userid (invalid external_userid)",
-        fix: "Use the external_userid of the caller's subject (corp vs service provider), and make sure the follower is in the app's visible range.",
-        retryable: false,
-    },
-    ErrcodeInfo {
-        code: 41001,
-        meaning: "缺少access_token参数 (access_token missing)",
-        fix: "The token goes in the URL query, not the body (a bug in the caller).",
-        retryable: false,
-    },
-    ErrcodeInfo {
-        code: 42001,
-        meaning: "access_token已过期 (access_token expired)",
-        fix: "The service refetches the token and retries once.",
-        retryable: true,
-    },
-    ErrcodeInfo {
-        code: 45009,
-        meaning: "接口调用超过限制 (API frequency limit)",
-        fix: "Too many calls: back off. Remove debug=1 (it allows 5 calls a minute) and look for wrong-secret loops (they ban the IP for an hour).",
-        retryable: true,
-    },
-    ErrcodeInfo {
-        code: 45033,
-        meaning: "接口并发调用超过限制 (API concurrency limit)",
-        fix: "Lower the per-corp concurrency for this API.",
-        retryable: true,
-    },
-    ErrcodeInfo {
-        code: 48002,
-        meaning: "API接口无权限调用 (API forbidden)",
-        fix: "The app lacks the permission: 客户联系 APIs need the app in 「客户联系 → 可调用接口的应用」 (or, for 代开发/第三方, the 客户基础信息 permission, re-published with admin consent); a 代开发 token must come from the self-built gettoken with the permanent code.",
-        retryable: false,
-    },
-    ErrcodeInfo {
-        code: 60011,
-        meaning: "指定的成员/部门/标签参数无权限 (no privilege for this member/department/tag)",
-        fix: "The target is outside the app's visible range (可见范围), or not editable by this app: widen the visible range.",
-        retryable: false,
-    },
-    ErrcodeInfo {
-        code: 60020,
-        meaning: "不安全的访问IP (IP not allowed)",
-        fix: "Add this server's egress IP to the app's 企业可信IP (self-built apps) or the provider's IP whitelist (第三方/代开发). The console accepts trusted IPs only after a callback URL is verified, which this service provides; the change takes about a minute.",
-        retryable: false,
-    },
-    ErrcodeInfo {
-        code: 81017,
-        meaning: "群数量过多，需指定 owner_filter (too many chats without owner_filter)",
-        fix: "Page groupchat/list by owner (owner_filter).",
-        retryable: false,
-    },
-    ErrcodeInfo {
-        code: 84061,
-        meaning: "不存在外部联系人的关系 (no relation with this external contact)",
-        fix: "The member does not (or no longer, or not yet) have this customer: after the member deleted the customer, or a half-add not yet confirmed. Treat as no follow relation.",
-        retryable: false,
-    },
-    ErrcodeInfo {
-        code: 84074,
-        meaning: "没有外部联系人权限 (no external-contact permission)",
-        fix: "Grant the 客户联系 permission to the app, and put the members in its visible range.",
-        retryable: false,
-    },
-];
+/// WeCom's global errcode list with its descriptions (see the file's header and scripts/errcodes).
+pub const CODES_TSV: &str = include_str!("errcodes.tsv");
+/// Our fix texts for the common codes.
+pub const FIXES_TSV: &str = include_str!("errcode_fixes.tsv");
+
+/// The data lines of a TSV: not blank, not a `#` comment.
+fn data_lines(tsv: &'static str) -> impl Iterator<Item = &'static str> {
+    tsv.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+}
+
+fn table() -> &'static [ErrcodeInfo] {
+    static TABLE: std::sync::OnceLock<Vec<ErrcodeInfo>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        // Both files are checked by the tests below: a malformed line is skipped, never a panic.
+        let fixes: std::collections::HashMap<i64, (bool, &str, &str)> = data_lines(FIXES_TSV)
+            .filter_map(|l| {
+                let mut f = l.splitn(4, '\t');
+                let code = f.next()?.trim().parse().ok()?;
+                let retryable = f.next()? == "true";
+                Some((code, (retryable, f.next()?, f.next()?)))
+            })
+            .collect();
+        let mut table: Vec<ErrcodeInfo> = data_lines(CODES_TSV)
+            .filter_map(|l| {
+                let (code, description) = l.split_once('\t')?;
+                let code: i64 = code.trim().parse().ok()?;
+                Some(match fixes.get(&code) {
+                    Some((retryable, gloss, fix)) => ErrcodeInfo {
+                        code,
+                        meaning: if gloss.is_empty() {
+                            description.to_owned()
+                        } else {
+                            format!("{description} ({gloss})")
+                        },
+                        fix: (*fix).to_owned(),
+                        retryable: *retryable,
+                        has_fix: true,
+                    },
+                    None => ErrcodeInfo {
+                        code,
+                        meaning: description.to_owned(),
+                        fix: format!(
+                            "No fix text of ours: WeCom's description above says what is wrong with the request; \
+                             WeCom's lookup: https://open.work.weixin.qq.com/devtool/query?e={code}"
+                        ),
+                        retryable: code == -1,
+                        has_fix: false,
+                    },
+                })
+            })
+            .collect();
+        table.sort_by_key(|i| i.code);
+        table
+    })
+}
 
 /// The entry for `code`, if known.
 pub fn explain(code: i64) -> Option<&'static ErrcodeInfo> {
-    TABLE.iter().find(|e| e.code == code)
+    let t = table();
+    t.binary_search_by_key(&code, |i| i.code)
+        .ok()
+        .map(|i| &t[i])
 }
 
-/// Every known code, for `explain --all` and the README.
+/// Every known code, in code order.
 pub fn all() -> &'static [ErrcodeInfo] {
-    TABLE
+    table()
+}
+
+/// The errcode in something pasted: a bare number (`60020`, `-40001`), WeCom's JSON answer
+/// (`{"errcode":60020,...}`), an errmsg or URL with `devtool/query?e=60020`, or a log line with
+/// `errcode 60020` / `errcode=60020`.
+pub fn find_code(pasted: &str) -> Option<i64> {
+    let t = pasted.trim();
+    if let Ok(n) = t.parse() {
+        return Some(n);
+    }
+    let number_after = |marker: &str| -> Option<i64> {
+        let (_, rest) = t.split_once(marker)?;
+        let rest = rest.trim_start_matches([' ', '"', ':', '=']);
+        let end = rest
+            .char_indices()
+            .find(|(i, c)| !(c.is_ascii_digit() || (*i == 0 && *c == '-')))
+            .map_or(rest.len(), |(i, _)| i);
+        rest[..end].parse().ok()
+    };
+    number_after("query?e=")
+        .or_else(|| number_after("\"errcode\""))
+        .or_else(|| number_after("errcode"))
+        .or_else(|| number_after("wecom_code"))
 }
 
 /// An error answer from WeCom's API, with everything an operator needs.
@@ -179,7 +165,12 @@ impl fmt::Display for WecomError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "WeCom errcode {} ({})", self.errcode, self.errmsg)?;
         match self.info() {
-            Some(i) => write!(f, ": {}. {}", i.meaning, i.fix)?,
+            Some(i) if i.has_fix => write!(f, ": {}. {}", i.meaning, i.fix)?,
+            Some(i) => write!(
+                f,
+                ": {}. Look it up with `wecom-callback explain {}`",
+                i.meaning, self.errcode
+            )?,
             None => write!(
                 f,
                 ": not in our table; look it up with `wecom-callback explain {}` or at https://open.work.weixin.qq.com/devtool/query?e={}",
@@ -205,12 +196,67 @@ mod tests {
     use super::*;
 
     #[test]
+    fn both_files_parse_completely_and_agree() {
+        let mut seen = std::collections::HashSet::new();
+        for l in data_lines(CODES_TSV) {
+            let (code, description) = l.split_once('\t').expect("code<TAB>description");
+            let code: i64 = code.parse().expect("numeric code");
+            assert!(seen.insert(code), "{code} twice in errcodes.tsv");
+            assert!(!description.trim().is_empty(), "{code} without description");
+        }
+        assert_eq!(all().len(), seen.len(), "every line is in the table");
+        assert!(all().len() > 280, "the global list, not a handful");
+        for l in data_lines(FIXES_TSV) {
+            let f: Vec<&str> = l.split('\t').collect();
+            assert_eq!(f.len(), 4, "code, retryable, gloss, fix: {l}");
+            let code: i64 = f[0].parse().expect("numeric code");
+            assert!(matches!(f[1], "true" | "false"), "{l}");
+            assert!(
+                seen.contains(&code),
+                "{code} has a fix but is not in errcodes.tsv"
+            );
+            assert!(explain(code).is_some_and(|i| i.has_fix));
+        }
+        for code in -40011..=-40001 {
+            assert!(
+                explain(code).is_some_and(|i| i.has_fix),
+                "callback code {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn codes_are_found_in_what_users_paste() {
+        assert_eq!(find_code("-40001"), Some(-40001));
+        assert_eq!(find_code(" 60020 "), Some(60020));
+        assert_eq!(
+            find_code(r#"{"errcode":60020,"errmsg":"not allow to access from your ip"}"#),
+            Some(60020)
+        );
+        assert_eq!(
+            find_code(
+                "not allow to access from your ip, hint: [1], from ip: 9.30.0.138, more info at https://open.work.weixin.qq.com/devtool/query?e=60020"
+            ),
+            Some(60020)
+        );
+        assert_eq!(
+            find_code("WeCom errcode 45009 (api freq out of limit)"),
+            Some(45009)
+        );
+        assert_eq!(
+            find_code("callback rejected class=bad_signature wecom_code=-40001"),
+            Some(-40001)
+        );
+        assert_eq!(find_code("nothing here"), None);
+    }
+
+    #[test]
     fn the_table_covers_protocol_md() {
         for code in [
             -1, 40001, 40013, 40014, 40029, 40096, 41001, 42001, 45009, 45033, 48002, 60011, 60020,
             81017, 84061, 84074,
         ] {
-            assert!(explain(code).is_some(), "{code}");
+            assert!(explain(code).is_some_and(|i| i.has_fix), "{code}");
         }
     }
 

@@ -129,3 +129,37 @@ fn without_postgres_binaries_the_message_says_how_to_get_them() {
     assert!(err.contains("apt-get install postgresql"), "{err}");
     assert!(err.contains("DATABASE_URL"), "{err}");
 }
+
+/// A SIGKILLed serve leaves its private cluster running: the next serve finds it by its postmaster.pid and
+/// uses it (instead of failing in pg_ctl with "another server might be running"), then stops it on exit. The
+/// cluster's URL is written where other commands and scripts find it.
+#[tokio::test]
+async fn a_killed_serve_leaves_a_cluster_the_next_serve_adopts() {
+    let data =
+        std::env::temp_dir().join(format!("wecom-embedded-{}", uuid::Uuid::new_v4().simple()));
+    let (closed, port) = (free_port(), free_port());
+    let mut child = serve(&data, port, closed);
+    wait_ready(&format!("http://127.0.0.1:{port}"), Duration::from_secs(60)).await;
+    let url_file =
+        std::fs::read_to_string(data.join("pg/database_url")).expect("database_url written");
+    assert_eq!(url_file.trim(), socket_url(&data));
+    let _ = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status();
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    assert!(
+        data.join("pg/cluster/postmaster.pid").exists(),
+        "the orphaned cluster is still running"
+    );
+
+    let child = serve(&data, port, closed);
+    wait_ready(&format!("http://127.0.0.1:{port}"), Duration::from_secs(60)).await;
+    let log = stop(child).await;
+    assert!(log.contains("still running from a previous serve"), "{log}");
+    assert!(log.contains("private PostgreSQL cluster stopped"), "{log}");
+    assert!(
+        !data.join("pg/cluster/postmaster.pid").exists(),
+        "the adopted cluster is stopped with the service"
+    );
+    let _ = std::fs::remove_dir_all(&data);
+}

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod callbacks;
+mod captures;
 mod cli;
 mod database_down;
 mod dedupe;
@@ -14,6 +15,7 @@ mod helpers;
 mod http_errors;
 mod ingest;
 mod maintenance;
+mod messages;
 mod miniprogram;
 mod ordering;
 mod rebuild;
@@ -22,6 +24,7 @@ mod resync;
 mod simcorp;
 #[path = "../common/snapshot.rs"]
 mod snapshot;
+mod status;
 mod supervision;
 mod sync;
 mod tools;

@@ -59,7 +59,7 @@ impl std::fmt::Debug for Credentials {
 
 impl Credentials {
     /// The cache key for the secret: its SHA-256, never the secret itself.
-    fn secret_hash(&self) -> String {
+    pub fn secret_hash(&self) -> String {
         hex::encode(Sha256::digest(self.secret.expose_secret().as_bytes()))
     }
 }
@@ -104,6 +104,28 @@ impl ApiError {
             _ => None,
         }
     }
+}
+
+/// What went wrong on the way, in words: reqwest's own text ("error sending request") names no cause.
+fn transport_detail(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "no answer within 10 s (timed out): WeCom or the network path is hanging"
+            .to_owned();
+    }
+    // reqwest's own Display holds the URL, whose query holds the access_token: say the kind instead.
+    let mut detail = if e.is_connect() {
+        "cannot connect".to_owned()
+    } else if e.is_body() || e.is_decode() {
+        "the answer broke off".to_owned()
+    } else {
+        "the request failed".to_owned()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail = format!("{detail}: {s}");
+        source = s.source();
+    }
+    detail
 }
 
 /// The client. Cheap to clone.
@@ -175,7 +197,7 @@ impl WecomApi {
         };
         let resp = req.send().await.map_err(|e| ApiError::Unreachable {
             base: self.base.clone(),
-            detail: e.without_url().to_string(),
+            detail: transport_detail(&e),
         })?;
         if !resp.status().is_success() {
             return Err(ApiError::HttpStatus(resp.status().as_u16()));

@@ -1,0 +1,245 @@
+//! The texts a first-time operator reads when something is wrong: each says what failed and the fix for
+//! that failure, once.
+
+use std::process::Command;
+
+use crate::helpers::{MAIN, fresh_database};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wecom-callback");
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(BIN);
+    for var in [
+        "WECOM_CONFIG",
+        "WECOM_TOKEN",
+        "WECOM_ENCODING_AES_KEY",
+        "WECOM_CORP_ID",
+        "WECOM_LISTEN",
+        "WECOM_API_TOKEN",
+        "WECOM_SECRET",
+        "DATABASE_URL",
+        "WECOM_LOCAL_PG_ADDR",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn a_port_in_use_is_not_called_a_database_problem() {
+    let (_guard, url) = fresh_database();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let (ok, out) = run(
+        &["serve"],
+        &[
+            ("DATABASE_URL", &url),
+            ("WECOM_LISTEN", &addr),
+            ("WECOM_TOKEN", MAIN.token),
+            ("WECOM_ENCODING_AES_KEY", MAIN.encoding_aes_key),
+            ("WECOM_CORP_ID", MAIN.receive_id),
+        ],
+    );
+    assert!(!ok);
+    let error = out
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or(&out);
+    assert!(
+        error.contains("port in use") && error.contains(&addr),
+        "{out}"
+    );
+    assert!(
+        !error.contains("PostgreSQL"),
+        "not a database problem: {error}"
+    );
+}
+
+#[test]
+fn a_missing_role_is_said_once_with_its_fix() {
+    let (ok, out) = run(
+        &["migrate"],
+        &[(
+            "DATABASE_URL",
+            "postgres://nosuchrole@127.0.0.1:5432/wecom_nosuch",
+        )],
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("refused the login") && out.contains("createuser"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("does not exist").count(),
+        1,
+        "the cause once: {out}"
+    );
+    assert!(
+        !out.contains("apt-get install"),
+        "PostgreSQL is running; installing it is not the fix: {out}"
+    );
+}
+
+#[test]
+fn nothing_listening_says_start_postgresql() {
+    let (ok, out) = run(
+        &["migrate"],
+        &[("DATABASE_URL", "postgres://postgres@127.0.0.1:9/wecom_x")],
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("connection refused") && out.contains("start PostgreSQL"),
+        "{out}"
+    );
+    assert_eq!(out.matches("refused").count(), 1, "the cause once: {out}");
+}
+
+mod miniprogram {
+    use secrecy::SecretString;
+    use serde_json::{Value, json};
+    use wiremock::matchers::path;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use crate::helpers::{API_TOKEN, MAIN, spawn_app_with};
+
+    async fn app_with(server: &MockServer) -> crate::helpers::TestApp {
+        Mock::given(path("/cgi-bin/gettoken"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"errcode": 0, "access_token": "T", "expires_in": 7200})),
+            )
+            .mount(server)
+            .await;
+        let uri = server.uri();
+        spawn_app_with(&[MAIN], move |s| {
+            s.apps[0].secret = Some(SecretString::from("mini-secret"));
+            s.api.base_url = uri;
+        })
+        .await
+    }
+
+    async fn post(app: &crate::helpers::TestApp, body: &str) -> (u16, Value) {
+        // Longer than the service's own 10 s limit on WeCom.
+        let client = wecom_callback::tls::client_builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .expect("client");
+        let r = client
+            .post(format!("{}/api/v1/miniprogram/session", app.address))
+            .bearer_auth(API_TOKEN)
+            .header("content-type", "text/plain")
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("reply");
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}")),
+        )
+    }
+
+    #[tokio::test]
+    async fn each_errcode_gets_its_own_advice_and_bad_json_is_answered_as_json() {
+        let server = MockServer::start().await;
+        Mock::given(path("/cgi-bin/miniprogram/jscode2session"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "errcode": 60020, "errmsg": "not allow to access from your ip, hint: [h1], from ip: 198.51.100.4"
+            })))
+            .mount(&server)
+            .await;
+        let app = app_with(&server).await;
+        let (status, body) = post(&app, r#"{"app": "main", "code": "c"}"#).await;
+        assert_eq!(status, 502);
+        let message = body["message"].as_str().expect("message");
+        assert!(
+            message.contains("198.51.100.4") && message.contains("企业可信IP"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("linked to the mini-program"),
+            "60020 is not a link problem: {message}"
+        );
+
+        let (status, body) = post(&app, "{not json").await;
+        assert_eq!(status, 400);
+        assert_eq!(body["error"], "bad_request");
+        assert!(
+            body["message"]
+                .as_str()
+                .expect("message")
+                .contains("\"code\""),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hanging_wecom_is_called_a_timeout() {
+        let server = MockServer::start().await;
+        Mock::given(path("/cgi-bin/miniprogram/jscode2session"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"errcode": 0}))
+                    .set_delay(std::time::Duration::from_secs(12)),
+            )
+            .mount(&server)
+            .await;
+        let app = app_with(&server).await;
+        let (status, body) = post(&app, r#"{"app": "main", "code": "c"}"#).await;
+        assert_eq!(status, 502);
+        let message = body["message"].as_str().expect("message");
+        assert!(
+            message.contains("timed out") && message.contains("10 s"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("access_token=") && !message.contains("error sending request"),
+            "{message}"
+        );
+    }
+}
+
+/// send-test calls the URL exactly as given: a trailing slash the service refuses fails here as it would for
+/// WeCom, and the plain URL passes.
+#[tokio::test]
+async fn send_test_keeps_the_url_as_given() {
+    let app = crate::helpers::spawn_app_with(&[MAIN], |_| {}).await;
+    let db: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&app.pool)
+        .await
+        .expect("db");
+    let url = crate::helpers::database_url_for(&db);
+    let base = app.address.clone();
+    let (ok_slash, out_slash, ok_plain, out_plain) = tokio::task::spawn_blocking(move || {
+        let env = [
+            ("DATABASE_URL", url.as_str()),
+            ("WECOM_TOKEN", MAIN.token),
+            ("WECOM_ENCODING_AES_KEY", MAIN.encoding_aes_key),
+            ("WECOM_CORP_ID", MAIN.receive_id),
+            ("WECOM_APP_NAME", "main"),
+        ];
+        let slash = format!("{base}/callback/main/");
+        let plain = format!("{base}/callback/main");
+        let (a, b) = run(&["send-test", "--url", &slash, "--no-verify"], &env);
+        let (c, d) = run(&["send-test", "--url", &plain, "--no-verify"], &env);
+        (a, b, c, d)
+    })
+    .await
+    .expect("join");
+    assert!(!ok_slash, "{out_slash}");
+    assert!(out_slash.contains("status 404"), "{out_slash}");
+    assert!(ok_plain, "{out_plain}");
+}

@@ -1,0 +1,406 @@
+//! The operator's view: `/status`, `/status.json` and `wecom-callback status`, checked against the database
+//! and rendered in headless Chromium (a screenshot is kept under `target/status-page/`).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use secrecy::SecretString;
+
+use crate::helpers::{
+    API_TOKEN, MAIN, SUITE, TestApp, encode, sign_callback, spawn_app_with, unix_now,
+};
+
+fn text_message(i: usize) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[{}]]></ToUserName><FromUserName><![CDATA[u{i}]]></FromUserName>\
+         <CreateTime>{}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[hello {i}]]></Content>\
+         <MsgId>{}</MsgId><AgentID>1</AgentID></xml>",
+        MAIN.receive_id,
+        unix_now(),
+        1000 + i
+    )
+}
+
+/// A URL verification of `app` signed with `token` (the app's own, or a wrong one).
+fn verification_path(app: &crate::helpers::TestAppConfig, token: &str) -> String {
+    let encrypted = wecom_callback::wecom::crypto::encrypt(
+        &app.key(),
+        &mut rand::rng(),
+        b"1234567890",
+        app.receive_id.as_bytes(),
+    );
+    let ts = unix_now().to_string();
+    let sig = wecom_callback::wecom::crypto::signature(token, &ts, "n1", &encrypted);
+    format!(
+        "/callback/{}?msg_signature={sig}&timestamp={ts}&nonce=n1&echostr={}",
+        app.name,
+        encode(&encrypted)
+    )
+}
+
+/// MAIN with a secret (so its token state shows), a refused and a passed verification, three stored
+/// callbacks, one refused one, and a dead job whose 60020 names the egress IP.
+async fn scenario() -> TestApp {
+    let app = spawn_app_with(&[MAIN, SUITE], |s| {
+        s.apps[0].secret = Some(SecretString::from("main-secret-for-tests"));
+        s.api.worker_concurrency = 0;
+    })
+    .await;
+    assert_eq!(
+        app.get(&verification_path(&SUITE, SUITE.token))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.get(&verification_path(&MAIN, MAIN.token))
+            .await
+            .status(),
+        200
+    );
+    // The last attempt for MAIN is the refused one (wrong Token): the page must say so and how to fix it.
+    assert_eq!(
+        app.get(&verification_path(&MAIN, "wrongToken"))
+            .await
+            .status(),
+        403
+    );
+    for i in 0..3 {
+        let r = app
+            .post("main", &sign_callback(&MAIN, &text_message(i), unix_now()))
+            .await;
+        assert_eq!(r.status(), 200);
+    }
+    let wrong = crate::helpers::TestAppConfig {
+        token: "wrongToken",
+        ..MAIN
+    };
+    let bad = sign_callback(&wrong, &text_message(9), unix_now());
+    assert_eq!(app.post("main", &bad).await.status(), 403);
+    sqlx::query(
+        "INSERT INTO wecom_jobs (kind, app, corp_id, subject, status, attempts, last_error, last_errcode) \
+         VALUES ('contact_detail', 'main', $1, 'wmX', 'dead', 8, \
+         'WeCom refused externalcontact/get: errcode 60020 (not allow to access from your ip, hint: [1], from ip: 203.0.113.7, more info at https://open.work.weixin.qq.com/devtool/query?e=60020). Add this server''s egress IP.', 60020)",
+    )
+    .bind(MAIN.receive_id)
+    .execute(&app.pool)
+    .await
+    .expect("dead job");
+    app
+}
+
+#[tokio::test]
+async fn status_json_matches_the_database_and_explains_the_refusal() {
+    let app = scenario().await;
+    let r = app.get("/status.json").await;
+    assert_eq!(r.status(), 401, "no token, no status");
+    let r = app
+        .client
+        .get(format!("{}/status.json", app.address))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .expect("status.json");
+    assert_eq!(r.status(), 200);
+    let report: serde_json::Value = r.json().await.expect("json");
+    let main = report["apps"]
+        .as_array()
+        .expect("apps")
+        .iter()
+        .find(|a| a["name"] == "main")
+        .expect("main");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_events WHERE app = 'main'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(stored, 3);
+    assert_eq!(main["events_total"], stored);
+    let outcome = |name: &str| {
+        main["outcomes"]
+            .as_array()
+            .expect("outcomes")
+            .iter()
+            .find(|o| o["outcome"] == name)
+            .map(|o| {
+                (
+                    o["last_hour"].as_i64().expect("n"),
+                    o["last_day"].as_i64().expect("n"),
+                )
+            })
+    };
+    // Text messages are stored and counted apart as an event type the projector does not interpret.
+    assert_eq!(outcome("unknown_type"), Some((3, 3)), "{main}");
+    let acknowledged: i64 = main["hourly"]
+        .as_array()
+        .expect("hourly")
+        .iter()
+        .map(|h| h["acknowledged"].as_i64().expect("n"))
+        .sum();
+    assert_eq!(acknowledged, stored, "the chart counts what was stored");
+    assert_eq!(
+        outcome("bad_signature"),
+        Some((2, 2)),
+        "the refused GET and the refused POST"
+    );
+    assert_eq!(outcome("url_verified"), Some((1, 1)));
+    // The counts in the database are what the page shows.
+    let in_db: i64 = sqlx::query_scalar(
+        "SELECT sum(count)::bigint FROM wecom_callback_outcomes WHERE app = 'main' AND outcome = 'unknown_type'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("outcomes");
+    assert_eq!(in_db, 3);
+    assert_eq!(main["verification"]["outcome"], "bad_signature");
+    assert_eq!(main["verification"]["wecom_code"], -40001);
+    assert!(main["verification"]["last_ok_at"].is_string(), "{main}");
+    let fix = main["verification_fix"].as_str().expect("fix");
+    assert!(fix.contains("Token differs"), "{fix}");
+    assert_eq!(main["jobs"]["dead"], 1);
+    assert_eq!(main["token"]["refused_ip"], "203.0.113.7");
+    assert_eq!(main["token"]["valid"], false);
+    let suite = report["apps"]
+        .as_array()
+        .expect("apps")
+        .iter()
+        .find(|a| a["name"] == "suite")
+        .expect("suite");
+    assert_eq!(suite["verification"]["outcome"], "url_verified");
+    assert!(suite["verification_fix"].is_null());
+    // Nothing secret is in the report.
+    let text = report.to_string();
+    for secret in [
+        MAIN.token,
+        MAIN.encoding_aes_key,
+        "main-secret-for-tests",
+        API_TOKEN,
+        "hello 1",
+    ] {
+        assert!(!text.contains(secret), "the report leaks {secret}");
+    }
+}
+
+#[tokio::test]
+async fn a_token_in_the_query_becomes_a_cookie_and_is_dropped_from_the_url() {
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    let client = wecom_callback::tls::client_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let r = client
+        .get(format!("{}/status?token=wrong", app.address))
+        .send()
+        .await
+        .expect("status");
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.expect("body").contains("/status?token="));
+    let r = client
+        .get(format!("{}/status?token={API_TOKEN}&lang=zh", app.address))
+        .send()
+        .await
+        .expect("status");
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/status?lang=zh");
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains(API_TOKEN),
+        "the cookie holds the token hex-encoded: {cookie}"
+    );
+    let pair = cookie.split(';').next().expect("pair").to_owned();
+    let r = client
+        .get(format!("{}/status?lang=zh", app.address))
+        .header("cookie", pair)
+        .send()
+        .await
+        .expect("status");
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.expect("html");
+    assert!(
+        html.contains("lang=\"zh-CN\"") && html.contains("URL 验证"),
+        "{html}"
+    );
+}
+
+#[tokio::test]
+async fn without_an_api_token_the_page_says_how_to_turn_it_on() {
+    let app = spawn_app_with(&[MAIN], |s| s.api_token = None).await;
+    let r = app.get("/status").await;
+    assert_eq!(r.status(), 404);
+    assert!(
+        r.text()
+            .await
+            .expect("body")
+            .contains("set WECOM_API_TOKEN")
+    );
+}
+
+/// Chromium's path: `WECOM_CHROMIUM`, else `chromium` or `chromium-browser` on PATH.
+fn chromium() -> PathBuf {
+    if let Ok(p) = std::env::var("WECOM_CHROMIUM") {
+        return PathBuf::from(p);
+    }
+    for name in ["chromium", "chromium-browser"] {
+        if let Ok(out) = Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+        {
+            let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if out.status.success() && !path.is_empty() {
+                return PathBuf::from(path);
+            }
+        }
+    }
+    panic!(
+        "headless Chromium is needed for the status page test: run scripts/test (it installs Debian's \
+         chromium package), or set WECOM_CHROMIUM to a Chromium binary"
+    );
+}
+
+/// Runs headless Chromium on `url` with `extra` arguments (`--dump-dom`, `--screenshot=…`); returns stdout.
+fn headless(url: &str, lang: &str, extra: &[String]) -> String {
+    // A fresh profile each run: a reused one makes Chromium wait for the first instance.
+    let profile =
+        std::env::temp_dir().join(format!("wecom-chromium-{}", uuid::Uuid::new_v4().simple()));
+    let mut cmd = Command::new(chromium());
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,1600",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .arg(format!("--lang={lang}"))
+    .arg(format!("--accept-lang={lang}"))
+    .args(extra)
+    .arg(url);
+    let out = cmd.output().expect("chromium runs");
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn the_page_renders_in_chromium_with_the_database_numbers() {
+    let app = scenario().await;
+    let url = format!("{}/status?token={API_TOKEN}", app.address);
+    let dom = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || headless(&url, "en-US", &["--dump-dom".into()])
+    })
+    .await
+    .expect("chromium");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_events WHERE app = 'main'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert!(
+        dom.contains("<html lang=\"en\">"),
+        "English by Accept-Language: {dom}"
+    );
+    assert!(
+        dom.contains(&format!("data-events-total=\"\">{stored}</b>"))
+            || dom.contains(&format!("data-events-total>{stored}</b>")),
+        "stored events {stored} on the page: {dom}"
+    );
+    assert!(dom.contains("data-verification=\"bad_signature\""), "{dom}");
+    assert!(dom.contains("The Token differs"), "{dom}");
+    assert!(dom.contains("data-refused-ip=\"203.0.113.7\""), "{dom}");
+    assert!(
+        dom.contains("data-jobs-dead=\"\">1</b>") || dom.contains("data-jobs-dead>1</b>"),
+        "{dom}"
+    );
+    assert!(!dom.contains(API_TOKEN), "the token stays out of the page");
+
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/status-page");
+    std::fs::create_dir_all(&dir).expect("artifact dir");
+    for (lang, file) in [("zh-CN", "status-zh.png"), ("en-US", "status-en.png")] {
+        let shot = dir.join(file);
+        let _ = std::fs::remove_file(&shot);
+        let (url, arg) = (url.clone(), format!("--screenshot={}", shot.display()));
+        let dom = tokio::task::spawn_blocking({
+            let url = url.clone();
+            move || headless(&url, lang, &["--dump-dom".into()])
+        })
+        .await
+        .expect("chromium");
+        if lang == "zh-CN" {
+            assert!(
+                dom.contains("lang=\"zh-CN\"") && dom.contains("Token 不一致"),
+                "Chinese page: {dom}"
+            );
+        }
+        tokio::task::spawn_blocking(move || headless(&url, lang, &[arg]))
+            .await
+            .expect("chromium");
+        let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+        assert!(
+            size > 10_000,
+            "a screenshot at {} ({size} bytes)",
+            shot.display()
+        );
+    }
+}
+
+#[tokio::test]
+async fn doctor_fails_on_what_the_status_page_flags() {
+    let app = scenario().await;
+    // The verification records are flushed by the page (or every few seconds).
+    let r = app
+        .client
+        .get(format!("{}/status.json", app.address))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .expect("status.json");
+    assert_eq!(r.status(), 200);
+    let db: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&app.pool)
+        .await
+        .expect("db");
+    let url = crate::helpers::database_url_for(&db);
+    let service = app.address.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_wecom-callback"))
+            .args(["doctor", "--service-url", &service])
+            .env_remove("WECOM_CONFIG")
+            .env("DATABASE_URL", &url)
+            .env("WECOM_TOKEN", MAIN.token)
+            .env("WECOM_ENCODING_AES_KEY", MAIN.encoding_aes_key)
+            .env("WECOM_CORP_ID", MAIN.receive_id)
+            .env("WECOM_APP_NAME", "main")
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("runs")
+    })
+    .await
+    .expect("join");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("ok   service") && text.contains("/readyz: ready"),
+        "{text}"
+    );
+    assert!(text.contains("1 dead job(s)"), "{text}");
+    assert!(
+        text.contains("the last URL verification") && text.contains("bad_signature"),
+        "{text}"
+    );
+    assert!(!text.contains("Every check passed"), "{text}");
+    assert!(!text.contains("Some("), "no Debug output: {text}");
+}
