@@ -61,6 +61,9 @@ wire_enum! {
         GroupChat = "group_chat",
         /// `externalcontact/get_corp_tag_list`: every corp tag.
         CorpTags = "corp_tags",
+        /// `idconvert/batch/external_userid_to_pending_id`: the pending ids of customers added while their
+        /// corp had open ones (see [`crate::store::identity`]).
+        ResolvePendingIds = "resolve_pending_ids",
     }
 }
 

@@ -232,6 +232,18 @@ pub enum ApiError {
     /// The WeCom API could not be reached or answered nonsense.
     #[error("{0}")]
     WecomUnavailable(String),
+    /// Customer identity: no app of this corp has a secret to convert with.
+    #[error(
+        "no app with a secret is configured for corp {0:?} (or the named app is not one of its apps): \
+         configure the app's secret (WECOM_SECRET or secret in [[apps]]) or pass the right \"app\""
+    )]
+    NoCorpApp(String),
+    /// Customer identity: a request field is missing or malformed; the message names it.
+    #[error("{0}")]
+    BadIdentityRequest(&'static str),
+    /// WeCom's conversion quota (errcode 45009) is used up; the message explains it.
+    #[error("{0}")]
+    WecomQuota(String),
 }
 
 impl ApiError {
@@ -250,6 +262,9 @@ impl ApiError {
             ApiError::CrossCorp => "cross_corp",
             ApiError::WecomRefused { .. } => "wecom_refused",
             ApiError::WecomUnavailable(_) => "wecom_unavailable",
+            ApiError::NoCorpApp(_) => "no_app",
+            ApiError::BadIdentityRequest(_) => "bad_request",
+            ApiError::WecomQuota(_) => "wecom_quota",
         }
     }
 }
@@ -272,8 +287,10 @@ impl ResponseError for ApiError {
             | ApiError::NoSecret
             | ApiError::BadBody(_)
             | ApiError::MalformedCode
-            | ApiError::CodeRefused => StatusCode::BAD_REQUEST,
-            ApiError::CustomerNotFound => StatusCode::NOT_FOUND,
+            | ApiError::CodeRefused
+            | ApiError::BadIdentityRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::CustomerNotFound | ApiError::NoCorpApp(_) => StatusCode::NOT_FOUND,
+            ApiError::WecomQuota(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::CrossCorp | ApiError::WecomRefused { .. } | ApiError::WecomUnavailable(_) => {
                 StatusCode::BAD_GATEWAY
@@ -292,6 +309,12 @@ impl ResponseError for ApiError {
                 "errcode": errcode,
                 "message": message,
             })),
+            ApiError::WecomQuota(message) => response
+                .insert_header((
+                    actix_web::http::header::RETRY_AFTER,
+                    HeaderValue::from_static("3600"),
+                ))
+                .json(json!({"error": self.code(), "errcode": 45009, "message": message})),
             _ => response.json(json!({"error": self.code(), "message": self.to_string()})),
         }
     }

@@ -5,6 +5,7 @@ pub mod auth;
 mod callback;
 pub mod error;
 mod health;
+pub mod identity;
 pub mod server;
 pub mod state;
 pub mod status;

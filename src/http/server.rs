@@ -271,6 +271,11 @@ impl Application {
                     "/corps/{corp}/staff/{userid}/customers",
                     web::get().to(http::api::staff_customers),
                 )
+                // Before `/customers/{external_userid}`, whose path it would match too.
+                .route(
+                    "/corps/{corp}/customers/by-unionid",
+                    web::post().to(http::identity::by_unionid),
+                )
                 .route(
                     "/corps/{corp}/customers/{external_userid}",
                     web::get().to(http::api::customer),

@@ -46,6 +46,20 @@ pub async fn contact_detail(
         &observations::follow_covers(&answer.follow_user),
     )
     .await?;
+    // Customer identity (issue 13): the unionid WeCom tells a self-built app fills the unionid mapping.
+    if let Some(contact) = &answer.external_contact
+        && let Some(external_userid) = contact.external_userid.as_deref()
+        && let Some(unionid) = contact.unionid.as_deref().filter(|u| !u.is_empty())
+    {
+        crate::store::identity::observe_unionid(
+            &mut tx,
+            corp_id,
+            external_userid,
+            unionid,
+            fetched_at,
+        )
+        .await?;
+    }
     tx.commit().await
 }
 

@@ -16,6 +16,7 @@ use crate::config::DatabaseSettings;
 use crate::wecom::verify::VerifiedCallback;
 
 pub mod enrichment;
+pub mod identity;
 pub mod jobs;
 pub mod limits;
 pub mod observations;

@@ -177,6 +177,10 @@ async fn execute(tx: &mut Transaction<'_, Postgres>, b: &Batch) -> Result<(), sq
     if !b.jobs.is_empty() {
         crate::store::jobs::enqueue_many(tx, b.jobs.values()).await?;
     }
+    // Customer identity (issue 13): an add may resolve a pending id. Queues nothing without open pending ids.
+    if !b.jobs.is_empty() {
+        crate::store::identity::queue_resolutions(tx, b).await?;
+    }
     if !b.notifications.is_empty() {
         notify(tx, &b.notifications).await?;
     }

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::JobKind;
 use crate::metrics::Metrics;
-use crate::store::{enrichment, jobs};
+use crate::store::{enrichment, identity, jobs};
 use crate::sync::client::{ApiError, Credentials, WecomApi};
 use crate::tasks::{Faults, Tasks};
 
@@ -72,8 +72,42 @@ pub async fn execute(w: &Worker, job: &jobs::Job) -> Result<(), ApiError> {
                 }
             }
         }
+        JobKind::ResolvePendingIds => resolve_pending_ids(w, creds, job).await?,
     }
     Ok(())
+}
+
+/// Customer identity (issue 13): asks WeCom for the pending ids of the customers added while the corp had
+/// open ones, [`crate::sync::client::MAX_PENDING_ID_LOOKUP`] a call, until none is left to check (see
+/// [`crate::store::identity`]). A failure leaves the unchecked customers queued for the retry.
+async fn resolve_pending_ids(
+    w: &Worker,
+    creds: &Credentials,
+    job: &jobs::Job,
+) -> Result<(), ApiError> {
+    let batch = crate::sync::client::MAX_PENDING_ID_LOOKUP as i64;
+    loop {
+        let checks = identity::next_checks(&w.pool, &job.corp_id, &job.app, batch).await?;
+        if checks.is_empty() {
+            return Ok(());
+        }
+        let pairs = w.api.external_userid_to_pending_id(creds, &checks).await?;
+        let resolved = identity::resolve_checked(
+            &w.pool,
+            &job.corp_id,
+            &job.app,
+            &checks,
+            &pairs,
+            chrono::Utc::now(),
+        )
+        .await?;
+        if resolved > 0 {
+            tracing::info!(corp_id = %job.corp_id, resolved, "pending ids resolved to new customers");
+        }
+        if checks.len() < batch as usize {
+            return Ok(());
+        }
+    }
 }
 
 fn retryable(e: &ApiError) -> bool {

@@ -13,6 +13,7 @@ mod fake_wecom;
 mod health;
 mod helpers;
 mod http_errors;
+mod identity;
 mod ingest;
 mod maintenance;
 mod messages;

@@ -539,6 +539,123 @@ impl WecomApi {
     }
 }
 
+/// Customer identity (issue 13): unionid conversion and pending-id lookup.
+impl WecomApi {
+    /// Converts a WeChat `unionid` (with the `openid` it came with) to the corp's `external_userid`, or the
+    /// `pending_id` WeCom hands out while the person is not a customer yet. A self-built app calls
+    /// `externalcontact/unionid_to_external_userid`, a third-party or 代开发 app
+    /// `idconvert/unionid_to_external_userid`. `subject_type`: 0 the mini-program's subject is the corp's
+    /// (WeCom's default), 1 a 上下游 / group subject.
+    ///
+    /// Never retried on 45009: the quota is per hour, so the caller explains it instead of waiting.
+    pub async fn unionid_to_external_userid(
+        &self,
+        creds: &Credentials,
+        kind: crate::app::AppKind,
+        unionid: &str,
+        openid: &str,
+        subject_type: Option<u8>,
+    ) -> Result<types::UnionidConversion, ApiError> {
+        let path = match kind {
+            crate::app::AppKind::SelfBuilt => "/cgi-bin/externalcontact/unionid_to_external_userid",
+            crate::app::AppKind::Agency
+            | crate::app::AppKind::SuiteInstruction
+            | crate::app::AppKind::SuiteData => "/cgi-bin/idconvert/unionid_to_external_userid",
+        };
+        let body = UnionidRequest {
+            unionid,
+            openid,
+            subject_type,
+        };
+        let mut answer: types::UnionidConversion =
+            self.call_json_once(creds, path, Some(&body)).await?;
+        answer.external_userid = answer.external_userid.filter(|s| !s.is_empty());
+        answer.pending_id = answer.pending_id.filter(|s| !s.is_empty());
+        Ok(answer)
+    }
+
+    /// `idconvert/batch/external_userid_to_pending_id`: the pending ids of `external_userids`, asked
+    /// [`MAX_PENDING_ID_LOOKUP`] at a time. Returns (external_userid, pending_id) pairs; customers without one
+    /// are left out.
+    pub async fn external_userid_to_pending_id(
+        &self,
+        creds: &Credentials,
+        external_userids: &[String],
+    ) -> Result<Vec<(String, String)>, ApiError> {
+        let mut pairs = Vec::new();
+        for chunk in external_userids.chunks(MAX_PENDING_ID_LOOKUP) {
+            let answer: types::PendingIdList = self
+                .call_json(
+                    creds,
+                    "/cgi-bin/idconvert/batch/external_userid_to_pending_id",
+                    &[],
+                    Some(&PendingIdRequest {
+                        external_userid: chunk,
+                    }),
+                )
+                .await?;
+            pairs.extend(
+                answer
+                    .result
+                    .into_iter()
+                    .filter(|p| !p.external_userid.is_empty() && !p.pending_id.is_empty())
+                    .map(|p| (p.external_userid, p.pending_id)),
+            );
+        }
+        Ok(pairs)
+    }
+
+    /// Like `call_json`, but a rate-limit answer (45009, 45033, -1) comes back at once instead of being
+    /// retried: for calls a client is waiting on.
+    async fn call_json_once<T, B>(
+        &self,
+        creds: &Credentials,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ApiError>
+    where
+        T: DeserializeOwned,
+        B: Serialize + ?Sized,
+    {
+        let mut refreshed = false;
+        loop {
+            let token = self.access_token(creds).await?;
+            let query = [("access_token", token.as_str())];
+            let permit = self.limiter.acquire(&creds.corp_id, path).await?;
+            let answer = self.exchange(path, &query, body).await;
+            self.limiter.release(permit).await;
+            match answer {
+                Err(ApiError::Wecom(e)) if e.is_token_error() && !refreshed => {
+                    tokens::invalidate(&self.pool, &creds.corp_id, &creds.secret_hash(), &token)
+                        .await?;
+                    refreshed = true;
+                }
+                Err(ApiError::Wecom(e)) => {
+                    self.limiter.observed(&creds.corp_id, e.errcode).await;
+                    return Err(ApiError::Wecom(e));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// External userids per `idconvert/batch/external_userid_to_pending_id` call (WeCom's maximum).
+pub const MAX_PENDING_ID_LOOKUP: usize = 100;
+
+#[derive(Serialize)]
+struct UnionidRequest<'a> {
+    unionid: &'a str,
+    openid: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject_type: Option<u8>,
+}
+
+#[derive(Serialize)]
+struct PendingIdRequest<'a> {
+    external_userid: &'a [String],
+}
+
 /// For GET calls: no body.
 const NO_BODY: Option<&EmptyRequest> = None;
 

@@ -343,6 +343,37 @@ pub struct Jscode2Session {
     pub session_key: Option<SecretString>,
 }
 
+// Customer identity (issue 13).
+
+/// `externalcontact/unionid_to_external_userid` (self-built) or `idconvert/unionid_to_external_userid`
+/// (third-party, 代开发): the customer a WeChat unionid is, or the pending id while it is none yet.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UnionidConversion {
+    /// Set when the person is a customer of the corp; an empty string counts as none.
+    #[serde(default, deserialize_with = "de::opt_str")]
+    pub external_userid: Option<String>,
+    /// Set when the person is not a customer yet (valid 90 days); an empty string counts as none.
+    #[serde(default, deserialize_with = "de::opt_str")]
+    pub pending_id: Option<String>,
+}
+
+/// `idconvert/batch/external_userid_to_pending_id`: the pending ids of up to 100 customers.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PendingIdList {
+    /// Only customers that have a pending id are listed.
+    #[serde(default, deserialize_with = "de::objects")]
+    pub result: Vec<PendingIdPair>,
+}
+
+/// One `result[]` entry of `idconvert/batch/external_userid_to_pending_id`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct PendingIdPair {
+    #[serde(default, deserialize_with = "de::str_or_empty")]
+    pub external_userid: String,
+    #[serde(default, deserialize_with = "de::str_or_empty")]
+    pub pending_id: String,
+}
+
 #[cfg(test)]
 mod tests {
     use secrecy::ExposeSecret;
@@ -588,6 +619,25 @@ mod tests {
         assert_eq!((s.corpid.as_str(), s.userid.as_str()), ("", ""));
         assert_eq!(s.open_userid.as_deref(), Some("ou1"));
         assert!(s.session_key.is_none());
+    }
+
+    #[test]
+    fn identity_answers_decode() {
+        let c: UnionidConversion =
+            decode(json!({"errcode": 0, "errmsg": "ok", "pending_id": "p1", "external_userid": 3}));
+        assert_eq!(c.pending_id.as_deref(), Some("p1"));
+        assert!(c.external_userid.is_none());
+        let l: PendingIdList = decode(json!({"errcode": 0, "result": [
+            {"external_userid": "wmE1", "pending_id": "p1"}, "junk", {"pending_id": "p2"}]}));
+        assert_eq!(l.result.len(), 2);
+        assert_eq!(
+            (
+                l.result[0].external_userid.as_str(),
+                l.result[0].pending_id.as_str()
+            ),
+            ("wmE1", "p1")
+        );
+        assert_eq!(l.result[1].external_userid, "");
     }
 
     #[test]
