@@ -389,9 +389,33 @@ fn contact_details(c: &ContactChange) -> Value {
     }
 }
 
-/// The writes one stored event implies. Events of kinds the synced tables do not cover give an empty plan.
+/// What `wecom-callback send-test` puts in the ids of the events it sends (`wmSendTest…`, `wrSendTest…`,
+/// `etSendTest…`; WeCom's own ids never contain it at that place). Such events are stored like any other,
+/// which is what the test proves, but [`plan_event`] gives them an empty plan: no synced row, no
+/// notification, no API job, so running send-test against production leaves the backends' tables alone.
+pub const SEND_TEST_MARK: &str = "SendTest";
+
+/// Whether `typed` is one of `send-test`'s events (see [`SEND_TEST_MARK`]).
+pub fn is_send_test(typed: &TypedEvent) -> bool {
+    let marked = |id: &str, prefix: &str| {
+        id.strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with(SEND_TEST_MARK))
+    };
+    match &typed.kind {
+        EventKind::ExternalContact(c) => marked(&c.external_userid, "wm"),
+        EventKind::ExternalChat(c) => marked(&c.chat_id, "wr"),
+        EventKind::ExternalTag(t) => marked(&t.id, "et"),
+        _ => false,
+    }
+}
+
+/// The writes one stored event implies. Events of kinds the synced tables do not cover, and `send-test`'s
+/// events ([`is_send_test`]), give an empty plan.
 pub fn plan_event(meta: &EventMeta<'_>, typed: &TypedEvent) -> Plan {
     let mut plan = Plan::default();
+    if is_send_test(typed) {
+        return plan;
+    }
     match &typed.kind {
         EventKind::ExternalContact(c) => plan_contact(&mut plan, meta, c),
         EventKind::ExternalChat(c) => plan_chat(&mut plan, meta, c),
@@ -1160,6 +1184,27 @@ mod tests {
         assert_eq!(p.jobs[0].kind, JobKind::ContactDetail);
         assert_eq!(p.jobs[0].subject, "wmC");
         assert_eq!(p.notifications[0]["change"], "add_external_contact");
+    }
+
+    #[test]
+    fn send_test_events_plan_nothing_and_only_they_do() {
+        let mut ev = contact(ContactChange::Add {
+            state: None,
+            welcome_code: None,
+        });
+        if let EventKind::ExternalContact(c) = &mut ev.kind {
+            c.external_userid = format!("wm{SEND_TEST_MARK}1a2b");
+        }
+        assert!(is_send_test(&ev));
+        let p = plan_event(&meta(100, "k1"), &ev);
+        assert!(p.follows.is_empty() && p.history.is_empty() && p.jobs.is_empty());
+        assert!(p.notifications.is_empty());
+        // A real id that merely contains the mark elsewhere is planned as usual.
+        if let EventKind::ExternalContact(c) = &mut ev.kind {
+            c.external_userid = "wmABCSendTest".into();
+        }
+        assert!(!is_send_test(&ev));
+        assert_eq!(plan_event(&meta(100, "k1"), &ev).follows.len(), 1);
     }
 
     #[test]
