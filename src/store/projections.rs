@@ -94,6 +94,8 @@ async fn apply_rows(
 ) -> Result<usize, sqlx::Error> {
     let mut ids = Vec::with_capacity(rows.len());
     let mut batch = Batch::default();
+    // The staff directory (通讯录) has its own planner and executor: see `sync::directory`.
+    let mut directory = crate::sync::directory::DirectoryPlan::default();
     for row in rows {
         ids.push(row.id);
         // Stored messages were parsed once already; one that no longer parses is skipped, never retried forever.
@@ -117,8 +119,12 @@ async fn apply_rows(
             enrich: enrich.contains(&row.app),
         };
         batch.add(plan::plan_event(&meta, &typed));
+        directory.extend(crate::sync::directory::plan_event(&meta, &typed));
     }
     execute(tx, &batch).await?;
+    if !directory.is_empty() {
+        crate::store::directory::execute(tx, &directory).await?;
+    }
     if !ids.is_empty() {
         // Only rows still unapplied are written: `applied_at` records the first application, and a rebuild
         // or replay of millions of events does not rewrite (and bloat) every row of the log.
