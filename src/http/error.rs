@@ -169,6 +169,16 @@ pub enum ApiError {
     /// No such customer.
     #[error("no such customer in this corp")]
     CustomerNotFound,
+    /// No such staff member in the directory.
+    #[error(
+        "no such staff member in this corp's directory (it fills from 通讯录 change_contact events and the directory resync; check the userid, or run `wecom-callback resync`)"
+    )]
+    StaffNotFound,
+    /// No such department in the directory.
+    #[error(
+        "no such department in this corp's directory: the id must be WeCom's integer department id (通讯录 create_party events and the directory resync fill the table)"
+    )]
+    DepartmentNotFound,
     /// A query failed (logged when converted).
     #[error("the database is unavailable; retry")]
     Unavailable(#[source] sqlx::Error),
@@ -210,6 +220,7 @@ impl ApiError {
             ApiError::BadLimit => "bad_limit",
             ApiError::BadCursor => "bad_cursor",
             ApiError::CustomerNotFound => "not_found",
+            ApiError::StaffNotFound | ApiError::DepartmentNotFound => "not_found",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::NoSecret => "no_secret",
             ApiError::MalformedCode | ApiError::CodeRefused => "invalid_code",
@@ -239,6 +250,7 @@ impl ResponseError for ApiError {
             | ApiError::MalformedCode
             | ApiError::CodeRefused => StatusCode::BAD_REQUEST,
             ApiError::CustomerNotFound => StatusCode::NOT_FOUND,
+            ApiError::StaffNotFound | ApiError::DepartmentNotFound => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::CrossCorp | ApiError::WecomRefused { .. } | ApiError::WecomUnavailable(_) => {
                 StatusCode::BAD_GATEWAY

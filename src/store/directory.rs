@@ -28,6 +28,32 @@ pub async fn execute(
         department_write(tx, d).await?;
     }
     for r in &plan.renames {
+        // What the directory knew under the old userid carries over where it is newer than what the new
+        // row has (a renaming update_user carries little more than the ids).
+        sqlx::query(
+            "UPDATE staff n SET \
+               name = CASE WHEN o.name_version > COALESCE(n.name_version, '') THEN o.name ELSE n.name END, \
+               name_version = GREATEST(n.name_version, o.name_version), \
+               department_ids = CASE WHEN o.department_version > COALESCE(n.department_version, '') \
+                                THEN o.department_ids ELSE n.department_ids END, \
+               main_department = CASE WHEN o.department_version > COALESCE(n.department_version, '') \
+                                 THEN o.main_department ELSE n.main_department END, \
+               department_version = GREATEST(n.department_version, o.department_version), \
+               position = CASE WHEN o.position_version > COALESCE(n.position_version, '') \
+                          THEN o.position ELSE n.position END, \
+               position_version = GREATEST(n.position_version, o.position_version), \
+               open_userid = CASE WHEN o.open_userid_version > COALESCE(n.open_userid_version, '') \
+                             THEN o.open_userid ELSE n.open_userid END, \
+               open_userid_version = GREATEST(n.open_userid_version, o.open_userid_version), \
+               updated_at = now() \
+             FROM staff o \
+             WHERE n.corp_id = $1 AND n.userid = $3 AND o.corp_id = $1 AND o.userid = $2",
+        )
+        .bind(&r.corp_id)
+        .bind(&r.from)
+        .bind(&r.to)
+        .execute(&mut **tx)
+        .await?;
         // The follows of the old userid move to the new one, except where the new userid already has a
         // row for that customer (events under the new userid came first: they are the newer truth).
         sqlx::query(
@@ -60,7 +86,10 @@ fn ts(t: i64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(t, 0)
 }
 
-async fn staff_write(tx: &mut Transaction<'_, Postgres>, w: &StaffWrite) -> Result<(), sqlx::Error> {
+async fn staff_write(
+    tx: &mut Transaction<'_, Postgres>,
+    w: &StaffWrite,
+) -> Result<(), sqlx::Error> {
     let status = w.status.as_ref();
     let fetch = w.fetch.as_ref();
     sqlx::query(
@@ -194,7 +223,11 @@ const STAFF_COLUMNS: &str = "corp_id, userid, name, department_ids, main_departm
     status, left_at, renamed_to, unavailable_fields, detail_synced_at, updated_at";
 
 /// One staff member, or `None` when the directory does not know them.
-pub async fn staff(pool: &PgPool, corp_id: &str, userid: &str) -> Result<Option<Staff>, sqlx::Error> {
+pub async fn staff(
+    pool: &PgPool,
+    corp_id: &str,
+    userid: &str,
+) -> Result<Option<Staff>, sqlx::Error> {
     // Only constant SQL fragments are interpolated; every value is a bind.
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {STAFF_COLUMNS} FROM staff WHERE corp_id = $1 AND userid = $2"

@@ -224,7 +224,10 @@ fn user_event(
             v,
             Departments {
                 ids: ids(&u.department),
-                main: u.main_department.as_deref().and_then(|m| m.trim().parse().ok()),
+                main: u
+                    .main_department
+                    .as_deref()
+                    .and_then(|m| m.trim().parse().ok()),
             },
         ));
     }

@@ -5,6 +5,7 @@ mod callbacks;
 mod cli;
 mod database_down;
 mod dedupe;
+mod directory;
 mod embedded;
 mod enrichment;
 #[path = "../common/fake_wecom.rs"]

@@ -887,11 +887,13 @@ mod tests {
 
     #[test]
     fn a_restricted_user_get_answer_leaves_the_unreadable_fields_absent() {
-        let m: StaffMember = decode(json!({"errcode": 0, "userid": "zhangsan", "name": "张三", "position": ""}));
+        let m: StaffMember =
+            decode(json!({"errcode": 0, "userid": "zhangsan", "name": "张三", "position": ""}));
         assert_eq!(m.name.as_deref(), Some("张三"));
         assert_eq!(m.position.as_deref(), Some(""));
         assert!(m.department_ids().is_none() && m.status.is_none());
-        let m: StaffMember = decode(json!({"userid": "u", "department": [1, "x", 3], "main_department": 3}));
+        let m: StaffMember =
+            decode(json!({"userid": "u", "department": [1, "x", 3], "main_department": 3}));
         assert_eq!(m.department_ids(), Some(vec![1, 3]));
     }
 }
