@@ -349,3 +349,147 @@ pub fn observe_gone(corp_id: &str, userid: &str, at: DateTime<Utc>) -> StaffWrit
     ));
     w
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wecom::events::interpret;
+    use crate::wecom::message::parse_message;
+
+    fn plan(time: i64, change: &str, body: &str, enrich: bool) -> DirectoryPlan {
+        let xml = format!(
+            "<xml><ToUserName>corp</ToUserName><CreateTime>{time}</CreateTime><MsgType>event</MsgType>\
+             <Event>change_contact</Event><ChangeType>{change}</ChangeType>{body}</xml>"
+        );
+        let typed = interpret(&parse_message(xml.as_bytes()).expect("parses"));
+        let meta = EventMeta {
+            id: 1,
+            app: "main",
+            corp_id: "corp",
+            time,
+            dedupe_key: "k",
+            enrich,
+        };
+        plan_event(&meta, &typed)
+    }
+
+    #[test]
+    fn a_post_2022_user_event_writes_only_the_departments_and_queues_user_get() {
+        let p = plan(
+            100,
+            "update_user",
+            "<UserID>zs</UserID><Department>1,2</Department>",
+            true,
+        );
+        let w = &p.staff[0];
+        assert_eq!(
+            w.departments.as_ref().map(|d| d.value.ids.clone()),
+            Some(vec![1, 2])
+        );
+        assert!(w.name.is_none() && w.position.is_none() && w.status.is_none());
+        assert_eq!(p.jobs.len(), 1);
+        assert_eq!(
+            (p.jobs[0].kind, p.jobs[0].subject.as_str()),
+            (JobKind::StaffDetail, "zs")
+        );
+        assert!(
+            plan(100, "update_user", "<UserID>zs</UserID>", false)
+                .jobs
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_deletion_outranks_a_creation_of_the_same_second() {
+        let created = plan(
+            100,
+            "create_user",
+            "<UserID>ww</UserID><Status>1</Status>",
+            false,
+        );
+        let deleted = plan(100, "delete_user", "<UserID>ww</UserID>", false);
+        let (c, d) = (
+            created.staff[0].status.as_ref().expect("status"),
+            deleted.staff[0].status.as_ref().expect("status"),
+        );
+        assert_eq!(c.value.status, StaffStatus::Active);
+        assert_eq!(
+            d.value,
+            StatusWrite {
+                status: StaffStatus::Left,
+                left_at: Some(100)
+            }
+        );
+        assert!(d.version > c.version);
+    }
+
+    #[test]
+    fn a_new_userid_moves_the_member_and_their_follows() {
+        let p = plan(
+            100,
+            "update_user",
+            "<UserID>a</UserID><NewUserID>b</NewUserID><Department>2</Department>",
+            true,
+        );
+        assert_eq!(
+            p.renames,
+            vec![Rename {
+                corp_id: "corp".into(),
+                from: "a".into(),
+                to: "b".into()
+            }]
+        );
+        assert_eq!(p.staff[0].userid, "a");
+        assert_eq!(
+            p.staff[0].renamed_to.as_ref().map(|r| r.value.as_str()),
+            Some("b")
+        );
+        assert_eq!(p.staff[1].userid, "b");
+        assert_eq!(p.jobs[0].subject, "b", "user/get asks for the new userid");
+    }
+
+    #[test]
+    fn a_restricted_answer_records_what_it_could_not_read() {
+        let m = StaffMember {
+            userid: "zs".into(),
+            name: Some("张三".into()),
+            position: Some(String::new()),
+            ..Default::default()
+        };
+        let w = observe_member("corp", &m, Utc::now());
+        assert_eq!(
+            w.fetch.map(|f| f.unavailable),
+            Some(vec![
+                "department".into(),
+                "main_department".into(),
+                "status".into(),
+                "open_userid".into()
+            ])
+        );
+        assert_eq!(
+            w.position.map(|p| p.value),
+            Some(String::new()),
+            "an empty position is known"
+        );
+        assert!(w.departments.is_none(), "the event's departments stay");
+    }
+
+    #[test]
+    fn party_events_and_non_numeric_ids() {
+        let p = plan(
+            100,
+            "create_party",
+            "<Id>5</Id><Name>销售</Name><ParentId>1</ParentId><Order>3</Order>",
+            false,
+        );
+        let d = &p.departments[0];
+        assert_eq!((d.id, d.deleted.value), (5, false));
+        assert_eq!(d.order.as_ref().map(|o| o.value), Some(3));
+        let del = plan(100, "delete_party", "<Id>5</Id>", false);
+        assert!(
+            del.departments[0].deleted.value
+                && del.departments[0].deleted.version > d.deleted.version
+        );
+        assert!(plan(100, "create_party", "<Id>x</Id>", false).is_empty());
+    }
+}
