@@ -148,7 +148,8 @@ async fn a_day_of_directory_events_gives_staff_departments_and_staff_aware_follo
     .await;
 
     // Departments.
-    let departments: Vec<(i64, Option<String>, Option<i64>, Option<i64>, bool)> = sqlx::query_as(
+    type DepartmentRow = (i64, Option<String>, Option<i64>, Option<i64>, bool);
+    let departments: Vec<DepartmentRow> = sqlx::query_as(
         "SELECT id, name, parent_id, sort_order, deleted FROM departments WHERE corp_id = $1 ORDER BY id",
     )
     .bind(CORP)
