@@ -160,8 +160,13 @@ pub async fn miniprogram_session(
                 return Err(ApiError::CrossCorp);
             }
             // The directory's view of the member, when it knows them (null fields otherwise).
-            let staff =
-                crate::http::directory::staff_json(&state.pool, &creds.corp_id, userid).await?;
+            // The login itself succeeded: a directory lookup failure only leaves the staff fields null.
+            let staff = crate::http::directory::staff_json(&state.pool, &creds.corp_id, userid)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "staff lookup for the mini-program session failed");
+                    None
+                });
             let field = |k: &str| staff.as_ref().map(|s| s[k].clone()).unwrap_or(Value::Null);
             Ok(HttpResponse::Ok().json(json!({
                 "corpid": corpid, "userid": userid,

@@ -69,6 +69,13 @@ async fn mock_wecom(server: &MockServer) {
         ))
         .mount(server)
         .await;
+    Mock::given(path("/cgi-bin/miniprogram/jscode2session"))
+        .and(query_param("js_code", "good"))
+        .respond_with(answer(
+            json!({"errcode": 0, "corpid": CORP, "userid": "zhangsan", "session_key": "k"}),
+        ))
+        .mount(server)
+        .await;
     Mock::given(path("/cgi-bin/user/get"))
         .and(query_param("userid", "wangwu"))
         .respond_with(answer(
@@ -328,6 +335,22 @@ async fn a_day_of_directory_events_gives_staff_departments_and_staff_aware_follo
         .map(|a| a.iter().filter_map(|s| s["userid"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(members, vec!["lisi_new", "zhangsan"], "not the old userid");
+    // The mini-program session names the member.
+    let r = app
+        .client
+        .post(format!("{}/api/v1/miniprogram/session", app.address))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"app": "main", "code": "good"}))
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(r.status().as_u16(), 200);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(
+        body,
+        json!({"corpid": CORP, "userid": "zhangsan", "name": "张三", "status": "active",
+               "departments": [{"id": 2, "name": "销售部"}]})
+    );
     let (status, _) = get(&app, "departments/99/staff").await;
     assert_eq!(status, 404);
     let (status, _) = get(&app, "departments/abc/staff").await;
