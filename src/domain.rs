@@ -64,6 +64,35 @@ wire_enum! {
         /// `idconvert/batch/external_userid_to_pending_id`: the pending ids of customers added while their
         /// corp had open ones (see [`crate::store::identity`]).
         ResolvePendingIds = "resolve_pending_ids",
+        /// `user/get`: a staff member's directory entry (通讯录).
+        StaffDetail = "staff_detail",
+    }
+}
+
+wire_enum! {
+    /// A staff member's state in the directory (通讯录).
+    StaffStatus {
+        /// 已激活.
+        Active = "active",
+        /// 已禁用.
+        Disabled = "disabled",
+        /// 未激活: invited, not joined yet.
+        NotActivated = "not_activated",
+        /// Left the corp (`delete_user`, or gone from the directory in a resync).
+        Left = "left",
+    }
+}
+
+impl StaffStatus {
+    /// WeCom's numeric `Status` / `status` (1, 2, 4, 5); `None` for values it does not define.
+    pub fn from_wecom(code: i64) -> Option<StaffStatus> {
+        match code {
+            1 => Some(StaffStatus::Active),
+            2 => Some(StaffStatus::Disabled),
+            4 => Some(StaffStatus::NotActivated),
+            5 => Some(StaffStatus::Left),
+            _ => None,
+        }
     }
 }
 

@@ -141,6 +141,8 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
                 ),
                 Err(e) => report(false, "客户联系 permission", format!("app {name:?}: {e}")),
             }
+            let (ok, detail) = directory_check(&api, pool, name, creds).await;
+            report(ok, "directory (通讯录)", detail);
         }
     }
     // The running service, as a load balancer sees it.
@@ -211,4 +213,64 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     }
     println!("\nEvery check passed.");
     Ok(())
+}
+
+/// What this app's secret can read of the staff directory (WeCom's 2022 restrictions). Restrictions are
+/// reported, not failed on: the directory keeps what the callbacks carry and records per member what
+/// `user/get` did not give. Only a failure to reach the database fails the check.
+async fn directory_check(
+    api: &crate::sync::client::WecomApi,
+    pool: &sqlx::PgPool,
+    name: &str,
+    creds: &crate::sync::client::Credentials,
+) -> (bool, String) {
+    use crate::sync::client::ApiError;
+    let listing = match api.user_list_id(creds, "").await {
+        Ok(page) => format!(
+            "user/list_id readable ({} member id(s) on the first page)",
+            page.dept_user.len()
+        ),
+        Err(ApiError::Wecom(e)) if e.errcode == 48009 => "user/list_id refused (48009): WeCom refuses the \
+             通讯录 secret from a new IP; add this server's IP to 企业可信IP, or use the app's own secret \
+             (events still fill the directory)"
+            .to_owned(),
+        Err(ApiError::Wecom(e)) if e.errcode == 60011 || e.errcode == 48002 => format!(
+            "user/list_id refused ({}): the app may not read the directory beyond its 可见范围; staff rows \
+             keep what the callbacks carry",
+            e.errcode
+        ),
+        Err(e) => format!("user/list_id failed: {e}"),
+    };
+    match store::directory::readability(pool, name, &creds.corp_id).await {
+        Ok(r) => {
+            let missing = if r.unavailable.is_empty() {
+                "every field".to_owned()
+            } else {
+                let fields: Vec<String> = r
+                    .unavailable
+                    .iter()
+                    .map(|(f, n)| format!("{f} ({n})"))
+                    .collect();
+                format!(
+                    "all but {} — not readable with this secret",
+                    fields.join(", ")
+                )
+            };
+            let refusal = r
+                .last_refusal
+                .map(|(code, msg)| format!("; last failed user/get: errcode {code:?}: {msg}"))
+                .unwrap_or_default();
+            (
+                true,
+                format!(
+                    "app {name:?}: {listing}; {} staff known, {} fetched with user/get, which gave {missing}{refusal}",
+                    r.staff, r.fetched
+                ),
+            )
+        }
+        Err(e) => (
+            false,
+            format!("app {name:?}: {listing}; the staff table is unreadable: {e}"),
+        ),
+    }
 }

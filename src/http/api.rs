@@ -6,7 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::domain::FollowStatus;
 use crate::http::AppState;
@@ -29,7 +29,7 @@ pub struct Page {
     pub status: Option<String>,
 }
 
-fn limit(page: &Page) -> Result<i64, ApiError> {
+pub(crate) fn limit(page: &Page) -> Result<i64, ApiError> {
     match page.limit {
         None => Ok(DEFAULT_LIMIT),
         Some(n) if n >= 1 => Ok(n.min(MAX_LIMIT)),
@@ -37,11 +37,11 @@ fn limit(page: &Page) -> Result<i64, ApiError> {
     }
 }
 
-fn encode_cursor(raw: &str) -> String {
+pub(crate) fn encode_cursor(raw: &str) -> String {
     URL_SAFE_NO_PAD.encode(raw)
 }
 
-fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>, ApiError> {
+pub(crate) fn decode_cursor(cursor: Option<&str>) -> Result<Option<String>, ApiError> {
     cursor
         .map(|c| {
             URL_SAFE_NO_PAD
@@ -67,12 +67,18 @@ pub async fn staff_customers(
     };
     let limit = limit(&page)?;
     let after = decode_cursor(page.cursor.as_deref())?;
-    let rows =
+    let mut rows =
         read::staff_customers(&state.pool, &corp, &userid, status, after.as_deref(), limit).await?;
+    // A member who left follows nobody any more, whatever the follows say until the transfer.
+    let staff = crate::http::directory::staff_json(&state.pool, &corp, &userid).await?;
+    let left = staff.as_ref().and_then(|s| s["status"].as_str()) == Some("left");
+    if left && status == FollowStatus::Active {
+        rows.clear();
+    }
     let next = (rows.len() as i64 == limit)
         .then(|| rows.last().map(|r| encode_cursor(&r.external_userid)))
         .flatten();
-    Ok(HttpResponse::Ok().json(json!({"data": rows, "next_cursor": next})))
+    Ok(HttpResponse::Ok().json(json!({"data": rows, "next_cursor": next, "staff": staff})))
 }
 
 /// `GET /api/v1/corps/{corp}/customers/{external_userid}`: a customer and every follow relation.
@@ -159,7 +165,19 @@ pub async fn miniprogram_session(
                 tracing::warn!(app = %body.app, "jscode2session returned another corp");
                 return Err(ApiError::CrossCorp);
             }
-            Ok(HttpResponse::Ok().json(json!({"corpid": corpid, "userid": userid})))
+            // The directory's view of the member, when it knows them (null fields otherwise).
+            // The login itself succeeded: a directory lookup failure only leaves the staff fields null.
+            let staff = crate::http::directory::staff_json(&state.pool, &creds.corp_id, userid)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "staff lookup for the mini-program session failed");
+                    None
+                });
+            let field = |k: &str| staff.as_ref().map(|s| s[k].clone()).unwrap_or(Value::Null);
+            Ok(HttpResponse::Ok().json(json!({
+                "corpid": corpid, "userid": userid,
+                "name": field("name"), "departments": field("departments"), "status": field("status"),
+            })))
         }
         Err(crate::sync::client::ApiError::Wecom(e)) if e.errcode == 40029 => {
             Err(ApiError::CodeRefused)

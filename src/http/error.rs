@@ -199,6 +199,16 @@ pub enum ApiError {
     /// No such customer.
     #[error("no such customer in this corp")]
     CustomerNotFound,
+    /// No such staff member in the directory.
+    #[error(
+        "no such staff member in this corp's directory (it fills from 通讯录 change_contact events and the directory resync; check the userid, or run `wecom-callback resync`)"
+    )]
+    StaffNotFound,
+    /// No such department in the directory.
+    #[error(
+        "no such department in this corp's directory: the id must be WeCom's integer department id (通讯录 create_party events and the directory resync fill the table)"
+    )]
+    DepartmentNotFound,
     /// A query failed (logged when converted).
     #[error("the database is unavailable; retry")]
     Unavailable(#[source] sqlx::Error),
@@ -255,6 +265,7 @@ impl ApiError {
             ApiError::BadLimit => "bad_limit",
             ApiError::BadCursor => "bad_cursor",
             ApiError::CustomerNotFound => "not_found",
+            ApiError::StaffNotFound | ApiError::DepartmentNotFound => "not_found",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::NoSecret => "no_secret",
             ApiError::BadBody(_) => "bad_request",
@@ -290,6 +301,7 @@ impl ResponseError for ApiError {
             | ApiError::CodeRefused
             | ApiError::BadIdentityRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::CustomerNotFound | ApiError::NoCorpApp(_) => StatusCode::NOT_FOUND,
+            ApiError::StaffNotFound | ApiError::DepartmentNotFound => StatusCode::NOT_FOUND,
             ApiError::WecomQuota(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::CrossCorp | ApiError::WecomRefused { .. } | ApiError::WecomUnavailable(_) => {

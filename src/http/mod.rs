@@ -3,6 +3,7 @@
 pub mod api;
 pub mod auth;
 mod callback;
+mod directory;
 pub mod error;
 mod health;
 pub mod identity;

@@ -285,6 +285,14 @@ impl Application {
                     web::get().to(http::api::timeline),
                 )
                 .route(
+                    "/corps/{corp}/staff/{userid}",
+                    web::get().to(http::directory::staff),
+                )
+                .route(
+                    "/corps/{corp}/departments/{id}/staff",
+                    web::get().to(http::directory::department_staff),
+                )
+                .route(
                     "/miniprogram/session",
                     web::post().to(http::api::miniprogram_session),
                 );

@@ -15,6 +15,7 @@ use sqlx::{ConnectOptions, Connection, Executor};
 use crate::config::DatabaseSettings;
 use crate::wecom::verify::VerifiedCallback;
 
+pub mod directory;
 pub mod enrichment;
 pub mod identity;
 pub mod jobs;

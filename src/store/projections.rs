@@ -97,6 +97,8 @@ async fn apply_batch(
 fn plan_rows(rows: Vec<Unapplied>, enrich: &HashSet<String>) -> (Vec<i64>, Batch) {
     let mut ids = Vec::with_capacity(rows.len());
     let mut batch = Batch::default();
+    // The staff directory (通讯录) has its own planner and executor: see `sync::directory`.
+    let mut directory = crate::sync::directory::DirectoryPlan::default();
     for row in rows {
         ids.push(row.id);
         // Stored messages were parsed once already; one that no longer parses is skipped, never retried forever.
@@ -120,6 +122,7 @@ fn plan_rows(rows: Vec<Unapplied>, enrich: &HashSet<String>) -> (Vec<i64>, Batch
             enrich: enrich.contains(&row.app),
         };
         batch.add(plan::plan_event(&meta, &typed));
+        directory.extend(crate::sync::directory::plan_event(&meta, &typed));
     }
     (ids, batch)
 }
@@ -134,6 +137,9 @@ async fn apply_rows(
 ) -> Result<usize, sqlx::Error> {
     let (ids, batch) = plan_rows(rows, enrich);
     execute(tx, &batch).await?;
+    if !directory.is_empty() {
+        crate::store::directory::execute(tx, &directory).await?;
+    }
     if !ids.is_empty() {
         // Only rows still unapplied are written: `applied_at` records the first application, and a rebuild
         // or replay of millions of events does not rewrite (and bloat) every row of the log.

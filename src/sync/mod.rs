@@ -4,6 +4,7 @@
 //! reconciles the tables with WeCom in full.
 
 pub mod client;
+pub mod directory;
 pub mod plan;
 pub mod projector;
 pub mod resync;

@@ -73,6 +73,7 @@ pub async fn execute(w: &Worker, job: &jobs::Job) -> Result<(), ApiError> {
             }
         }
         JobKind::ResolvePendingIds => resolve_pending_ids(w, creds, job).await?,
+        JobKind::StaffDetail => staff_detail(w, creds, job, now).await?,
     }
     Ok(())
 }
@@ -108,6 +109,35 @@ async fn resolve_pending_ids(
             return Ok(());
         }
     }
+/// `user/get` for a member a 通讯录 event named. What the secret may not read is recorded, not failed on
+/// (WeCom's 2022 restrictions); a member WeCom no longer has (60111) is left to the `delete_user` event or
+/// the directory resync.
+async fn staff_detail(
+    w: &Worker,
+    creds: &Credentials,
+    job: &jobs::Job,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), ApiError> {
+    let member = match w.api.user_get(creds, &job.subject).await {
+        Ok(m) => m,
+        Err(ApiError::Wecom(e)) if e.errcode == 60111 => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    // Some answers omit the userid asked for; the job's subject is the member.
+    let member = crate::sync::client::types::StaffMember {
+        userid: job.subject.clone(),
+        ..member
+    };
+    let plan = crate::sync::directory::DirectoryPlan {
+        staff: vec![crate::sync::directory::observe_member(
+            &job.corp_id,
+            &member,
+            now,
+        )],
+        ..Default::default()
+    };
+    crate::store::directory::apply(&w.pool, &plan).await?;
+    Ok(())
 }
 
 fn retryable(e: &ApiError) -> bool {

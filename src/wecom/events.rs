@@ -256,6 +256,12 @@ pub struct UserChange {
     pub name: Option<String>,
     pub department: Vec<String>,
     pub open_userid: Option<String>,
+    /// `MainDepartment`, when given.
+    pub main_department: Option<String>,
+    /// `Position`, when given.
+    pub position: Option<String>,
+    /// `Status` (1 active, 2 disabled, 4 not activated, 5 left), when given.
+    pub status: Option<i64>,
 }
 
 /// A department created or updated.
@@ -264,6 +270,8 @@ pub struct PartyChange {
     pub id: String,
     pub name: Option<String>,
     pub parent_id: Option<String>,
+    /// `Order`, when given.
+    pub order: Option<i64>,
 }
 
 /// `update_tag`: members of a contact tag changed. WeCom says not to rely on the item lists.
@@ -431,6 +439,9 @@ fn contact(m: &Message, ct: &str) -> Option<EventKind> {
             name: opt(m, "Name"),
             department: csv(m, "Department"),
             open_userid: opt(m, "OpenUserID"),
+            main_department: opt(m, "MainDepartment"),
+            position: opt(m, "Position"),
+            status: int(m, "Status"),
         })
     };
     let party = |m: &Message| -> Option<PartyChange> {
@@ -438,6 +449,7 @@ fn contact(m: &Message, ct: &str) -> Option<EventKind> {
             id: opt(m, "Id")?,
             name: opt(m, "Name"),
             parent_id: opt(m, "ParentId"),
+            order: int(m, "Order"),
         })
     };
     let e = match ct {

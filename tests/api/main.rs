@@ -6,6 +6,7 @@ mod captures;
 mod cli;
 mod database_down;
 mod dedupe;
+mod directory;
 mod embedded;
 mod enrichment;
 #[path = "../common/fake_wecom.rs"]

@@ -64,8 +64,8 @@ async fn a_code_becomes_corp_and_user_and_the_session_key_stays_here() {
     assert_eq!(status, 200);
     assert_eq!(
         body,
-        json!({"corpid": MAIN.receive_id, "userid": "zhangsan"}),
-        "never the session_key"
+        json!({"corpid": MAIN.receive_id, "userid": "zhangsan", "name": null, "departments": null, "status": null}),
+        "never the session_key; the directory does not know zhangsan yet"
     );
 
     let (status, body) = post(&app, json!({"app": "main", "code": "stale"}), true).await;

@@ -537,6 +537,49 @@ impl WecomApi {
         )
         .await
     }
+
+    /// `user/get` (通讯录): one member, with only the fields the secret may read (see
+    /// [`types::StaffMember`]). 60111: no such member.
+    pub async fn user_get(
+        &self,
+        creds: &Credentials,
+        userid: &str,
+    ) -> Result<types::StaffMember, ApiError> {
+        self.call_json(creds, "/cgi-bin/user/get", &[("userid", userid)], NO_BODY)
+            .await
+    }
+
+    /// `department/list`: every department the secret may see.
+    pub async fn department_list(
+        &self,
+        creds: &Credentials,
+    ) -> Result<Vec<types::Department>, ApiError> {
+        let answer: types::DepartmentList = self
+            .call_json(creds, "/cgi-bin/department/list", &[], NO_BODY)
+            .await?;
+        Ok(answer.department)
+    }
+
+    /// One page of `user/list_id` (every member's userid and departments), from `cursor` (empty: the first).
+    pub async fn user_list_id(
+        &self,
+        creds: &Credentials,
+        cursor: &str,
+    ) -> Result<types::UserIdPage, ApiError> {
+        let body = UserListIdRequest {
+            cursor,
+            limit: 10_000,
+        };
+        self.call_json(creds, "/cgi-bin/user/list_id", &[], Some(&body))
+            .await
+    }
+}
+
+/// `user/list_id`'s body.
+#[derive(Serialize)]
+struct UserListIdRequest<'a> {
+    cursor: &'a str,
+    limit: u32,
 }
 
 /// Customer identity (issue 13): unionid conversion and pending-id lookup.

@@ -1,0 +1,358 @@
+//! The staff directory (通讯录): a day of change_contact events, including a renamed userid and a member who
+//! left with customers, plus `user/get` answers restricted the 2022 way → the staff and department rows, and
+//! staff-aware follow answers.
+
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use wiremock::matchers::{path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::helpers::{
+    API_TOKEN, MAIN, TestApp, sign_callback, spawn_app_with, unix_now, wait_applied, wait_for_count,
+};
+use crate::sync::contact_event;
+
+const CORP: &str = MAIN.receive_id;
+
+fn directory_event(t: i64, change: &str, body: &str) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[{CORP}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\
+         <CreateTime>{t}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_contact]]></Event>\
+         <ChangeType><![CDATA[{change}]]></ChangeType>{body}</xml>"
+    )
+}
+
+fn answer(body: Value) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(body)
+}
+
+async fn post(app: &TestApp, xml: &str) {
+    let status = app
+        .post("main", &sign_callback(&MAIN, xml, unix_now()))
+        .await
+        .status()
+        .as_u16();
+    assert_eq!(status, 200, "callback accepted");
+}
+
+async fn get(app: &TestApp, path_and_query: &str) -> (u16, Value) {
+    let r = app
+        .client
+        .get(format!(
+            "{}/api/v1/corps/{CORP}/{path_and_query}",
+            app.address
+        ))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .expect("reply");
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn mock_wecom(server: &MockServer) {
+    Mock::given(path("/cgi-bin/gettoken"))
+        .respond_with(answer(
+            json!({"errcode": 0, "access_token": "T", "expires_in": 7200}),
+        ))
+        .mount(server)
+        .await;
+    // A new self-built app: user/get gives userid, name and position only.
+    Mock::given(path("/cgi-bin/user/get"))
+        .and(query_param("userid", "zhangsan"))
+        .respond_with(answer(json!({"errcode": 0, "errmsg": "ok", "userid": "zhangsan", "name": "张三", "position": "销售"})))
+        .mount(server)
+        .await;
+    Mock::given(path("/cgi-bin/user/get"))
+        .and(query_param("userid", "lisi_new"))
+        .respond_with(answer(
+            json!({"errcode": 0, "errmsg": "ok", "userid": "lisi_new", "position": "经理"}),
+        ))
+        .mount(server)
+        .await;
+    Mock::given(path("/cgi-bin/miniprogram/jscode2session"))
+        .and(query_param("js_code", "good"))
+        .respond_with(answer(
+            json!({"errcode": 0, "corpid": CORP, "userid": "zhangsan", "session_key": "k"}),
+        ))
+        .mount(server)
+        .await;
+    Mock::given(path("/cgi-bin/user/get"))
+        .and(query_param("userid", "wangwu"))
+        .respond_with(answer(
+            json!({"errcode": 60111, "errmsg": "userid not found"}),
+        ))
+        .mount(server)
+        .await;
+}
+
+#[tokio::test]
+async fn a_day_of_directory_events_gives_staff_departments_and_staff_aware_follows() {
+    let server = MockServer::start().await;
+    mock_wecom(&server).await;
+    let uri = server.uri();
+    let app = spawn_app_with(&[MAIN], move |s| {
+        s.apps[0].secret = Some(SecretString::from("app-secret"));
+        s.api.base_url = uri;
+        s.api.worker_concurrency = 1;
+    })
+    .await;
+    let t = 1_764_547_200; // 2025-12-01 00:00 UTC
+    let day = [
+        directory_event(
+            t,
+            "create_party",
+            "<Id>2</Id><Name><![CDATA[销售部]]></Name><ParentId>1</ParentId><Order>10</Order>",
+        ),
+        directory_event(
+            t + 1,
+            "create_party",
+            "<Id>3</Id><Name><![CDATA[临时]]></Name><ParentId>1</ParentId>",
+        ),
+        // The post-2022 form: only UserID and Department.
+        directory_event(
+            t + 60,
+            "create_user",
+            "<UserID>zhangsan</UserID><Department>2</Department>",
+        ),
+        // The old form, with every field.
+        directory_event(
+            t + 120,
+            "create_user",
+            "<UserID>lisi</UserID><Name><![CDATA[李四]]></Name><Department>2,3</Department>\
+             <MainDepartment>2</MainDepartment><Position><![CDATA[主管]]></Position><Status>1</Status>",
+        ),
+        contact_event(t + 200, "add_external_contact", "lisi", "wmB", ""),
+        contact_event(t + 210, "add_external_contact", "zhangsan", "wmC", ""),
+        contact_event(t + 220, "add_external_contact", "wangwu", "wmA", ""),
+        // lisi's userid is changed once (a system-generated userid may be).
+        directory_event(
+            t + 300,
+            "update_user",
+            "<UserID>lisi</UserID><NewUserID>lisi_new</NewUserID><Department>2</Department>",
+        ),
+        // wangwu leaves; the deletion arrives before the creation it follows (order safety).
+        directory_event(t + 500, "delete_user", "<UserID>wangwu</UserID>"),
+        directory_event(
+            t + 400,
+            "create_user",
+            "<UserID>wangwu</UserID><Department>3</Department><Status>1</Status>",
+        ),
+        directory_event(
+            t + 600,
+            "update_party",
+            "<Id>3</Id><Name><![CDATA[临时组]]></Name>",
+        ),
+        directory_event(t + 700, "delete_party", "<Id>3</Id>"),
+    ];
+    for xml in &day {
+        post(&app, xml).await;
+    }
+    wait_applied(&app.pool).await;
+    // One user/get per member named by a user event (zhangsan, lisi_new, wangwu).
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_jobs WHERE kind = 'staff_detail' AND status = 'done'",
+        3,
+    )
+    .await;
+
+    // Departments.
+    type DepartmentRow = (i64, Option<String>, Option<i64>, Option<i64>, bool);
+    let departments: Vec<DepartmentRow> = sqlx::query_as(
+        "SELECT id, name, parent_id, sort_order, deleted FROM departments WHERE corp_id = $1 ORDER BY id",
+    )
+    .bind(CORP)
+    .fetch_all(&app.pool)
+    .await
+    .expect("departments");
+    assert_eq!(
+        departments,
+        vec![
+            (2, Some("销售部".into()), Some(1), Some(10), false),
+            (3, Some("临时组".into()), Some(1), None, true),
+        ]
+    );
+
+    // Staff rows.
+    type Row = (
+        String,
+        Option<String>,
+        Option<Vec<i64>>,
+        Option<i64>,
+        Option<String>,
+        String,
+        bool,
+        Option<String>,
+        Vec<String>,
+    );
+    let staff: Vec<Row> = sqlx::query_as(
+        "SELECT userid, name, department_ids, main_department, position, status, left_at IS NOT NULL, renamed_to, \
+                unavailable_fields FROM staff WHERE corp_id = $1 ORDER BY userid",
+    )
+    .bind(CORP)
+    .fetch_all(&app.pool)
+    .await
+    .expect("staff");
+    let restricted: Vec<String> = ["department", "main_department", "status", "open_userid"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    // Even the name is refused for lisi_new here: it carries over from the old userid.
+    let no_name: Vec<String> = std::iter::once("name".to_owned())
+        .chain(restricted.iter().cloned())
+        .collect();
+    assert_eq!(
+        staff,
+        vec![
+            (
+                "lisi".into(),
+                Some("李四".into()),
+                Some(vec![2, 3]),
+                Some(2),
+                Some("主管".into()),
+                "active".into(),
+                false,
+                Some("lisi_new".into()),
+                vec![]
+            ),
+            // The renaming event carried only ids: the name carries over from lisi, the position is the
+            // newer API answer's, the departments the event's.
+            (
+                "lisi_new".into(),
+                Some("李四".into()),
+                Some(vec![2]),
+                None,
+                Some("经理".into()),
+                "active".into(),
+                false,
+                None,
+                no_name
+            ),
+            (
+                "wangwu".into(),
+                None,
+                Some(vec![3]),
+                None,
+                None,
+                "left".into(),
+                true,
+                None,
+                vec![]
+            ),
+            // Name and position from user/get; departments from the event, as user/get could not say.
+            (
+                "zhangsan".into(),
+                Some("张三".into()),
+                Some(vec![2]),
+                None,
+                Some("销售".into()),
+                "active".into(),
+                false,
+                None,
+                restricted.clone()
+            ),
+        ]
+    );
+
+    // Follows: lisi's customer moved with the userid; wangwu's stays but is flagged, not "still followed".
+    let followers: Vec<(String, String, String, Option<String>, bool)> = sqlx::query_as(
+        "SELECT external_userid, userid, status, staff_name, staff_left FROM v_customer_followers \
+         WHERE corp_id = $1 ORDER BY external_userid",
+    )
+    .bind(CORP)
+    .fetch_all(&app.pool)
+    .await
+    .expect("followers");
+    assert_eq!(
+        followers,
+        vec![
+            ("wmA".into(), "wangwu".into(), "active".into(), None, true),
+            (
+                "wmB".into(),
+                "lisi_new".into(),
+                "active".into(),
+                Some("李四".into()),
+                false
+            ),
+            (
+                "wmC".into(),
+                "zhangsan".into(),
+                "active".into(),
+                Some("张三".into()),
+                false
+            ),
+        ]
+    );
+    let active: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT userid, external_userid, staff_name, staff_main_department_name FROM v_staff_active_customers \
+         WHERE corp_id = $1 ORDER BY userid",
+    )
+    .bind(CORP)
+    .fetch_all(&app.pool)
+    .await
+    .expect("active customers");
+    assert_eq!(
+        active,
+        vec![
+            ("lisi_new".into(), "wmB".into(), Some("李四".into()), None),
+            ("zhangsan".into(), "wmC".into(), Some("张三".into()), None),
+        ],
+        "wangwu left: none of his customers is listed as his"
+    );
+
+    // The JSON API.
+    let (status, body) = get(&app, "staff/zhangsan").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["name"], "张三");
+    assert_eq!(body["departments"], json!([{"id": 2, "name": "销售部"}]));
+    assert_eq!(body["unavailable_fields"], json!(restricted));
+    let (status, body) = get(&app, "staff/lisi").await;
+    assert_eq!(
+        (status, body["renamed_to"].clone()),
+        (200, json!("lisi_new"))
+    );
+    let (status, body) = get(&app, "staff/nobody").await;
+    assert_eq!((status, body["error"].clone()), (404, json!("not_found")));
+
+    let (status, body) = get(&app, "staff/wangwu/customers").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"], json!([]), "a member who left follows nobody");
+    assert_eq!(body["staff"]["status"], "left");
+    let (status, body) = get(&app, "staff/lisi_new/customers").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"][0]["external_userid"], "wmB");
+    assert_eq!(body["staff"]["name"], "李四");
+    assert_eq!(
+        body["staff"]["departments"],
+        json!([{"id": 2, "name": "销售部"}])
+    );
+
+    let (status, body) = get(&app, "departments/2/staff").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["department"]["name"], "销售部");
+    let members: Vec<&str> = body["data"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["userid"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(members, vec!["lisi_new", "zhangsan"], "not the old userid");
+    // The mini-program session names the member.
+    let r = app
+        .client
+        .post(format!("{}/api/v1/miniprogram/session", app.address))
+        .bearer_auth(API_TOKEN)
+        .json(&json!({"app": "main", "code": "good"}))
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(r.status().as_u16(), 200);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(
+        body,
+        json!({"corpid": CORP, "userid": "zhangsan", "name": "张三", "status": "active",
+               "departments": [{"id": 2, "name": "销售部"}]})
+    );
+    let (status, _) = get(&app, "departments/99/staff").await;
+    assert_eq!(status, 404);
+    let (status, _) = get(&app, "departments/abc/staff").await;
+    assert_eq!(status, 404);
+}
