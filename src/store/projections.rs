@@ -88,13 +88,20 @@ async fn apply_batch(
     .await?;
     // RETURNING has no order; plans are merged in id order (history, jobs and notifications keep it).
     rows.sort_unstable_by_key(|r| r.id);
-    let (ids, batch) = plan_rows(rows, enrich);
+    let (ids, batch, directory) = plan_rows(rows, enrich);
     execute(tx, &batch).await?;
+    if !directory.is_empty() {
+        crate::store::directory::execute(tx, &directory).await?;
+    }
     Ok(ids.len())
 }
 
-/// Plans `rows` (in id order) into one merged [`Batch`]; returns the ids taken with it.
-fn plan_rows(rows: Vec<Unapplied>, enrich: &HashSet<String>) -> (Vec<i64>, Batch) {
+/// Plans `rows` (in id order) into one merged [`Batch`] and the staff directory's plan; returns the ids taken
+/// with them.
+fn plan_rows(
+    rows: Vec<Unapplied>,
+    enrich: &HashSet<String>,
+) -> (Vec<i64>, Batch, crate::sync::directory::DirectoryPlan) {
     let mut ids = Vec::with_capacity(rows.len());
     let mut batch = Batch::default();
     // The staff directory (通讯录) has its own planner and executor: see `sync::directory`.
@@ -124,7 +131,7 @@ fn plan_rows(rows: Vec<Unapplied>, enrich: &HashSet<String>) -> (Vec<i64>, Batch
         batch.add(plan::plan_event(&meta, &typed));
         directory.extend(crate::sync::directory::plan_event(&meta, &typed));
     }
-    (ids, batch)
+    (ids, batch, directory)
 }
 
 /// Plans and executes `rows` as one merged [`Batch`] inside `tx`, and marks those not yet applied as applied:
@@ -135,7 +142,7 @@ async fn apply_rows(
     rows: Vec<Unapplied>,
     enrich: &HashSet<String>,
 ) -> Result<usize, sqlx::Error> {
-    let (ids, batch) = plan_rows(rows, enrich);
+    let (ids, batch, directory) = plan_rows(rows, enrich);
     execute(tx, &batch).await?;
     if !directory.is_empty() {
         crate::store::directory::execute(tx, &directory).await?;

@@ -153,6 +153,10 @@ pub fn plan_event(meta: &EventMeta<'_>, typed: &TypedEvent) -> DirectoryPlan {
     let EventKind::Contact(e) = &typed.kind else {
         return plan;
     };
+    // `send-test`'s 通讯录 event is stored, never projected (see `plan::is_send_test`).
+    if crate::sync::plan::is_send_test(typed) {
+        return plan;
+    }
     let v = Version::event(meta.time, rank(e), meta.dedupe_key);
     match e {
         ContactEvent::CreateUser(u) => user_event(&mut plan, meta, &v, u, true),

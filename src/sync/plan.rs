@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::domain::{FollowStatus, JobKind};
 use crate::sync::client::types::{ExternalContact, ExternalContactDetail, FollowInfo};
 use crate::wecom::events::{
-    ChatChange, ContactChange, EventKind, ExternalChatEvent, ExternalContactEvent,
+    ChatChange, ContactChange, ContactEvent, EventKind, ExternalChatEvent, ExternalContactEvent,
     ExternalTagEvent, TagChange, TypedEvent, UpdateDetail,
 };
 
@@ -395,6 +395,9 @@ fn contact_details(c: &ContactChange) -> Value {
 /// notification, no API job, so running send-test against production leaves the backends' tables alone.
 pub const SEND_TEST_MARK: &str = "SendTest";
 
+/// The member `send-test` names in its events (its 通讯录 event is about this userid only).
+pub const SEND_TEST_STAFF: &str = "send-test-staff";
+
 /// Whether `typed` is one of `send-test`'s events (see [`SEND_TEST_MARK`]).
 pub fn is_send_test(typed: &TypedEvent) -> bool {
     let marked = |id: &str, prefix: &str| {
@@ -405,6 +408,7 @@ pub fn is_send_test(typed: &TypedEvent) -> bool {
         EventKind::ExternalContact(c) => marked(&c.external_userid, "wm"),
         EventKind::ExternalChat(c) => marked(&c.chat_id, "wr"),
         EventKind::ExternalTag(t) => marked(&t.id, "et"),
+        EventKind::Contact(ContactEvent::UpdateUser(u)) => u.userid == SEND_TEST_STAFF,
         _ => false,
     }
 }

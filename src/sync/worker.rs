@@ -109,6 +109,8 @@ async fn resolve_pending_ids(
             return Ok(());
         }
     }
+}
+
 /// `user/get` for a member a 通讯录 event named. What the secret may not read is recorded, not failed on
 /// (WeCom's 2022 restrictions); a member WeCom no longer has (60111) is left to the `delete_user` event or
 /// the directory resync.

@@ -59,8 +59,9 @@ pub fn sample_event(event: &str, corp: &str, now: i64, marker: &str) -> Option<S
             head("change_external_tag", "create")
         ),
         "change_contact" => format!(
-            "{}<UserID><![CDATA[send-test-staff]]></UserID><Department>1</Department></xml>",
-            head("change_contact", "update_user")
+            "{}<UserID><![CDATA[{}]]></UserID><Department>1</Department></xml>",
+            head("change_contact", "update_user"),
+            crate::sync::plan::SEND_TEST_STAFF
         ),
         "suite_ticket" => format!(
             "<xml><SuiteId><![CDATA[{corp}]]></SuiteId><InfoType><![CDATA[suite_ticket]]></InfoType>\

@@ -107,6 +107,8 @@ async fn events_lists_and_replay_reapplies() {
                 "add_external_contact",
                 "--event",
                 "del_follow_user",
+                "--event",
+                "change_contact",
             ],
             Some(&d),
         )
@@ -117,14 +119,14 @@ async fn events_lists_and_replay_reapplies() {
     crate::helpers::wait_applied(&app.pool).await;
     // send-test's events are stored (the point of the test) but leave the synced tables alone: it is safe to
     // run against production.
-    let (follows, contacts, history): (i64, i64, i64) = sqlx::query_as(
+    let (follows, contacts, history, staff): (i64, i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM external_contact_follows), (SELECT count(*) FROM external_contacts), \
-                (SELECT count(*) FROM external_contact_history)",
+                (SELECT count(*) FROM external_contact_history), (SELECT count(*) FROM staff)",
     )
     .fetch_one(&app.pool)
     .await
     .expect("counts");
-    assert_eq!((follows, contacts, history), (0, 0, 0));
+    assert_eq!((follows, contacts, history, staff), (0, 0, 0, 0));
     // Real events, for the replay below.
     let now = crate::helpers::unix_now();
     for (t, change) in [

@@ -373,6 +373,8 @@ pub struct PendingIdPair {
     pub external_userid: String,
     #[serde(default, deserialize_with = "de::str_or_empty")]
     pub pending_id: String,
+}
+
 /// A member as `user/get` answers (通讯录). Since 2022 WeCom omits what the secret may not read (a new
 /// self-built app gets little more than `userid`, `name` and `position`): every field is optional, and an
 /// absent field is recorded as unavailable rather than as empty.
