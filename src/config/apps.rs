@@ -249,10 +249,10 @@ pub(super) fn build(
         };
 
         let mut receive_ids = app.receive_ids.unwrap_or_default();
-        if let Some(corp) = app.corp_id {
-            if !receive_ids.contains(&corp) {
-                receive_ids.insert(0, corp);
-            }
+        if let Some(corp) = app.corp_id
+            && !receive_ids.contains(&corp)
+        {
+            receive_ids.insert(0, corp);
         }
         if receive_ids.is_empty() {
             problems.push(format!(
@@ -271,20 +271,20 @@ pub(super) fn build(
             }
         }
 
-        if problems.len() == before {
-            if let Some(aes_key) = aes_key {
-                apps.push(AppConfig {
-                    name,
-                    kind,
-                    token: SecretString::from(token),
-                    aes_key,
-                    receive_ids,
-                    secret: app
-                        .secret
-                        .filter(|s| !s.trim().is_empty())
-                        .map(SecretString::from),
-                });
-            }
+        if problems.len() == before
+            && let Some(aes_key) = aes_key
+        {
+            apps.push(AppConfig {
+                name,
+                kind,
+                token: SecretString::from(token),
+                aes_key,
+                receive_ids,
+                secret: app
+                    .secret
+                    .filter(|s| !s.trim().is_empty())
+                    .map(SecretString::from),
+            });
         }
     }
     apps

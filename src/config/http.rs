@@ -157,14 +157,14 @@ pub(super) fn build(
         .as_ref()
         .map(|t| t.expose_secret().to_owned())
         .or_else(|| file.api_token.clone());
-    if let Some(t) = &api_token {
-        if t.len() < 16 {
-            problems.push(format!(
-                "WECOM_API_TOKEN / api_token is {} characters; use at least 16 random characters \
+    if let Some(t) = &api_token
+        && t.len() < 16
+    {
+        problems.push(format!(
+            "WECOM_API_TOKEN / api_token is {} characters; use at least 16 random characters \
                  (e.g. `openssl rand -hex 24`)",
-                t.len()
-            ));
-        }
+            t.len()
+        ));
     }
 
     let mut verification_files = std::mem::take(&mut file.verification_files);

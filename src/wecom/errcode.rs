@@ -177,10 +177,10 @@ impl fmt::Display for WecomError {
                 self.errcode, self.errcode
             )?,
         }
-        if self.errcode == 60020 {
-            if let Some(ip) = &self.from_ip {
-                write!(f, " The address to add is {ip}.")?;
-            }
+        if self.errcode == 60020
+            && let Some(ip) = &self.from_ip
+        {
+            write!(f, " The address to add is {ip}.")?;
         }
         if let Some(h) = &self.hint {
             write!(f, " (hint for WeCom support: {h})")?;

@@ -54,10 +54,10 @@ impl StatusRecorder {
         *p.counts
             .entry((app.to_owned(), minute, outcome.as_str()))
             .or_insert(0) += 1;
-        if p.counts.len() > MAX_PENDING_MINUTES * 8 {
-            if let Some(oldest) = p.counts.keys().map(|k| k.1).min() {
-                p.counts.retain(|k, _| k.1 != oldest);
-            }
+        if p.counts.len() > MAX_PENDING_MINUTES * 8
+            && let Some(oldest) = p.counts.keys().map(|k| k.1).min()
+        {
+            p.counts.retain(|k, _| k.1 != oldest);
         }
     }
 
@@ -106,10 +106,10 @@ impl StatusRecorder {
         let counts_failed = result.is_err();
         let mut unwritten = HashMap::new();
         for (app, v) in taken.verifications {
-            if result.is_ok() {
-                if let Err(e) = status::record_verification(pool, &v).await {
-                    result = Err(e);
-                }
+            if result.is_ok()
+                && let Err(e) = status::record_verification(pool, &v).await
+            {
+                result = Err(e);
             }
             if result.is_err() {
                 unwritten.insert(app, v);

@@ -1275,10 +1275,10 @@ impl Gen {
                 if full {
                     members.push(owner.clone());
                     for _ in 0..self.rng.random_range(0..4) {
-                        if let Some(c) = self.working_customers.choose(&mut self.rng) {
-                            if !members.contains(c) {
-                                members.push(c.clone());
-                            }
+                        if let Some(c) = self.working_customers.choose(&mut self.rng)
+                            && !members.contains(c)
+                        {
+                            members.push(c.clone());
                         }
                     }
                 }
