@@ -9,12 +9,14 @@
 //! - [`http`]: the actix server and its handlers, which only translate between HTTP and the core.
 //! - [`ingest`]: from a verified callback to an acknowledged one: the group-commit writer, the spool (when the
 //!   database cannot take a callback in time) and its drain.
-//! - [`sync`]: after `wecom_events`: the planner (the projection rules, pure: event → register writes), the
-//!   projector (batches of events → one merged write per table), the WeCom API client, the job worker
-//!   (enrichment) and the full resync.
+//! - [`sync`]: after `wecom_events`: the planners (the projection rules, pure: event → register writes;
+//!   [`sync::plan`] for customers, chats and tags, [`sync::directory`] for staff), the projector (batches of
+//!   events → one merged write per table), the WeCom API client (with its cluster-wide limiter), the job
+//!   worker (enrichment, staff details, pending ids) and the full resync.
 //! - [`tasks`]: supervision of the background tasks (projector, worker, resync, drain, writer, spool thread):
 //!   their restart or fail-the-process policy, and the one cancellation token they stop on.
-//! - [`store`]: PostgreSQL, and the only module that writes SQL.
+//! - [`store`]: PostgreSQL, and the only module that writes SQL (including the API observation log that lets
+//!   `rebuild` lose nothing).
 //! - [`config`]: configuration (file, environment, flags), validated once with every problem at once.
 //! - [`cli`]: the `wecom-callback` subcommands. [`tools`]: operator tools (decrypt diagnosis, send-test, the
 //!   private PostgreSQL cluster).
