@@ -11,7 +11,19 @@ pub struct Args {}
 /// Prints `WECOM_TOKEN=…` and `WECOM_ENCODING_AES_KEY=…`, ready for an environment file.
 pub async fn run(_args: Args, _ctx: &Context) -> anyhow::Result<()> {
     let mut rng = rand::rng();
-    let key = crate::wecom::crypto::AesKey::from_bytes(rng.random());
+    // The admin console takes an EncodingAESKey of letters and digits only (字符范围为A-Z，a-z，0-9), while the
+    // base64 of random bytes has '+' or '/' three times in four: draw until the key is all letters and digits
+    // (about four draws on average; still 32 uniformly random bytes among those whose encoding qualifies).
+    let key = loop {
+        let key = crate::wecom::crypto::AesKey::from_bytes(rng.random());
+        if key
+            .to_encoding_aes_key()
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric())
+        {
+            break key;
+        }
+    };
     let token: String = (0..32)
         .map(|_| {
             let c = rng.random_range(0..62u8);

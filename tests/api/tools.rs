@@ -44,6 +44,19 @@ fn gen_key_prints_a_valid_token_and_key() {
         .expect("a key the service accepts");
     let (_, again, _) = tool(&["gen-key"], None);
     assert_ne!(out, again, "fresh every time");
+    // WeCom's console refuses '+' and '/' in an EncodingAESKey; three random keys in four would have one.
+    for _ in 0..8 {
+        let (_, out, _) = tool(&["gen-key"], None);
+        let key = out
+            .lines()
+            .find_map(|l| l.strip_prefix("WECOM_ENCODING_AES_KEY="))
+            .expect("key");
+        assert_eq!(key.len(), 43);
+        assert!(
+            key.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "the console would refuse {key}"
+        );
+    }
 }
 
 #[tokio::test]
