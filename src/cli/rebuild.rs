@@ -10,7 +10,7 @@ use crate::store;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Events read and applied per batch (also API observations read per batch).
-    #[arg(long, default_value_t = store::projections::MAINTENANCE_BATCH, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    #[arg(long, default_value_t = store::rebuild::MAINTENANCE_BATCH, value_parser = clap::value_parser!(i64).range(1..=100_000))]
     pub batch_size: i64,
 }
 
@@ -19,7 +19,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let (pool, target) = ctx.database_pool().await?;
     let started = std::time::Instant::now();
     let mut meter = super::replay::ProgressMeter::new("rebuild");
-    let rebuilt = store::projections::rebuild_all(&pool, args.batch_size, |p| meter.update(p))
+    let rebuilt = store::rebuild::rebuild_all(&pool, args.batch_size, |p| meter.update(p))
         .await
         .with_context(|| {
             format!("rebuilding the synced tables in {target} failed; nothing was changed")

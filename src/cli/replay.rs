@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use super::Context;
 use super::events::FilterArgs;
 use crate::store;
-use crate::store::projections::Progress;
+use crate::store::rebuild::Progress;
 
 /// Options of `replay`.
 #[derive(Debug, clap::Args)]
@@ -17,7 +17,7 @@ pub struct Args {
     #[arg(long)]
     pub all: bool,
     /// Events read and applied per batch (each batch is one short transaction).
-    #[arg(long, default_value_t = store::projections::MAINTENANCE_BATCH, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    #[arg(long, default_value_t = store::rebuild::MAINTENANCE_BATCH, value_parser = clap::value_parser!(i64).range(1..=100_000))]
     pub batch_size: i64,
 }
 
@@ -30,7 +30,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     }
     let (pool, _) = ctx.database_pool().await?;
     let mut meter = ProgressMeter::new("replay");
-    let applied = store::projections::replay(&pool, &args.filter.filter(), args.batch_size, |p| {
+    let applied = store::rebuild::replay(&pool, &args.filter.filter(), args.batch_size, |p| {
         meter.update(p)
     })
     .await?;

@@ -23,6 +23,7 @@ pub mod limits;
 pub mod observations;
 pub mod projections;
 pub mod read;
+pub mod rebuild;
 pub mod resync;
 pub mod status;
 pub mod tokens;

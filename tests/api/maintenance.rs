@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
-use wecom_callback::store::projections::{self, Progress};
 use wecom_callback::store::read::EventFilter;
+use wecom_callback::store::rebuild::{self, Progress};
 
 use crate::helpers::{MAIN, build_app_with, database_url_for, test_settings};
 
@@ -73,7 +73,7 @@ async fn rebuild_and_replay_outlast_the_statement_timeout() {
     );
 
     let mut seen = Vec::new();
-    let applied = projections::rebuild_with(&pool, 5000, |p| seen.push(p))
+    let applied = rebuild::rebuild_with(&pool, 5000, |p| seen.push(p))
         .await
         .expect("rebuild outlasts the timeout");
     assert_eq!(applied, EVENTS as u64);
@@ -96,7 +96,7 @@ async fn rebuild_and_replay_outlast_the_statement_timeout() {
         .execute(&app.pool)
         .await
         .expect("damage");
-    let applied = projections::replay(&pool, &EventFilter::default(), 5000, |_| {})
+    let applied = rebuild::replay(&pool, &EventFilter::default(), 5000, |_| {})
         .await
         .expect("replay outlasts the timeout");
     assert_eq!(applied, EVENTS as u64);
@@ -107,7 +107,7 @@ async fn rebuild_and_replay_outlast_the_statement_timeout() {
         change_type: Some("del_follow_user".into()),
         ..EventFilter::default()
     };
-    let applied = projections::replay(&pool, &only_deletes, 1000, |_| {})
+    let applied = rebuild::replay(&pool, &only_deletes, 1000, |_| {})
         .await
         .expect("filtered replay");
     assert_eq!(applied, (EVENTS / 10) as u64);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde_json::json;
 use sqlx::PgPool;
-use wecom_callback::store::projections;
+use wecom_callback::store::{projections, rebuild};
 use wecom_callback::sync::client::{Credentials, WecomApi};
 use wecom_callback::sync::worker::{self, Worker};
 use wiremock::matchers::{body_partial_json, path, query_param};
@@ -356,7 +356,7 @@ async fn rebuild_gives_back_what_events_enrichment_and_resyncs_built() {
     );
 
     let before = full_snapshot(&app.pool).await;
-    let rebuilt = projections::rebuild_all(&app.pool, 2, |_| {})
+    let rebuilt = rebuild::rebuild_all(&app.pool, 2, |_| {})
         .await
         .expect("rebuild");
     let after = full_snapshot(&app.pool).await;
@@ -389,9 +389,7 @@ async fn rebuild_gives_back_what_events_enrichment_and_resyncs_built() {
     assert_eq!(first_difference, None);
 
     // And again: a rebuild of a rebuild changes nothing.
-    projections::rebuild(&app.pool)
-        .await
-        .expect("rebuild again");
+    rebuild::rebuild(&app.pool).await.expect("rebuild again");
     assert_eq!(full_snapshot(&app.pool).await, before);
 }
 

@@ -441,7 +441,7 @@ async fn a_day_of_callbacks_shuffled_with_duplicates_gives_the_expected_tables()
 
     // Rebuilding from the event log gives exactly the incrementally maintained tables.
     let before = snapshot(pool).await;
-    let applied = wecom_callback::store::projections::rebuild(pool)
+    let applied = wecom_callback::store::rebuild::rebuild(pool)
         .await
         .expect("rebuild");
     assert_eq!(applied, day.len() as u64);

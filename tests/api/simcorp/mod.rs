@@ -270,7 +270,7 @@ impl Sim {
         );
         // A rebuild (events + the API observation log) must give the same tables back: the truth again.
         if diff.is_empty() {
-            match wecom_callback::store::projections::rebuild(&self.app.pool).await {
+            match wecom_callback::store::rebuild::rebuild(&self.app.pool).await {
                 Ok(_) => diff.extend(
                     self.diff()
                         .await

@@ -1,0 +1,229 @@
+//! Recomputing the synced tables from the logs: `rebuild` (everything, from the event log and the API
+//! observation log, in one transaction) and `replay` (a filtered set of events applied again). Both apply
+//! through the projector's set-based path ([`crate::store::projections`]).
+
+use std::collections::HashSet;
+
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::store::projections::{APPLY_LOCK, Unapplied, apply_rows};
+
+/// How many events a maintenance pass (rebuild, replay) reads and applies per batch.
+pub const MAINTENANCE_BATCH: i64 = 2000;
+
+/// How far a maintenance pass (rebuild, replay) has got, reported after every batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Events read and applied so far.
+    pub done: u64,
+    /// Events the pass will read, counted when it started (events stored meanwhile may add a few).
+    pub total: u64,
+}
+
+/// Turns off the connection's `statement_timeout` for the rest of the transaction. The service's timeout
+/// (a few seconds, so a stuck statement cannot eat WeCom's answer budget) is right for callbacks and wrong
+/// for maintenance, whose statements legitimately scan millions of rows.
+async fn maintenance_tx(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL statement_timeout = 0")
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// Recomputes every projection from `wecom_events` and the API observation log in one transaction, so
+/// readers see either the old tables or the new ones. Returns how many events were applied. See
+/// [`rebuild_all`].
+pub async fn rebuild(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    rebuild_with(pool, MAINTENANCE_BATCH, |_| {}).await
+}
+
+/// [`rebuild_all`], returning how many events were applied.
+pub async fn rebuild_with(
+    pool: &PgPool,
+    batch: i64,
+    progress: impl FnMut(Progress),
+) -> Result<u64, sqlx::Error> {
+    Ok(rebuild_all(pool, batch, progress).await?.events)
+}
+
+/// What a rebuild restored.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Events applied.
+    pub events: u64,
+    /// API observations replayed, per kind (`contact_detail`, `follow_entry`, `group_chat`, `corp_tags`,
+    /// `mark_chat`, `mark_tags`, `sweep_follows`, `sweep_chats`, `sweep_tags`).
+    pub observations: std::collections::BTreeMap<String, u64>,
+    /// Observations skipped because they no longer read (written by a newer version of the service).
+    pub unreadable: u64,
+}
+
+impl Rebuilt {
+    /// API observations replayed, all kinds.
+    pub fn observations_total(&self) -> u64 {
+        self.observations.values().sum()
+    }
+}
+
+/// Recomputes every projection from `wecom_events` and `wecom_api_observations` (what WeCom's API taught:
+/// see [`crate::store::observations`]), so the result equals the incrementally maintained tables, API-learned
+/// rows and columns included.
+///
+/// The event log is read in batches of `batch` events by id (keyset: `id > last ORDER BY id`) and each batch
+/// is applied through the projector's set-based path. Each observation is replayed through the code that
+/// applied it first, right after the events that had been applied before it (its `events_before`), in the
+/// order observations were recorded: the few order-dependent rules (sweeps, member lists, a listing reviving
+/// a removed follow) see what they saw.
+///
+/// Everything happens in one transaction with `statement_timeout` off: readers keep seeing the old tables
+/// until the commit, then the new ones; appliers and API writers of every replica wait (advisory lock) until
+/// then, and a failure changes nothing. Events stored while the rebuild runs are included if the rebuild
+/// reaches them, else they stay unapplied and the projector takes them after the commit (applying is
+/// order-independent and idempotent). `progress` is called after every batch of events.
+pub async fn rebuild_all(
+    pool: &PgPool,
+    batch: i64,
+    mut progress: impl FnMut(Progress),
+) -> Result<Rebuilt, sqlx::Error> {
+    let batch = batch.max(1);
+    let mut tx = maintenance_tx(pool).await?;
+    // Appliers (of every replica) wait until the rebuild commits.
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(APPLY_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_events")
+        .fetch_one(&mut *tx)
+        .await?;
+    let total = u64::try_from(total).unwrap_or(0);
+    sqlx::query(
+        "TRUNCATE external_contact_history, external_group_chat_members, external_group_chats, \
+         external_corp_tags, external_contact_follows, external_contacts",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let mut out = Rebuilt::default();
+    let mut events = EventCursor {
+        last: 0,
+        reached: 0,
+        batch,
+        total,
+    };
+    let mut cursor = (i64::MIN, 0);
+    loop {
+        let stored = crate::store::observations::after(&mut tx, cursor, batch).await?;
+        if stored.is_empty() {
+            break;
+        }
+        for o in &stored {
+            cursor = (o.events_before, o.seq);
+            out.events += events
+                .apply_until(&mut tx, Some(o.events_before), out.events, &mut progress)
+                .await?;
+            if crate::store::observations::replay(&mut tx, o).await? {
+                *out.observations.entry(o.kind.clone()).or_default() += 1;
+            } else {
+                out.unreadable += 1;
+            }
+        }
+    }
+    out.events += events
+        .apply_until(&mut tx, None, out.events, &mut progress)
+        .await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// Where a rebuild is in the event log.
+struct EventCursor {
+    /// The last event id applied.
+    last: i64,
+    /// Every event up to this id is applied (so a bound at or below it needs no query).
+    reached: i64,
+    batch: i64,
+    total: u64,
+}
+
+impl EventCursor {
+    /// Applies the events after `last` up to `upper` (all when `None`) in batches; returns how many.
+    async fn apply_until(
+        &mut self,
+        tx: &mut Transaction<'_, Postgres>,
+        upper: Option<i64>,
+        done_before: u64,
+        progress: &mut impl FnMut(Progress),
+    ) -> Result<u64, sqlx::Error> {
+        let bound = upper.unwrap_or(i64::MAX);
+        if bound <= self.reached {
+            return Ok(0);
+        }
+        let mut done = 0;
+        loop {
+            let rows: Vec<Unapplied> = sqlx::query_as(
+                "SELECT id, app, dedupe_key, corp_id, extract(epoch FROM event_time)::bigint AS t, message \
+                 FROM wecom_events WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3",
+            )
+            .bind(self.last)
+            .bind(bound)
+            .bind(self.batch)
+            .fetch_all(&mut **tx)
+            .await?;
+            let Some(end) = rows.last().map(|r| r.id) else {
+                break;
+            };
+            self.last = end;
+            // History is not re-fetched from WeCom on a rebuild: no enrichment jobs.
+            done += apply_rows(tx, rows, &HashSet::new()).await? as u64;
+            progress(Progress {
+                done: done_before + done,
+                total: self.total.max(done_before + done),
+            });
+        }
+        self.reached = bound;
+        Ok(done)
+    }
+}
+
+/// Applies the stored events matching `filter` again, in batches of `batch` by id, each batch in a short
+/// transaction of its own (with `statement_timeout` off: a selective filter may scan far to fill a batch).
+/// Nothing is reset first: the tables only move forward, so applying an event again is harmless, and an
+/// interrupted replay leaves every event applied. An event a concurrent applier holds is skipped by the
+/// replay, as that applier is applying it. Returns how many events were applied.
+pub async fn replay(
+    pool: &PgPool,
+    filter: &crate::store::read::EventFilter,
+    batch: i64,
+    mut progress: impl FnMut(Progress),
+) -> Result<u64, sqlx::Error> {
+    let batch = batch.max(1);
+    let total = {
+        let mut tx = maintenance_tx(pool).await?;
+        let n = crate::store::read::count_events(&mut tx, filter).await?;
+        tx.commit().await?;
+        n
+    };
+    let mut done: u64 = 0;
+    let mut last: i64 = 0;
+    loop {
+        let mut tx = maintenance_tx(pool).await?;
+        // Shared with appliers, exclusive against a rebuild.
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(APPLY_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let rows = crate::store::read::events_after(&mut tx, filter, last, batch).await?;
+        let Some(end) = rows.last().map(|r| r.id) else {
+            tx.commit().await?;
+            break;
+        };
+        last = end;
+        done += apply_rows(&mut tx, rows, &HashSet::new()).await? as u64;
+        tx.commit().await?;
+        progress(Progress {
+            done,
+            total: u64::try_from(total).unwrap_or(0).max(done),
+        });
+    }
+    Ok(done)
+}
