@@ -286,6 +286,50 @@ pub(crate) async fn after(
     .await
 }
 
+/// How a rebuild replays a stored observation.
+pub(crate) enum Replay {
+    /// A plan under the same last-writer-wins registers as events' (`externalcontact/get` answers and resync
+    /// listings): it commutes with events and with other such plans, so the rebuild merges it into an event
+    /// batch instead of splitting the batch at its place in the log.
+    Plan(plan::Plan),
+    /// Order-dependent (sweeps, marks, member lists, tag lists, ...): replayed with [`replay`] right after
+    /// the events that preceded it, and after every plan before it.
+    InOrder,
+    /// The body no longer reads as an observation (written by a newer version): skipped with a warning.
+    Unreadable,
+}
+
+/// Classifies `stored` for a rebuild (see [`Replay`]).
+pub(crate) fn classify(stored: &Stored) -> Replay {
+    let obs: Observation = match serde_json::from_value(stored.body.clone()) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(seq = stored.seq, kind = %stored.kind, error = %e,
+                "stored API observation does not read; not replayed");
+            return Replay::Unreadable;
+        }
+    };
+    let corp = stored.corp_id.as_str();
+    match obs {
+        Observation::ContactDetail { answer, fetched_at } => {
+            Replay::Plan(plan::observe_contact(corp, &answer, fetched_at))
+        }
+        Observation::FollowEntry {
+            contact,
+            follow,
+            fetched_at,
+            run_id,
+            known,
+        } => {
+            let known = KnownTagRecord::to_names(&known);
+            Replay::Plan(plan::observe_follow_entry(
+                corp, &contact, &follow, fetched_at, run_id, &known,
+            ))
+        }
+        _ => Replay::InOrder,
+    }
+}
+
 /// Applies one stored observation again inside `tx`, through the same code that applied it first (no
 /// notifications: nothing changed for a backend that saw the first application). `Ok(false)`: the body no
 /// longer reads as an observation (written by a newer version); it is skipped with a warning.

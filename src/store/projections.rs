@@ -142,7 +142,21 @@ pub(crate) async fn apply_rows(
     rows: Vec<Unapplied>,
     enrich: &HashSet<String>,
 ) -> Result<usize, sqlx::Error> {
-    let (ids, batch, directory) = plan_rows(rows, enrich);
+    apply_rows_with(tx, rows, enrich, Vec::new()).await
+}
+
+/// [`apply_rows`], with `extra` plans (a rebuild's replayed API observations that commute with events: see
+/// [`crate::store::observations::Replay::Plan`]) merged into the same batch.
+pub(crate) async fn apply_rows_with(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: Vec<Unapplied>,
+    enrich: &HashSet<String>,
+    extra: Vec<Plan>,
+) -> Result<usize, sqlx::Error> {
+    let (ids, mut batch, directory) = plan_rows(rows, enrich);
+    for plan in extra {
+        batch.add(plan);
+    }
     execute(tx, &batch).await?;
     if !directory.is_empty() {
         crate::store::directory::execute(tx, &directory).await?;

@@ -6,7 +6,9 @@ use std::collections::HashSet;
 
 use sqlx::{PgPool, Postgres, Transaction};
 
-use crate::store::projections::{APPLY_LOCK, Unapplied, apply_rows};
+use crate::store::observations::{self, Replay};
+use crate::store::projections::{APPLY_LOCK, Unapplied, apply_rows, apply_rows_with};
+use crate::sync::plan::Plan;
 
 /// How many events a maintenance pass (rebuild, replay) reads and applies per batch.
 pub const MAINTENANCE_BATCH: i64 = 2000;
@@ -111,28 +113,102 @@ pub async fn rebuild_all(
         total,
     };
     let mut cursor = (i64::MIN, 0);
+    // Observations that commute with events (see `Replay::Plan`) wait here to be merged into the next event
+    // batch, so a log with an `externalcontact/get` answer every few events keeps its batches whole. Before
+    // an order-dependent observation, every waiting plan is written first (the replay order is kept where it
+    // matters).
+    let mut pending = Pending::default();
     loop {
-        let stored = crate::store::observations::after(&mut tx, cursor, batch).await?;
+        let stored = observations::after(&mut tx, cursor, batch).await?;
         if stored.is_empty() {
             break;
         }
         for o in &stored {
             cursor = (o.events_before, o.seq);
-            out.events += events
-                .apply_until(&mut tx, Some(o.events_before), out.events, &mut progress)
-                .await?;
-            if crate::store::observations::replay(&mut tx, o).await? {
-                *out.observations.entry(o.kind.clone()).or_default() += 1;
-            } else {
-                out.unreadable += 1;
+            match observations::classify(o) {
+                Replay::Plan(plan) => {
+                    pending.push(o, plan);
+                    if pending.plans.len() as i64 >= batch {
+                        out.events += events
+                            .apply_until(
+                                &mut tx,
+                                Some(o.events_before),
+                                &mut pending,
+                                out.events,
+                                &mut progress,
+                            )
+                            .await?;
+                        pending.write(&mut tx, &mut out).await?;
+                    }
+                }
+                Replay::InOrder => {
+                    out.events += events
+                        .apply_until(
+                            &mut tx,
+                            Some(o.events_before),
+                            &mut pending,
+                            out.events,
+                            &mut progress,
+                        )
+                        .await?;
+                    pending.write(&mut tx, &mut out).await?;
+                    if observations::replay(&mut tx, o).await? {
+                        *out.observations.entry(o.kind.clone()).or_default() += 1;
+                    } else {
+                        out.unreadable += 1;
+                    }
+                }
+                Replay::Unreadable => out.unreadable += 1,
             }
         }
     }
     out.events += events
-        .apply_until(&mut tx, None, out.events, &mut progress)
+        .apply_until(&mut tx, None, &mut pending, out.events, &mut progress)
         .await?;
+    pending.write(&mut tx, &mut out).await?;
     tx.commit().await?;
     Ok(out)
+}
+
+/// Replayed observation plans waiting for the next event batch (see [`rebuild_all`]).
+#[derive(Default)]
+struct Pending {
+    plans: Vec<Plan>,
+    /// Per kind, counted into [`Rebuilt::observations`] when written.
+    kinds: Vec<String>,
+}
+
+impl Pending {
+    fn push(&mut self, stored: &observations::Stored, plan: Plan) {
+        self.plans.push(plan);
+        self.kinds.push(stored.kind.clone());
+    }
+
+    /// Hands the waiting plans to an event batch.
+    fn take(&mut self, out: &mut Vec<Plan>) {
+        out.append(&mut self.plans);
+    }
+
+    /// Writes the plans no event batch took (as one batch), and counts every plan since the last call.
+    async fn write(
+        &mut self,
+        tx: &mut Transaction<'_, Postgres>,
+        out: &mut Rebuilt,
+    ) -> Result<(), sqlx::Error> {
+        if !self.plans.is_empty() {
+            apply_rows_with(
+                tx,
+                Vec::new(),
+                &HashSet::new(),
+                std::mem::take(&mut self.plans),
+            )
+            .await?;
+        }
+        for kind in self.kinds.drain(..) {
+            *out.observations.entry(kind).or_default() += 1;
+        }
+        Ok(())
+    }
 }
 
 /// Where a rebuild is in the event log.
@@ -146,11 +222,13 @@ struct EventCursor {
 }
 
 impl EventCursor {
-    /// Applies the events after `last` up to `upper` (all when `None`) in batches; returns how many.
+    /// Applies the events after `last` up to `upper` (all when `None`) in batches, the `pending` plans merged
+    /// into the first; returns how many events.
     async fn apply_until(
         &mut self,
         tx: &mut Transaction<'_, Postgres>,
         upper: Option<i64>,
+        pending: &mut Pending,
         done_before: u64,
         progress: &mut impl FnMut(Progress),
     ) -> Result<u64, sqlx::Error> {
@@ -173,8 +251,10 @@ impl EventCursor {
                 break;
             };
             self.last = end;
+            let mut extra = Vec::new();
+            pending.take(&mut extra);
             // History is not re-fetched from WeCom on a rebuild: no enrichment jobs.
-            done += apply_rows(tx, rows, &HashSet::new()).await? as u64;
+            done += apply_rows_with(tx, rows, &HashSet::new(), extra).await? as u64;
             progress(Progress {
                 done: done_before + done,
                 total: self.total.max(done_before + done),
