@@ -90,7 +90,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
                 r.corp_id.as_deref().unwrap_or("-"),
                 r.event.as_deref().or(r.msg_type.as_deref()).unwrap_or("-"),
                 r.change_type.as_deref().unwrap_or("-"),
-                if r.applied_at.is_some() { "yes" } else { "no" }
+                if r.applied { "yes" } else { "no" }
             );
         }
         eprintln!("{} event(s)", rows.len());

@@ -239,11 +239,11 @@ pub async fn record(
 ) -> Result<(), sqlx::Error> {
     let body = serde_json::to_value(obs).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     // Every event below the oldest unapplied one has been applied (the projector applies in id order); with
-    // none unapplied, every event so far. `wecom_events_unapplied` makes the min cheap.
+    // none unapplied, every event so far. The pending queue's primary key makes the min cheap.
     sqlx::query(
         "INSERT INTO wecom_api_observations (corp_id, kind, subject, observed_at, events_before, pinned, covers, body) \
          VALUES ($1, $2, $3, $4, \
-             COALESCE((SELECT min(id) - 1 FROM wecom_events WHERE applied_at IS NULL), \
+             COALESCE((SELECT min(id) - 1 FROM wecom_events_pending), \
                       (SELECT max(id) FROM wecom_events), 0), \
              $5, $6, $7)",
     )
@@ -291,7 +291,7 @@ pub(crate) enum Replay {
     /// A plan under the same last-writer-wins registers as events' (`externalcontact/get` answers and resync
     /// listings): it commutes with events and with other such plans, so the rebuild merges it into an event
     /// batch instead of splitting the batch at its place in the log.
-    Plan(plan::Plan),
+    Plan(Box<plan::Plan>),
     /// Order-dependent (sweeps, marks, member lists, tag lists, ...): replayed with [`replay`] right after
     /// the events that preceded it, and after every plan before it.
     InOrder,
@@ -312,7 +312,7 @@ pub(crate) fn classify(stored: &Stored) -> Replay {
     let corp = stored.corp_id.as_str();
     match obs {
         Observation::ContactDetail { answer, fetched_at } => {
-            Replay::Plan(plan::observe_contact(corp, &answer, fetched_at))
+            Replay::Plan(Box::new(plan::observe_contact(corp, &answer, fetched_at)))
         }
         Observation::FollowEntry {
             contact,
@@ -322,9 +322,9 @@ pub(crate) fn classify(stored: &Stored) -> Replay {
             known,
         } => {
             let known = KnownTagRecord::to_names(&known);
-            Replay::Plan(plan::observe_follow_entry(
+            Replay::Plan(Box::new(plan::observe_follow_entry(
                 corp, &contact, &follow, fetched_at, run_id, &known,
-            ))
+            )))
         }
         _ => Replay::InOrder,
     }

@@ -2,8 +2,9 @@
 //! rules are in [`crate::sync::plan`]; this module reads the events, executes their plans and marks them
 //! applied.
 //!
-//! Every stored event is applied exactly once: a worker takes unapplied events (`applied_at IS NULL`, `FOR
-//! UPDATE SKIP LOCKED`, so replicas share the work), applies them and marks them applied in one transaction.
+//! Every stored event is applied exactly once: a worker takes unapplied events (their ids in
+//! `wecom_events_pending`, `FOR UPDATE SKIP LOCKED`, so replicas share the work), applies them and deletes
+//! their pending rows in one transaction.
 //! A crash between storing and applying leaves the event unapplied, and the next pass takes it.
 //!
 //! Order safety: see the migration. Each group of columns is a "last writer wins" register keyed by the
@@ -75,13 +76,16 @@ async fn apply_batch(
     limit: i64,
     enrich: &HashSet<String>,
 ) -> Result<usize, sqlx::Error> {
-    // Taking and marking in one statement: one round trip and one pass over the rows instead of a SELECT and
-    // an UPDATE. The mark is part of this transaction, so it counts only if the writes below commit too.
+    // Taking and marking in one statement: the pending rows are deleted (narrow rows, no index to insert
+    // into) and the events read in the same round trip. The delete is part of this transaction, so it counts
+    // only if the writes below commit too; until then other appliers skip the locked rows.
     let mut rows: Vec<Unapplied> = sqlx::query_as(
-        "UPDATE wecom_events e SET applied_at = now() \
-         FROM (SELECT id FROM wecom_events WHERE applied_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) AS p \
-         WHERE e.id = p.id \
-         RETURNING e.id, e.app, e.dedupe_key, e.corp_id, extract(epoch FROM e.event_time)::bigint AS t, e.message",
+        "WITH taken AS ( \
+             DELETE FROM wecom_events_pending q \
+             WHERE q.id IN (SELECT id FROM wecom_events_pending ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             RETURNING q.id) \
+         SELECT e.id, e.app, e.dedupe_key, e.corp_id, extract(epoch FROM e.event_time)::bigint AS t, e.message \
+         FROM wecom_events e JOIN taken USING (id)",
     )
     .bind(limit)
     .fetch_all(&mut **tx)
@@ -162,14 +166,12 @@ pub(crate) async fn apply_rows_with(
         crate::store::directory::execute(tx, &directory).await?;
     }
     if !ids.is_empty() {
-        // Only rows still unapplied are written: `applied_at` records the first application, and a rebuild
-        // or replay of millions of events does not rewrite (and bloat) every row of the log.
-        sqlx::query(
-            "UPDATE wecom_events SET applied_at = now() WHERE id = ANY($1) AND applied_at IS NULL",
-        )
-        .bind(&ids)
-        .execute(&mut **tx)
-        .await?;
+        // Events still pending are applied now: the projector must not apply them a second time. A rebuild
+        // or replay of millions of events writes nothing to the log itself.
+        sqlx::query("DELETE FROM wecom_events_pending WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(ids.len())
 }
@@ -761,7 +763,7 @@ async fn tags<'a>(
 
 /// How many stored events wait to be applied.
 pub async fn pending_count(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM wecom_events WHERE applied_at IS NULL")
+    sqlx::query_scalar("SELECT count(*) FROM wecom_events_pending")
         .fetch_one(pool)
         .await
 }

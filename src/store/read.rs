@@ -151,7 +151,8 @@ pub struct EventSummary {
     pub msg_type: Option<String>,
     pub event: Option<String>,
     pub change_type: Option<String>,
-    pub applied_at: Option<DateTime<Utc>>,
+    /// Whether the projector has applied it (it is no longer in `wecom_events_pending`).
+    pub applied: bool,
     pub dedupe_key: String,
 }
 
@@ -180,7 +181,8 @@ pub async fn list_events(
 ) -> Result<Vec<EventSummary>, sqlx::Error> {
     // Only constant SQL fragments are interpolated; every value is a bind.
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT id, app, corp_id, event_time, received_at, msg_type, event, change_type, applied_at, dedupe_key \
+        "SELECT id, app, corp_id, event_time, received_at, msg_type, event, change_type, \
+             NOT EXISTS (SELECT 1 FROM wecom_events_pending q WHERE q.id = wecom_events.id) AS applied, dedupe_key \
          FROM wecom_events WHERE {FILTER} ORDER BY id DESC LIMIT $8"
     )))
     .bind(&f.app)

@@ -127,7 +127,7 @@ pub async fn rebuild_all(
             cursor = (o.events_before, o.seq);
             match observations::classify(o) {
                 Replay::Plan(plan) => {
-                    pending.push(o, plan);
+                    pending.push(o, *plan);
                     if pending.plans.len() as i64 >= batch {
                         out.events += events
                             .apply_until(

@@ -160,9 +160,9 @@ pub async fn events(pool: &PgPool) -> Result<Vec<EventSummary>, sqlx::Error> {
         "SELECT e.app, count(*) AS total, max(e.received_at) AS last_received_at, \
              (SELECT COALESCE(l.event, l.msg_type) FROM wecom_events l WHERE l.app = e.app \
               ORDER BY l.id DESC LIMIT 1) AS last_kind, \
-             count(*) FILTER (WHERE e.applied_at IS NULL) AS unapplied, \
-             min(e.received_at) FILTER (WHERE e.applied_at IS NULL) AS oldest_unapplied_at \
-         FROM wecom_events e GROUP BY e.app ORDER BY e.app",
+             count(q.id) AS unapplied, \
+             min(e.received_at) FILTER (WHERE q.id IS NOT NULL) AS oldest_unapplied_at \
+         FROM wecom_events e LEFT JOIN wecom_events_pending q ON q.id = e.id GROUP BY e.app ORDER BY e.app",
     )
     .fetch_all(pool)
     .await

@@ -416,12 +416,7 @@ pub async fn wait_for_count(pool: &PgPool, sql: &'static str, want: i64) {
 /// background work itself (start-up recovery, spool drain, enrichment); a test about what a projection
 /// computes calls [`apply_all_pending`] instead.
 pub async fn wait_applied(pool: &PgPool) {
-    wait_for_count(
-        pool,
-        "SELECT count(*) FROM wecom_events WHERE applied_at IS NULL",
-        0,
-    )
-    .await;
+    wait_for_count(pool, "SELECT count(*) FROM wecom_events_pending", 0).await;
 }
 
 /// Applies every stored event now, in the test's own task, and returns how many it applied. Deterministic

@@ -308,10 +308,12 @@ async fn apply_with_appliers(pool: &PgPool, batch_sizes: &[i64]) -> (Vec<String>
     .execute(pool)
     .await
     .expect("truncate");
-    sqlx::query("UPDATE wecom_events SET applied_at = NULL")
-        .execute(pool)
-        .await
-        .expect("reset applied_at");
+    sqlx::query(
+        "INSERT INTO wecom_events_pending SELECT id FROM wecom_events ON CONFLICT DO NOTHING",
+    )
+    .execute(pool)
+    .await
+    .expect("mark every event unapplied");
     let mut listener = sqlx::postgres::PgListener::connect_with(pool)
         .await
         .expect("listener");

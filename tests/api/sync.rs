@@ -509,11 +509,10 @@ async fn events_stored_before_a_crash_are_applied_at_start_up() {
         assert_eq!(r.status().as_u16(), 200);
     }
     // A 200 means committed (the receiver answers after the commit), so no wait is needed here.
-    let pending: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM wecom_events WHERE applied_at IS NULL")
-            .fetch_one(&app.pool)
-            .await
-            .expect("count");
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_events_pending")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
     assert_eq!(pending, 5);
     // A new process starts its projector on the same database.
     let projector = tokio::spawn(wecom_callback::sync::projector::run(

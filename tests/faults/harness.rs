@@ -390,16 +390,16 @@ pub async fn check(
         .collect();
     // The spool drains and the projector applies in the background: give them time.
     let deadline = Instant::now() + patience;
-    let rows: Vec<(String, String, Option<chrono::DateTime<chrono::Utc>>)> = loop {
-        let rows: Vec<(String, String, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
-            "SELECT dedupe_key, message, applied_at FROM wecom_events ORDER BY event_time, dedupe_key",
+    let rows: Vec<(String, String, bool)> = loop {
+        let rows: Vec<(String, String, bool)> = sqlx::query_as(
+            "SELECT dedupe_key, message, NOT EXISTS (SELECT 1 FROM wecom_events_pending q WHERE q.id = e.id) \
+             FROM wecom_events e ORDER BY event_time, dedupe_key",
         )
         .fetch_all(pool)
         .await
         .map_err(|e| e.to_string())?;
         let stored: HashSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
-        let complete =
-            acked.iter().all(|k| stored.contains(k)) && rows.iter().all(|r| r.2.is_some());
+        let complete = acked.iter().all(|k| stored.contains(k)) && rows.iter().all(|r| r.2);
         if complete || Instant::now() > deadline {
             break rows;
         }
@@ -423,7 +423,7 @@ pub async fn check(
     if let Some(extra) = stored.iter().find(|k| !sent.contains(**k)) {
         return Err(format!("stored a callback that was never sent: {extra}"));
     }
-    if rows.iter().any(|r| r.2.is_none()) {
+    if rows.iter().any(|r| !r.2) {
         return Err("stored events left unapplied".into());
     }
 

@@ -174,7 +174,7 @@ impl Sim {
         let mut idle_polls = 0;
         while idle_polls < 2 {
             let busy: i64 = sqlx::query_scalar(
-                "SELECT (SELECT count(*) FROM wecom_events WHERE applied_at IS NULL) + \
+                "SELECT (SELECT count(*) FROM wecom_events_pending) + \
                         (SELECT count(*) FROM wecom_jobs WHERE status = 'running' OR (status = 'queued' AND run_after <= now()))",
             )
             .fetch_one(&self.app.pool)
