@@ -191,8 +191,9 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             false,
             "service",
             format!(
-                "{readyz}: not answering ({e}); start `wecom-callback serve`, or pass --service-url if it \
-                 listens elsewhere"
+                "{readyz}: not answering ({}); start `wecom-callback serve`, or pass --service-url if it \
+                 listens elsewhere",
+                crate::tools::send_test::request_error(&e)
             ),
         ),
     }
