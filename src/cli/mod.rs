@@ -296,6 +296,12 @@ pub fn describe_database_failure(target: &str, e: &store::StoreError) -> String 
                     "the database in {target} does not exist and could not be created ({msg}): create it \
                      (createdb), or give the role CREATEDB"
                 ),
+                // From the CREATE DATABASE of a missing database: say it is missing, not a vague permission.
+                Some("42501") if msg.contains("create database") => format!(
+                    "the database in {target} does not exist, and this role may not create it ({msg}): \
+                     create it for the role (createdb -O USER DATABASE, as user postgres), or give the role \
+                     CREATEDB"
+                ),
                 Some("42501") => format!(
                     "the role in {target} lacks a permission ({msg}): give it CREATEDB, or ownership of the \
                      database so migrations can create tables"
