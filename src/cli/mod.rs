@@ -339,6 +339,50 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    /// The README's endpoint tables (English and 中文) name every route the server has.
+    #[test]
+    fn the_readme_endpoint_tables_name_every_route() {
+        let server = include_str!("../http/server.rs");
+        let readme = include_str!("../../README.md");
+        // From the heading to the next heading.
+        let table = |heading: &str| -> String {
+            let start = readme.find(heading).expect(heading) + heading.len();
+            let rest = &readme[start..];
+            rest[..rest.find("\n#").unwrap_or(rest.len())].to_owned()
+        };
+        let (en, zh) = (table("## Endpoints"), table("### 接口一览"));
+        let mut routes = Vec::new();
+        for piece in server.split(".route(").skip(1) {
+            let path = piece.trim_start().trim_start_matches('"');
+            let Some(end) = path.find('"') else { continue };
+            let path = &path[..end];
+            // The /api/v1 scope's routes are written relative to it (they come first in the file).
+            let full = if path.starts_with("/corps")
+                || path.starts_with("/miniprogram")
+                || path == "/openapi.yaml"
+            {
+                format!("/api/v1{path}")
+            } else {
+                path.to_owned()
+            };
+            routes.push(full);
+        }
+        assert!(routes.len() >= 15, "{routes:?}");
+        for r in routes.iter().filter(|r| *r != "/{file}") {
+            assert!(
+                en.contains(&format!("{r}`")) || en.contains(&format!("{r},")),
+                "Endpoints lacks {r}"
+            );
+            assert!(
+                zh.contains(&format!("{r}`")) || zh.contains(&format!("{r}、")),
+                "接口一览 lacks {r}"
+            );
+        }
+        for t in [&en, &zh] {
+            assert!(t.contains("WW_verify_"), "{t}");
+        }
+    }
+
     /// Every variable the README names is a flag's `env`, so `--help` lists it.
     #[test]
     fn every_environment_variable_in_the_readme_is_a_flag() {
