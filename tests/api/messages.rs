@@ -325,3 +325,24 @@ async fn send_test_events_touch_no_synced_table_and_queue_no_job() {
         assert_eq!(n, 0, "{sql} after send-test");
     }
 }
+
+/// `explain` takes a negative callback code without `--`, and WeCom's answer as pasted (its IP and hint).
+#[test]
+fn explain_takes_negative_codes_and_pasted_answers() {
+    let (ok, out) = run(&["explain", "-40001"], &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("签名验证错误") && out.contains("The Token differs"),
+        "{out}"
+    );
+    let pasted = r#"{"errcode":60020,"errmsg":"not allow to access from your ip, hint: [1700000000_1_abc], from ip: 203.0.113.9, more info at https://open.work.weixin.qq.com/devtool/query?e=60020"}"#;
+    let (ok, out) = run(&["explain", pasted], &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("203.0.113.9") && out.contains("企业可信IP"),
+        "{out}"
+    );
+    assert!(out.contains("hint 1700000000_1_abc"), "{out}");
+    let (ok, out) = run(&["explain", "-40099"], &[]);
+    assert!(!ok, "an unknown code is not explained away: {out}");
+}
