@@ -1,5 +1,7 @@
 //! `doctor`: check the configuration, the database, URL verification and each secret, explaining every failure.
 
+use secrecy::ExposeSecret;
+
 use super::Context;
 use crate::store;
 
@@ -51,12 +53,27 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         );
     }
 
-    let target = store::describe(&settings.database);
-    let pool = match store::pool(&settings.database) {
-        Ok(p) => Some(p),
+    let mut target = store::describe(&settings.database);
+    // No database configured: the private cluster serve runs, found as every command finds it.
+    let pool = match ctx.locate(settings.database.clone()) {
         Err(e) => {
-            report(false, "database", format!("{target}: {e}"));
+            report(false, "database", format!("{e:#}"));
             None
+        }
+        Ok(database) => {
+            if database.url.expose_secret() != settings.database.url.expose_secret() {
+                target = format!(
+                    "the private cluster serve runs ({})",
+                    store::describe(&database)
+                );
+            }
+            match store::pool(&database) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    report(false, "database", format!("{target}: {e}"));
+                    None
+                }
+            }
         }
     };
     if let Some(pool) = &pool {
@@ -174,8 +191,9 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             false,
             "service",
             format!(
-                "{readyz}: not answering ({e}); start `wecom-callback serve`, or pass --service-url if it \
-                 listens elsewhere"
+                "{readyz}: not answering ({}); start `wecom-callback serve`, or pass --service-url if it \
+                 listens elsewhere",
+                crate::tools::send_test::request_error(&e)
             ),
         ),
     }

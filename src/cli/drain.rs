@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use super::{Context, prepared_pool};
+use super::Context;
 use crate::app::AppConfig;
 use crate::ingest::drain;
 use crate::ingest::spool::Spool;
@@ -35,7 +35,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         );
     }
     let spool = Spool::open(dir, u64::MAX)?;
-    let pool = prepared_pool(&settings.database).await?;
+    let pool = ctx.pool(&settings.database).await?;
     let apps: HashMap<String, AppConfig> = settings
         .apps
         .iter()

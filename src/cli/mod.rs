@@ -25,10 +25,11 @@ use clap::{Parser, Subcommand};
 
 use crate::app::AppConfig;
 use crate::config::{
-    self, ApiArgs, AppArgs, DatabaseArgs, DatabaseSettings, FileConfig, Overrides, PlatformDirs,
-    ServeOverrides, Settings,
+    self, ApiArgs, AppArgs, DatabaseArgs, DatabaseSettings, EmbeddedArgs, FileConfig, Overrides,
+    PlatformDirs, ServeOverrides, Settings,
 };
 use crate::store;
+use crate::tools::embedded;
 
 const AFTER_HELP: &str = "\
 A single app can be configured from the environment alone (WECOM_TOKEN, WECOM_ENCODING_AES_KEY, WECOM_CORP_ID, and
@@ -52,6 +53,9 @@ pub struct Cli {
     /// `DATABASE_URL`.
     #[command(flatten)]
     pub database: DatabaseArgs,
+    /// Where the private cluster is when no database is configured (`serve` starts it, the others find it).
+    #[command(flatten)]
+    pub embedded: EmbeddedArgs,
     /// `WECOM_API_BASE_URL`.
     #[command(flatten)]
     pub api: ApiArgs,
@@ -106,6 +110,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let ctx = Context::new(
         cli.config.as_deref(),
         cli.database,
+        cli.embedded,
         cli.api,
         cli.app,
         cli.dirs,
@@ -133,12 +138,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 pub struct Context {
     file: FileConfig,
     overrides: Overrides,
+    embedded: EmbeddedArgs,
 }
 
 impl Context {
     fn new(
         config: Option<&std::path::Path>,
         database: DatabaseArgs,
+        embedded: EmbeddedArgs,
         api: ApiArgs,
         app: AppArgs,
         dirs: PlatformDirs,
@@ -156,6 +163,7 @@ impl Context {
                 dirs,
                 serve: ServeOverrides::default(),
             },
+            embedded,
         })
     }
 
@@ -184,9 +192,44 @@ impl Context {
     /// The database settings, with logging set up, as a ready pool: for the one-shot database commands.
     async fn database_pool(&self) -> anyhow::Result<(sqlx::PgPool, String)> {
         crate::telemetry::init(config::LogFormat::Text);
-        let db = self.database()?;
+        let db = self.locate(self.database()?)?;
         let pool = prepared_pool(&db).await?;
         Ok((pool, store::describe(&db)))
+    }
+
+    /// A ready pool on `db`, or on the private cluster `serve` runs when no database is configured.
+    async fn pool(&self, db: &DatabaseSettings) -> anyhow::Result<sqlx::PgPool> {
+        prepared_pool(&self.locate(db.clone())?).await
+    }
+
+    /// `db`, pointed at the private cluster `serve` runs when no database is configured and nothing listens
+    /// on the local PostgreSQL port (the case `serve` starts its own cluster in); says so in one info line.
+    /// Fails with what to do when there is no such cluster either.
+    fn locate(&self, mut db: DatabaseSettings) -> anyhow::Result<DatabaseSettings> {
+        if config::database::is_explicit(&self.file, &self.overrides.database) {
+            return Ok(db);
+        }
+        let probe = self.embedded.probe();
+        if embedded::listening(probe) {
+            return Ok(db);
+        }
+        let dir = self.private_data_dir();
+        let url = embedded::find_running(&dir, probe)?;
+        tracing::info!(
+            %probe,
+            file = %dir.join(embedded::URL_FILE).display(),
+            "no DATABASE_URL and no PostgreSQL on the local port: using the private cluster serve runs"
+        );
+        db.url = secrecy::SecretString::from(url);
+        Ok(db)
+    }
+
+    /// The private cluster's data directory (`WECOM_EMBEDDED_DATA_DIR`, else the platform default).
+    fn private_data_dir(&self) -> PathBuf {
+        self.embedded
+            .data_dir()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| embedded::default_data_dir(&self.overrides.dirs))
     }
 }
 
@@ -253,6 +296,12 @@ pub fn describe_database_failure(target: &str, e: &store::StoreError) -> String 
                     "the database in {target} does not exist and could not be created ({msg}): create it \
                      (createdb), or give the role CREATEDB"
                 ),
+                // From the CREATE DATABASE of a missing database: say it is missing, not a vague permission.
+                Some("42501") if msg.contains("create database") => format!(
+                    "the database in {target} does not exist, and this role may not create it ({msg}): \
+                     create it for the role (createdb -O USER DATABASE, as user postgres), or give the role \
+                     CREATEDB"
+                ),
                 Some("42501") => format!(
                     "the role in {target} lacks a permission ({msg}): give it CREATEDB, or ownership of the \
                      database so migrations can create tables"
@@ -288,6 +337,50 @@ mod tests {
     #[test]
     fn verify_cli() {
         Cli::command().debug_assert();
+    }
+
+    /// The README's endpoint tables (English and 中文) name every route the server has.
+    #[test]
+    fn the_readme_endpoint_tables_name_every_route() {
+        let server = include_str!("../http/server.rs");
+        let readme = include_str!("../../README.md");
+        // From the heading to the next heading.
+        let table = |heading: &str| -> String {
+            let start = readme.find(heading).expect(heading) + heading.len();
+            let rest = &readme[start..];
+            rest[..rest.find("\n#").unwrap_or(rest.len())].to_owned()
+        };
+        let (en, zh) = (table("## Endpoints"), table("### 接口一览"));
+        let mut routes = Vec::new();
+        for piece in server.split(".route(").skip(1) {
+            let path = piece.trim_start().trim_start_matches('"');
+            let Some(end) = path.find('"') else { continue };
+            let path = &path[..end];
+            // The /api/v1 scope's routes are written relative to it (they come first in the file).
+            let full = if path.starts_with("/corps")
+                || path.starts_with("/miniprogram")
+                || path == "/openapi.yaml"
+            {
+                format!("/api/v1{path}")
+            } else {
+                path.to_owned()
+            };
+            routes.push(full);
+        }
+        assert!(routes.len() >= 15, "{routes:?}");
+        for r in routes.iter().filter(|r| *r != "/{file}") {
+            assert!(
+                en.contains(&format!("{r}`")) || en.contains(&format!("{r},")),
+                "Endpoints lacks {r}"
+            );
+            assert!(
+                zh.contains(&format!("{r}`")) || zh.contains(&format!("{r}、")),
+                "接口一览 lacks {r}"
+            );
+        }
+        for t in [&en, &zh] {
+            assert!(t.contains("WW_verify_"), "{t}");
+        }
     }
 
     /// Every variable the README names is a flag's `env`, so `--help` lists it.

@@ -1,6 +1,6 @@
 //! `resync`: reconcile the synced tables with WeCom's API now, printing the drift.
 
-use super::{Context, prepared_pool};
+use super::Context;
 use crate::telemetry;
 
 /// Options of `resync`.
@@ -31,7 +31,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             "no app with a secret to resync (WECOM_SECRET or secret in [[apps]]; --app names one)"
         );
     }
-    let pool = prepared_pool(&settings.database).await?;
+    let pool = ctx.pool(&settings.database).await?;
     let api = crate::sync::client::WecomApi::new(&settings.api.base_url, pool.clone())?
         .with_limits(settings.api.limits.clone());
     let mut options = crate::sync::resync::Options::new(settings.api.resync_pause);

@@ -2,7 +2,7 @@
 //! runs a private cluster (see [`crate::tools::embedded`]).
 
 use super::Context;
-use crate::config::{self, EmbeddedArgs, ServeOverrides};
+use crate::config::{self, ServeOverrides};
 use crate::http::server::Application;
 use crate::tools::embedded;
 use crate::{store, telemetry};
@@ -13,9 +13,6 @@ pub struct Args {
     /// Listen address, log format, replay window, read API token, spool, verification file, metrics.
     #[command(flatten)]
     pub settings: ServeOverrides,
-    /// Where to find PostgreSQL when no database is configured.
-    #[command(flatten)]
-    pub embedded: EmbeddedArgs,
 }
 
 /// Runs `serve` until SIGTERM or Ctrl-C.
@@ -26,16 +23,11 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     // First run on a fresh machine: no database configured and none on the local port.
     let mut private = None;
     if !explicit_database {
-        let probe = args.embedded.probe();
+        let probe = ctx.embedded.probe();
         if !embedded::listening(probe) {
-            let dir = args
-                .embedded
-                .embedded_data_dir
-                .clone()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or_else(|| embedded::default_data_dir(&ctx.overrides.dirs));
+            let dir = ctx.private_data_dir();
             tracing::info!(%probe, dir = %dir.display(), "no DATABASE_URL and no PostgreSQL on the local port: using a private cluster");
-            let bin = args.embedded.postgres_bin.clone();
+            let bin = ctx.embedded.postgres_bin.clone();
             let pg = tokio::task::spawn_blocking(move || {
                 embedded::EmbeddedPostgres::start(&dir, bin.as_deref())
             })

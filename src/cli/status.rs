@@ -15,7 +15,7 @@ pub struct Args {
 pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let settings = ctx.settings()?;
     crate::telemetry::init(crate::config::LogFormat::Text);
-    let pool = super::prepared_pool(&settings.database).await?;
+    let pool = ctx.pool(&settings.database).await?;
     let credentials = crate::sync::worker::credentials(&settings.apps);
     let apps: Vec<_> = {
         let mut a: Vec<_> = settings.apps.iter().collect();

@@ -1,6 +1,6 @@
 //! `worker`: only the WeCom API job worker, without the HTTP server.
 
-use super::{Context, prepared_pool};
+use super::Context;
 use crate::sync::worker;
 use crate::telemetry;
 
@@ -22,7 +22,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             "no app has a secret (WECOM_SECRET or secret in [[apps]]): the worker has nothing to call WeCom's API with"
         );
     }
-    let pool = prepared_pool(&settings.database).await?;
+    let pool = ctx.pool(&settings.database).await?;
     let api = crate::sync::client::WecomApi::new(&settings.api.base_url, pool.clone())?
         .with_limits(settings.api.limits.clone());
     tracing::info!(apps = credentials.len(), "WeCom API job worker running");

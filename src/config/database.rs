@@ -75,21 +75,28 @@ pub struct DatabaseArgs {
     pub database_url: Option<SecretString>,
 }
 
-/// Where `serve` finds PostgreSQL when no database is configured (first run on a fresh machine).
+/// Where `serve` finds PostgreSQL when no database is configured (first run on a fresh machine), and where
+/// the other commands then find the private cluster `serve` started.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct EmbeddedArgs {
     /// With no database configured, the address probed for a local PostgreSQL.
-    #[arg(long, env = "WECOM_LOCAL_PG_ADDR", value_name = "IP:PORT", value_parser = local_pg_addr,
+    #[arg(long, env = "WECOM_LOCAL_PG_ADDR", value_name = "IP:PORT", value_parser = local_pg_addr, global = true,
           help = format!("With no database configured, the address probed for a local PostgreSQL; when nothing \
-                          listens there, serve starts a private cluster [default: {DEFAULT_LOCAL_PG_ADDR}]"))]
+                          listens there, serve starts a private cluster and the other commands use the one \
+                          serve started [default: {DEFAULT_LOCAL_PG_ADDR}]"))]
     pub local_pg_addr: Option<SocketAddr>,
     /// Data directory of the private cluster [default: ~/.local/share/wecom-callback/postgres;
     /// /var/lib/wecom-callback/postgres as root].
-    #[arg(long, env = "WECOM_EMBEDDED_DATA_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        env = "WECOM_EMBEDDED_DATA_DIR",
+        value_name = "DIR",
+        global = true
+    )]
     pub embedded_data_dir: Option<PathBuf>,
     /// Directory holding initdb and pg_ctl for the private cluster [default: the newest
     /// /usr/lib/postgresql/*/bin, then PATH].
-    #[arg(long, env = "WECOM_POSTGRES_BIN", value_name = "DIR")]
+    #[arg(long, env = "WECOM_POSTGRES_BIN", value_name = "DIR", global = true)]
     pub postgres_bin: Option<PathBuf>,
 }
 
@@ -97,6 +104,13 @@ impl EmbeddedArgs {
     /// The address to probe for a local PostgreSQL.
     pub fn probe(&self) -> SocketAddr {
         self.local_pg_addr.unwrap_or_else(default_local_pg_addr)
+    }
+
+    /// The private cluster's data directory, if one was given (else the platform default applies).
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.embedded_data_dir
+            .as_deref()
+            .filter(|d| !d.as_os_str().is_empty())
     }
 }
 

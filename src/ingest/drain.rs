@@ -74,20 +74,23 @@ pub async fn drain_once_report(
 ) -> Result<DrainReport, DrainError> {
     let mut report = DrainReport::default();
     for segment in spool.seal().await? {
-        let (requests, torn) = spool::read_segment(&segment)?;
+        // File I/O off the async runtime: a segment may be megabytes, and every fsync waits for the disk.
+        let (requests, torn) = {
+            let segment = segment.clone();
+            blocking(move || spool::read_segment(&segment)).await?
+        };
         report.torn += torn;
         if torn > 0 {
             tracing::warn!(segment = %segment.display(), lines = torn, "skipping unreadable spool lines (a write cut short by a crash; such requests were never acknowledged)");
         }
         let mut events = Vec::with_capacity(requests.len());
-        for r in &requests {
-            match to_event(apps, r) {
+        let mut rejected = Vec::new();
+        for r in requests {
+            match to_event(apps, &r) {
                 Ok(e) => events.push(e),
                 Err(why) => {
-                    // Keep it for an operator rather than lose it or block the spool forever.
                     tracing::error!(segment = %segment.display(), app = %r.app, %why, "a spooled callback cannot be stored; kept in rejected.jsonl");
-                    keep_rejected(spool, r)?;
-                    report.rejected += 1;
+                    rejected.push(r);
                 }
             }
         }
@@ -97,23 +100,64 @@ pub async fn drain_once_report(
             report.new += inserted.iter().filter(|new| **new).count();
         }
         report.written += events.len();
+        report.rejected += rejected.len();
         report.segments += 1;
-        spool.remove(&segment)?;
+        // Only once the rows are committed: a pass that stops above repeats the whole segment, and would
+        // keep its rejected requests a second time. Keep them, then delete the segment.
+        let (spool, segment) = (spool.clone(), segment.clone());
+        blocking(move || {
+            keep_rejected(&spool, &rejected)?;
+            spool.remove(&segment)
+        })
+        .await?;
     }
     Ok(report)
 }
 
-fn keep_rejected(spool: &Spool, r: &SpooledRequest) -> std::io::Result<()> {
+/// Runs blocking file I/O on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, DrainError> {
+    Ok(tokio::task::spawn_blocking(f)
+        .await
+        .map_err(std::io::Error::other)??)
+}
+
+/// Appends `requests` to `rejected.jsonl` (mode 0600), leaving out lines it holds already: a crash between
+/// keeping them and deleting their segment repeats the segment on the next pass.
+fn keep_rejected(spool: &Spool, requests: &[SpooledRequest]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    if requests.is_empty() {
+        return Ok(());
+    }
+    let path = spool.dir().join("rejected.jsonl");
+    let kept: std::collections::HashSet<Vec<u8>> = match std::fs::read(&path) {
+        Ok(text) => text
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for r in requests {
+        let line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+        if !kept.contains(&line) {
+            out.extend_from_slice(&line);
+            out.push(b'\n');
+        }
+    }
+    if out.is_empty() {
+        return Ok(());
+    }
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
-        .open(spool.dir().join("rejected.jsonl"))?;
-    let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    f.write_all(&line)?;
+        .open(path)?;
+    f.write_all(&out)?;
     f.sync_data()
 }
 

@@ -29,6 +29,63 @@ pub enum EmbeddedError {
     Io { dir: String, source: std::io::Error },
 }
 
+/// The file in the private cluster's data directory that holds its URL (written by `serve`).
+pub const URL_FILE: &str = "database_url";
+
+/// Why another command cannot use the private cluster `serve` runs. Every message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum FindError {
+    #[error(
+        "no database is configured (DATABASE_URL, --database-url or database_url in the file), nothing listens on \
+         {probe}, and there is no private cluster either ({file} does not exist: serve writes it when it runs \
+         one). Set DATABASE_URL=postgres://USER:PASSWORD@HOST:5432/wecom_callback, start PostgreSQL on {probe}, \
+         or run `wecom-callback serve` once; if serve uses another data directory, give the same \
+         WECOM_EMBEDDED_DATA_DIR here"
+    )]
+    NoCluster { probe: SocketAddr, file: String },
+    #[error(
+        "no database is configured and nothing listens on {probe}; the private cluster in {dir} (the one serve \
+         runs) is not running: serve stops it on exit. Start `wecom-callback serve` (it starts the cluster), \
+         or set DATABASE_URL to a server that is up"
+    )]
+    NotRunning { probe: SocketAddr, dir: String },
+    #[error(
+        "cannot read the private cluster's URL in {file}: {source}; check its permissions (mode 0600, owned by the user serve runs as)"
+    )]
+    Unreadable {
+        file: String,
+        source: std::io::Error,
+    },
+}
+
+/// The URL of the private cluster `serve` runs in `data` (read from [`URL_FILE`]), for the other commands.
+/// `probe` is only for the messages: the caller found nothing listening there.
+pub fn find_running(data: &Path, probe: SocketAddr) -> Result<String, FindError> {
+    let file = data.join(URL_FILE);
+    let url = match std::fs::read_to_string(&file) {
+        Ok(u) => u.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(FindError::NoCluster {
+                probe,
+                file: file.display().to_string(),
+            });
+        }
+        Err(source) => {
+            return Err(FindError::Unreadable {
+                file: file.display().to_string(),
+                source,
+            });
+        }
+    };
+    match postmaster_state(&data.join("cluster")) {
+        Postmaster::Running(_) if !url.is_empty() => Ok(url),
+        _ => Err(FindError::NotRunning {
+            probe,
+            dir: data.display().to_string(),
+        }),
+    }
+}
+
 /// Whether something accepts TCP connections at `addr` (the local PostgreSQL port, normally).
 pub fn listening(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(300)).is_ok()
@@ -186,7 +243,7 @@ impl EmbeddedPostgres {
     /// Writes the cluster's URL to `database_url` in the data directory (mode 0600), so an operator or a
     /// script can reach the private cluster (`DATABASE_URL=$(cat …/database_url) wecom-callback jobs list`).
     fn write_url_file(&self) {
-        let path = self.data.join("database_url");
+        let path = self.data.join(URL_FILE);
         let result =
             std::fs::write(&path, format!("{}\n", self.url("wecom_callback"))).and_then(|()| {
                 #[cfg(unix)]

@@ -217,14 +217,39 @@ pub async fn send(url: &str, requests: &[TestRequest]) -> Vec<TestResult> {
                     "no answer within 5 s (WeCom gives up after 5 s; 1 s for URL verification)"
                         .into()
                 } else if e.is_connect() {
-                    format!("cannot connect: {e}; is the service running and the URL reachable?")
+                    format!(
+                        "{}; is the service running and the URL reachable?",
+                        request_error(&e)
+                    )
                 } else {
-                    e.to_string()
+                    request_error(&e)
                 }),
             },
         });
     }
     out
+}
+
+/// A reqwest error in words, without its URL: reqwest's own text repeats the whole URL, query included
+/// (a signature here, an `access_token=` elsewhere), and "error sending request" names no cause.
+pub fn request_error(e: &reqwest::Error) -> String {
+    let mut detail = if e.is_timeout() {
+        "no answer in time (timed out)".to_owned()
+    } else if e.is_connect() {
+        "cannot connect".to_owned()
+    } else if e.is_body() || e.is_decode() {
+        "the answer broke off".to_owned()
+    } else if e.is_redirect() {
+        "too many redirects".to_owned()
+    } else {
+        "the request failed".to_owned()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail = format!("{detail}: {s}");
+        source = s.source();
+    }
+    detail
 }
 
 #[cfg(test)]
@@ -250,5 +275,31 @@ mod url_tests {
             with_query("https://x/callback/a?", q),
             format!("https://x/callback/a?{q}")
         );
+    }
+
+    /// The URL (and its query's tokens) stays out of the text; the cause is in it.
+    #[tokio::test]
+    async fn request_errors_leave_the_url_out() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let e = crate::tls::client_builder()
+            .build()
+            .expect("client")
+            .get(format!(
+                "http://127.0.0.1:{port}/cgi-bin/x?access_token=SEKRIT-TOKEN"
+            ))
+            .send()
+            .await
+            .expect_err("nothing listens");
+        assert!(
+            e.to_string().contains("SEKRIT-TOKEN"),
+            "reqwest's own text has it"
+        );
+        let text = super::request_error(&e);
+        assert!(!text.contains("SEKRIT"), "{text}");
+        assert!(!text.contains("access_token"), "{text}");
+        assert!(text.starts_with("cannot connect"), "{text}");
     }
 }

@@ -11,6 +11,8 @@ pub struct ErrcodeInfo {
     pub code: i64,
     /// WeCom's own description (from its global errcode list), with our English gloss when we have one.
     pub meaning: String,
+    /// WeCom's own description alone (Chinese, from its global errcode list), for Chinese readers.
+    pub description: String,
     /// What usually causes it and what to do: ours for the common codes, else a pointer to WeCom's lookup.
     pub fix: String,
     /// Whether calling again (after a pause) can succeed.
@@ -54,6 +56,7 @@ fn table() -> &'static [ErrcodeInfo] {
                         } else {
                             format!("{description} ({gloss})")
                         },
+                        description: description.to_owned(),
                         fix: (*fix).to_owned(),
                         retryable: *retryable,
                         has_fix: true,
@@ -61,6 +64,7 @@ fn table() -> &'static [ErrcodeInfo] {
                     None => ErrcodeInfo {
                         code,
                         meaning: description.to_owned(),
+                        description: description.to_owned(),
                         fix: format!(
                             "No fix text of ours: WeCom's description above says what is wrong with the request; \
                              WeCom's lookup: https://open.work.weixin.qq.com/devtool/query?e={code}"

@@ -163,3 +163,91 @@ async fn a_killed_serve_leaves_a_cluster_the_next_serve_adopts() {
     );
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// A command other than serve, with no database configured and nothing on the local port, the way
+/// `serve` above runs.
+fn command(data: &std::path::Path, closed: u16, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("WECOM_CONFIG")
+        .env_remove("RUST_LOG")
+        .env("WECOM_TOKEN", MAIN.token)
+        .env("WECOM_ENCODING_AES_KEY", MAIN.encoding_aes_key)
+        .env("WECOM_CORP_ID", MAIN.receive_id)
+        .env("WECOM_LOCAL_PG_ADDR", format!("127.0.0.1:{closed}"))
+        .env("WECOM_EMBEDDED_DATA_DIR", data.join("pg"))
+        .env("WECOM_SPOOL_DIR", data.join("spool"))
+        .output()
+        .expect("runs")
+}
+
+/// While serve runs its private cluster, every other command finds it through the `database_url` file and
+/// says so; with no cluster, or a stopped one, the message says what to do.
+#[tokio::test]
+async fn other_commands_find_the_private_cluster_serve_runs() {
+    let data =
+        std::env::temp_dir().join(format!("wecom-embedded-{}", uuid::Uuid::new_v4().simple()));
+    let (closed, port) = (free_port(), free_port());
+
+    // Before any serve: no cluster to find.
+    let out = command(&data, closed, &["jobs", "list"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("no private cluster either"), "{err}");
+    assert!(err.contains("DATABASE_URL="), "{err}");
+    assert!(err.contains("wecom-callback serve"), "{err}");
+
+    let child = serve(&data, port, closed);
+    wait_ready(&format!("http://127.0.0.1:{port}"), Duration::from_secs(60)).await;
+    let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event><ChangeType>add_external_contact</ChangeType><UserID>u</UserID><ExternalUserID>wmFIND</ExternalUserID></xml>";
+    let cb = sign_callback(&MAIN, xml, unix_now());
+    let r = wecom_callback::tls::client_builder()
+        .build()
+        .expect("client")
+        .post(format!("http://127.0.0.1:{port}/callback?{}", cb.query))
+        .body(cb.body.clone())
+        .send()
+        .await
+        .expect("reply");
+    assert_eq!(r.status().as_u16(), 200);
+
+    let d = data.clone();
+    let outputs = tokio::task::spawn_blocking(move || {
+        [
+            vec!["events"],
+            vec!["jobs", "list"],
+            vec!["status"],
+            vec!["migrate"],
+        ]
+        .map(|args| (args.join(" "), command(&d, closed, &args)))
+    })
+    .await
+    .expect("join");
+    for (args, out) in &outputs {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("using the private cluster serve runs")
+                && err.contains(&*data.join("pg/database_url").to_string_lossy()),
+            "{args}: {err}"
+        );
+        assert!(
+            !err.contains("no private cluster") && !err.contains("connection refused"),
+            "{args}: {err}"
+        );
+    }
+    let events = String::from_utf8_lossy(&outputs[0].1.stdout);
+    assert!(outputs[0].1.status.success());
+    assert!(events.contains("change_external_contact"), "{events}");
+    assert!(outputs[1].1.status.success());
+    assert!(outputs[3].1.status.success());
+    stop(child).await;
+
+    // serve stopped its cluster: the file is still there, and the message says to start serve.
+    let out = command(&data, closed, &["events"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("is not running"), "{err}");
+    assert!(err.contains("Start `wecom-callback serve`"), "{err}");
+    let _ = std::fs::remove_dir_all(&data);
+}

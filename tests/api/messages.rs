@@ -106,6 +106,37 @@ fn nothing_listening_says_start_postgresql() {
     assert_eq!(out.matches("refused").count(), 1, "the cause once: {out}");
 }
 
+/// A missing database the role may not create is called missing, with the command that creates it.
+#[test]
+fn a_missing_database_the_role_cannot_create_says_so() {
+    let admin = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-qc"])
+        .arg(
+            "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'wecom_nocreate') THEN \
+             CREATE ROLE wecom_nocreate LOGIN NOCREATEDB; END IF; END$$",
+        )
+        .status()
+        .expect("psql");
+    assert!(admin.success());
+    let (ok, out) = run(
+        &["migrate"],
+        &[(
+            "DATABASE_URL",
+            "postgres://wecom_nocreate@127.0.0.1:5432/wecom_never_created",
+        )],
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("does not exist") && out.contains("createdb -O") && out.contains("CREATEDB"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("permission denied").count(),
+        1,
+        "the cause once: {out}"
+    );
+}
+
 mod miniprogram {
     use secrecy::SecretString;
     use serde_json::{Value, json};
@@ -242,4 +273,76 @@ async fn send_test_keeps_the_url_as_given() {
     assert!(!ok_slash, "{out_slash}");
     assert!(out_slash.contains("status 404"), "{out_slash}");
     assert!(ok_plain, "{out_plain}");
+}
+
+/// send-test is safe against production: its events are stored (the receiver did its job) but no synced
+/// table gets a row and no API job is queued, even for an app with a secret.
+#[tokio::test]
+async fn send_test_events_touch_no_synced_table_and_queue_no_job() {
+    let app = crate::helpers::spawn_app_with(&[MAIN], |s| {
+        s.apps[0].secret = Some(secrecy::SecretString::from("send-test-secret"));
+        // Nothing may be called; an unreachable WeCom makes any job fail visibly instead.
+        s.api.base_url = "http://127.0.0.1:9".into();
+        s.api.worker_concurrency = 0;
+    })
+    .await;
+    let url = format!("{}/callback/main", app.address);
+    let out = tokio::task::spawn_blocking(move || {
+        let mut args = vec!["send-test", "--url", url.as_str(), "--no-verify"];
+        for e in wecom_callback::tools::send_test::EVENTS
+            .iter()
+            .filter(|e| **e != "suite_ticket")
+        {
+            args.extend(["--event", e]);
+        }
+        run(
+            &args,
+            &[
+                ("WECOM_TOKEN", MAIN.token),
+                ("WECOM_ENCODING_AES_KEY", MAIN.encoding_aes_key),
+                ("WECOM_CORP_ID", MAIN.receive_id),
+                ("WECOM_APP_NAME", "main"),
+            ],
+        )
+    })
+    .await
+    .expect("join");
+    assert!(out.0, "{}", out.1);
+    assert_eq!(app.event_count().await, 9, "{}", out.1);
+    crate::helpers::wait_applied(&app.pool).await;
+    for sql in [
+        "SELECT count(*) FROM external_contacts",
+        "SELECT count(*) FROM external_contact_follows",
+        "SELECT count(*) FROM external_group_chats",
+        "SELECT count(*) FROM external_corp_tags",
+        "SELECT count(*) FROM staff",
+        "SELECT count(*) FROM wecom_jobs",
+    ] {
+        let n: i64 = sqlx::query_scalar(sql)
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+        assert_eq!(n, 0, "{sql} after send-test");
+    }
+}
+
+/// `explain` takes a negative callback code without `--`, and WeCom's answer as pasted (its IP and hint).
+#[test]
+fn explain_takes_negative_codes_and_pasted_answers() {
+    let (ok, out) = run(&["explain", "-40001"], &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("签名验证错误") && out.contains("The Token differs"),
+        "{out}"
+    );
+    let pasted = r#"{"errcode":60020,"errmsg":"not allow to access from your ip, hint: [1700000000_1_abc], from ip: 203.0.113.9, more info at https://open.work.weixin.qq.com/devtool/query?e=60020"}"#;
+    let (ok, out) = run(&["explain", pasted], &[]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("203.0.113.9") && out.contains("企业可信IP"),
+        "{out}"
+    );
+    assert!(out.contains("hint 1700000000_1_abc"), "{out}");
+    let (ok, out) = run(&["explain", "-40099"], &[]);
+    assert!(!ok, "an unknown code is not explained away: {out}");
 }

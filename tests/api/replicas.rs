@@ -352,3 +352,69 @@ mod limits {
         assert_eq!(d, None);
     }
 }
+
+/// A drain pass that stops at the database repeats its segment: the requests that no longer verify must be
+/// kept in rejected.jsonl once, not once per pass (nor again after a crash between keeping and deleting).
+#[tokio::test]
+async fn a_drain_retried_after_a_database_failure_keeps_each_rejected_request_once() {
+    let app = crate::helpers::spawn_app().await;
+    let dir = std::env::temp_dir().join(format!("wecom-spool-{}", uuid::Uuid::new_v4()));
+    let spool = Spool::open(&dir, 1 << 20).expect("open");
+    let mut foreign = spooled(&add("wmGONE"));
+    foreign.app = "gone".into();
+    spool
+        .append(&spooled(&add("wmKEPT")))
+        .await
+        .expect("append");
+    spool.append(&foreign).await.expect("append");
+    let apps: std::collections::HashMap<_, _> = [(
+        MAIN.name.to_owned(),
+        crate::helpers::test_settings(&[MAIN], "postgres://x@127.0.0.1/x")
+            .apps
+            .remove(0),
+    )]
+    .into_iter()
+    .collect();
+    let rejected_lines = || {
+        std::fs::read_to_string(dir.join("rejected.jsonl"))
+            .map(|t| {
+                t.lines()
+                    .filter(|l| l.contains("wmGONE") || l.contains("\"gone\""))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+
+    // PostgreSQL is down: nothing listens where this pool points.
+    let down = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy(&format!("postgres://postgres@127.0.0.1:{}/x", free_port()))
+        .expect("lazy pool");
+    for _ in 0..2 {
+        assert!(
+            wecom_callback::ingest::drain::drain_once_report(&spool, &down, &apps)
+                .await
+                .is_err()
+        );
+    }
+    assert_eq!(
+        rejected_lines(),
+        0,
+        "nothing is kept before the segment's rows are committed"
+    );
+
+    let report = wecom_callback::ingest::drain::drain_once_report(&spool, &app.pool, &apps)
+        .await
+        .expect("drained");
+    assert_eq!((report.new, report.rejected), (1, 1), "{report:?}");
+    assert_eq!(rejected_lines(), 1);
+
+    // A crash after keeping, before deleting the segment: the same request comes again.
+    spool.append(&foreign).await.expect("append");
+    wecom_callback::ingest::drain::drain_once_report(&spool, &app.pool, &apps)
+        .await
+        .expect("drained");
+    assert_eq!(rejected_lines(), 1, "kept once");
+    drop(spool);
+    let _ = std::fs::remove_dir_all(&dir);
+}

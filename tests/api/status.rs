@@ -295,6 +295,78 @@ fn headless(url: &str, lang: &str, extra: &[String]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The text a reader sees in a dumped DOM: no markup, styles or titles, no `<code>` (commands, setting
+/// names and labels are not prose), no closed `<details>` (folded away).
+fn visible_text(dom: &str) -> String {
+    let mut s = dom.to_owned();
+    for (open, close) in [
+        ("<style>", "</style>"),
+        ("<head>", "</head>"),
+        ("<title>", "</title>"),
+        ("<code>", "</code>"),
+        ("<details", "</details>"),
+    ] {
+        while let Some(start) = s.find(open) {
+            let end = s[start..]
+                .find(close)
+                .map_or(s.len(), |e| start + e + close.len());
+            s.replace_range(start..end, " ");
+        }
+    }
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in s.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                out.push(' ');
+            }
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&amp;", "&")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+}
+
+/// Runs of three or more English words (letters only, separated by single spaces): sentences, not the
+/// odd name (URL, Token, secret, UTC) a Chinese text carries.
+fn english_sentences(text: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for line in text.split(|c: char| !(c.is_ascii_alphabetic() || c == ' ' || c == '\'')) {
+        let words: Vec<&str> = line.split(' ').collect();
+        let mut run: Vec<&str> = Vec::new();
+        for w in words.iter().chain(std::iter::once(&"")) {
+            if w.len() >= 2 && w.chars().all(|c| c.is_ascii_alphabetic() || c == '\'') {
+                run.push(w);
+            } else {
+                if run.len() >= 3 {
+                    found.push(run.join(" "));
+                }
+                run.clear();
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn english_sentences_are_found_and_names_are_not() {
+    assert_eq!(
+        english_sentences("失败：the last resync failed（见下方）"),
+        vec!["the last resync failed"]
+    );
+    assert!(english_sentences("URL 验证 · 企业 wx123 · 12 秒前 · Token 不一致").is_empty());
+    let text = visible_text(
+        "<p>见<code>wecom-callback jobs list --status dead</code>，<details><summary>x</summary>a b c d</details></p>",
+    );
+    assert_eq!(text.split_whitespace().collect::<Vec<_>>(), ["见", "，"]);
+}
+
 #[tokio::test]
 async fn the_page_renders_in_chromium_with_the_database_numbers() {
     let app = scenario().await;
@@ -327,6 +399,17 @@ async fn the_page_renders_in_chromium_with_the_database_numbers() {
     );
     assert!(!dom.contains(API_TOKEN), "the token stays out of the page");
 
+    // A failed resync with drift: its error text is English, like the dead job's.
+    sqlx::query(
+        "INSERT INTO wecom_resync_runs (app, corp_id, status, finished_at, drift, last_error) \
+         VALUES ('main', $1, 'failed', now(), '{\"contacts_created\": 2, \"follows_removed\": 1}', \
+         'WeCom refused externalcontact/get_follow_user_list: errcode 48002 (api forbidden). The app lacks 客户联系.')",
+    )
+    .bind(MAIN.receive_id)
+    .execute(&app.pool)
+    .await
+    .expect("resync run");
+
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/status-page");
     std::fs::create_dir_all(&dir).expect("artifact dir");
     for (lang, file) in [("zh-CN", "status-zh.png"), ("en-US", "status-en.png")] {
@@ -344,6 +427,35 @@ async fn the_page_renders_in_chromium_with_the_database_numbers() {
                 dom.contains("lang=\"zh-CN\"") && dom.contains("Token 不一致"),
                 "Chinese page: {dom}"
             );
+            // Everything a person reads on the Chinese page is Chinese: no English sentence in the
+            // attention list, the job's errcode, the resync, the outcomes (raw English errors are folded
+            // away under a Chinese label).
+            let text = visible_text(&dom);
+            let english = english_sentences(&text);
+            assert!(
+                english.is_empty(),
+                "English on the Chinese page: {english:#?}\n{text}"
+            );
+            for zh in [
+                "需要处理",
+                "最近一次 URL 验证",
+                "签名错误",
+                "个任务已失败",
+                "错误码 60020",
+                "最近一次全量同步失败",
+                "新增客户 2",
+            ] {
+                assert!(text.contains(zh), "{zh} on the Chinese page:\n{text}");
+            }
+            // The raw English errors are still there, folded away and labelled.
+            assert!(
+                dom.contains("原始错误信息（英文）") && dom.contains("errcode 48002"),
+                "{dom}"
+            );
+        } else {
+            let text = visible_text(&dom);
+            assert!(text.contains("the last resync failed"), "{text}");
+            assert!(text.contains("contacts_created 2"), "{text}");
         }
         tokio::task::spawn_blocking(move || headless(&url, lang, &[arg]))
             .await

@@ -118,6 +118,76 @@ pub fn fix(class: &str, lang: Lang) -> Option<&'static str> {
     })
 }
 
+/// An outcome label (`stored`, `bad_signature`, ...) in words, for the Chinese page; the English page shows
+/// the label itself (the metric and log class operators grep for). Unknown labels are shown as they are.
+pub fn outcome_name(outcome: &str, lang: Lang) -> &str {
+    if lang == Lang::En {
+        return outcome;
+    }
+    match outcome {
+        "url_verified" => "URL 验证通过",
+        "stored" => "已存储",
+        "unknown_type" => "已存储（本版本不解析的类型）",
+        "duplicate" => "重复（已存过）",
+        "spooled" => "已写入本地缓冲",
+        "db_unavailable" => "数据库不可用",
+        "spool_full" => "本地缓冲已满",
+        "spool_error" => "本地缓冲写入失败",
+        "too_large" => "请求体过大",
+        "body_timeout" => "请求体超时",
+        "body_error" => "请求体读取失败",
+        "unknown_app" => "未知应用",
+        "bad_query" => "查询参数错误",
+        "not_utf8" => "非 UTF-8",
+        "doctype" => "含 DOCTYPE",
+        "entity" => "含未知实体",
+        "too_complex" => "XML 过于复杂",
+        "malformed" => "XML 格式错误",
+        "missing_encrypt" => "缺少 Encrypt",
+        "duplicate_encrypt" => "重复的 Encrypt",
+        "empty_encrypt" => "Encrypt 为空",
+        "bad_signature" => "签名错误",
+        "stale_timestamp" => "时间戳过期",
+        "decrypt_error" => "解密失败",
+        "receive_id_mismatch" => "ReceiveId 不符",
+        "bad_message" => "消息无法解析",
+        other => other,
+    }
+}
+
+/// A resync run's status (`running`, `done`, `failed`, `abandoned`) in the page's language.
+pub fn resync_status(status: &str, lang: Lang) -> &str {
+    match (lang, status) {
+        (Lang::Zh, "running") => "进行中",
+        (Lang::Zh, "done") => "完成",
+        (Lang::Zh, "failed") => "失败",
+        (Lang::Zh, "abandoned") => "已放弃（下一次重新开始）",
+        (_, other) => other,
+    }
+}
+
+/// A drift counter's name (see [`crate::store::resync::Drift`]) in the page's language.
+pub fn drift_name(key: &str, lang: Lang) -> &str {
+    if lang == Lang::En {
+        return key;
+    }
+    match key {
+        "contacts_created" => "新增客户",
+        "follows_created" => "新增跟进关系",
+        "follows_updated" => "更新跟进关系",
+        "follows_removed" => "删除跟进关系",
+        "follows_removal_refused" => "拒绝删除的跟进关系（超过比例上限）",
+        "chats_created" => "新增客户群",
+        "chats_updated" => "更新客户群",
+        "chats_dismissed" => "解散客户群",
+        "tags_created" => "新增标签",
+        "tags_updated" => "更新标签",
+        "tags_deleted" => "删除标签",
+        "skipped" => "跳过",
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +225,47 @@ mod tests {
         }
         assert_eq!(fix("url_verified", Lang::En), None);
         assert_eq!(fix("stored", Lang::Zh), None);
+    }
+
+    /// Every outcome label the service records (`Outcome::as_str`) has Chinese words (else the Chinese page shows English).
+    #[test]
+    fn every_outcome_has_a_chinese_name() {
+        // Outcome::as_str's labels.
+        for label in [
+            "url_verified",
+            "stored",
+            "unknown_type",
+            "duplicate",
+            "spooled",
+            "db_unavailable",
+            "spool_full",
+            "spool_error",
+            "too_large",
+            "body_timeout",
+            "body_error",
+            "unknown_app",
+            "bad_query",
+            "not_utf8",
+            "doctype",
+            "entity",
+            "too_complex",
+            "malformed",
+            "missing_encrypt",
+            "duplicate_encrypt",
+            "empty_encrypt",
+            "bad_signature",
+            "stale_timestamp",
+            "decrypt_error",
+            "receive_id_mismatch",
+            "bad_message",
+        ] {
+            assert_eq!(outcome_name(label, Lang::En), label);
+            assert!(
+                outcome_name(label, Lang::Zh)
+                    .chars()
+                    .any(|c| c > '\u{2e80}'),
+                "{label} has no Chinese name"
+            );
+        }
     }
 }

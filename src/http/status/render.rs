@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 
-use super::advice::Lang;
+use super::advice::{self, Lang};
 use super::report::{AppStatus, Report};
 
 /// Escapes text for HTML content and attribute values.
@@ -24,6 +24,26 @@ pub fn esc(s: &str) -> String {
     out
 }
 
+/// [`esc`], with each `…` span (a command, a setting) set as `<code>`.
+pub fn esc_code(s: &str) -> String {
+    let parts: Vec<&str> = s.split('`').collect();
+    if parts.len().is_multiple_of(2) {
+        // An unpaired backtick: no spans.
+        return esc(s);
+    }
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if i % 2 == 1 {
+                format!("<code>{}</code>", esc(p))
+            } else {
+                esc(p)
+            }
+        })
+        .collect()
+}
+
 fn t(lang: Lang, en: &'static str, zh: &'static str) -> &'static str {
     match lang {
         Lang::En => en,
@@ -35,12 +55,13 @@ fn time(at: Option<DateTime<Utc>>, lang: Lang) -> String {
     match at {
         Some(at) => {
             let ago = (Utc::now() - at).num_seconds().max(0);
-            let ago = match ago {
-                s if s < 120 => format!("{s} s"),
-                s if s < 7200 => format!("{} min", s / 60),
-                s if s < 172_800 => format!("{} h", s / 3600),
-                s => format!("{} d", s / 86400),
+            let (n, unit) = match ago {
+                s if s < 120 => (s, t(lang, " s", " 秒")),
+                s if s < 7200 => (s / 60, t(lang, " min", " 分钟")),
+                s if s < 172_800 => (s / 3600, t(lang, " h", " 小时")),
+                s => (s / 86400, t(lang, " d", " 天")),
             };
+            let ago = format!("{n}{unit}");
             format!(
                 "<time datetime=\"{}\">{}</time> <small>({}{})</small>",
                 at.to_rfc3339(),
@@ -66,6 +87,18 @@ border-left:3px solid #ff9a2e;padding:6px 10px;margin:6px 0}.problems{background
 border-left:3px solid #e34d59}.grid{display:grid;grid-template-columns:1fr 1fr;gap:0 24px}\
 small{color:#86909c}code{background:#f2f3f5;padding:0 3px;border-radius:3px}";
 
+/// A raw error text as recorded (English: it comes from logs and WeCom). On the Chinese page it is folded
+/// away under a Chinese label, so what is shown is in the page's language and the detail is still there.
+fn raw(lang: Lang, text: &str) -> String {
+    match lang {
+        Lang::En => format!("<p><small>{}</small></p>", esc(text)),
+        Lang::Zh => format!(
+            "<details class=\"raw\"><summary><small>原始错误信息（英文）</small></summary><p><small>{}</small></p></details>",
+            esc(text)
+        ),
+    }
+}
+
 /// The whole page.
 pub fn page(report: &Report, lang: Lang) -> String {
     let mut h = String::with_capacity(16 * 1024);
@@ -83,7 +116,7 @@ pub fn page(report: &Report, lang: Lang) -> String {
         t(lang, "zh", "en"),
         t(lang, "中文", "English"),
     );
-    let problems = report.problems();
+    let problems = report.problems_in(lang);
     if !problems.is_empty() {
         let _ = write!(
             h,
@@ -91,7 +124,7 @@ pub fn page(report: &Report, lang: Lang) -> String {
             t(lang, "Needs attention", "需要处理")
         );
         for p in &problems {
-            let _ = write!(h, "<li>{}</li>", esc(p));
+            let _ = write!(h, "<li>{}</li>", esc_code(p));
         }
         h.push_str("</ul></section>");
     }
@@ -143,7 +176,7 @@ fn app_section(h: &mut String, a: &AppStatus, lang: Lang) {
     let _ = write!(
         h,
         "<section class=\"app\" id=\"app-{id}\" data-app=\"{id}\"><h2>{} <code>/callback/{id}</code> \
-         <small>{} · {}</small></h2><div class=\"grid\"><div>",
+         <small><code>{}</code> · {}</small></h2><div class=\"grid\"><div>",
         t(lang, "App", "应用"),
         esc(a.kind),
         esc(&a.receive_ids.join(", ")),
@@ -175,17 +208,17 @@ fn app_section(h: &mut String, a: &AppStatus, lang: Lang) {
                     format!(
                         "{} {}{}",
                         t(lang, "refused:", "失败："),
-                        esc(&v.outcome),
+                        esc(advice::outcome_name(&v.outcome, lang)),
                         v.wecom_code.map(|c| format!(" ({c})")).unwrap_or_default()
                     )
                 },
                 time(Some(v.attempted_at), lang)
             );
             if let Some(reason) = v.reason.as_deref().filter(|_| !ok) {
-                let _ = write!(h, "<p><small>{}</small></p>", esc(reason));
+                h.push_str(&raw(lang, reason));
             }
             if let Some(fix) = a.verification_fix {
-                let _ = write!(h, "<div class=\"fix\">{}</div>", esc(fix));
+                let _ = write!(h, "<div class=\"fix\">{}</div>", esc_code(fix));
             }
             if !ok {
                 let _ = write!(
@@ -230,30 +263,39 @@ fn app_section(h: &mut String, a: &AppStatus, lang: Lang) {
     for o in &a.outcomes {
         let _ = write!(
             h,
-            "<tr data-outcome=\"{0}\"><td class=\"{1}\">{0}</td><td class=\"n\" data-hour>{2}</td>\
+            "<tr data-outcome=\"{0}\"><td class=\"{1}\">{4}</td><td class=\"n\" data-hour>{2}</td>\
              <td class=\"n\" data-day>{3}</td></tr>",
             esc(&o.outcome),
             if o.fix.is_some() { "bad" } else { "ok" },
             o.last_hour,
-            o.last_day
+            o.last_day,
+            match lang {
+                Lang::En => esc(&o.outcome),
+                Lang::Zh => format!(
+                    "{} <small><code>{}</code></small>",
+                    esc(advice::outcome_name(&o.outcome, lang)),
+                    esc(&o.outcome)
+                ),
+            }
         );
         if let Some(fix) = o.fix {
             let _ = write!(
                 h,
                 "<tr><td colspan=\"3\"><small>{}</small></td></tr>",
-                esc(fix)
+                esc_code(fix)
             );
         }
     }
     h.push_str("</table>");
     let _ = write!(
         h,
-        "<h3>{}</h3><p>{} <b data-unapplied>{}</b> · {} <b>{} s</b></p>",
+        "<h3>{}</h3><p>{} <b data-unapplied>{}</b> · {} <b>{}{}</b></p>",
         t(lang, "Projector", "同步表投影"),
         t(lang, "events not yet applied:", "未应用事件："),
         a.projector.unapplied,
         t(lang, "lag", "延迟"),
-        a.projector.lag_secs
+        a.projector.lag_secs,
+        t(lang, " s", " 秒")
     );
     let _ = write!(
         h,
@@ -268,21 +310,20 @@ fn app_section(h: &mut String, a: &AppStatus, lang: Lang) {
         a.jobs.dead
     );
     if let Some(e) = &a.jobs.last_dead_error {
-        let _ = write!(
-            h,
-            "<p><small>{}</small></p>",
-            esc(&format!(
+        h.push_str(&raw(
+            lang,
+            &format!(
                 "{}{}",
                 a.jobs
                     .last_dead_errcode
                     .map(|c| format!("errcode {c}: "))
                     .unwrap_or_default(),
                 e
-            ))
-        );
+            ),
+        ));
     }
     if let Some(x) = &a.jobs.last_dead_explained {
-        let _ = write!(h, "<div class=\"fix\">{}</div>", esc(x));
+        let _ = write!(h, "<div class=\"fix\">{}</div>", esc_code(x));
     }
     let _ = write!(h, "<h3>{}</h3>", t(lang, "Last resync", "最近全量同步"));
     match &a.resync {
@@ -295,7 +336,7 @@ fn app_section(h: &mut String, a: &AppStatus, lang: Lang) {
                 "<p data-resync=\"{}\"><b class=\"{}\">{}</b> {}</p>",
                 esc(&r.status),
                 if r.status == "failed" { "bad" } else { "ok" },
-                esc(&r.status),
+                esc(advice::resync_status(&r.status, lang)),
                 time(Some(r.started_at), lang)
             );
             let drift: Vec<String> = r
@@ -304,7 +345,7 @@ fn app_section(h: &mut String, a: &AppStatus, lang: Lang) {
                 .map(|o| {
                     o.iter()
                         .filter(|(_, v)| v.as_u64().is_some_and(|n| n > 0))
-                        .map(|(k, v)| format!("{k} {v}"))
+                        .map(|(k, v)| format!("{} {v}", advice::drift_name(k, lang)))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -315,15 +356,11 @@ fn app_section(h: &mut String, a: &AppStatus, lang: Lang) {
                 if drift.is_empty() {
                     t(lang, "none", "无").to_owned()
                 } else {
-                    esc(&drift.join(", "))
+                    esc(&drift.join(t(lang, ", ", "，")))
                 }
             );
             if let Some(e) = &r.last_error {
-                let _ = write!(
-                    h,
-                    "<p><small class=\"bad\">{}</small></p>",
-                    esc(&super::report::short(e))
-                );
+                h.push_str(&raw(lang, &super::report::short(e)));
             }
         }
     }
@@ -343,7 +380,7 @@ fn app_section(h: &mut String, a: &AppStatus, lang: Lang) {
         Some(tok) => {
             let _ = write!(
                 h,
-                "<p data-token-valid=\"{}\"><b class=\"{}\">{}</b> · {} {} · corp <code>{}</code></p>",
+                "<p data-token-valid=\"{}\"><b class=\"{}\">{}</b> · {} {} · {} <code>{}</code></p>",
                 tok.valid,
                 if tok.valid { "ok" } else { "warn" },
                 if tok.valid {
@@ -353,6 +390,7 @@ fn app_section(h: &mut String, a: &AppStatus, lang: Lang) {
                 },
                 t(lang, "fetched", "获取于"),
                 time(tok.refreshed_at, lang),
+                t(lang, "corp", "企业"),
                 esc(&tok.corp_id)
             );
             if let Some(ip) = &tok.refused_ip {
@@ -455,6 +493,15 @@ fn chart(h: &mut String, a: &AppStatus, lang: Lang) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backtick_spans_become_code() {
+        assert_eq!(
+            esc_code("run `jobs <retry>` now"),
+            "run <code>jobs &lt;retry&gt;</code> now"
+        );
+        assert_eq!(esc_code("one ` only"), "one ` only");
+    }
 
     #[test]
     fn esc_escapes_markup() {

@@ -170,7 +170,7 @@ pub async fn gather(
             last_dead_explained: j
                 .and_then(|j| j.last_dead_errcode)
                 .and_then(errcode::explain)
-                .map(|i| format!("{}: {}", i.meaning, i.fix)),
+                .map(|i| explained(i, lang)),
         };
         let token = match credentials.get(name) {
             None => None,
@@ -214,6 +214,20 @@ pub async fn gather(
     })
 }
 
+/// An errcode in the page's language: in English our meaning and fix; in Chinese WeCom's own (Chinese)
+/// description, and where to read the fix (our fix texts are English).
+fn explained(i: &errcode::ErrcodeInfo, lang: Lang) -> String {
+    match lang {
+        Lang::En => format!("{}: {}", i.meaning, i.fix),
+        Lang::Zh => format!(
+            "错误码 {code}：{desc}。修改方法：运行 `wecom-callback explain {code}`，或查询企业微信错误码工具 \
+             https://open.work.weixin.qq.com/devtool/query?e={code}",
+            code = i.code,
+            desc = i.description.trim_end_matches(['。', '.']),
+        ),
+    }
+}
+
 /// The first sentence (or 200 characters) of an error: enough to recognise it in a table.
 pub fn short(error: &str) -> String {
     let first = error
@@ -239,9 +253,15 @@ fn from_ip(msg: &str) -> Option<String> {
 }
 
 impl Report {
-    /// Problems worth failing `doctor` on or showing first: dead jobs, a failed resync, a failing URL
-    /// verification, refused API calls.
+    /// Problems worth failing `doctor` on or showing first (in English): dead jobs, a failed resync, a
+    /// failing URL verification, refused API calls.
     pub fn problems(&self) -> Vec<String> {
+        self.problems_in(Lang::En)
+    }
+
+    /// [`Report::problems`] in `lang`. Raw error texts (English) are left out of the Chinese ones: the page
+    /// shows them separately, marked as such.
+    pub fn problems_in(&self, lang: Lang) -> Vec<String> {
         let mut out = Vec::new();
         for a in &self.apps {
             if let Some(v) = a
@@ -249,34 +269,64 @@ impl Report {
                 .as_ref()
                 .filter(|v| v.outcome != "url_verified")
             {
-                out.push(format!(
-                    "{}: the last URL verification ({}) failed: {}",
-                    a.name,
-                    v.attempted_at.format("%Y-%m-%d %H:%M:%S UTC"),
-                    v.outcome
-                ));
+                let at = v.attempted_at.format("%Y-%m-%d %H:%M:%S UTC");
+                out.push(match lang {
+                    Lang::En => format!(
+                        "{}: the last URL verification ({at}) failed: {}",
+                        a.name, v.outcome
+                    ),
+                    Lang::Zh => format!(
+                        "{}：最近一次 URL 验证（{at}）失败：{}",
+                        a.name,
+                        advice::outcome_name(&v.outcome, lang)
+                    ),
+                });
             }
             if a.jobs.dead > 0 {
-                out.push(format!(
-                    "{}: {} dead job(s); last error: {} (see `wecom-callback jobs list --status dead`, then \
-                     `jobs retry --all-dead`)",
-                    a.name,
-                    a.jobs.dead,
-                    a.jobs.last_dead_error.as_deref().unwrap_or("-")
-                ));
+                out.push(match lang {
+                    Lang::En => format!(
+                        "{}: {} dead job(s); last error: {} (see `wecom-callback jobs list --status dead`, then \
+                         `jobs retry --all-dead`)",
+                        a.name,
+                        a.jobs.dead,
+                        a.jobs.last_dead_error.as_deref().unwrap_or("-")
+                    ),
+                    Lang::Zh => format!(
+                        "{}：{} 个任务已失败{}（查看：`wecom-callback jobs list --status dead`，修复后重新排队：\
+                         `wecom-callback jobs retry --all-dead`）",
+                        a.name,
+                        a.jobs.dead,
+                        a.jobs
+                            .last_dead_errcode
+                            .map(|c| format!("，最近一次错误码 {c}"))
+                            .unwrap_or_default()
+                    ),
+                });
             }
             if let Some(r) = a.resync.as_ref().filter(|r| r.status == "failed") {
-                out.push(format!(
-                    "{}: the last resync failed: {}",
-                    a.name,
-                    r.last_error.as_deref().map(short).unwrap_or_default()
-                ));
+                out.push(match lang {
+                    Lang::En => format!(
+                        "{}: the last resync failed: {}",
+                        a.name,
+                        r.last_error.as_deref().map(short).unwrap_or_default()
+                    ),
+                    Lang::Zh => format!(
+                        "{}：最近一次全量同步失败（原因见下方该应用的「最近全量同步」；重试：`wecom-callback resync`）",
+                        a.name
+                    ),
+                });
             }
             if let Some(ip) = a.token.as_ref().and_then(|t| t.refused_ip.as_deref()) {
-                out.push(format!(
-                    "{}: WeCom refused this server's IP {ip} (60020): add it to the app's 企业可信IP",
-                    a.name
-                ));
+                out.push(match lang {
+                    Lang::En => format!(
+                        "{}: WeCom refused this server's IP {ip} (60020): add it to the app's 企业可信IP",
+                        a.name
+                    ),
+                    Lang::Zh => format!(
+                        "{}：企业微信拒绝了本机出口 IP {ip}（60020）：请把它加入该应用的「企业可信IP」",
+                        a.name
+                    ),
+                });
             }
         }
         out
