@@ -171,7 +171,7 @@ pub async fn run_once(w: &Worker) -> Result<bool, sqlx::Error> {
                     tracing::warn!(job = job.id, kind = %job.kind, attempts = job.attempts, retry_in_s = wait.as_secs(), error = %e, "job failed; will retry")
                 }
                 None => {
-                    tracing::error!(job = job.id, kind = %job.kind, attempts = job.attempts, error = %e, "job failed for good (dead); fix the cause, then `wecom-callback jobs retry`")
+                    tracing::error!(job = job.id, kind = %job.kind, attempts = job.attempts, error = %e, "job failed for good (dead); fix the cause, then `wecom-callback jobs retry --id {}`", job.id)
                 }
             }
             jobs::fail(&w.pool, job.id, &e.to_string(), errcode, retry).await?;
