@@ -29,6 +29,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod deliver;
 pub mod domain;
 pub mod http;
 pub mod ingest;
