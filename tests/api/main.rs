@@ -11,6 +11,7 @@ mod embedded;
 mod enrichment;
 #[path = "../common/fake_wecom.rs"]
 mod fake_wecom;
+mod feed;
 mod health;
 mod helpers;
 mod http_errors;
