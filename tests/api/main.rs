@@ -32,4 +32,5 @@ mod supervision;
 mod sync;
 mod tools;
 mod verify_url;
+mod webhooks;
 mod wecom_api;
