@@ -252,6 +252,55 @@ async fn a_failing_slow_and_down_receiver_gets_every_change_in_order_signed() {
         },
     )
     .await;
+    // The operator's view, and a replay from a cursor.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wecom-callback"))
+            .env_clear()
+            .env("DATABASE_URL", app.database_url())
+            .args(args)
+            .output()
+            .expect("the CLI runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listing = cli(&["webhooks"]);
+    let row = listing
+        .lines()
+        .find(|l| l.starts_with("crm"))
+        .unwrap_or_else(|| panic!("{listing}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cols[1..4], &["16", "0", "ok"], "{row}");
+    let before = receiver.accepted().len();
+    assert!(
+        cli(&["webhooks", "replay", "--name", "crm", "--from", "12"]).contains("after cursor 12")
+    );
+    poll(
+        "the replayed entries arrive again",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || async {
+            let again: Vec<i64> = receiver.accepted()[before..]
+                .iter()
+                .map(|d| {
+                    let b: Value = serde_json::from_str(&d.body).expect("JSON");
+                    b["data"]["position"].as_i64().expect("position")
+                })
+                .collect();
+            if again.len() >= 4 {
+                let mut sorted = again.clone();
+                sorted.sort_unstable();
+                assert_eq!(sorted, vec![13, 14, 15, 16]);
+                Ok(())
+            } else {
+                Err(format!("{again:?}"))
+            }
+        },
+    )
+    .await;
     handle.stop(false).await;
     let accepted = receiver.accepted();
     // In order per subject: the first accepted delivery of each entry, per customer, in feed order.
@@ -277,6 +326,7 @@ async fn a_failing_slow_and_down_receiver_gets_every_change_in_order_signed() {
         }
     }
     assert_eq!(first_seen.len(), 16);
+    assert_eq!(accepted.len(), 20, "16 deliveries and the 4 replayed");
     let all = receiver.log.lock().expect("log").clone();
     assert!(
         all.len() > accepted.len(),
