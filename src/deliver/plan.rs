@@ -89,14 +89,15 @@ impl<K: PartialEq> Window<K> {
         }
     }
 
-    /// Marks entry `i` failed, to retry at `retry_at`; returns its attempts so far.
-    pub fn failed(&mut self, i: usize, retry_at: Instant) -> u32 {
-        match self.slots.get_mut(i) {
-            Some(s) => {
-                s.state = State::Waiting(Some(retry_at));
-                s.attempts
-            }
-            None => 0,
+    /// How many times entry `i` was sent.
+    pub fn attempts(&self, i: usize) -> u32 {
+        self.slots.get(i).map_or(0, |s| s.attempts)
+    }
+
+    /// Marks entry `i` failed, to retry at `retry_at`.
+    pub fn failed(&mut self, i: usize, retry_at: Instant) {
+        if let Some(s) = self.slots.get_mut(i) {
+            s.state = State::Waiting(Some(retry_at));
         }
     }
 

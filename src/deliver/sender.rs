@@ -247,15 +247,14 @@ async fn deliver_window(
                 }
             }
             Err(error) => {
-                let retry_at = Instant::now();
-                let attempts = window.failed(i, retry_at);
+                let attempts = window.attempts(i);
                 let pause = backoff(
                     attempts,
                     settings.first_backoff,
                     settings.max_backoff,
                     rand::random::<f64>(),
                 );
-                window.failed(i, retry_at + pause);
+                window.failed(i, Instant::now() + pause);
                 if let Some(m) = metrics {
                     m.webhook_deliveries
                         .with_label_values(&[name, "failed"])

@@ -309,3 +309,56 @@ async fn entries_carry_cause_and_state_notify_names_them_and_expired_cursors_get
         "answered when the entry came: {took:?}"
     );
 }
+
+/// Directory writes are in the feed (and NOTIFYed) with the row after them.
+#[tokio::test]
+async fn staff_and_department_changes_are_in_the_feed() {
+    let app = spawn_app_with(&[MAIN], |s| s.api.worker_concurrency = 0).await;
+    let corp = MAIN.receive_id;
+    let event = |t: i64, change: &str, body: &str| {
+        format!(
+            "<xml><ToUserName><![CDATA[{corp}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\
+             <CreateTime>{t}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_contact]]></Event>\
+             <ChangeType><![CDATA[{change}]]></ChangeType>{body}</xml>"
+        )
+    };
+    post_events(
+        &app,
+        &[
+            event(T, "create_party", "<Id>7</Id><Name><![CDATA[Sales]]></Name><ParentId>1</ParentId>"),
+            event(
+                T + 1,
+                "create_user",
+                "<UserID><![CDATA[zhang]]></UserID><Name><![CDATA[Zhang]]></Name><Department><![CDATA[7]]></Department>",
+            ),
+            event(T + 2, "delete_user", "<UserID><![CDATA[zhang]]></UserID>"),
+        ],
+    )
+    .await;
+    let entries = poll(
+        "three directory entries",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            let (e, _) = page(&app, 0, "").await;
+            if e.len() >= 3 {
+                Ok(e)
+            } else {
+                Err(format!("{e:?}"))
+            }
+        },
+    )
+    .await;
+    let find = |kind: &str, change: &str| {
+        entries
+            .iter()
+            .find(|e| e["kind"] == kind && e["change"] == change)
+            .unwrap_or_else(|| panic!("no {kind} {change} in {entries:#?}"))
+    };
+    assert_eq!(find("department", "update")["subject"], "7");
+    assert_eq!(find("department", "update")["state"]["name"], "Sales");
+    assert_eq!(find("staff", "update")["subject"], "zhang");
+    assert_eq!(find("staff", "left")["state"]["status"], "left");
+    let (staff, _) = page(&app, 0, "&kind=staff").await;
+    assert_eq!(staff.len(), 2);
+}

@@ -334,3 +334,71 @@ async fn a_failing_slow_and_down_receiver_gets_every_change_in_order_signed() {
     );
     verify_with_python(&all, &secrets);
 }
+
+/// Without `allow_private`, a subscriber pointing at a loopback address is refused before any request: the
+/// receiver gets nothing, and the last error says why and what to set.
+#[tokio::test]
+async fn a_private_address_is_refused_unless_allowed() {
+    let receiver = Receiver::default();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let handle = start_receiver(&receiver, listener);
+    let secret = Secret::parse(&Secret::generate()).expect("secret");
+    let app = spawn_app_with(&[MAIN], |s| {
+        s.api.worker_concurrency = 0;
+        s.webhooks = vec![
+            WebhookSettings {
+                first_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_millis(200),
+                ..WebhookSettings::new(
+                    "literal",
+                    reqwest::Url::parse(&format!("http://127.0.0.1:{port}/hook")).expect("url"),
+                    vec![secret.clone()],
+                )
+            },
+            WebhookSettings {
+                first_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_millis(200),
+                ..WebhookSettings::new(
+                    "by-name",
+                    reqwest::Url::parse(&format!("http://localhost:{port}/hook")).expect("url"),
+                    vec![secret],
+                )
+            },
+        ];
+    })
+    .await;
+    post_events(
+        &app,
+        &[contact_event(T, "add_external_contact", "alice", "wm1", "")],
+    )
+    .await;
+    for name in ["literal", "by-name"] {
+        let error: String = poll(
+            "the delivery is refused",
+            Duration::from_secs(20),
+            Duration::from_millis(100),
+            || async {
+                let e: Option<Option<String>> = sqlx::query_scalar(
+                    "SELECT last_error FROM wecom_webhook_cursors WHERE name = $1",
+                )
+                .bind(name)
+                .fetch_optional(&app.pool)
+                .await
+                .expect("query");
+                e.flatten().ok_or_else(|| "no error yet".to_owned())
+            },
+        )
+        .await;
+        assert!(
+            error.contains("private address") && error.contains("allow_private"),
+            "{name}: {error}"
+        );
+    }
+    assert_eq!(
+        receiver.requests.load(Ordering::SeqCst),
+        0,
+        "nothing reached the receiver"
+    );
+    handle.stop(false).await;
+}
