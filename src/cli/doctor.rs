@@ -208,6 +208,20 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             Err(e) => report(false, "recorded state", format!("cannot read it: {e}")),
         }
     }
+    if let Some(pool) = &pool {
+        match crate::store::feed::staging_backlog(pool).await {
+            Ok((n, age)) if n > 0 && age > 60.0 => report(
+                false,
+                "change feed",
+                format!(
+                    "{n} change(s) staged but not in the feed, the oldest {age:.0} s ago: no sequencer runs \
+                     (run `serve` with [feed] run_sequencer = true on at least one replica)"
+                ),
+            ),
+            Ok((n, _)) => report(true, "change feed", format!("sequencing ({n} staged)")),
+            Err(e) => report(false, "change feed", format!("cannot read it: {e}")),
+        }
+    }
     if let (Some(pool), false) = (&pool, settings.webhooks.is_empty()) {
         match crate::store::feed::subscribers(pool).await {
             Ok(stored) => {

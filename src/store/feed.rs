@@ -506,6 +506,17 @@ pub async fn lag(pool: &PgPool, position: i64) -> Result<i64, sqlx::Error> {
         .await
 }
 
+/// Staged changes not yet sequenced, and the age in seconds of the oldest (a backlog that only grows means no
+/// sequencer runs: no `serve` with `[feed] run_sequencer`).
+pub async fn staging_backlog(pool: &PgPool) -> Result<(i64, f64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*), COALESCE(extract(epoch FROM now() - min(staged_at))::float8, 0) \
+         FROM wecom_change_staging",
+    )
+    .fetch_one(pool)
+    .await
+}
+
 /// First key of the per-subscriber delivery lock (the second is the name's hash).
 const SUBSCRIBER_LOCK: i32 = 0x5745_4315;
 

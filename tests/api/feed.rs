@@ -362,3 +362,43 @@ async fn staff_and_department_changes_are_in_the_feed() {
     let (staff, _) = page(&app, 0, "&kind=staff").await;
     assert_eq!(staff.len(), 2);
 }
+
+/// `doctor` fails when staged changes wait for a sequencer that no replica runs.
+#[tokio::test]
+async fn doctor_flags_changes_no_sequencer_moves() {
+    let app = spawn_app_with(&[MAIN], |s| s.feed.run_sequencer = false).await;
+    sqlx::query(
+        "INSERT INTO wecom_change_staging (corp_id, kind, subject, change, source, data, staged_at) \
+         VALUES ($1, 'tag', 't', 'create', 'event', '{}', now() - interval '2 minutes')",
+    )
+    .bind(MAIN.receive_id)
+    .execute(&app.pool)
+    .await
+    .expect("stage");
+    let url = app.database_url();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wecom-callback"))
+            .arg("doctor")
+            .env_remove("WECOM_CONFIG")
+            .env("DATABASE_URL", &url)
+            .env("WECOM_TOKEN", MAIN.token)
+            .env("WECOM_ENCODING_AES_KEY", MAIN.encoding_aes_key)
+            .env("WECOM_CORP_ID", MAIN.receive_id)
+            .env("WECOM_APP_NAME", "main")
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("runs")
+    })
+    .await
+    .expect("join");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("change feed"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.starts_with("FAIL") && line.contains("run_sequencer"),
+        "{line}"
+    );
+}
