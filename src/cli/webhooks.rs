@@ -17,7 +17,7 @@ pub struct Args {
 pub enum WebhooksCommand {
     /// Each subscriber: cursor, lag (feed entries after its cursor), failing or not, last error.
     List,
-    /// Send again every entry after a cursor (a running `serve` picks it up within a window).
+    /// Send again every entry after a cursor (a running `serve` switches to it at its next delivery).
     Replay(ReplayArgs),
     /// Print a fresh `whsec_` secret for a `[[webhooks]]` table and its receiver.
     GenSecret,

@@ -180,13 +180,13 @@ async fn deliver_window(
             );
             tracing::error!(subscriber = name, %error, "webhook subscriber fell behind the feed's retention");
             feed::failed(pool, name, &error, settings.give_up_after).await?;
-            feed::skipped(pool, name, pruned_through).await?;
+            feed::skipped(pool, name, sub.position, pruned_through).await?;
             return Ok(true);
         }
     };
     if page.entries.is_empty() {
         if page.next > sub.position {
-            feed::skipped(pool, name, page.next).await?;
+            feed::skipped(pool, name, sub.position, page.next).await?;
         }
         return Ok(false);
     }
@@ -232,7 +232,10 @@ async fn deliver_window(
                 }
                 let cursor = window.cursor().unwrap_or(saved);
                 if cursor > saved || failures {
-                    feed::delivered(pool, name, cursor).await?;
+                    if !feed::delivered(pool, name, saved, cursor).await? {
+                        // A replay moved the cursor: start again from there.
+                        return Ok(true);
+                    }
                     saved = saved.max(cursor);
                     if failing {
                         tracing::info!(
@@ -276,8 +279,8 @@ async fn deliver_window(
             }
         }
     }
-    if window.cursor().unwrap_or(saved) > saved {
-        feed::delivered(pool, name, page.next).await?;
+    if page.next > saved {
+        feed::delivered(pool, name, saved, page.next).await?;
     }
     Ok(true)
 }

@@ -434,27 +434,44 @@ pub async fn subscribers(pool: &PgPool) -> Result<Vec<Subscriber>, sqlx::Error> 
     .await
 }
 
-/// Records deliveries up to `position` (never moving the cursor back): failures are cleared.
-pub async fn delivered(pool: &PgPool, name: &str, position: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE wecom_webhook_cursors SET position = GREATEST(position, $2), failing_since = NULL, \
-           failures_since = NULL, last_delivered_at = now(), updated_at = now() WHERE name = $1",
+/// Records deliveries up to `position`, if the stored cursor is still `from` (what the sender read): a
+/// `webhooks replay` meanwhile moved it, and then the replay wins. Failures are cleared either way. Returns
+/// whether the cursor moved.
+pub async fn delivered(
+    pool: &PgPool,
+    name: &str,
+    from: i64,
+    position: i64,
+) -> Result<bool, sqlx::Error> {
+    let moved: Option<bool> = sqlx::query_scalar(
+        "UPDATE wecom_webhook_cursors SET \
+           position = CASE WHEN position = $3 THEN GREATEST(position, $2) ELSE position END, \
+           failing_since = NULL, failures_since = NULL, last_delivered_at = now(), updated_at = now() \
+         WHERE name = $1 RETURNING position = GREATEST($3, $2)",
     )
     .bind(name)
     .bind(position)
-    .execute(pool)
+    .bind(from)
+    .fetch_optional(pool)
     .await?;
-    Ok(())
+    Ok(moved.unwrap_or(false))
 }
 
-/// Moves the cursor up to `position` for entries filtered out (nothing was sent).
-pub async fn skipped(pool: &PgPool, name: &str, position: i64) -> Result<(), sqlx::Error> {
+/// Moves the cursor from `from` up to `position` over entries filtered out or pruned (nothing was sent),
+/// unless a replay moved it meanwhile.
+pub async fn skipped(
+    pool: &PgPool,
+    name: &str,
+    from: i64,
+    position: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE wecom_webhook_cursors SET position = GREATEST(position, $2), updated_at = now() \
-         WHERE name = $1",
+         WHERE name = $1 AND position = $3",
     )
     .bind(name)
     .bind(position)
+    .bind(from)
     .execute(pool)
     .await?;
     Ok(())
