@@ -126,6 +126,34 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// What a change feed entry is about (see [`crate::store::feed`]).
+    ChangeKind {
+        /// A customer and one staff member's follow of them (`external_contact_follows`).
+        Contact = "contact",
+        /// A customer group chat (`external_group_chats`, members included).
+        Chat = "chat",
+        /// A corp customer tag (`external_corp_tags`).
+        Tag = "tag",
+        /// A customer identity (`customer_identities`): a pending id resolved.
+        Identity = "identity",
+        /// A staff member of the directory (`staff`).
+        Staff = "staff",
+        /// A department of the directory (`departments`).
+        Department = "department",
+    }
+}
+
+wire_enum! {
+    /// What caused a change feed entry.
+    ChangeSource {
+        /// A stored callback event (`event_id` names it).
+        Event = "event",
+        /// A WeCom API observation (enrichment, resync, a read-through lookup).
+        Api = "api",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

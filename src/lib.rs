@@ -17,6 +17,9 @@
 //!   their restart or fail-the-process policy, and the one cancellation token they stop on.
 //! - [`store`]: PostgreSQL, and the only module that writes SQL (including the API observation log that lets
 //!   `rebuild` lose nothing).
+//! - [`deliver`]: after the synced tables: the change feed's sequencer (committed changes → the ordered feed of
+//!   [`store::feed`]) and webhook delivery (what to send next and Standard Webhooks signatures pure, the
+//!   private-address guard, the supervised sender per subscriber).
 //! - [`config`]: configuration (file, environment, flags), validated once with every problem at once.
 //! - [`cli`]: the `wecom-callback` subcommands. [`tools`]: operator tools (decrypt diagnosis, send-test, the
 //!   private PostgreSQL cluster).
@@ -29,6 +32,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod deliver;
 pub mod domain;
 pub mod http;
 pub mod ingest;

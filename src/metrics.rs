@@ -44,6 +44,12 @@ pub struct Metrics {
     pub token_refreshes: IntCounter,
     /// What full resyncs changed, by table and change (created, updated, removed).
     pub resync_drift: IntCounterVec,
+    /// Webhook delivery attempts by subscriber and outcome (`delivered`, `failed`).
+    pub webhook_deliveries: IntCounterVec,
+    /// 1 while a webhook subscriber is marked failing (retries failed for its whole give-up window).
+    pub webhook_failing: prometheus::IntGaugeVec,
+    /// Change feed entries sequenced (moved from staging into the feed) by this process.
+    pub feed_sequenced: IntCounter,
 }
 
 impl Default for Metrics {
@@ -114,6 +120,34 @@ impl Metrics {
             &["task"],
         )
         .expect("a valid metric definition");
+        let webhook_deliveries = IntCounterVec::new(
+            Opts::new(
+                "webhook_deliveries_total",
+                "Webhook delivery attempts, by subscriber and outcome (delivered, failed)",
+            ),
+            &["subscriber", "outcome"],
+        )
+        .expect("a valid metric definition");
+        let webhook_failing = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "webhook_failing",
+                "1 while a webhook subscriber's deliveries have failed for its whole give-up window",
+            ),
+            &["subscriber"],
+        )
+        .expect("a valid metric definition");
+        let feed_sequenced = IntCounter::new(
+            "feed_sequenced_total",
+            "Change feed entries moved from staging into the feed by this process",
+        )
+        .expect("a valid metric definition");
+        for m in [
+            Box::new(webhook_deliveries.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(webhook_failing.clone()),
+            Box::new(feed_sequenced.clone()),
+        ] {
+            let _ = registry.register(m);
+        }
         for m in [
             Box::new(jobs_queued.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(jobs_dead.clone()),
@@ -147,6 +181,9 @@ impl Metrics {
             api_errors,
             token_refreshes,
             resync_drift,
+            webhook_deliveries,
+            webhook_failing,
+            feed_sequenced,
         }
     }
 

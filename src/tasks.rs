@@ -9,6 +9,9 @@
 //! | `worker` (WeCom API jobs, one task per concurrent loop) | restart with backoff |
 //! | `resync` (the scheduled full resync) | restart with backoff |
 //! | `drain` (spool → `wecom_events`) | restart with backoff |
+//! | `feed-sequencer` (staged changes → the change feed, see [`crate::store::feed`]) | restart with backoff |
+//! | `feed-prune` (the change feed's retention) | restart with backoff |
+//! | `webhook` (one per `[[webhooks]]` subscriber, see [`crate::deliver::sender`]) | restart with backoff |
 //! | `writer` (the group-commit writer and its batch commits) | critical |
 //! | `spool` (the spool's append-and-fsync thread) | critical |
 //!

@@ -226,6 +226,56 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             Err(e) => report(false, "recorded state", format!("cannot read it: {e}")),
         }
     }
+    if let Some(pool) = &pool {
+        match crate::store::feed::staging_backlog(pool).await {
+            Ok((n, age)) if n > 0 && age > 60.0 => report(
+                false,
+                "change feed",
+                format!(
+                    "{n} change(s) staged but not in the feed, the oldest {age:.0} s ago: no sequencer runs \
+                     (run `serve` with [feed] run_sequencer = true on at least one replica)"
+                ),
+            ),
+            Ok((n, _)) => report(true, "change feed", format!("sequencing ({n} staged)")),
+            Err(e) => report(false, "change feed", format!("cannot read it: {e}")),
+        }
+    }
+    if let (Some(pool), false) = (&pool, settings.webhooks.is_empty()) {
+        match crate::store::feed::subscribers(pool).await {
+            Ok(stored) => {
+                for w in &settings.webhooks {
+                    match stored.iter().find(|s| s.name == w.name) {
+                        Some(s) if s.failing_since.is_some() => report(
+                            false,
+                            "webhook",
+                            format!(
+                                "{:?} is failing since {}: {} (fix the receiver; it keeps its cursor and \
+                                 catches up; see `wecom-callback webhooks`)",
+                                w.name,
+                                s.failing_since.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                                s.last_error.as_deref().unwrap_or("no error recorded")
+                            ),
+                        ),
+                        Some(s) => report(
+                            true,
+                            "webhook",
+                            format!("{:?} delivering (cursor {})", w.name, s.position),
+                        ),
+                        None => report(
+                            true,
+                            "webhook",
+                            format!("{:?} configured, not started yet", w.name),
+                        ),
+                    }
+                }
+            }
+            Err(e) => report(
+                false,
+                "webhook",
+                format!("cannot read the subscribers: {e}"),
+            ),
+        }
+    }
     if failures > 0 {
         anyhow::bail!("{failures} check(s) failed (FAIL lines above)");
     }

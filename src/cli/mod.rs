@@ -17,6 +17,7 @@ mod resync;
 mod send_test;
 mod serve;
 mod status;
+mod webhooks;
 mod worker;
 
 use std::path::PathBuf;
@@ -103,6 +104,8 @@ pub enum Command {
     Drain(drain::Args),
     /// Show each app's state: last URL verification and its fix, callbacks by outcome, lag, jobs, resync.
     Status(status::Args),
+    /// Webhook subscribers of the change feed: cursor, lag, last error (`list`); `replay --from`; `gen-secret`.
+    Webhooks(webhooks::Args),
 }
 
 /// Runs the parsed command line.
@@ -131,6 +134,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Explain(args) => explain::run(args, &ctx).await,
         Command::Drain(args) => drain::run(args, &ctx).await,
         Command::Status(args) => status::run(args, &ctx).await,
+        Command::Webhooks(args) => webhooks::run(args, &ctx).await,
     }
 }
 

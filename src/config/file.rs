@@ -65,6 +65,10 @@ pub struct FileConfig {
     pub api_limits: FileApiLimits,
     /// `[[apps]]`.
     pub apps: Vec<FileApp>,
+    /// `[feed]`: the change feed.
+    pub feed: super::webhooks::FileFeed,
+    /// `[[webhooks]]`: subscribers the change feed is pushed to.
+    pub webhooks: Vec<super::webhooks::FileWebhook>,
 }
 
 impl Default for FileConfig {
@@ -86,6 +90,8 @@ impl Default for FileConfig {
             api: FileApi::default(),
             api_limits: FileApiLimits::default(),
             apps: Vec::new(),
+            feed: super::webhooks::FileFeed::default(),
+            webhooks: Vec::new(),
         }
     }
 }

@@ -7,7 +7,7 @@
 //! `WECOM_ENCODING_AES_KEY`, `WECOM_CORP_ID`, ...); several apps need a file with one `[[apps]]` table each.
 //!
 //! One concern per module, each naming its environment variables: [`file`] (the TOML file and the defaults),
-//! [`database`], [`dirs`] (platform directories), [`http`], [`store`], [`projector`], [`spool`], [`api`] (WeCom's API), [`limits`] (its limits across replicas), [`apps`]. Here: [`Settings`],
+//! [`database`], [`dirs`] (platform directories), [`http`], [`store`], [`projector`], [`spool`], [`api`] (WeCom's API), [`limits`] (its limits across replicas), [`apps`], [`webhooks`] (the change feed and its subscribers). Here: [`Settings`],
 //! [`build_settings`], [`ConfigError`]; and `WECOM_LOG_FORMAT` ([`ServeOverrides`]).
 //!
 //! Every problem is reported at once, each naming the setting and the fix, so an operator fixes the file in one
@@ -24,6 +24,7 @@ pub mod limits;
 pub mod projector;
 pub mod spool;
 pub mod store;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -89,6 +90,10 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// WeCom's API.
     pub api: ApiSettings,
+    /// The change feed (`[feed]`).
+    pub feed: webhooks::FeedSettings,
+    /// Webhook subscribers (`[[webhooks]]`).
+    pub webhooks: Vec<webhooks::WebhookSettings>,
     /// Test-only fault: answer success before the commit. Exists so the fault-injection checker can prove it
     /// catches exactly this bug; never settable from a file or the environment.
     #[doc(hidden)]
@@ -265,6 +270,8 @@ fn assemble(
     );
     let capture = capture::build(&file, &overrides.dirs, spool.dir.as_deref(), problems);
     let api = api::build(&file, &overrides.api, problems);
+    let feed = webhooks::build_feed(&file);
+    let webhooks = webhooks::build_webhooks(&file, problems);
     Settings {
         database,
         http,
@@ -279,6 +286,8 @@ fn assemble(
         verification_files: extras.verification_files,
         metrics_listen: extras.metrics_listen,
         api,
+        feed,
+        webhooks,
         fault_ack_before_commit: false,
         fault_panic_once: Vec::new(),
     }

@@ -254,6 +254,21 @@ pub enum ApiError {
     /// WeCom's conversion quota (errcode 45009) is used up; the message explains it.
     #[error("{0}")]
     WecomQuota(String),
+    /// `kind` is not a change feed kind.
+    #[error(
+        "kind {0:?} is not a change kind: use contact, chat, tag, identity, staff or department"
+    )]
+    BadKind(String),
+    /// The change feed cursor is older than the retention (entries after it were pruned).
+    #[error(
+        "cursor {cursor} is older than the change feed's retention (entries up to {pruned_through} were pruned): \
+         resync from the tables, then continue with after={head} / 游标早于变更流保留期：请先从同步表全量同步，再用 after={head} 继续"
+    )]
+    CursorExpired {
+        cursor: i64,
+        pruned_through: i64,
+        head: i64,
+    },
 }
 
 impl ApiError {
@@ -276,6 +291,8 @@ impl ApiError {
             ApiError::NoCorpApp(_) => "no_app",
             ApiError::BadIdentityRequest(_) => "bad_request",
             ApiError::WecomQuota(_) => "wecom_quota",
+            ApiError::BadKind(_) => "bad_kind",
+            ApiError::CursorExpired { .. } => "cursor_expired",
         }
     }
 }
@@ -299,7 +316,9 @@ impl ResponseError for ApiError {
             | ApiError::BadBody(_)
             | ApiError::MalformedCode
             | ApiError::CodeRefused
-            | ApiError::BadIdentityRequest(_) => StatusCode::BAD_REQUEST,
+            | ApiError::BadIdentityRequest(_)
+            | ApiError::BadKind(_) => StatusCode::BAD_REQUEST,
+            ApiError::CursorExpired { .. } => StatusCode::GONE,
             ApiError::CustomerNotFound | ApiError::NoCorpApp(_) => StatusCode::NOT_FOUND,
             ApiError::StaffNotFound | ApiError::DepartmentNotFound => StatusCode::NOT_FOUND,
             ApiError::WecomQuota(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -327,6 +346,16 @@ impl ResponseError for ApiError {
                     HeaderValue::from_static("3600"),
                 ))
                 .json(json!({"error": self.code(), "errcode": 45009, "message": message})),
+            ApiError::CursorExpired {
+                pruned_through,
+                head,
+                ..
+            } => response.json(json!({
+                "error": self.code(),
+                "message": self.to_string(),
+                "pruned_through": pruned_through,
+                "head": head,
+            })),
             _ => response.json(json!({"error": self.code(), "message": self.to_string()})),
         }
     }

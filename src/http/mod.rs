@@ -3,6 +3,7 @@
 pub mod api;
 pub mod auth;
 mod callback;
+pub mod changes;
 mod directory;
 pub mod error;
 mod health;

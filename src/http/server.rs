@@ -184,6 +184,35 @@ impl Application {
                 crate::sync::worker::prune(pool.clone(), retention, every, token)
             });
         }
+        // The change feed: sequencer, retention, webhook senders (see crate::deliver).
+        if settings.feed.run_sequencer {
+            let (pool, feed, metrics) = (pool.clone(), settings.feed.clone(), metrics.clone());
+            tasks.spawn_restarting("feed-sequencer", move |token| {
+                crate::deliver::sequencer::run(
+                    pool.clone(),
+                    feed.clone(),
+                    Some(metrics.clone()),
+                    token,
+                )
+            });
+        }
+        {
+            let (pool, feed) = (pool.clone(), settings.feed.clone());
+            tasks.spawn_restarting("feed-prune", move |token| {
+                crate::deliver::sequencer::prune(pool.clone(), feed.clone(), token)
+            });
+        }
+        for hook in &settings.webhooks {
+            let (pool, hook, metrics) = (pool.clone(), hook.clone(), metrics.clone());
+            tasks.spawn_restarting("webhook", move |token| {
+                crate::deliver::sender::run(
+                    pool.clone(),
+                    hook.clone(),
+                    Some(metrics.clone()),
+                    token,
+                )
+            });
+        }
         let api_enabled = settings.api_token.is_some();
         let apps: HashMap<String, AppConfig> = settings
             .apps
@@ -292,6 +321,7 @@ impl Application {
                     "/corps/{corp}/departments/{id}/staff",
                     web::get().to(http::directory::department_staff),
                 )
+                .route("/changes", web::get().to(http::changes::changes))
                 .route(
                     "/miniprogram/session",
                     web::post().to(http::api::miniprogram_session),

@@ -71,7 +71,8 @@ pub async fn execute(
     if !plan.jobs.is_empty() {
         crate::store::jobs::enqueue_many(tx, plan.jobs.iter()).await?;
     }
-    Ok(())
+    // NOTIFY and the change feed (see `store::feed`).
+    crate::store::projections::notify(tx, &plan.notifications()).await
 }
 
 /// Executes an API observation's directory plan in a transaction of its own (waiting for a rebuild, like

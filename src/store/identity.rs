@@ -6,7 +6,7 @@
 //! the corp has open pending ids, queues the customer in `customer_identity_checks` and one
 //! `resolve_pending_ids` job, which asks WeCom for their pending ids (at most 100 a call).
 //!
-//! Every resolution is announced on [`projections::CHANNEL`] with `{"kind": "identity", "change":
+//! Every resolution is announced on [`crate::store::projections::CHANNEL`] with `{"kind": "identity", "change":
 //! "pending_resolved", ...}` when its transaction commits.
 
 use std::time::Duration;
@@ -17,7 +17,6 @@ use serde_json::json;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::domain::JobKind;
-use crate::store::projections::CHANNEL;
 use crate::sync::plan::Batch;
 
 /// How long WeCom keeps a pending id (90 days): it is never asked for again before.
@@ -329,10 +328,5 @@ async fn notify_resolved(
         "external_userid": external_userid,
         "source": via,
     });
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(payload.to_string())
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    crate::store::feed::record(tx, &[payload]).await
 }

@@ -17,6 +17,7 @@ use crate::wecom::verify::VerifiedCallback;
 
 pub mod directory;
 pub mod enrichment;
+pub mod feed;
 pub mod identity;
 pub mod jobs;
 pub mod limits;

@@ -628,15 +628,9 @@ pub(crate) async fn notify(
     tx: &mut Transaction<'_, Postgres>,
     payloads: &[serde_json::Value],
 ) -> Result<(), sqlx::Error> {
-    // Delivered by PostgreSQL when (and only if) the transaction commits, in this order.
-    sqlx::query(
-        "SELECT pg_notify($1, p) FROM UNNEST($2::text[]) WITH ORDINALITY AS u(p, n) ORDER BY n",
-    )
-    .bind(CHANNEL)
-    .bind(payloads.iter().map(|p| p.to_string()).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    // Delivered by PostgreSQL when (and only if) the transaction commits, in this order; each change is also
+    // staged for the change feed in the same transaction (see `store::feed`).
+    crate::store::feed::record(tx, payloads).await
 }
 
 async fn chats<'a>(

@@ -95,6 +95,8 @@ pub async fn rebuild_all(
         .bind(APPLY_LOCK)
         .execute(&mut *tx)
         .await?;
+    // The feed already carries every change the rebuild recomputes.
+    crate::store::feed::off_for(&mut tx).await?;
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_events")
         .fetch_one(&mut *tx)
         .await?;

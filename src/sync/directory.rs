@@ -130,6 +130,50 @@ impl DirectoryPlan {
     }
 }
 
+impl DirectoryPlan {
+    /// The NOTIFY payloads (and change feed entries) of this plan: one per staff member and department it
+    /// writes, `{"kind": "staff", "userid"}` or `{"kind": "department", "id"}`, with `change` `left` /
+    /// `renamed` / `update` (staff) or `delete` / `update` (departments). Directory writes do not carry their
+    /// event id: `event_id` is null, `source` says whether an event or the API (a fetch, a resync) wrote it.
+    pub fn notifications(&self) -> Vec<serde_json::Value> {
+        let mut out = Vec::with_capacity(self.staff.len() + self.departments.len());
+        for w in &self.staff {
+            let change = if w.renamed_to.is_some() {
+                "renamed"
+            } else if w
+                .status
+                .as_ref()
+                .is_some_and(|s| s.value.status == StaffStatus::Left)
+            {
+                "left"
+            } else {
+                "update"
+            };
+            let api = w.resync_run.is_some() || w.fetch.is_some();
+            out.push(serde_json::json!({
+                "kind": "staff",
+                "source": if api { "api" } else { "event" },
+                "corp_id": w.corp_id,
+                "userid": w.userid,
+                "change": change,
+                "renamed_to": w.renamed_to.as_ref().map(|r| r.value.as_str()),
+                "event_id": null,
+            }));
+        }
+        for d in &self.departments {
+            out.push(serde_json::json!({
+                "kind": "department",
+                "source": "event",
+                "corp_id": d.corp_id,
+                "id": d.id,
+                "change": if d.deleted.value { "delete" } else { "update" },
+                "event_id": null,
+            }));
+        }
+        out
+    }
+}
+
 /// Rank within one second: a creation comes before an update, an update before a deletion.
 fn rank(e: &ContactEvent) -> u8 {
     match e {

@@ -281,6 +281,11 @@ impl TestApp {
             .expect("request")
     }
 
+    /// The URL of this test's database (for the CLI).
+    pub fn database_url(&self) -> String {
+        database_url_for(&self.db_name)
+    }
+
     pub async fn event_count(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM wecom_events")
             .fetch_one(&self.pool)

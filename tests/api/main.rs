@@ -11,6 +11,7 @@ mod embedded;
 mod enrichment;
 #[path = "../common/fake_wecom.rs"]
 mod fake_wecom;
+mod feed;
 mod health;
 mod helpers;
 mod http_errors;
@@ -31,4 +32,5 @@ mod supervision;
 mod sync;
 mod tools;
 mod verify_url;
+mod webhooks;
 mod wecom_api;

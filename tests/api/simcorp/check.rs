@@ -63,7 +63,51 @@ pub async fn diff(
     contacts(pool, truth, resynced, &mut out).await;
     chats(pool, truth, &mut out).await;
     tags(pool, truth, resynced, &mut out).await;
+    feed(pool, &mut out).await;
     out
+}
+
+/// The change feed agrees with the tables: every follow has an entry, and the latest entry of each follow
+/// (by position) carries the status the table has now (issue 15: every status change is staged with the row
+/// after it, in the writer's transaction, and sequenced in commit order).
+async fn feed(pool: &PgPool, out: &mut Vec<String>) {
+    let started = std::time::Instant::now();
+    loop {
+        let staged: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_change_staging")
+            .fetch_one(pool)
+            .await
+            .expect("count staging");
+        if staged == 0 {
+            break;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(10) {
+            out.push(format!("feed: {staged} staged change(s) never sequenced"));
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let rows: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT f.userid, f.external_userid, f.status, \
+                (SELECT c.state->>'status' FROM wecom_changes c \
+                 WHERE c.kind = 'contact' AND c.corp_id = f.corp_id AND c.subject = f.external_userid \
+                   AND c.data->>'userid' = f.userid AND c.state IS NOT NULL \
+                 ORDER BY c.position DESC LIMIT 1) \
+         FROM external_contact_follows f ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("read the feed");
+    for (userid, ext, status, latest) in rows {
+        match latest {
+            None => out.push(format!(
+                "feed: follow {userid}/{ext} ({status}) has no entry"
+            )),
+            Some(s) if s != status => out.push(format!(
+                "feed: follow {userid}/{ext} is {status}, its latest entry says {s}"
+            )),
+            Some(_) => {}
+        }
+    }
 }
 
 async fn follows(
