@@ -25,6 +25,7 @@ pub mod projections;
 pub mod read;
 pub mod resync;
 pub mod status;
+pub mod sweeps;
 pub mod tokens;
 
 /// Embedded migrations (migrations/).

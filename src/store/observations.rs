@@ -302,7 +302,7 @@ pub(crate) async fn replay(
         }
     };
     let corp = stored.corp_id.as_str();
-    use crate::store::{enrichment, projections, resync};
+    use crate::store::{enrichment, projections, sweeps};
     match obs {
         Observation::ContactDetail { answer, fetched_at } => {
             let plan = plan::observe_contact(corp, &answer, fetched_at);
@@ -331,38 +331,38 @@ pub(crate) async fn replay(
             run_id,
             run_started_at,
         } => {
-            resync::mark_chat_in(tx, corp, &chat_id, run_id, run_started_at).await?;
+            sweeps::mark_chat_in(tx, corp, &chat_id, run_id, run_started_at).await?;
         }
         Observation::MarkTags { ids, run_id, .. } => {
-            resync::mark_tags_in(tx, corp, &ids, run_id).await?;
+            sweeps::mark_tags_in(tx, corp, &ids, run_id).await?;
         }
         Observation::SweepFollows {
             keys,
             run_id,
             run_started_at,
         } => {
-            resync::resweep_follows(tx, corp, run_id, run_started_at, &keys).await?;
+            sweeps::resweep_follows(tx, corp, run_id, run_started_at, &keys).await?;
         }
         Observation::RemoveUnassigned {
             keys,
             run_id,
             run_started_at,
         } => {
-            resync::reremove_unassigned(tx, corp, run_id, run_started_at, &keys).await?;
+            sweeps::reremove_unassigned(tx, corp, run_id, run_started_at, &keys).await?;
         }
         Observation::SweepChats {
             chat_ids,
             run_id,
             run_started_at,
         } => {
-            resync::resweep_chats(tx, corp, run_id, run_started_at, &chat_ids).await?;
+            sweeps::resweep_chats(tx, corp, run_id, run_started_at, &chat_ids).await?;
         }
         Observation::SweepTags {
             ids,
             run_id,
             run_started_at,
         } => {
-            resync::resweep_tags(tx, corp, run_id, run_started_at, &ids).await?;
+            sweeps::resweep_tags(tx, corp, run_id, run_started_at, &ids).await?;
         }
     }
     Ok(true)

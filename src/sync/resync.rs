@@ -32,6 +32,7 @@ use sqlx::PgPool;
 
 use crate::store::enrichment;
 use crate::store::resync::{self as runs, Abandon, Drift, Step};
+use crate::store::sweeps;
 use crate::sync::client::types::CorpTagList;
 use crate::sync::client::{ApiError, Credentials, MAX_OWNER_FILTER, WecomApi};
 
@@ -601,7 +602,7 @@ impl Walk<'_> {
             return Ok(());
         }
         let removed =
-            runs::remove_unassigned(self.pool, &self.creds.corp_id, self.run, &pairs).await?;
+            sweeps::remove_unassigned(self.pool, &self.creds.corp_id, self.run, &pairs).await?;
         self.run.progress.drift.follows_removed += removed;
         runs::save_progress(self.pool, self.run).await?;
         Ok(())
@@ -686,8 +687,8 @@ impl Walk<'_> {
             return Ok(());
         }
         let corp = &self.creds.corp_id;
-        let candidates = runs::sweep_follows(self.pool, corp, self.run, &scope, true).await?;
-        let active = runs::active_follows(self.pool, corp).await?;
+        let candidates = sweeps::sweep_follows(self.pool, corp, self.run, &scope, true).await?;
+        let active = sweeps::active_follows(self.pool, corp).await?;
         let share = self.options.max_removal_share;
         let limit = (share * active as f64).floor() as u64;
         if candidates > MASS_REMOVAL_FLOOR && candidates > limit && !self.options.allow_mass_removal
@@ -705,7 +706,7 @@ impl Walk<'_> {
             self.run.progress.drift.follows_removal_refused = candidates;
             return Ok(());
         }
-        let removed = runs::sweep_follows(self.pool, corp, self.run, &scope, false).await?;
+        let removed = sweeps::sweep_follows(self.pool, corp, self.run, &scope, false).await?;
         self.run.progress.drift.follows_removed += removed;
         Ok(())
     }
@@ -775,7 +776,7 @@ impl Walk<'_> {
                 }
             };
             for chat_id in &ids {
-                let created = runs::mark_chat(self.pool, &corp, chat_id, self.run).await?;
+                let created = sweeps::mark_chat(self.pool, &corp, chat_id, self.run).await?;
                 let before = runs::chat_fingerprint(self.pool, &corp, chat_id).await?;
                 let got = self.attempt(|| api.group_chat(creds, chat_id)).await?;
                 match got {
@@ -812,11 +813,11 @@ impl Walk<'_> {
             .collect();
         // Chats whose owner we never learned: asked one by one (40050: WeCom has no such chat).
         let mut gone = Vec::new();
-        for chat_id in runs::unowned_unseen_chats(self.pool, &corp, self.run).await? {
+        for chat_id in sweeps::unowned_unseen_chats(self.pool, &corp, self.run).await? {
             match self.attempt(|| api.group_chat(creds, &chat_id)).await? {
                 Ok(Some(g)) => {
                     enrichment::group_chat(self.pool, &corp, &g, chrono::Utc::now()).await?;
-                    runs::mark_chat(self.pool, &corp, &chat_id, self.run).await?;
+                    sweeps::mark_chat(self.pool, &corp, &chat_id, self.run).await?;
                 }
                 Ok(None) => {}
                 Err(ApiError::Wecom(e)) if e.errcode == 40050 => gone.push(chat_id),
@@ -824,7 +825,7 @@ impl Walk<'_> {
             }
         }
         if !listed.is_empty() || !gone.is_empty() {
-            let dismissed = runs::sweep_chats(self.pool, &corp, self.run, &listed, &gone).await?;
+            let dismissed = sweeps::sweep_chats(self.pool, &corp, self.run, &listed, &gone).await?;
             self.run.progress.drift.chats_dismissed += dismissed;
         }
         Ok(())
@@ -866,7 +867,7 @@ impl Walk<'_> {
             }
         }
         let ids: Vec<String> = ids.into_iter().collect();
-        runs::mark_tags(self.pool, &corp, &ids, self.run).await?;
+        sweeps::mark_tags(self.pool, &corp, &ids, self.run).await?;
         let after = runs::tag_fingerprints(self.pool, &corp).await?;
         let d = &mut self.run.progress.drift;
         for (id, fp) in &after {
@@ -878,7 +879,7 @@ impl Walk<'_> {
         }
         // A tag learned from an event is deleted only when neither list names it.
         if complete {
-            let deleted = runs::sweep_tags(self.pool, &corp, self.run).await?;
+            let deleted = sweeps::sweep_tags(self.pool, &corp, self.run).await?;
             self.run.progress.drift.tags_deleted += deleted;
         }
         Ok(())
