@@ -36,6 +36,9 @@ pub enum Step {
     Follows,
     /// `groupchat/list` per chunk of owners, then `groupchat/get` per chat.
     Chats,
+    /// The staff directory: `department/list`, `user/list_id` (paged), `user/get` where the row is missing
+    /// or stale, then the staff sweep.
+    Directory,
 }
 
 /// Where a run is, saved after every page and every staff chunk so an interrupted run resumes there. Staff
@@ -62,6 +65,12 @@ pub struct Progress {
     pub owners_done: BTreeSet<String>,
     /// Owners whose `groupchat/list` chunk failed after retries.
     pub owners_failed: BTreeSet<String>,
+    /// The `user/list_id` cursor of the next page (the directory step; empty: the first page).
+    pub directory_cursor: String,
+    /// Members `user/list_id` listed so far (one page after another).
+    pub directory_listed: u64,
+    /// Whether `user/list_id` was read to its last page (only then are members swept).
+    pub directory_complete: bool,
     /// API calls made by this run so far.
     pub calls: u64,
     /// The errors of skipped items, newest last (at most [`MAX_ERRORS`] kept).
@@ -102,7 +111,17 @@ pub struct Drift {
     pub tags_created: u64,
     pub tags_updated: u64,
     pub tags_deleted: u64,
-    /// Items skipped after errors (staff chunks, owner chunks, chats, tag lists).
+    /// Members the directory did not know (`user/list_id`).
+    pub staff_created: u64,
+    /// Members whose row `user/get` changed.
+    pub staff_updated: u64,
+    /// Members gone from `user/list_id`, marked `left` by the staff sweep.
+    pub staff_left: u64,
+    /// Members the staff sweep would have marked `left` but did not: more than the allowed share.
+    pub staff_removal_refused: u64,
+    pub departments_created: u64,
+    pub departments_updated: u64,
+    /// Items skipped after errors (staff chunks, owner chunks, chats, tag lists, directory pages, members).
     pub skipped: u64,
 }
 

@@ -9,6 +9,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use crate::store::observations::{self, Observation};
 use crate::store::projections;
 use crate::store::resync::{Run, run_version, version_at};
+use crate::sync::plan::Version;
 
 /// Tombstones the follows of `users` (the staff this run listed completely) that WeCom no longer lists
 /// (status `removed`, source `resync`), unless an event newer than the run's start said otherwise. Only
@@ -439,4 +440,94 @@ async fn commit_sweep<K>(
     }
     tx.commit().await?;
     Ok(n)
+}
+
+/// The staff sweep: members this run's complete `user/list_id` did not list become `left` (a member who left
+/// is gone from the directory; WeCom sends no event when a resigned member's account is removed by a sync
+/// tool), unless an event newer than the run said otherwise. A renamed userid's old row is not a member and
+/// is left alone. Their follows then show as the follows of a member who left (`v_customer_followers.staff_left`,
+/// not in `v_staff_active_customers`), as after a `delete_user`. `dry_run` only counts.
+pub async fn sweep_staff(
+    pool: &PgPool,
+    corp_id: &str,
+    run: &Run,
+    dry_run: bool,
+) -> Result<u64, sqlx::Error> {
+    // $1 corp, $2 run, $3 the run's version.
+    const SCOPE: &str = "corp_id = $1 AND status <> 'left' AND renamed_to IS NULL \
+         AND (resync_run IS NULL OR resync_run < $2) AND status_version < $3";
+    if dry_run {
+        // Only the constant SCOPE is interpolated; every value is a bind.
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM staff WHERE {SCOPE}"
+        )))
+        .bind(corp_id)
+        .bind(run.id)
+        .bind(staff_version(run.started_at))
+        .fetch_one(pool)
+        .await?;
+        return Ok(n.max(0) as u64);
+    }
+    let mut tx = projections::observation_tx(pool).await?;
+    let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT userid FROM staff WHERE {SCOPE} ORDER BY userid FOR UPDATE"
+    )))
+    .bind(corp_id)
+    .bind(run.id)
+    .bind(staff_version(run.started_at))
+    .fetch_all(&mut *tx)
+    .await?;
+    let swept = resweep_staff(&mut tx, corp_id, run.id, run.started_at, &ids).await?;
+    commit_sweep(tx, corp_id, swept, |userids| Observation::SweepStaff {
+        userids,
+        run_id: run.id,
+        run_started_at: run.started_at,
+    })
+    .await
+}
+
+/// Marks the members `userids` of run `run_id` `left` (as [`sweep_staff`] does), each only if not left yet,
+/// not renamed, not listed by a later run and not decided by anything newer. Returns the userids it changed;
+/// also the rebuild's replay.
+pub(crate) async fn resweep_staff(
+    tx: &mut Transaction<'_, Postgres>,
+    corp_id: &str,
+    run_id: i64,
+    started_at: DateTime<Utc>,
+    userids: &[String],
+) -> Result<Vec<String>, sqlx::Error> {
+    if userids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "UPDATE staff SET status = 'left', left_at = $3, status_version = $4, updated_at = now() \
+         WHERE corp_id = $1 AND status <> 'left' AND renamed_to IS NULL \
+           AND (resync_run IS NULL OR resync_run < $2) AND status_version < $4 AND userid = ANY($5) \
+         RETURNING userid",
+    )
+    .bind(corp_id)
+    .bind(run_id)
+    .bind(started_at)
+    .bind(staff_version(started_at))
+    .bind(userids)
+    .fetch_all(&mut **tx)
+    .await
+}
+
+/// The version of the staff sweep of the run started at `started_at`: to the microsecond, like a `user/get`
+/// answer's ([`Version::fetched`]), so an answer fetched just before the run started (in the same second)
+/// does not outrank the run's listing, and one fetched during the run does.
+fn staff_version(started_at: DateTime<Utc>) -> String {
+    Version::fetched(started_at).as_str().to_owned()
+}
+
+/// The corp's members who have not left (the base of the staff sweep's mass-removal guard).
+pub async fn present_staff(pool: &PgPool, corp_id: &str) -> Result<u64, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM staff WHERE corp_id = $1 AND status <> 'left' AND renamed_to IS NULL",
+    )
+    .bind(corp_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(n.max(0) as u64)
 }
