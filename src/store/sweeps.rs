@@ -453,13 +453,17 @@ pub async fn sweep_staff(
     run: &Run,
     dry_run: bool,
 ) -> Result<u64, sqlx::Error> {
-    // $1 corp, $2 run, $3 the run's version.
-    const SCOPE: &str = "corp_id = $1 AND status <> 'left' AND renamed_to IS NULL \
-         AND (resync_run IS NULL OR resync_run < $2) AND status_version < $3";
+    // $1 corp, $2 run, $3 the run's version. Members of the directory this run did not list, and userids
+    // with follows that the directory never knew: a member who left before any listing or 通讯录 event
+    // named them (their follows must not look like a present member's).
+    const SCOPE: &str = "SELECT userid FROM staff WHERE corp_id = $1 AND status <> 'left' AND renamed_to IS NULL \
+           AND (resync_run IS NULL OR resync_run < $2) AND status_version < $3 \
+         UNION SELECT f.userid FROM external_contact_follows f WHERE f.corp_id = $1 \
+           AND NOT EXISTS (SELECT 1 FROM staff s WHERE s.corp_id = $1 AND s.userid = f.userid)";
     if dry_run {
         // Only the constant SCOPE is interpolated; every value is a bind.
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM staff WHERE {SCOPE}"
+            "SELECT count(*) FROM ({SCOPE}) AS k"
         )))
         .bind(corp_id)
         .bind(run.id)
@@ -470,7 +474,7 @@ pub async fn sweep_staff(
     }
     let mut tx = projections::observation_tx(pool).await?;
     let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT userid FROM staff WHERE {SCOPE} ORDER BY userid FOR UPDATE"
+        "SELECT userid FROM ({SCOPE}) AS k ORDER BY userid"
     )))
     .bind(corp_id)
     .bind(run.id)
@@ -486,9 +490,10 @@ pub async fn sweep_staff(
     .await
 }
 
-/// Marks the members `userids` of run `run_id` `left` (as [`sweep_staff`] does), each only if not left yet,
-/// not renamed, not listed by a later run and not decided by anything newer. Returns the userids it changed;
-/// also the rebuild's replay.
+/// Marks the members `userids` of run `run_id` `left` (as [`sweep_staff`] does; a userid without a row gets
+/// one), each only if not left yet, not renamed, not listed by a later run and not decided by anything newer.
+/// Rows are written in userid order (so concurrent writers lock them in the same order). Returns the userids
+/// it changed, in that order; also the rebuild's replay.
 pub(crate) async fn resweep_staff(
     tx: &mut Transaction<'_, Postgres>,
     corp_id: &str,
@@ -499,19 +504,27 @@ pub(crate) async fn resweep_staff(
     if userids.is_empty() {
         return Ok(Vec::new());
     }
-    sqlx::query_scalar(
-        "UPDATE staff SET status = 'left', left_at = $3, status_version = $4, updated_at = now() \
-         WHERE corp_id = $1 AND status <> 'left' AND renamed_to IS NULL \
-           AND (resync_run IS NULL OR resync_run < $2) AND status_version < $4 AND userid = ANY($5) \
-         RETURNING userid",
+    let mut sorted: Vec<&str> = userids.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO staff AS s (corp_id, userid, status, status_version, left_at) \
+         SELECT $1, k.userid, 'left', $4, $3 FROM UNNEST($5::text[]) WITH ORDINALITY AS k(userid, n) ORDER BY k.n \
+         ON CONFLICT (corp_id, userid) DO UPDATE SET status = 'left', left_at = $3, status_version = $4, \
+             updated_at = now() \
+         WHERE s.status <> 'left' AND s.renamed_to IS NULL AND (s.resync_run IS NULL OR s.resync_run < $2) \
+           AND s.status_version < $4 \
+         RETURNING s.userid",
     )
     .bind(corp_id)
     .bind(run_id)
     .bind(started_at)
     .bind(staff_version(started_at))
-    .bind(userids)
+    .bind(&sorted)
     .fetch_all(&mut **tx)
-    .await
+    .await?;
+    out.sort();
+    Ok(out)
 }
 
 /// The version of the staff sweep of the run started at `started_at`: to the microsecond, like a `user/get`
