@@ -455,3 +455,26 @@ pub async fn last_done_age(pool: &PgPool, corp_id: &str) -> Result<Option<f64>, 
     .fetch_one(pool)
     .await
 }
+
+/// The reason the app's newest finished run skipped its directory step (WeCom refused the secret the
+/// directory), if it did: for `doctor`.
+pub async fn last_directory_skip(pool: &PgPool, app: &str) -> Result<Option<String>, sqlx::Error> {
+    let errors: Option<Value> = sqlx::query_scalar(
+        "SELECT progress->'errors' FROM wecom_resync_runs WHERE app = $1 AND status = 'done' \
+         ORDER BY id DESC LIMIT 1",
+    )
+    .bind(app)
+    .fetch_optional(pool)
+    .await?;
+    Ok(errors
+        .as_ref()
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find(|e| e.starts_with(DIRECTORY_SKIPPED))
+        .map(str::to_owned))
+}
+
+/// How the error of a skipped directory step starts (see `sync::resync`).
+pub const DIRECTORY_SKIPPED: &str = "the directory step was skipped";

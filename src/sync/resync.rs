@@ -938,9 +938,10 @@ impl Walk<'_> {
                     }
                 };
                 let e = format!(
-                    "the directory step was skipped and no member was swept: department/list, user/list_id or \
-                     user/get was refused with {w} {why}. The staff table keeps what the 通讯录 callbacks and \
-                     user/get jobs wrote; follows, tags and chats were synced"
+                    "{} and no member was swept: department/list, user/list_id or user/get was refused with \
+                     {w} {why}. The staff table keeps what the 通讯录 callbacks and user/get jobs wrote; follows, \
+                     tags and chats were synced",
+                    runs::DIRECTORY_SKIPPED
                 );
                 tracing::warn!(app = self.app, run = self.run.id, "{e}");
                 self.run.progress.record_error(e);

@@ -109,10 +109,20 @@ async fn directory(pool: &PgPool, truth: &Truth, resynced: bool, out: &mut Vec<S
         .into_iter()
         .map(|(u, n, d, s)| (u, (n, d, s)))
         .collect();
+    // A member who left before any listing, event or follow named them: nothing could tell the service.
+    let with_follows: BTreeSet<String> = sqlx::query_scalar(
+        "SELECT DISTINCT userid FROM external_contact_follows WHERE corp_id = $1",
+    )
+    .bind(CORP)
+    .fetch_all(pool)
+    .await
+    .expect("read follow userids")
+    .into_iter()
+    .collect();
     for (user, s) in &truth.staff {
         let row = rows.get(user);
         let ok = match row {
-            None => !resynced,
+            None => !resynced || (s.departed && !with_follows.contains(user)),
             Some((_, _, status)) if s.departed => status == "left" || !resynced,
             Some((name, departments, status)) => {
                 name.as_deref() == Some(s.name.as_str())
