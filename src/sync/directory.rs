@@ -529,6 +529,42 @@ mod tests {
     }
 
     #[test]
+    fn a_listing_writes_each_member_once_and_a_fetch_covers_the_fields_it_read() {
+        let listed = listed_plan(
+            "corp",
+            &["b".into(), "a".into(), "b".into(), String::new()],
+            7,
+        );
+        let ids: Vec<(&str, Option<i64>)> = listed
+            .staff
+            .iter()
+            .map(|w| (w.userid.as_str(), w.resync_run))
+            .collect();
+        assert_eq!(ids, vec![("a", Some(7)), ("b", Some(7))]);
+        assert!(
+            listed
+                .staff
+                .iter()
+                .all(|w| w.status.is_none() && w.name.is_none())
+        );
+        let m = StaffMember {
+            userid: "zs".into(),
+            name: Some("张三".into()),
+            position: Some("销售".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields_read(&m),
+            vec!["name".to_owned(), "position".to_owned()]
+        );
+        // The observation log keeps "not sent" apart from a value: an answer read back plans the same.
+        let back: StaffMember =
+            serde_json::from_value(serde_json::to_value(&m).expect("ser")).expect("de");
+        let at = Utc::now();
+        assert_eq!(member_plan("corp", &back, at), member_plan("corp", &m, at));
+    }
+
+    #[test]
     fn party_events_and_non_numeric_ids() {
         let p = plan(
             100,
