@@ -328,10 +328,16 @@ async fn directory_check(
                 .last_refusal
                 .map(|(code, msg)| format!("; last failed user/get: errcode {code:?}: {msg}"))
                 .unwrap_or_default();
+            // The directory step of the newest finished resync, when WeCom refused it the directory.
+            let skipped = match store::resync::last_directory_skip(pool, name).await {
+                Ok(Some(why)) => format!("; the last resync skipped the directory: {why}"),
+                Ok(None) => String::new(),
+                Err(e) => format!("; the resync runs are unreadable: {e}"),
+            };
             (
                 true,
                 format!(
-                    "app {name:?}: {listing}; {} staff known, {} fetched with user/get, which gave {missing}{refusal}",
+                    "app {name:?}: {listing}; {} staff known, {} fetched with user/get, which gave {missing}{refusal}{skipped}",
                     r.staff, r.fetched
                 ),
             )

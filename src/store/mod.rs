@@ -27,6 +27,7 @@ pub mod read;
 pub mod rebuild;
 pub mod resync;
 pub mod status;
+pub mod sweeps;
 pub mod tokens;
 
 /// Embedded migrations (migrations/).

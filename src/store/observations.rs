@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::sync::client::types::{
-    CorpTagList, ExternalContact, ExternalContactDetail, FollowInfo, GroupChat,
+    CorpTagList, Department, ExternalContact, ExternalContactDetail, FollowInfo, GroupChat,
+    StaffMember,
 };
 use crate::sync::plan;
 
@@ -140,14 +141,38 @@ pub enum Observation {
         run_id: i64,
         run_started_at: DateTime<Utc>,
     },
+    /// `user/get` (the worker's staff detail job, or the directory resync): one member as the secret could
+    /// read them.
+    StaffDetail {
+        member: StaffMember,
+        fetched_at: DateTime<Utc>,
+    },
+    /// `department/list` (the directory resync).
+    Departments {
+        list: Vec<Department>,
+        fetched_at: DateTime<Utc>,
+    },
+    /// A page of `user/list_id`: a directory resync run listed these members.
+    ListedStaff {
+        userids: Vec<String>,
+        run_id: i64,
+        run_started_at: DateTime<Utc>,
+    },
+    /// The staff sweep of a run marked these members `left` (gone from `user/list_id`).
+    SweepStaff {
+        userids: Vec<String>,
+        run_id: i64,
+        run_started_at: DateTime<Utc>,
+    },
 }
 
 /// Kinds that are never compacted away.
-const SWEEPS: [&str; 4] = [
+const SWEEPS: [&str; 5] = [
     "sweep_follows",
     "remove_unassigned",
     "sweep_chats",
     "sweep_tags",
+    "sweep_staff",
 ];
 
 impl Observation {
@@ -164,6 +189,10 @@ impl Observation {
             Observation::RemoveUnassigned { .. } => "remove_unassigned",
             Observation::SweepChats { .. } => "sweep_chats",
             Observation::SweepTags { .. } => "sweep_tags",
+            Observation::StaffDetail { .. } => "staff_detail",
+            Observation::Departments { .. } => "departments",
+            Observation::ListedStaff { .. } => "listed_staff",
+            Observation::SweepStaff { .. } => "sweep_staff",
         }
     }
 
@@ -184,8 +213,13 @@ impl Observation {
             ),
             Observation::GroupChat { chat, .. } => chat.chat_id.clone().unwrap_or_default(),
             Observation::MarkChat { chat_id, .. } => chat_id.clone(),
-            Observation::CorpTags { .. } | Observation::MarkTags { .. } => String::new(),
-            Observation::SweepFollows { run_id, .. }
+            Observation::StaffDetail { member, .. } => member.userid.clone(),
+            Observation::CorpTags { .. }
+            | Observation::MarkTags { .. }
+            | Observation::Departments { .. }
+            | Observation::ListedStaff { .. } => String::new(),
+            Observation::SweepStaff { run_id, .. }
+            | Observation::SweepFollows { run_id, .. }
             | Observation::RemoveUnassigned { run_id, .. }
             | Observation::SweepChats { run_id, .. }
             | Observation::SweepTags { run_id, .. } => run_id.to_string(),
@@ -198,8 +232,12 @@ impl Observation {
             Observation::ContactDetail { fetched_at, .. }
             | Observation::FollowEntry { fetched_at, .. }
             | Observation::GroupChat { fetched_at, .. }
-            | Observation::CorpTags { fetched_at, .. } => *fetched_at,
-            Observation::MarkChat { run_started_at, .. }
+            | Observation::CorpTags { fetched_at, .. }
+            | Observation::StaffDetail { fetched_at, .. }
+            | Observation::Departments { fetched_at, .. } => *fetched_at,
+            Observation::ListedStaff { run_started_at, .. }
+            | Observation::SweepStaff { run_started_at, .. }
+            | Observation::MarkChat { run_started_at, .. }
             | Observation::MarkTags { run_started_at, .. }
             | Observation::SweepFollows { run_started_at, .. }
             | Observation::RemoveUnassigned { run_started_at, .. }
@@ -346,7 +384,8 @@ pub(crate) async fn replay(
         }
     };
     let corp = stored.corp_id.as_str();
-    use crate::store::{enrichment, projections, resync};
+    use crate::store::{directory, enrichment, projections, sweeps};
+    use crate::sync::directory as plan_dir;
     match obs {
         Observation::ContactDetail { answer, fetched_at } => {
             let plan = plan::observe_contact(corp, &answer, fetched_at);
@@ -375,38 +414,56 @@ pub(crate) async fn replay(
             run_id,
             run_started_at,
         } => {
-            resync::mark_chat_in(tx, corp, &chat_id, run_id, run_started_at).await?;
+            sweeps::mark_chat_in(tx, corp, &chat_id, run_id, run_started_at).await?;
         }
         Observation::MarkTags { ids, run_id, .. } => {
-            resync::mark_tags_in(tx, corp, &ids, run_id).await?;
+            sweeps::mark_tags_in(tx, corp, &ids, run_id).await?;
         }
         Observation::SweepFollows {
             keys,
             run_id,
             run_started_at,
         } => {
-            resync::resweep_follows(tx, corp, run_id, run_started_at, &keys).await?;
+            sweeps::resweep_follows(tx, corp, run_id, run_started_at, &keys).await?;
         }
         Observation::RemoveUnassigned {
             keys,
             run_id,
             run_started_at,
         } => {
-            resync::reremove_unassigned(tx, corp, run_id, run_started_at, &keys).await?;
+            sweeps::reremove_unassigned(tx, corp, run_id, run_started_at, &keys).await?;
         }
         Observation::SweepChats {
             chat_ids,
             run_id,
             run_started_at,
         } => {
-            resync::resweep_chats(tx, corp, run_id, run_started_at, &chat_ids).await?;
+            sweeps::resweep_chats(tx, corp, run_id, run_started_at, &chat_ids).await?;
         }
         Observation::SweepTags {
             ids,
             run_id,
             run_started_at,
         } => {
-            resync::resweep_tags(tx, corp, run_id, run_started_at, &ids).await?;
+            sweeps::resweep_tags(tx, corp, run_id, run_started_at, &ids).await?;
+        }
+        Observation::StaffDetail { member, fetched_at } => {
+            directory::execute(tx, &plan_dir::member_plan(corp, &member, fetched_at)).await?;
+        }
+        Observation::Departments { list, fetched_at } => {
+            directory::execute(tx, &plan_dir::departments_plan(corp, &list, fetched_at)).await?;
+        }
+        Observation::ListedStaff {
+            userids, run_id, ..
+        } => {
+            directory::execute(tx, &plan_dir::listed_plan(corp, &userids, run_id)).await?;
+        }
+        Observation::SweepStaff {
+            userids,
+            run_id,
+            run_started_at,
+        } => {
+            sweeps::resweep_staff(tx, corp, run_id, run_started_at, &userids).await?;
         }
     }
     Ok(true)

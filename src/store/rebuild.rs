@@ -103,7 +103,7 @@ pub async fn rebuild_all(
     let total = u64::try_from(total).unwrap_or(0);
     sqlx::query(
         "TRUNCATE external_contact_history, external_group_chat_members, external_group_chats, \
-         external_corp_tags, external_contact_follows, external_contacts",
+         external_corp_tags, external_contact_follows, external_contacts, staff, departments",
     )
     .execute(&mut *tx)
     .await?;

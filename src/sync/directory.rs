@@ -398,6 +398,56 @@ pub fn observe_gone(corp_id: &str, userid: &str, at: DateTime<Utc>) -> StaffWrit
     w
 }
 
+/// The plan of one `user/get` answer (see [`observe_member`]).
+pub fn member_plan(corp_id: &str, m: &StaffMember, at: DateTime<Utc>) -> DirectoryPlan {
+    DirectoryPlan {
+        staff: vec![observe_member(corp_id, m, at)],
+        ..Default::default()
+    }
+}
+
+/// The plan of a `department/list` answer (entries without an id are skipped).
+pub fn departments_plan(corp_id: &str, list: &[Department], at: DateTime<Utc>) -> DirectoryPlan {
+    DirectoryPlan {
+        departments: list
+            .iter()
+            .filter_map(|d| observe_department(corp_id, d, at))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// The plan of a `user/list_id` page of run `run` (see [`observe_listed`]). A userid WeCom lists twice (one
+/// entry per department) is written once; empty ones are skipped.
+pub fn listed_plan(corp_id: &str, userids: &[String], run: i64) -> DirectoryPlan {
+    let mut ids: Vec<&str> = userids
+        .iter()
+        .map(String::as_str)
+        .filter(|u| !u.is_empty())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    DirectoryPlan {
+        staff: ids
+            .into_iter()
+            .map(|u| observe_listed(corp_id, u, run))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// The fields a `user/get` answer carried (what an observation of it covers: a newer answer carrying at
+/// least these rewrites everything it wrote).
+pub fn fields_read(m: &StaffMember) -> Vec<String> {
+    let w = observe_member("", m, DateTime::UNIX_EPOCH);
+    let unavailable = w.fetch.map(|f| f.unavailable).unwrap_or_default();
+    STAFF_FIELDS
+        .iter()
+        .filter(|f| !unavailable.iter().any(|u| u == *f))
+        .map(|f| (*f).to_owned())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -520,6 +570,42 @@ mod tests {
             "an empty position is known"
         );
         assert!(w.departments.is_none(), "the event's departments stay");
+    }
+
+    #[test]
+    fn a_listing_writes_each_member_once_and_a_fetch_covers_the_fields_it_read() {
+        let listed = listed_plan(
+            "corp",
+            &["b".into(), "a".into(), "b".into(), String::new()],
+            7,
+        );
+        let ids: Vec<(&str, Option<i64>)> = listed
+            .staff
+            .iter()
+            .map(|w| (w.userid.as_str(), w.resync_run))
+            .collect();
+        assert_eq!(ids, vec![("a", Some(7)), ("b", Some(7))]);
+        assert!(
+            listed
+                .staff
+                .iter()
+                .all(|w| w.status.is_none() && w.name.is_none())
+        );
+        let m = StaffMember {
+            userid: "zs".into(),
+            name: Some("张三".into()),
+            position: Some("销售".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            fields_read(&m),
+            vec!["name".to_owned(), "position".to_owned()]
+        );
+        // The observation log keeps "not sent" apart from a value: an answer read back plans the same.
+        let back: StaffMember =
+            serde_json::from_value(serde_json::to_value(&m).expect("ser")).expect("de");
+        let at = Utc::now();
+        assert_eq!(member_plan("corp", &back, at), member_plan("corp", &m, at));
     }
 
     #[test]

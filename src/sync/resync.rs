@@ -19,6 +19,13 @@
 //!    chats of the owners listed completely that WeCom no longer lists become dismissed. When the app may not
 //!    call the 客户群 APIs (48002) the step is recorded as skipped, with what to do, and the run finishes.
 //!
+//! 6. The directory (通讯录): `department/list`, then `user/list_id` page by page (its cursor saved after every
+//!    page), each page's members marked listed and `user/get` asked for those whose row is missing, never
+//!    fetched, older than [`Options::staff_detail_max_age`] or `left`; after the last page, members no longer
+//!    listed become `left` (the staff sweep, never after an empty listing and behind the same mass-removal
+//!    guard). When WeCom refuses the secret the directory (48002, 60011, 48009) the step is recorded as
+//!    skipped, with what to do, and the run finishes.
+//!
 //! A failing item (a staff chunk, an owner chunk, one chat, one tag list) is retried, then recorded in the
 //! run's progress (`errors`) and skipped; errors that fail every call (the IP is not trusted, the secret or
 //! token is refused, the network or the database is down) stop the run, which the next start resumes. A run
@@ -30,9 +37,11 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
+use crate::store::directory as store_dir;
 use crate::store::enrichment;
 use crate::store::resync::{self as runs, Abandon, Drift, Step};
-use crate::sync::client::types::CorpTagList;
+use crate::store::sweeps;
+use crate::sync::client::types::{CorpTagList, StaffMember};
 use crate::sync::client::{ApiError, Credentials, MAX_OWNER_FILTER, WecomApi};
 
 /// Userids per `batch/get_by_user` call (WeCom's maximum).
@@ -44,6 +53,12 @@ pub const ABANDON_AFTER_ATTEMPTS: i32 = 3;
 /// Below this many, removals are never refused as a mass removal (a small corp's one missed deletion can be
 /// more than the share).
 pub const MASS_REMOVAL_FLOOR: u64 = 10;
+/// The default [`Options::staff_detail_max_age`]: a week (changes in between come as `update_user` events).
+pub const STAFF_DETAIL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Errcodes with which WeCom refuses the configured secret the directory: 48002 (API not allowed for the
+/// app), 60011 (no privilege: the member or department is outside the app's 可见范围), 48009 (the 通讯录
+/// secret called from an IP that is not trusted, since 2022).
+const DIRECTORY_REFUSED: [i64; 3] = [48002, 60011, 48009];
 /// The default of `api.resync_max_removal_share`.
 pub const DEFAULT_MAX_REMOVAL_SHARE: f64 = 0.2;
 
@@ -120,6 +135,8 @@ pub struct Options {
     pub item_backoff: Duration,
     /// When an unfinished run is abandoned.
     pub abandon: Abandon,
+    /// A listed member whose last `user/get` is older than this is fetched again by the directory step.
+    pub staff_detail_max_age: Duration,
     /// Progress reports (besides the log).
     pub on_progress: Option<OnProgress>,
     /// The first wait of [`schedule`] before it retries a failed resync (doubled after every further
@@ -141,6 +158,7 @@ impl Options {
                 max_attempts: ABANDON_AFTER_ATTEMPTS,
                 max_age: chrono::Duration::hours(24),
             },
+            staff_detail_max_age: STAFF_DETAIL_MAX_AGE,
             on_progress: None,
             retry_base: RETRY_BASE,
         }
@@ -218,6 +236,11 @@ pub async fn schedule(
                     ("tags", "created", d.tags_created),
                     ("tags", "updated", d.tags_updated),
                     ("tags", "removed", d.tags_deleted),
+                    ("staff", "created", d.staff_created),
+                    ("staff", "updated", d.staff_updated),
+                    ("staff", "removed", d.staff_left),
+                    ("departments", "created", d.departments_created),
+                    ("departments", "updated", d.departments_updated),
                 ] {
                     m.resync_drift.with_label_values(&[table, change]).inc_by(n);
                 }
@@ -388,8 +411,11 @@ impl Walk<'_> {
     }
 
     fn report(&self, staff_done: usize) {
+        self.report_of(staff_done, self.run.progress.users_total);
+    }
+
+    fn report_of(&self, staff_done: usize, total: usize) {
         let p = &self.run.progress;
-        let total = p.users_total;
         let done_now = staff_done.saturating_sub(self.done_at_start);
         let eta = (done_now > 0 && staff_done <= total).then(|| {
             let per = self.started.elapsed().as_secs_f64() / done_now as f64;
@@ -474,7 +500,12 @@ impl Walk<'_> {
             self.run.progress.step = Step::Chats;
             runs::save_progress(self.pool, self.run).await?;
         }
-        self.chats(&users).await?;
+        if self.run.progress.step == Step::Chats {
+            self.chats(&users).await?;
+            self.run.progress.step = Step::Directory;
+            runs::save_progress(self.pool, self.run).await?;
+        }
+        self.directory().await?;
         Ok(self.run.progress.drift.clone())
     }
 
@@ -601,7 +632,7 @@ impl Walk<'_> {
             return Ok(());
         }
         let removed =
-            runs::remove_unassigned(self.pool, &self.creds.corp_id, self.run, &pairs).await?;
+            sweeps::remove_unassigned(self.pool, &self.creds.corp_id, self.run, &pairs).await?;
         self.run.progress.drift.follows_removed += removed;
         runs::save_progress(self.pool, self.run).await?;
         Ok(())
@@ -686,8 +717,8 @@ impl Walk<'_> {
             return Ok(());
         }
         let corp = &self.creds.corp_id;
-        let candidates = runs::sweep_follows(self.pool, corp, self.run, &scope, true).await?;
-        let active = runs::active_follows(self.pool, corp).await?;
+        let candidates = sweeps::sweep_follows(self.pool, corp, self.run, &scope, true).await?;
+        let active = sweeps::active_follows(self.pool, corp).await?;
         let share = self.options.max_removal_share;
         let limit = (share * active as f64).floor() as u64;
         if candidates > MASS_REMOVAL_FLOOR && candidates > limit && !self.options.allow_mass_removal
@@ -705,7 +736,7 @@ impl Walk<'_> {
             self.run.progress.drift.follows_removal_refused = candidates;
             return Ok(());
         }
-        let removed = runs::sweep_follows(self.pool, corp, self.run, &scope, false).await?;
+        let removed = sweeps::sweep_follows(self.pool, corp, self.run, &scope, false).await?;
         self.run.progress.drift.follows_removed += removed;
         Ok(())
     }
@@ -775,7 +806,7 @@ impl Walk<'_> {
                 }
             };
             for chat_id in &ids {
-                let created = runs::mark_chat(self.pool, &corp, chat_id, self.run).await?;
+                let created = sweeps::mark_chat(self.pool, &corp, chat_id, self.run).await?;
                 let before = runs::chat_fingerprint(self.pool, &corp, chat_id).await?;
                 let got = self.attempt(|| api.group_chat(creds, chat_id)).await?;
                 match got {
@@ -812,11 +843,11 @@ impl Walk<'_> {
             .collect();
         // Chats whose owner we never learned: asked one by one (40050: WeCom has no such chat).
         let mut gone = Vec::new();
-        for chat_id in runs::unowned_unseen_chats(self.pool, &corp, self.run).await? {
+        for chat_id in sweeps::unowned_unseen_chats(self.pool, &corp, self.run).await? {
             match self.attempt(|| api.group_chat(creds, &chat_id)).await? {
                 Ok(Some(g)) => {
                     enrichment::group_chat(self.pool, &corp, &g, chrono::Utc::now()).await?;
-                    runs::mark_chat(self.pool, &corp, &chat_id, self.run).await?;
+                    sweeps::mark_chat(self.pool, &corp, &chat_id, self.run).await?;
                 }
                 Ok(None) => {}
                 Err(ApiError::Wecom(e)) if e.errcode == 40050 => gone.push(chat_id),
@@ -824,7 +855,7 @@ impl Walk<'_> {
             }
         }
         if !listed.is_empty() || !gone.is_empty() {
-            let dismissed = runs::sweep_chats(self.pool, &corp, self.run, &listed, &gone).await?;
+            let dismissed = sweeps::sweep_chats(self.pool, &corp, self.run, &listed, &gone).await?;
             self.run.progress.drift.chats_dismissed += dismissed;
         }
         Ok(())
@@ -866,7 +897,7 @@ impl Walk<'_> {
             }
         }
         let ids: Vec<String> = ids.into_iter().collect();
-        runs::mark_tags(self.pool, &corp, &ids, self.run).await?;
+        sweeps::mark_tags(self.pool, &corp, &ids, self.run).await?;
         let after = runs::tag_fingerprints(self.pool, &corp).await?;
         let d = &mut self.run.progress.drift;
         for (id, fp) in &after {
@@ -878,9 +909,204 @@ impl Walk<'_> {
         }
         // A tag learned from an event is deleted only when neither list names it.
         if complete {
-            let deleted = runs::sweep_tags(self.pool, &corp, self.run).await?;
+            let deleted = sweeps::sweep_tags(self.pool, &corp, self.run).await?;
             self.run.progress.drift.tags_deleted += deleted;
         }
+        Ok(())
+    }
+}
+
+impl Walk<'_> {
+    /// The directory step. When WeCom refuses the secret the directory ([`DIRECTORY_REFUSED`]), retrying the
+    /// run would only be refused the same way: the step is recorded as skipped (no member swept) and the run
+    /// finishes, so it neither fails nor counts toward abandonment.
+    async fn directory(&mut self) -> Result<(), ResyncError> {
+        match self.directory_step().await {
+            Err(ResyncError::Api(ApiError::Wecom(w))) if DIRECTORY_REFUSED.contains(&w.errcode) => {
+                let why = match w.errcode {
+                    48009 => {
+                        "WeCom refuses the 通讯录 (directory) secret from this server's IP: add it to the \
+                         corp's 企业可信IP, or configure the app's own secret"
+                    }
+                    60011 => {
+                        "the app may not read the directory beyond its 可见范围 (visible range): widen the \
+                         visible range in the admin console"
+                    }
+                    _ => {
+                        "the app may not call the 通讯录 APIs: grant it the directory permission (a 代开发 or \
+                         第三方 app needs 通讯录 access granted by the corp's admin)"
+                    }
+                };
+                let e = format!(
+                    "{} and no member was swept: department/list, user/list_id or user/get was refused with \
+                     {w} {why}. The staff table keeps what the 通讯录 callbacks and user/get jobs wrote; follows, \
+                     tags and chats were synced",
+                    runs::DIRECTORY_SKIPPED
+                );
+                tracing::warn!(app = self.app, run = self.run.id, "{e}");
+                self.run.progress.record_error(e);
+                self.run.progress.drift.skipped += 1;
+                runs::save_progress(self.pool, self.run).await?;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// [`Walk::attempt`], with a directory refusal turned into the error that skips the step.
+    async fn directory_call<T, F, Fut>(
+        &mut self,
+        call: F,
+    ) -> Result<Result<T, ApiError>, ResyncError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        match self.attempt(call).await? {
+            Err(ApiError::Wecom(w)) if DIRECTORY_REFUSED.contains(&w.errcode) => {
+                Err(ApiError::Wecom(w).into())
+            }
+            other => Ok(other),
+        }
+    }
+
+    async fn directory_step(&mut self) -> Result<(), ResyncError> {
+        let corp = self.creds.corp_id.clone();
+        let (api, creds) = (self.api, self.creds);
+        // Departments: one call, read again on a resume (it is cheap and a resume wants today's).
+        match self.directory_call(|| api.department_list(creds)).await? {
+            Ok(list) => {
+                let before = store_dir::department_fingerprints(self.pool, &corp).await?;
+                store_dir::observe_departments(self.pool, &corp, &list, chrono::Utc::now()).await?;
+                let after = store_dir::department_fingerprints(self.pool, &corp).await?;
+                let d = &mut self.run.progress.drift;
+                for (id, fp) in &after {
+                    match before.get(id) {
+                        None => d.departments_created += 1,
+                        Some(b) if b != fp => d.departments_updated += 1,
+                        Some(_) => {}
+                    }
+                }
+            }
+            Err(e) => self.skip("department/list; departments were not refreshed", &e),
+        }
+        runs::save_progress(self.pool, self.run).await?;
+        let stale_before = chrono::Utc::now()
+            - chrono::Duration::from_std(self.options.staff_detail_max_age)
+                .unwrap_or(chrono::Duration::MAX);
+        self.done_at_start = 0;
+        self.started = Instant::now();
+        while !self.run.progress.directory_complete {
+            let cursor = self.run.progress.directory_cursor.clone();
+            let page = match self
+                .directory_call(|| api.user_list_id(creds, &cursor))
+                .await?
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    // The listing is incomplete: nobody is swept (the next run lists again).
+                    self.skip(
+                        "user/list_id; the rest of the directory was not listed and no member was swept",
+                        &e,
+                    );
+                    runs::save_progress(self.pool, self.run).await?;
+                    return Ok(());
+                }
+            };
+            let mut userids: Vec<String> = page
+                .dept_user
+                .into_iter()
+                .map(|u| u.userid)
+                .filter(|u| !u.is_empty())
+                .collect();
+            userids.sort();
+            userids.dedup();
+            let before = store_dir::staff_fingerprints(self.pool, &corp).await?;
+            let created = store_dir::mark_listed(
+                self.pool,
+                &corp,
+                self.run.id,
+                self.run.started_at,
+                &userids,
+            )
+            .await?;
+            // `user/get` only where the row is missing, never fetched, stale, or says `left`.
+            for userid in
+                store_dir::needing_detail(self.pool, &corp, &userids, stale_before).await?
+            {
+                match self.directory_call(|| api.user_get(creds, &userid)).await? {
+                    Ok(member) => {
+                        // Some answers omit the userid asked for; the member asked for is the subject.
+                        let member = StaffMember { userid, ..member };
+                        store_dir::observe_member(self.pool, &corp, &member, chrono::Utc::now())
+                            .await?;
+                    }
+                    // Listed a moment ago, gone now: the next run's listing decides.
+                    Err(ApiError::Wecom(w)) if w.errcode == 60111 => {}
+                    Err(e) => self.skip(&format!("user/get {userid}"), &e),
+                }
+            }
+            let after = store_dir::staff_fingerprints(self.pool, &corp).await?;
+            let updated = userids
+                .iter()
+                .filter(|u| {
+                    before
+                        .get(*u)
+                        .is_some_and(|b| after.get(*u).is_some_and(|a| a != b))
+                })
+                .count() as u64;
+            let p = &mut self.run.progress;
+            p.drift.staff_created += created;
+            p.drift.staff_updated += updated;
+            p.directory_listed += userids.len() as u64;
+            p.directory_complete = page.next_cursor.is_empty();
+            p.directory_cursor = page.next_cursor;
+            runs::save_progress(self.pool, self.run).await?;
+            let listed = usize::try_from(self.run.progress.directory_listed).unwrap_or(usize::MAX);
+            self.report_of(listed, listed);
+        }
+        self.sweep_staff().await
+    }
+
+    /// The staff sweep over a complete listing, behind the same mass-removal guard as the follow sweep.
+    async fn sweep_staff(&mut self) -> Result<(), ResyncError> {
+        let corp = &self.creds.corp_id;
+        let present = sweeps::present_staff(self.pool, corp).await?;
+        if self.run.progress.directory_listed == 0 {
+            // Never swept after an empty listing; worth an error only when there was someone to sweep.
+            if present > 0 {
+                let e = format!(
+                    "user/list_id listed nobody although {present} members are known: the secret sees no \
+                     member (check the app's 可见范围); no member was swept"
+                );
+                tracing::warn!(app = self.app, run = self.run.id, "{e}");
+                self.run.progress.record_error(e);
+                runs::save_progress(self.pool, self.run).await?;
+            }
+            return Ok(());
+        }
+        let candidates = sweeps::sweep_staff(self.pool, corp, self.run, true).await?;
+        let share = self.options.max_removal_share;
+        let limit = (share * present as f64).floor() as u64;
+        if candidates > MASS_REMOVAL_FLOOR && candidates > limit && !self.options.allow_mass_removal
+        {
+            let e = format!(
+                "the staff sweep was refused: it would mark {candidates} of the corp's {present} members \
+                 left (more than {pct} %, api.resync_max_removal_share). user/list_id not listing that many \
+                 usually means the secret sees less of the directory (a narrowed 可见范围, another secret), \
+                 not that they left. Check the app's visible range; if they really left, run \
+                 `wecom-callback resync --allow-mass-removal`",
+                pct = share * 100.0
+            );
+            tracing::warn!(app = self.app, run = self.run.id, "{e}");
+            self.run.progress.record_error(e);
+            self.run.progress.drift.staff_removal_refused = candidates;
+            runs::save_progress(self.pool, self.run).await?;
+            return Ok(());
+        }
+        let left = sweeps::sweep_staff(self.pool, corp, self.run, false).await?;
+        self.run.progress.drift.staff_left += left;
+        runs::save_progress(self.pool, self.run).await?;
         Ok(())
     }
 }

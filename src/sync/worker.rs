@@ -130,15 +130,8 @@ async fn staff_detail(
         userid: job.subject.clone(),
         ..member
     };
-    let plan = crate::sync::directory::DirectoryPlan {
-        staff: vec![crate::sync::directory::observe_member(
-            &job.corp_id,
-            &member,
-            now,
-        )],
-        ..Default::default()
-    };
-    crate::store::directory::apply(&w.pool, &plan).await?;
+    // In the observation log too, so a rebuild reproduces the staff row.
+    crate::store::directory::observe_member(&w.pool, &job.corp_id, &member, now).await?;
     Ok(())
 }
 

@@ -112,6 +112,212 @@ async fn mount_wecom(server: &MockServer) {
         ))
         .mount(server)
         .await;
+    // An empty directory unless a test mounts one (see `mount_directory`).
+    Mock::given(path("/cgi-bin/department/list"))
+        .respond_with(ok(json!({"department": []})))
+        .mount(server)
+        .await;
+    Mock::given(path("/cgi-bin/user/list_id"))
+        .respond_with(ok(json!({"dept_user": [], "next_cursor": ""})))
+        .mount(server)
+        .await;
+}
+
+/// The directory WeCom has after the events of the directory test: department 2 renamed, 1 and 3 only the
+/// resync knows, `oldtimer` gone, `newbie` only the resync knows. Mounted before [`mount_wecom`] (priority).
+async fn mount_directory(server: &MockServer) {
+    Mock::given(path("/cgi-bin/department/list"))
+        .respond_with(ok(json!({"department": [
+            {"id": 1, "name": "公司", "parentid": 0, "order": 1},
+            {"id": 2, "name": "销售部", "parentid": 1, "order": 2},
+            {"id": 3, "name": "研发", "parentid": 1, "order": 3}]})))
+        .with_priority(1)
+        .mount(server)
+        .await;
+    Mock::given(path("/cgi-bin/user/list_id"))
+        .respond_with(ok(json!({"dept_user": [
+            {"userid": "zhangsan", "department": 2}, {"userid": "lisi_new", "department": 3},
+            {"userid": "lisi_new", "department": 2}, {"userid": "newbie", "department": 3}],
+            "next_cursor": ""})))
+        .with_priority(1)
+        .mount(server)
+        .await;
+    for (userid, answer) in [
+        // A new self-built app's answer: name and position only.
+        (
+            "zhangsan",
+            json!({"userid": "zhangsan", "name": "张三", "position": "销售"}),
+        ),
+        (
+            "lisi_new",
+            json!({"userid": "lisi_new", "name": "李四", "department": [2, 3],
+            "main_department": 3, "position": "经理", "status": 1}),
+        ),
+        (
+            "oldtimer",
+            json!({"userid": "oldtimer", "name": "老员工", "department": [2], "status": 1}),
+        ),
+        (
+            "newbie",
+            json!({"userid": "newbie", "name": "新人", "department": [3], "main_department": 3,
+            "status": 1, "open_userid": "woNEW"}),
+        ),
+    ] {
+        Mock::given(path("/cgi-bin/user/get"))
+            .and(query_param("userid", userid))
+            .respond_with(ok(answer))
+            .with_priority(1)
+            .mount(server)
+            .await;
+    }
+    Mock::given(path("/cgi-bin/user/get"))
+        .respond_with(
+            ok(json!({})).set_body_json(json!({"errcode": 60111, "errmsg": "userid not found"})),
+        )
+        .with_priority(2)
+        .mount(server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/get_unassigned_list"))
+        .respond_with(ok(json!({"info": [], "is_last": true, "next_cursor": ""})))
+        .mount(server)
+        .await;
+}
+
+/// `staff` and `departments`, every column but `updated_at` (the time of the write).
+async fn directory_snapshot(pool: &PgPool) -> Vec<String> {
+    let mut out = Vec::new();
+    for (table, order) in [("staff", "corp_id, userid"), ("departments", "corp_id, id")] {
+        // Constant table and column names only.
+        let sql = format!(
+            "SELECT '{table} ' || (to_jsonb(t) - 'updated_at')::text FROM {table} t ORDER BY {order}"
+        );
+        let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_all(pool)
+            .await
+            .expect("snapshot");
+        out.extend(rows);
+    }
+    out
+}
+
+fn directory_event(t: i64, change: &str, body: &str) -> String {
+    format!(
+        "<xml><ToUserName><![CDATA[{corp}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>\
+         <CreateTime>{t}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_contact]]></Event>\
+         <ChangeType><![CDATA[{change}]]></ChangeType>{body}</xml>",
+        corp = MAIN.receive_id
+    )
+}
+
+#[tokio::test]
+async fn rebuild_gives_back_the_staff_directory_of_events_user_get_and_a_directory_resync() {
+    let server = MockServer::start().await;
+    mount_directory(&server).await;
+    mount_wecom(&server).await;
+    let uri = server.uri();
+    let app = spawn_app_with(&[MAIN], move |s| {
+        s.apps[0].secret = Some(SecretString::from("s"));
+        s.api.base_url = uri;
+        s.api.worker_concurrency = 0;
+        s.api.resync_interval = Duration::ZERO;
+        s.run_projector = false;
+    })
+    .await;
+    let api = WecomApi::new(&server.uri(), app.pool.clone())
+        .expect("client")
+        .with_backoff(Duration::from_millis(1));
+    let w = Worker {
+        pool: app.pool.clone(),
+        api: api.clone(),
+        credentials: HashMap::from([("main".to_owned(), creds())]),
+        max_attempts: 1,
+        metrics: None,
+        idle: Duration::from_millis(10),
+    };
+    let t = 1_600_000_000;
+    for xml in [
+        directory_event(
+            t,
+            "create_party",
+            "<Id>2</Id><Name>销售</Name><ParentId>1</ParentId><Order>2</Order>",
+        ),
+        directory_event(
+            t + 1,
+            "create_user",
+            "<UserID>zhangsan</UserID><Department>2</Department>",
+        ),
+        directory_event(
+            t + 2,
+            "create_user",
+            "<UserID>lisi</UserID><Department>2</Department>",
+        ),
+        directory_event(
+            t + 3,
+            "update_user",
+            "<UserID>lisi</UserID><NewUserID>lisi_new</NewUserID><Department>2</Department>",
+        ),
+        directory_event(
+            t + 4,
+            "create_user",
+            "<UserID>oldtimer</UserID><Department>2</Department>",
+        ),
+        contact_event(t + 5, "add_external_contact", "oldtimer", "wmA", ""),
+    ] {
+        post(&app, &xml).await;
+    }
+    apply_all(&app.pool).await;
+    // user/get for every member an event named.
+    run_jobs(&w).await;
+    let drift =
+        wecom_callback::sync::resync::resync(&app.pool, &api, "main", &creds(), Duration::ZERO)
+            .await
+            .expect("resync");
+    assert_eq!(
+        (
+            drift.staff_created,
+            drift.staff_left,
+            drift.departments_created,
+            drift.departments_updated
+        ),
+        (1, 3, 2, 1),
+        "newbie is new; oldtimer gone, and alice and bob (whose follows the resync listed) are in no \
+         listing: left; departments 1 and 3 new, 2 renamed: {drift:?}"
+    );
+    let (oldtimer, newbie): (String, Option<String>) = sqlx::query_as(
+        "SELECT (SELECT status FROM staff WHERE userid = 'oldtimer'),                 (SELECT name FROM staff WHERE userid = 'newbie')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("staff");
+    assert_eq!(
+        (oldtimer.as_str(), newbie.as_deref()),
+        ("left", Some("新人"))
+    );
+    let still: i64 = one(
+        &app.pool,
+        "SELECT count(*) FROM v_staff_active_customers WHERE userid = 'oldtimer'",
+    )
+    .await;
+    assert_eq!(
+        still, 0,
+        "a member gone from the directory follows nobody actively"
+    );
+
+    let before = directory_snapshot(&app.pool).await;
+    assert!(before.len() >= 8, "staff and departments: {before:#?}");
+    rebuild::rebuild_all(&app.pool, 2, |_| {})
+        .await
+        .expect("rebuild");
+    let after = directory_snapshot(&app.pool).await;
+    let first_difference = before
+        .iter()
+        .zip(&after)
+        .find(|(b, a)| b != a)
+        .map(|(b, a)| format!("before: {b}\nafter:  {a}"));
+    assert_eq!(
+        before, after,
+        "staff and departments before and after the rebuild; first difference:\n{first_difference:?}"
+    );
 }
 
 fn creds() -> Credentials {

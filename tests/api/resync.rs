@@ -67,6 +67,15 @@ async fn mount_wecom(server: &MockServer) {
         .respond_with(ok(json!({"info": [], "is_last": true, "next_cursor": ""})))
         .mount(server)
         .await;
+    // An empty directory: the directory step reads it and changes nothing.
+    Mock::given(path("/cgi-bin/department/list"))
+        .respond_with(ok(json!({"department": []})))
+        .mount(server)
+        .await;
+    Mock::given(path("/cgi-bin/user/list_id"))
+        .respond_with(ok(json!({"dept_user": [], "next_cursor": ""})))
+        .mount(server)
+        .await;
 }
 
 fn creds() -> Credentials {
@@ -839,4 +848,112 @@ async fn the_resync_command_shows_staff_done_of_total_calls_and_eta_on_the_termi
             .any(|l| l.contains("resync progress: main: Follows: staff 2/2")),
         "the log has the progress too: {stderr}"
     );
+}
+
+#[tokio::test]
+async fn a_secret_refused_the_directory_skips_the_directory_step_with_the_reason_and_the_run_finishes()
+ {
+    let server = MockServer::start().await;
+    mount_wecom(&server).await;
+    // The 通讯录 secret from an IP WeCom does not trust (since 2022): 48009 on every directory call.
+    Mock::given(path("/cgi-bin/user/list_id"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"errcode": 48009, "errmsg": "api forbidden for ip, hint: [1700000000_2_sim]"}),
+        ))
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
+        .respond_with(one_customer_each)
+        .mount(&server)
+        .await;
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    let drift = run_with(&app, &server, &options())
+        .await
+        .expect("the run finishes without the directory");
+    assert_eq!(drift.skipped, 1, "{drift:?}");
+    assert_eq!(drift.follows_created, 2, "the follows were synced");
+    assert_eq!(drift.staff_left, 0);
+    let (status, attempts, errors): (String, i32, serde_json::Value) =
+        sqlx::query_as("SELECT status, attempts, progress->'errors' FROM wecom_resync_runs")
+            .fetch_one(&app.pool)
+            .await
+            .expect("run");
+    assert_eq!(
+        (status.as_str(), attempts),
+        ("done", 1),
+        "not failed, not retried"
+    );
+    let errors = errors.to_string();
+    assert!(
+        errors.contains("the directory step was skipped"),
+        "{errors}"
+    );
+    assert!(
+        errors.contains("48009") && errors.contains("企业可信IP"),
+        "says what to do: {errors}"
+    );
+}
+
+#[tokio::test]
+async fn members_gone_from_the_directory_are_marked_left_only_behind_the_mass_removal_guard() {
+    let server = MockServer::start().await;
+    mount_wecom(&server).await;
+    Mock::given(path("/cgi-bin/user/list_id"))
+        .respond_with(ok(
+            json!({"dept_user": [{"userid": "alice", "department": 1}], "next_cursor": ""}),
+        ))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/user/get"))
+        .respond_with(ok(json!({"userid": "alice", "name": "Alice", "status": 1})))
+        .mount(&server)
+        .await;
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    // Twelve members the directory knew from events; WeCom now lists only alice.
+    let t = 1_600_000_000;
+    for i in 0..12 {
+        let xml = format!(
+            "<xml><ToUserName>{corp}</ToUserName><CreateTime>{t}</CreateTime><MsgType>event</MsgType>\
+             <Event>change_contact</Event><ChangeType>create_user</ChangeType><UserID>m{i:02}</UserID>\
+             <Department>1</Department></xml>",
+            corp = MAIN.receive_id
+        );
+        assert_eq!(
+            app.post("main", &sign_callback(&MAIN, &xml, unix_now()))
+                .await
+                .status()
+                .as_u16(),
+            200
+        );
+    }
+    wait_applied(&app.pool).await;
+    let refused = run_with(&app, &server, &options()).await.expect("run");
+    assert_eq!(
+        (
+            refused.staff_left,
+            refused.staff_removal_refused,
+            refused.staff_created
+        ),
+        (0, 12, 1),
+        "{refused:?}"
+    );
+    let present: i64 = sqlx::query_scalar("SELECT count(*) FROM staff WHERE status <> 'left'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(present, 13, "nobody marked left without confirmation");
+    let mut allow = options();
+    allow.allow_mass_removal = true;
+    let allowed = run_with(&app, &server, &allow).await.expect("run");
+    assert_eq!(allowed.staff_left, 12, "{allowed:?}");
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM staff WHERE status = 'left' AND left_at IS NOT NULL",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert_eq!(left, 12);
 }

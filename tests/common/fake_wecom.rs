@@ -1,6 +1,6 @@
 //! A tiny fake WeCom API on loopback that counts calls and, per API path, the most calls it saw in flight at
 //! once (which wiremock cannot: its responders do not see when an answer is sent). Each answer takes `delay`.
-//! It answers like an empty corp: tokens, no follow users, no chats, no tags, and 84061 ("no relation") for
+//! It answers like an empty corp: tokens, no follow users, no chats, no tags, an empty directory, and 84061 ("no relation") for
 //! contact details, so API calls change no synced table. Shared by the api and faults test binaries.
 
 #![allow(dead_code)]
@@ -98,6 +98,8 @@ fn answer(path: &str) -> &'static str {
         | "/cgi-bin/externalcontact/get_strategy_tag_list" => {
             r#"{"errcode":0,"errmsg":"ok","tag_group":[]}"#
         }
+        "/cgi-bin/department/list" => r#"{"errcode":0,"errmsg":"ok","department":[]}"#,
+        "/cgi-bin/user/list_id" => r#"{"errcode":0,"errmsg":"ok","dept_user":[],"next_cursor":""}"#,
         _ => r#"{"errcode":0,"errmsg":"ok"}"#,
     }
 }

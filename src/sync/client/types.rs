@@ -378,23 +378,47 @@ pub struct PendingIdPair {
 /// A member as `user/get` answers (通讯录). Since 2022 WeCom omits what the secret may not read (a new
 /// self-built app gets little more than `userid`, `name` and `position`): every field is optional, and an
 /// absent field is recorded as unavailable rather than as empty.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct StaffMember {
     #[serde(default, deserialize_with = "de::str_or_empty")]
     pub userid: String,
-    #[serde(default, deserialize_with = "de::opt_str")]
+    #[serde(
+        default,
+        deserialize_with = "de::opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub name: Option<String>,
     /// Department ids; `None` when not sent.
-    #[serde(default, deserialize_with = "de::raw")]
+    #[serde(
+        default,
+        deserialize_with = "de::raw",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub department: Option<Value>,
-    #[serde(default, deserialize_with = "de::opt_i64")]
+    #[serde(
+        default,
+        deserialize_with = "de::opt_i64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub main_department: Option<i64>,
-    #[serde(default, deserialize_with = "de::opt_str")]
+    #[serde(
+        default,
+        deserialize_with = "de::opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub position: Option<String>,
     /// 1 active, 2 disabled, 4 not activated, 5 left.
-    #[serde(default, deserialize_with = "de::opt_i64")]
+    #[serde(
+        default,
+        deserialize_with = "de::opt_i64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub status: Option<i64>,
-    #[serde(default, deserialize_with = "de::opt_str")]
+    #[serde(
+        default,
+        deserialize_with = "de::opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub open_userid: Option<String>,
 }
 
@@ -409,15 +433,31 @@ impl StaffMember {
 }
 
 /// A department as `department/list` answers.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct Department {
-    #[serde(default, deserialize_with = "de::opt_i64")]
+    #[serde(
+        default,
+        deserialize_with = "de::opt_i64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub id: Option<i64>,
-    #[serde(default, deserialize_with = "de::opt_str")]
+    #[serde(
+        default,
+        deserialize_with = "de::opt_str",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub name: Option<String>,
-    #[serde(default, deserialize_with = "de::opt_i64")]
+    #[serde(
+        default,
+        deserialize_with = "de::opt_i64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub parentid: Option<i64>,
-    #[serde(default, deserialize_with = "de::opt_i64")]
+    #[serde(
+        default,
+        deserialize_with = "de::opt_i64",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub order: Option<i64>,
 }
 

@@ -64,6 +64,7 @@ pub async fn diff(
     chats(pool, truth, &mut out).await;
     tags(pool, truth, resynced, &mut out).await;
     feed(pool, &mut out).await;
+    directory(pool, truth, resynced, &mut out).await;
     out
 }
 
@@ -106,6 +107,103 @@ async fn feed(pool: &PgPool, out: &mut Vec<String>) {
                 "feed: follow {userid}/{ext} is {status}, its latest entry says {s}"
             )),
             Some(_) => {}
+        }
+    }
+}
+
+/// A `staff` row as the check reads it: name, department ids, status.
+type StaffRow = (Option<String>, StaffDepartments, String);
+type StaffDepartments = Option<Vec<i64>>;
+
+/// `staff`, `departments` and `v_staff_active_customers` against the truth's directory. Before a resync the
+/// service knows only the members and departments the 通讯录 callbacks named (and what `user/get` said of
+/// them), and nothing tells it of a departure; after one, everything.
+async fn directory(pool: &PgPool, truth: &Truth, resynced: bool, out: &mut Vec<String>) {
+    let departments: Vec<(i64, Option<String>, bool)> =
+        sqlx::query_as("SELECT id, name, deleted FROM departments WHERE corp_id = $1 ORDER BY id")
+            .bind(CORP)
+            .fetch_all(pool)
+            .await
+            .expect("read departments");
+    let known: BTreeMap<i64, (Option<String>, bool)> = departments
+        .into_iter()
+        .map(|(id, name, deleted)| (id, (name, deleted)))
+        .collect();
+    for (id, name) in &truth.departments {
+        match known.get(id) {
+            Some((n, deleted)) if n.as_deref() == Some(name.as_str()) && !deleted => {}
+            None if !resynced => {}
+            other => out.push(format!("department {id}: truth {name:?}, table {other:?}")),
+        }
+    }
+    for id in known
+        .keys()
+        .filter(|id| !truth.departments.contains_key(*id))
+    {
+        out.push(format!("department {id}: in the table, not in the truth"));
+    }
+    let staff: Vec<(String, Option<String>, StaffDepartments, String)> = sqlx::query_as(
+        "SELECT userid, name, department_ids, status FROM staff WHERE corp_id = $1 ORDER BY userid",
+    )
+    .bind(CORP)
+    .fetch_all(pool)
+    .await
+    .expect("read staff");
+    let rows: BTreeMap<String, StaffRow> = staff
+        .into_iter()
+        .map(|(u, n, d, s)| (u, (n, d, s)))
+        .collect();
+    // A member who left before any listing, event or follow named them: nothing could tell the service.
+    let with_follows: BTreeSet<String> = sqlx::query_scalar(
+        "SELECT DISTINCT userid FROM external_contact_follows WHERE corp_id = $1",
+    )
+    .bind(CORP)
+    .fetch_all(pool)
+    .await
+    .expect("read follow userids")
+    .into_iter()
+    .collect();
+    for (user, s) in &truth.staff {
+        let row = rows.get(user);
+        let ok = match row {
+            None => !resynced || (s.departed && !with_follows.contains(user)),
+            Some((_, _, status)) if s.departed => status == "left" || !resynced,
+            Some((name, departments, status)) => {
+                name.as_deref() == Some(s.name.as_str())
+                    && departments.as_deref() == Some(&[s.department][..])
+                    && status == "active"
+            }
+        };
+        if !ok {
+            out.push(format!(
+                "staff {user}: truth {:?} in {} (departed: {}), table {row:?}",
+                s.name, s.department, s.departed
+            ));
+        }
+    }
+    for user in rows.keys().filter(|u| !truth.staff.contains_key(*u)) {
+        out.push(format!("staff {user}: in the table, not in the truth"));
+    }
+    let active: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT userid, external_userid, staff_name FROM v_staff_active_customers WHERE corp_id = $1 \
+         ORDER BY userid, external_userid",
+    )
+    .bind(CORP)
+    .fetch_all(pool)
+    .await
+    .expect("read v_staff_active_customers");
+    for (user, ext, name) in active {
+        let Some(s) = truth.staff.get(&user) else {
+            out.push(format!(
+                "v_staff_active_customers {user}/{ext}: no such member"
+            ));
+            continue;
+        };
+        if resynced && (s.departed || name.as_deref() != Some(s.name.as_str())) {
+            out.push(format!(
+                "v_staff_active_customers {user}/{ext}: member {:?} (departed: {}), view says {name:?}",
+                s.name, s.departed
+            ));
         }
     }
 }

@@ -163,6 +163,13 @@ impl Responder {
             "/cgi-bin/externalcontact/get_unassigned_list" => unassigned_list(&truth, body),
             "/cgi-bin/externalcontact/get_corp_tag_list" => tag_list(&truth, body, false),
             "/cgi-bin/externalcontact/get_strategy_tag_list" => tag_list(&truth, body, true),
+            "/cgi-bin/department/list" => ok(json!({"department": truth
+                .departments
+                .iter()
+                .map(|(id, name)| json!({"id": id, "name": name, "parentid": if *id == 1 { 0 } else { 1 }}))
+                .collect::<Vec<_>>()})),
+            "/cgi-bin/user/list_id" => user_list_id(&truth, body),
+            "/cgi-bin/user/get" => user_get(&truth, query),
             _ => err(40058, "the simulated WeCom has no such API"),
         };
         (answer, None)
@@ -388,4 +395,33 @@ fn tag_list(truth: &Truth, body: &Value, strategy: bool) -> ResponseTemplate {
         })
         .collect();
     ok(json!({"tag_group": groups}))
+}
+
+/// `user/list_id`: the members still in the corp, paged by the truth's `get_page` (one entry per member and
+/// department).
+fn user_list_id(truth: &Truth, body: &Value) -> ResponseTemplate {
+    let members: Vec<(String, i64)> = truth
+        .staff
+        .iter()
+        .filter(|(_, s)| !s.departed)
+        .map(|(u, s)| (u.clone(), s.department))
+        .collect();
+    let (items, next) = page(&members, offset(body["cursor"].as_str()), truth.get_page);
+    let dept_user: Vec<Value> = items
+        .iter()
+        .map(|(u, d)| json!({"userid": u, "department": d}))
+        .collect();
+    ok(json!({"dept_user": dept_user, "next_cursor": next}))
+}
+
+/// `user/get`: a member still in the corp (60111 for anyone else).
+fn user_get(truth: &Truth, query: &HashMap<String, String>) -> ResponseTemplate {
+    let userid = query.get("userid").map_or("", String::as_str);
+    match truth.staff.get(userid).filter(|s| !s.departed) {
+        Some(s) => ok(
+            json!({"userid": userid, "name": s.name, "department": [s.department],
+                             "main_department": s.department, "status": 1, "position": ""}),
+        ),
+        None => err(60111, "userid not found"),
+    }
 }

@@ -19,6 +19,9 @@ pub struct Staff {
     pub licensed: bool,
     /// Left the corp: no longer visible, their relations wait for 离职继承 (no callback says so).
     pub departed: bool,
+    /// The directory (通讯录): the member's name and their one department.
+    pub name: String,
+    pub department: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -138,6 +141,8 @@ pub struct Truth {
     pub mentioned: BTreeSet<(String, String)>,
     pub chats: BTreeMap<String, Chat>,
     pub groups: BTreeMap<String, TagGroup>,
+    /// The directory's departments (id → name); 1 is the corp's root.
+    pub departments: BTreeMap<i64, String>,
     /// 60020 on every API call (but gettoken) until the admin adds our IP to 企业可信IP.
     pub trusted_ip: bool,
     /// get_follow_user_list answers [] (the app's visible range lost every member).
@@ -291,6 +296,18 @@ pub enum Step {
     Shuffle {
         group: String,
     },
+    /// A member joins (通讯录 `create_user`, the post-2022 form: UserID and Department only, so the name
+    /// comes from `user/get`).
+    Join {
+        user: String,
+        name: String,
+        department: i64,
+    },
+    /// A department is created (`create_party`).
+    DeptCreate {
+        id: i64,
+        name: String,
+    },
     TrustIp,
     HideFollowUsers(bool),
     /// Waits for the next wall-clock second.
@@ -322,6 +339,8 @@ impl Step {
                 .collect(),
             Step::TagRename { id, .. } | Step::TagDelete { id } => vec![format!("t:{id}")],
             Step::GroupDelete { group } | Step::Shuffle { group } => vec![format!("t:{group}")],
+            Step::Join { user, .. } => vec![format!("s:{user}")],
+            Step::DeptCreate { id, .. } => vec![format!("d:{id}")],
             Step::RenameCustomer { .. }
             | Step::Depart { .. }
             | Step::TrustIp
@@ -342,6 +361,8 @@ impl Truth {
                     Staff {
                         licensed: !unlicensed.contains(&i),
                         departed: false,
+                        name: format!("员工{i}"),
+                        department: 1,
                     },
                 )
             })
@@ -366,6 +387,7 @@ impl Truth {
             mentioned: BTreeSet::new(),
             chats: BTreeMap::new(),
             groups: BTreeMap::new(),
+            departments: BTreeMap::from([(1, "总部".to_owned())]),
             trusted_ip: true,
             hide_follow_users: false,
             get_page: 500,
@@ -770,6 +792,34 @@ impl Truth {
                     tag_xml(now, "shuffle", group, &sid),
                     format!("shuffle {group}"),
                 );
+            }
+            Step::Join {
+                user,
+                name,
+                department,
+            } => {
+                let xml = format!(
+                    "{}<UserID>{user}</UserID><Department>{department}</Department></xml>",
+                    header(now, "change_contact", "create_user")
+                );
+                self.cb(&mut out, xml, format!("join {user}"));
+                self.staff.insert(
+                    user.clone(),
+                    Staff {
+                        licensed: true,
+                        departed: false,
+                        name: name.clone(),
+                        department: *department,
+                    },
+                );
+            }
+            Step::DeptCreate { id, name } => {
+                let xml = format!(
+                    "{}<Id>{id}</Id><Name>{name}</Name><ParentId>1</ParentId></xml>",
+                    header(now, "change_contact", "create_party")
+                );
+                self.cb(&mut out, xml, format!("department {id}"));
+                self.departments.insert(*id, name.clone());
             }
             Step::TrustIp => self.trusted_ip = true,
             Step::HideFollowUsers(hide) => self.hide_follow_users = *hide,

@@ -373,3 +373,34 @@ async fn simcorp_without_a_trusted_ip_the_jobs_die_and_the_resync_catches_up() {
     assert!(dead > 0, "the fake answers 60020 until the IP is trusted");
     expect_clean(sim).await;
 }
+
+#[tokio::test]
+async fn simcorp_directory_members_joining_departments_and_a_member_who_left_with_customers() {
+    let mut sim = scripted(3, &[]).await;
+    sim.check_before_resync = true;
+    sim.step(
+        Step::DeptCreate {
+            id: 2,
+            name: "销售".into(),
+        },
+        Delivery::Now,
+    )
+    .await;
+    sim.step(
+        Step::Join {
+            user: u(3),
+            name: "新人".into(),
+            department: 2,
+        },
+        Delivery::Now,
+    )
+    .await;
+    sim.step(add(3, 0), Delivery::Now).await;
+    sim.step(add(1, 1), Delivery::Now).await;
+    sim.step(add(1, 2), Delivery::Now).await;
+    sim.settle().await;
+    // No 通讯录 callback reaches the service: only the directory resync tells it the member left. `finish`
+    // checks the tables after the history, after the resync and after a rebuild.
+    sim.step(Step::Depart { user: u(1) }, Delivery::Now).await;
+    expect_clean(sim).await;
+}
