@@ -44,6 +44,9 @@ pub struct Metrics {
     pub token_refreshes: IntCounter,
     /// What full resyncs changed, by table and change (created, updated, removed).
     pub resync_drift: IntCounterVec,
+    /// Service providers: corp authorisation changes, by event (`authorised`, `refreshed`, `cancelled`,
+    /// `rows_deleted`, `events_deleted`).
+    pub provider_corps: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -106,6 +109,14 @@ impl Metrics {
             &["table", "change"],
         )
         .expect("a valid metric definition");
+        let provider_corps = IntCounterVec::new(
+            Opts::new(
+                "provider_corps_total",
+                "Authorising corps authorised, refreshed, cancelled and purged, by event",
+            ),
+            &["event"],
+        )
+        .expect("a valid metric definition");
         let task_restarts = IntCounterVec::new(
             Opts::new(
                 "background_task_restarts_total",
@@ -121,6 +132,7 @@ impl Metrics {
             Box::new(api_errors.clone()),
             Box::new(token_refreshes.clone()),
             Box::new(resync_drift.clone()),
+            Box::new(provider_corps.clone()),
             Box::new(task_restarts.clone()),
         ] {
             let _ = registry.register(m);
@@ -147,6 +159,7 @@ impl Metrics {
             api_errors,
             token_refreshes,
             resync_drift,
+            provider_corps,
         }
     }
 

@@ -65,6 +65,10 @@ pub struct FileConfig {
     pub api_limits: FileApiLimits,
     /// `[[apps]]`.
     pub apps: Vec<FileApp>,
+    /// `[[suites]]`: service providers' suites and 代开发 templates.
+    pub suites: Vec<super::suites::FileSuite>,
+    /// `[provider]`.
+    pub provider: super::suites::FileProvider,
 }
 
 impl Default for FileConfig {
@@ -86,6 +90,8 @@ impl Default for FileConfig {
             api: FileApi::default(),
             api_limits: FileApiLimits::default(),
             apps: Vec::new(),
+            suites: Vec::new(),
+            provider: Default::default(),
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod limits;
 pub mod projector;
 pub mod spool;
 pub mod store;
+pub mod suites;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -89,6 +90,8 @@ pub struct Settings {
     pub metrics_listen: Option<SocketAddr>,
     /// WeCom's API.
     pub api: ApiSettings,
+    /// Service providers: `[[suites]]` and `[provider]`.
+    pub provider: crate::sync::provider::Provider,
     /// Test-only fault: answer success before the commit. Exists so the fault-injection checker can prove it
     /// catches exactly this bug; never settable from a file or the environment.
     #[doc(hidden)]
@@ -213,12 +216,34 @@ pub fn build_settings(
     overrides: &Overrides,
 ) -> Result<Settings, ConfigError> {
     let mut problems = Vec::new();
-    let apps = apps::build(
-        std::mem::take(&mut file.apps),
-        &overrides.app,
+    let (provider, suite_apps) = suites::build(
+        std::mem::take(&mut file.suites),
+        &file.provider,
+        overrides.api.secret_key.as_ref(),
         &mut problems,
     );
-    let settings = assemble(file, overrides, apps, &mut problems);
+    // Suites alone are a complete configuration: their instruction URLs are apps.
+    let mut apps = if suite_apps.is_empty() || !file.apps.is_empty() || overrides.app.is_set() {
+        apps::build(
+            std::mem::take(&mut file.apps),
+            &overrides.app,
+            &mut problems,
+        )
+    } else {
+        Vec::new()
+    };
+    for a in suite_apps {
+        if apps.iter().any(|b| b.name == a.name) {
+            problems.push(format!(
+                "suites: the name {:?} is also an [[apps]] name; names must be unique (each is a URL path)",
+                a.name
+            ));
+        } else {
+            apps.push(a);
+        }
+    }
+    let mut settings = assemble(file, overrides, apps, &mut problems);
+    settings.provider = provider;
     if problems.is_empty() {
         Ok(settings)
     } else {
@@ -279,6 +304,7 @@ fn assemble(
         verification_files: extras.verification_files,
         metrics_listen: extras.metrics_listen,
         api,
+        provider: Default::default(),
         fault_ack_before_commit: false,
         fault_panic_once: Vec::new(),
     }

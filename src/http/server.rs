@@ -118,7 +118,12 @@ impl Application {
         let credentials = crate::sync::worker::credentials(&settings.apps);
         if settings.run_projector {
             let (pool, committed) = (pool.clone(), writer.committed());
-            let enrich: HashSet<String> = credentials.keys().cloned().collect();
+            // Suite apps queue jobs too: they run with each authorising corp's own token.
+            let enrich: HashSet<String> = credentials
+                .keys()
+                .cloned()
+                .chain(settings.provider.suites.iter().map(|s| s.name.clone()))
+                .collect();
             let batching = settings.projector.clone();
             tasks.spawn_restarting("projector", move |token| {
                 crate::sync::projector::run(
@@ -130,7 +135,7 @@ impl Application {
                 )
             });
         }
-        let api = if credentials.is_empty() {
+        let api = if credentials.is_empty() && !settings.provider.is_enabled() {
             None
         } else {
             Some(
@@ -165,6 +170,7 @@ impl Application {
                 max_attempts: settings.api.max_attempts,
                 metrics: Some(metrics.clone()),
                 idle: std::time::Duration::from_secs(1),
+                provider: settings.provider.clone(),
             };
             for _ in 0..settings.api.worker_concurrency {
                 let worker = worker.clone();
@@ -180,8 +186,9 @@ impl Application {
                 settings.api.jobs_retention,
                 settings.api.jobs_prune_interval,
             );
+            let provider = settings.provider.clone();
             tasks.spawn_restarting("jobs-prune", move |token| {
-                crate::sync::worker::prune(pool.clone(), retention, every, token)
+                crate::sync::worker::prune(pool.clone(), retention, every, provider.clone(), token)
             });
         }
         let api_enabled = settings.api_token.is_some();

@@ -15,6 +15,7 @@ use sqlx::{ConnectOptions, Connection, Executor};
 use crate::config::DatabaseSettings;
 use crate::wecom::verify::VerifiedCallback;
 
+pub mod corps;
 pub mod directory;
 pub mod enrichment;
 pub mod identity;
@@ -25,6 +26,7 @@ pub mod projections;
 pub mod read;
 pub mod resync;
 pub mod status;
+pub mod suites;
 pub mod tokens;
 
 /// Embedded migrations (migrations/).

@@ -118,6 +118,7 @@ fn creds() -> Credentials {
     Credentials {
         corp_id: MAIN.receive_id.into(),
         secret: SecretString::from("s"),
+        source: Default::default(),
     }
 }
 
@@ -216,6 +217,7 @@ async fn rebuild_gives_back_what_events_enrichment_and_resyncs_built() {
         max_attempts: 1,
         metrics: None,
         idle: Duration::from_millis(10),
+        provider: Default::default(),
     };
 
     // Events: two follows of alice (one WeCom will no longer list), a chat with members, a chat WeCom will
