@@ -70,7 +70,7 @@ impl std::fmt::Debug for Suite {
 pub const DEFAULT_EVENT_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 
 /// Everything the provider lifecycle needs (`[[suites]]` and `[provider]`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Provider {
     pub suites: Vec<Suite>,
     /// Seals permanent codes at rest; required when any suite is configured.
@@ -79,6 +79,18 @@ pub struct Provider {
     pub delete_rows_after: Duration,
     /// How long after `cancel_auth` a corp's stored events are kept, for audit.
     pub delete_events_after: Duration,
+}
+
+impl Default for Provider {
+    /// No suites; rows deleted at cancellation, events after [`DEFAULT_EVENT_RETENTION`].
+    fn default() -> Provider {
+        Provider {
+            suites: Vec::new(),
+            key: None,
+            delete_rows_after: Duration::ZERO,
+            delete_events_after: DEFAULT_EVENT_RETENTION,
+        }
+    }
 }
 
 impl Provider {
