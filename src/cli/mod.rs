@@ -3,6 +3,7 @@
 //! `--help` is the configuration reference: every flag names its environment variable, and the environment is
 //! read nowhere else (see [`crate::config`]), so the list is complete by construction.
 
+mod corps;
 mod decrypt;
 mod doctor;
 mod drain;
@@ -99,6 +100,9 @@ pub enum Command {
     Drain(drain::Args),
     /// Show each app's state: last URL verification and its fix, callbacks by outcome, lag, jobs, resync.
     Status(status::Args),
+    /// List the corps that authorised a configured suite (service providers): name, state, last token,
+    /// last resync, last callback.
+    Corps(corps::Args),
 }
 
 /// Runs the parsed command line.
@@ -126,6 +130,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Explain(args) => explain::run(args, &ctx).await,
         Command::Drain(args) => drain::run(args, &ctx).await,
         Command::Status(args) => status::run(args, &ctx).await,
+        Command::Corps(args) => corps::run(args, &ctx).await,
     }
 }
 

@@ -189,6 +189,13 @@ pub fn database_url_for(name: &str) -> String {
     }
 }
 
+impl TestApp {
+    /// The URL of this test's database (for running the binary against it).
+    pub fn database_url(&self) -> String {
+        database_url_for(&self.db_name)
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         drop_database(&self.db_name, &self.admin_options);

@@ -346,6 +346,8 @@ async fn create_auth_stores_the_sealed_code_and_the_corp_is_resynced_and_enriche
         "a third-party corp's token never comes from gettoken"
     );
 
+    operator_view(&app, &server).await;
+
     // A contact event in suite form for the corp: projected under that corp, enriched with its token.
     let xml = auth_xml(
         CRM.receive_id,
@@ -753,4 +755,82 @@ mod replicas {
         assert_eq!(tb.expect("b"), "FAKE-SUITE-TOKEN");
         assert_eq!(fake.calls("/cgi-bin/service/get_suite_token"), 1);
     }
+}
+
+/// `corps` lists the corp; `doctor` checks the suite (ticket, token) and the corp, from a `[[suites]]` file.
+async fn operator_view(app: &TestApp, server: &MockServer) {
+    const BIN: &str = env!("CARGO_BIN_EXE_wecom-callback");
+    let dir =
+        std::env::temp_dir().join(format!("wecom-provider-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"database_url = "{db}"
+
+[api]
+base_url = "{api}"
+
+[provider]
+secret_key = "{key}"
+
+[[suites]]
+name = "crm"
+kind = "third_party"
+suite_id = "{suite}"
+suite_secret = "secret-of-crm"
+token = "{token}"
+encoding_aes_key = "{aes}"
+provider_corp_id = "wwPROVIDER"
+"#,
+            db = app.database_url(),
+            api = server.uri(),
+            key = base64::engine::general_purpose::STANDARD.encode([42u8; 32]),
+            suite = CRM.receive_id,
+            token = CRM.token,
+            aes = CRM.encoding_aes_key,
+        ),
+    )
+    .expect("config");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("WECOM_TOKEN")
+            .env_remove("WECOM_ENCODING_AES_KEY")
+            .env_remove("WECOM_CORP_ID")
+            .env_remove("WECOM_SECRET_KEY")
+            .env_remove("DATABASE_URL")
+            .env_remove("WECOM_CONFIG")
+            .env_remove("WECOM_API_BASE_URL")
+            .output()
+            .expect("runs");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (out, err) = run(&["corps", "--json"]);
+    let line: serde_json::Value = serde_json::from_str(
+        out.lines()
+            .next()
+            .unwrap_or_else(|| panic!("no corp: {err}")),
+    )
+    .expect("json");
+    assert_eq!(line["corp_id"], CORP);
+    assert_eq!(line["corp_name"], "客户公司");
+    assert_eq!(line["state"], "authorised");
+    assert!(
+        line["last_token_at"].is_string() && line["last_resync_at"].is_string(),
+        "{line}"
+    );
+    assert!(!out.contains(CODE), "the permanent code is never printed");
+    let (out, err) = run(&["doctor", "--service-url", "http://127.0.0.1:9"]);
+    assert!(out.contains("ok   suite_ticket"), "{out}{err}");
+    assert!(out.contains("ok   suite token"), "{out}{err}");
+    assert!(out.contains("ok   authorised corp"), "{out}{err}");
+    assert!(!out.contains(CODE) && !err.contains(CODE));
+    let _ = std::fs::remove_dir_all(&dir);
 }
