@@ -172,3 +172,55 @@ pub(super) fn build(
     }
     (out, apps)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ConfigError, FileConfig, Overrides, build_settings};
+    use crate::app::AppKind;
+
+    const SUITE: &str = r#"
+[[suites]]
+name = "crm"
+kind = "agency"
+suite_id = "dkTEMPLATE"
+suite_secret = "s"
+token = "QDG6eK"
+encoding_aes_key = "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C"
+provider_corp_id = "wwPROVIDER"
+"#;
+
+    fn file(extra: &str) -> FileConfig {
+        toml::from_str(&format!("{extra}\n{SUITE}")).expect("toml")
+    }
+
+    #[test]
+    fn a_suite_alone_is_a_configuration_and_becomes_its_instruction_app() {
+        let s = build_settings(
+            file("[provider]\nsecret_key = \"KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=\"\ndelete_events_after_days = 7"),
+            &Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(s.apps.len(), 1);
+        assert_eq!(s.apps[0].name, "crm");
+        assert_eq!(s.apps[0].kind, AppKind::SuiteInstruction);
+        assert_eq!(s.apps[0].receive_ids, vec!["dkTEMPLATE", "wwPROVIDER"]);
+        assert_eq!(s.provider.suites[0].kind, super::SuiteKind::Agency);
+        assert_eq!(
+            s.provider.delete_events_after,
+            std::time::Duration::from_secs(7 * 86_400)
+        );
+        assert!(!format!("{:?}", s.provider).contains("KioqKioq"));
+    }
+
+    #[test]
+    fn a_suite_without_a_secret_key_is_refused_with_the_fix() {
+        match build_settings(file(""), &Overrides::default()) {
+            Err(ConfigError::Invalid(p)) => {
+                assert_eq!(p.len(), 1, "{p:?}");
+                assert!(p[0].contains("WECOM_SECRET_KEY"), "{}", p[0]);
+                assert!(p[0].contains("openssl rand -base64 32"), "{}", p[0]);
+            }
+            other => panic!("expected the missing key, got {:?}", other.map(|_| ())),
+        }
+    }
+}

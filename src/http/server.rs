@@ -162,6 +162,12 @@ impl Application {
                 )
             });
         }
+        if settings.provider.is_enabled() && !settings.api.resync_interval.is_zero() {
+            let (pool, interval) = (pool.clone(), settings.api.resync_interval);
+            tasks.spawn_restarting("provider-resync", move |token| {
+                crate::sync::provider::auth::schedule_resyncs(pool.clone(), interval, token)
+            });
+        }
         if let (Some(api), true) = (&api, settings.api.worker_concurrency > 0) {
             let worker = crate::sync::worker::Worker {
                 pool: pool.clone(),

@@ -254,3 +254,20 @@ pub async fn list(pool: &PgPool) -> Result<Vec<CorpStatus>, sqlx::Error> {
     .fetch_all(pool)
     .await
 }
+
+/// Queues a `corp_resync` job for every authorised corp with no resync finished within `interval` (and none
+/// queued already). Returns how many were queued.
+pub async fn queue_due_resyncs(pool: &PgPool, interval: Duration) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(
+        "INSERT INTO wecom_jobs (kind, app, corp_id, subject) \
+         SELECT 'corp_resync', c.app, c.corp_id, c.corp_id FROM wecom_provider_corps c \
+         WHERE c.state = 'authorised' AND NOT EXISTS ( \
+           SELECT 1 FROM wecom_resync_runs r WHERE r.corp_id = c.corp_id AND r.app = c.app \
+             AND (r.status = 'running' OR r.finished_at > now() - make_interval(secs => $1))) \
+         ON CONFLICT (kind, app, corp_id, subject) WHERE status = 'queued' DO NOTHING",
+    )
+    .bind(interval.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected())
+}

@@ -834,3 +834,52 @@ provider_corp_id = "wwPROVIDER"
     assert!(!out.contains(CODE) && !err.contains(CODE));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The supervised `provider-resync` task queues a resync of each authorised corp once per resync interval.
+#[tokio::test]
+async fn authorised_corps_are_resynced_on_schedule_by_a_supervised_task() {
+    let server = MockServer::start().await;
+    let uri = server.uri();
+    let (app, service) = crate::helpers::build_app_with(&[CRM], move |s| {
+        s.api.base_url = uri;
+        s.api.worker_concurrency = 0;
+        s.api.resync_interval = Duration::from_secs(3600);
+        s.fault_panic_once = vec!["provider-resync".into()];
+        s.provider = Provider {
+            suites: vec![suite(&CRM, SuiteKind::ThirdParty)],
+            key: Some(key()),
+            ..Provider::default()
+        };
+    })
+    .await;
+    let sealed = key().seal(&SecretString::from(CODE));
+    for (corp, state) in [(CORP, "authorised"), ("wwGONE", "cancelled")] {
+        sqlx::query(
+            "INSERT INTO wecom_provider_corps (corp_id, suite_id, app, state, permanent_code) VALUES ($1, $2, 'crm', $3, $4)",
+        )
+        .bind(corp)
+        .bind(CRM.receive_id)
+        .bind(state)
+        .bind(&sealed)
+        .execute(&app.pool)
+        .await
+        .expect("corp");
+    }
+    tokio::spawn(service.run_until_stopped());
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_jobs WHERE kind = 'corp_resync' AND corp_id = 'wwAUTHCORP1' AND app = 'crm'",
+        1,
+    )
+    .await;
+    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    assert!(
+        metrics.contains(r#"wecom_background_task_restarts_total{task="provider-resync"} 1"#),
+        "{metrics}"
+    );
+    let gone: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_jobs WHERE corp_id = 'wwGONE'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(gone, 0, "a cancelled corp is never resynced");
+}

@@ -236,3 +236,28 @@ pub async fn corp_resync(
         Err(crate::sync::resync::ResyncError::Database(e)) => Err(ApiError::Database(e)),
     }
 }
+
+/// How often authorised corps are checked for a due resync.
+const RESYNC_CHECK: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Queues a resync of every authorised corp once per `interval` (`[api] resync_interval_hours`), as the
+/// scheduler does for configured apps; the workers of any replica run them. Until `token` is cancelled.
+pub async fn schedule_resyncs(
+    pool: sqlx::PgPool,
+    interval: std::time::Duration,
+    token: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        match corps::queue_due_resyncs(&pool, interval).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(corps = n, "authorised corps' resyncs queued"),
+            Err(e) => {
+                tracing::warn!(error = %e, "queuing authorised corps' resyncs failed; retrying later")
+            }
+        }
+        tokio::select! {
+            () = token.cancelled() => return,
+            () = tokio::time::sleep(RESYNC_CHECK) => {}
+        }
+    }
+}
