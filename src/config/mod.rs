@@ -33,7 +33,7 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::app::AppConfig;
+use crate::app::{AppConfig, AppKind};
 
 pub use api::{ApiArgs, ApiSettings};
 pub use apps::{AppArgs, FileApp};
@@ -240,6 +240,21 @@ pub fn build_settings(
             ));
         } else {
             apps.push(a);
+        }
+    }
+    for (i, suite) in provider.suites.iter().enumerate() {
+        for d in &suite.data_apps {
+            match apps.iter().find(|a| &a.name == d) {
+                Some(a) if matches!(a.kind, AppKind::SuiteData | AppKind::Agency) => {}
+                Some(a) => problems.push(format!(
+                    "suites[{i}].data_apps: app {d:?} is of kind {}; a suite's data URL is suite_data (第三方数据回调) \
+                     or agency (代开发应用的回调URL)",
+                    a.kind.as_str()
+                )),
+                None => problems.push(format!(
+                    "suites[{i}].data_apps: no [[apps]] entry is named {d:?}; add it (kind suite_data or agency)"
+                )),
+            }
         }
     }
     let mut settings = assemble(file, overrides, apps, &mut problems);

@@ -31,6 +31,8 @@ pub struct FileSuite {
     pub encoding_aes_key: Option<String>,
     /// Your provider corpid (服务商的 CorpID): WeCom verifies the URL with it.
     pub provider_corp_id: Option<String>,
+    /// Names of `[[apps]]` (kind `suite_data` or `agency`) that are this suite's data callback URLs.
+    pub data_apps: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for FileSuite {
@@ -159,6 +161,7 @@ pub(super) fn build(
                 kind,
                 suite_id,
                 secret: SecretString::from(secret),
+                data_apps: s.data_apps.unwrap_or_default(),
             });
         }
     }

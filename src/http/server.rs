@@ -122,7 +122,7 @@ impl Application {
             let enrich: HashSet<String> = credentials
                 .keys()
                 .cloned()
-                .chain(settings.provider.suites.iter().map(|s| s.name.clone()))
+                .chain(settings.provider.app_names().cloned())
                 .collect();
             let batching = settings.projector.clone();
             tasks.spawn_restarting("projector", move |token| {

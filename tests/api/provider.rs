@@ -42,6 +42,15 @@ const DK: TestAppConfig = TestAppConfig {
     receive_id: "dkTEMPLATE1",
 };
 
+/// The 代开发 app's own callback URL (its data callbacks), linked to the template by `data_apps`.
+const DK_DATA: TestAppConfig = TestAppConfig {
+    name: "dkdata",
+    kind: AppKind::Agency,
+    token: "dkData456",
+    encoding_aes_key: "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
+    receive_id: "wwDKCORP",
+};
+
 const CORP: &str = "wwAUTHCORP1";
 const CODE: &str = "PERMANENT-CODE-1";
 
@@ -56,6 +65,7 @@ fn suite(app: &TestAppConfig, kind: SuiteKind) -> Suite {
         kind,
         suite_id: app.receive_id.to_owned(),
         secret: SecretString::from(format!("secret-of-{}", app.name)),
+        data_apps: Vec::new(),
     }
 }
 
@@ -689,7 +699,17 @@ async fn the_agency_flow_runs_end_to_end_with_gettoken_and_the_permanent_code() 
         .mount(&server)
         .await;
     mount_empty_corp(&server, "DK-CORP-TOKEN").await;
-    let app = provider_app(&server, &[DK], vec![suite(&DK, SuiteKind::Agency)], |_| {}).await;
+    Mock::given(path("/cgi-bin/externalcontact/get"))
+        .and(query_param("access_token", "DK-CORP-TOKEN"))
+        .respond_with(ok(json!({
+            "external_contact": {"external_userid": "wmDK1", "name": "代开发客户甲", "type": 1},
+            "follow_user": [{"userid": "zhang", "createtime": 1700000000, "tags": []}], "next_cursor": ""
+        })))
+        .mount(&server)
+        .await;
+    let mut dk = suite(&DK, SuiteKind::Agency);
+    dk.data_apps = vec![DK_DATA.name.to_owned()];
+    let app = provider_app(&server, &[DK, DK_DATA], vec![dk], |_| {}).await;
     push(
         &app,
         &DK,
@@ -721,6 +741,22 @@ async fn the_agency_flow_runs_end_to_end_with_gettoken_and_the_permanent_code() 
         .await
             >= 1
     );
+
+    // The installed app's own callback URL: an Event-form contact event, enriched with the corp's token.
+    let xml = format!(
+        "<xml><ToUserName><![CDATA[wwDKCORP]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_external_contact]]></Event><ChangeType><![CDATA[add_external_contact]]></ChangeType><UserID><![CDATA[zhang]]></UserID><ExternalUserID><![CDATA[wmDK1]]></ExternalUserID></xml>",
+        unix_now()
+    );
+    let resp = app
+        .post(DK_DATA.name, &sign_callback(&DK_DATA, &xml, unix_now()))
+        .await;
+    assert_eq!(resp.status().as_u16(), 200);
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM external_contacts WHERE corp_id = 'wwDKCORP' AND name = '代开发客户甲'",
+        1,
+    )
+    .await;
 }
 
 mod replicas {

@@ -53,6 +53,9 @@ pub struct Suite {
     pub suite_id: String,
     /// The suite secret. Never logged.
     pub secret: SecretString,
+    /// `[[apps]]` whose events are this suite's corps' data callbacks (第三方 数据回调URL, the 代开发 app's own
+    /// callback URL): their jobs run with the corp's token too.
+    pub data_apps: Vec<String>,
 }
 
 impl std::fmt::Debug for Suite {
@@ -62,6 +65,7 @@ impl std::fmt::Debug for Suite {
             .field("kind", &self.kind)
             .field("suite_id", &self.suite_id)
             .field("secret", &"<redacted>")
+            .field("data_apps", &self.data_apps)
             .finish()
     }
 }
@@ -94,9 +98,18 @@ impl Default for Provider {
 }
 
 impl Provider {
-    /// The suite whose instruction URL is the app `app`.
+    /// The suite whose instruction URL (or one of whose data URLs) is the app `app`.
     pub fn suite_by_app(&self, app: &str) -> Option<&Suite> {
-        self.suites.iter().find(|s| s.name == app)
+        self.suites
+            .iter()
+            .find(|s| s.name == app || s.data_apps.iter().any(|d| d == app))
+    }
+
+    /// Every app whose events run jobs with a suite's corp tokens.
+    pub fn app_names(&self) -> impl Iterator<Item = &String> {
+        self.suites
+            .iter()
+            .flat_map(|s| std::iter::once(&s.name).chain(s.data_apps.iter()))
     }
 
     /// The suite with this id.
