@@ -919,3 +919,57 @@ async fn authorised_corps_are_resynced_on_schedule_by_a_supervised_task() {
         .expect("count");
     assert_eq!(gone, 0, "a cancelled corp is never resynced");
 }
+
+/// WeCom refusing the stored ticket (40085) is explained with its age and the fix, and retried.
+#[tokio::test]
+async fn a_refused_suite_ticket_is_explained() {
+    let server = MockServer::start().await;
+    Mock::given(path("/cgi-bin/service/get_suite_token"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"errcode": 40085, "errmsg": "invalid suite ticket"})),
+        )
+        .mount(&server)
+        .await;
+    let app = provider_app(
+        &server,
+        &[CRM],
+        vec![suite(&CRM, SuiteKind::ThirdParty)],
+        |_| {},
+    )
+    .await;
+    push(&app, &CRM, &ticket_xml(CRM.receive_id, "STALE", unix_now())).await;
+    push(
+        &app,
+        &CRM,
+        &auth_xml(
+            CRM.receive_id,
+            "create_auth",
+            "<AuthCode><![CDATA[AUTH-1]]></AuthCode>",
+        ),
+    )
+    .await;
+    let error: String = poll(
+        "the provider_auth job failing on the refused ticket",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || async {
+            let row: Option<(String, Option<String>)> = sqlx::query_as(
+                "SELECT status, last_error FROM wecom_jobs WHERE kind = 'provider_auth'",
+            )
+            .fetch_optional(&app.pool)
+            .await
+            .expect("query");
+            match row {
+                Some((status, Some(e))) if status == "queued" => Ok(e),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(
+        error.contains("refused suite wwSUITECRM's newest suite_ticket (errcode 40085)"),
+        "{error}"
+    );
+    assert!(error.contains("every 10 minutes"), "{error}");
+}
