@@ -34,6 +34,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         metrics: None,
         idle: std::time::Duration::from_secs(1),
         provider: settings.provider.clone(),
+        wake: None,
     };
     let concurrency = args
         .concurrency

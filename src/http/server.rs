@@ -177,7 +177,14 @@ impl Application {
                 metrics: Some(metrics.clone()),
                 idle: std::time::Duration::from_secs(1),
                 provider: settings.provider.clone(),
+                wake: Some(std::sync::Arc::new(tokio::sync::Notify::new())),
             };
+            if let Some(wake) = worker.wake.clone() {
+                let pool = pool.clone();
+                tasks.spawn_restarting("jobs-listen", move |token| {
+                    crate::sync::worker::listen(pool.clone(), wake.clone(), token)
+                });
+            }
             for _ in 0..settings.api.worker_concurrency {
                 let worker = worker.clone();
                 tasks.spawn_restarting("worker", move |token| {

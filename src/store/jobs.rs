@@ -51,6 +51,18 @@ pub async fn enqueue(
     Ok(())
 }
 
+/// The channel a job insert NOTIFYs (at commit), so idle workers of every replica start it at once.
+pub const QUEUED_CHANNEL: &str = "wecom_jobs_queued";
+
+/// Notifies [`QUEUED_CHANNEL`] inside `tx` (delivered when it commits).
+pub async fn notify_queued(tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(QUEUED_CHANNEL)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Queues a job outside any transaction (a job queuing the next step); absorbed like [`enqueue`].
 pub async fn enqueue_one(
     pool: &PgPool,
@@ -71,6 +83,10 @@ pub async fn enqueue_one(
     .bind(event_id)
     .execute(pool)
     .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(QUEUED_CHANNEL)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 

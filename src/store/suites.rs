@@ -52,6 +52,8 @@ pub async fn execute(
     }
     if !plan.jobs.is_empty() {
         crate::store::jobs::enqueue_many(tx, plan.jobs.iter()).await?;
+        // An AuthCode lives 10 minutes: wake the workers rather than wait for their next poll.
+        crate::store::jobs::notify_queued(tx).await?;
     }
     Ok(())
 }

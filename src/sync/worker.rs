@@ -35,6 +35,8 @@ pub struct Worker {
     pub idle: Duration,
     /// Service providers: the suites, whose apps' jobs run with each authorising corp's own token.
     pub provider: crate::sync::provider::Provider,
+    /// Woken by [`listen`] when a job is queued (NOTIFY), so an idle worker starts it at once.
+    pub wake: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 /// Runs one job against WeCom's API and stores the answer.
@@ -229,9 +231,53 @@ pub async fn work(w: Worker, token: CancellationToken) {
                 Duration::from_secs(1)
             }
         };
+        let woken = async {
+            match &w.wake {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = token.cancelled() => return,
             () = tokio::time::sleep(pause) => {}
+            () = woken => {}
+        }
+    }
+}
+
+/// LISTENs on [`jobs::QUEUED_CHANNEL`] and wakes the idle workers on each notification, until `token` is
+/// cancelled. Ends (to be restarted by its supervisor) when the listening connection fails; the workers
+/// keep polling meanwhile.
+pub async fn listen(
+    pool: PgPool,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    token: CancellationToken,
+) {
+    let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot LISTEN for queued jobs; workers poll meanwhile");
+            tokio::select! {
+                () = token.cancelled() => {}
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+            return;
+        }
+    };
+    if let Err(e) = listener.listen(jobs::QUEUED_CHANNEL).await {
+        tracing::warn!(error = %e, "cannot LISTEN for queued jobs; workers poll meanwhile");
+        return;
+    }
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            n = listener.recv() => match n {
+                Ok(_) => wake.notify_waiters(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the LISTEN connection for queued jobs failed; reconnecting");
+                    return;
+                }
+            },
         }
     }
 }

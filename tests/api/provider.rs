@@ -973,3 +973,58 @@ async fn a_refused_suite_ticket_is_explained() {
     );
     assert!(error.contains("every 10 minutes"), "{error}");
 }
+
+/// An idle worker starts a queued job at once (LISTEN/NOTIFY), not at its next poll.
+#[tokio::test]
+async fn a_queued_job_wakes_an_idle_worker() {
+    use std::sync::Arc;
+    use wecom_callback::sync::worker::{Worker, listen, work};
+    let server = MockServer::start().await;
+    // No workers of the service's own: the test's worker is the only one.
+    let app = spawn_app_with(&[CRM], |s| s.api.worker_concurrency = 0).await;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let token = tokio_util::sync::CancellationToken::new();
+    let w = Worker {
+        pool: app.pool.clone(),
+        api: wecom_callback::sync::client::WecomApi::new(&server.uri(), app.pool.clone())
+            .expect("client"),
+        credentials: Default::default(),
+        max_attempts: 1,
+        metrics: None,
+        // Far longer than the test waits: only the notification can start the job in time.
+        idle: Duration::from_secs(60),
+        provider: Provider {
+            suites: vec![suite(&CRM, SuiteKind::ThirdParty)],
+            key: Some(key()),
+            ..Provider::default()
+        },
+        wake: Some(wake.clone()),
+    };
+    tokio::spawn(listen(app.pool.clone(), wake, token.clone()));
+    tokio::spawn(work(w, token.clone()));
+    // Let the worker find the queue empty and go idle, and the listener subscribe.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    wecom_callback::store::jobs::enqueue_one(
+        &app.pool,
+        wecom_callback::domain::JobKind::ProviderPurge,
+        "crm",
+        "wwNOBODY",
+        "wwNOBODY",
+        None,
+    )
+    .await
+    .expect("enqueue");
+    let started = Instant::now();
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_jobs WHERE subject = 'wwNOBODY' AND status = 'done'",
+        1,
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    token.cancel();
+}

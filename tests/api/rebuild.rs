@@ -218,6 +218,7 @@ async fn rebuild_gives_back_what_events_enrichment_and_resyncs_built() {
         metrics: None,
         idle: Duration::from_millis(10),
         provider: Default::default(),
+        wake: None,
     };
 
     // Events: two follows of alice (one WeCom will no longer list), a chat with members, a chat WeCom will
