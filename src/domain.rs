@@ -66,6 +66,26 @@ wire_enum! {
         ResolvePendingIds = "resolve_pending_ids",
         /// `user/get`: a staff member's directory entry (通讯录).
         StaffDetail = "staff_detail",
+        /// Service providers: exchanges a `create_auth` / `reset_permanent_code` AuthCode (read from the
+        /// stored event named by the subject) for the corp's permanent code.
+        ProviderAuth = "provider_auth",
+        /// Service providers: `change_auth`, re-reads the corp's authorisation (`service/get_auth_info`).
+        ProviderRefresh = "provider_refresh",
+        /// Service providers: after `cancel_auth`, deletes the corp's synced rows (and later its events).
+        ProviderPurge = "provider_purge",
+        /// Service providers: a full resync of an authorised corp with its own token (the first after
+        /// authorisation).
+        CorpResync = "corp_resync",
+    }
+}
+
+wire_enum! {
+    /// Where a corp's authorisation of a suite is (service providers).
+    CorpState {
+        /// Installed: its permanent code is stored and its API work runs.
+        Authorised = "authorised",
+        /// `cancel_auth` arrived: nothing more is called for it, and its data is deleted.
+        Cancelled = "cancelled",
     }
 }
 

@@ -12,7 +12,8 @@
 //! - [`sync`]: after `wecom_events`: the planners (the projection rules, pure: event → register writes;
 //!   [`sync::plan`] for customers, chats and tags, [`sync::directory`] for staff), the projector (batches of
 //!   events → one merged write per table), the WeCom API client (with its cluster-wide limiter), the job
-//!   worker (enrichment, staff details, pending ids) and the full resync.
+//!   worker (enrichment, staff details, pending ids), the full resync, and [`sync::provider`] (service
+//!   providers: suites, authorised corps, their tokens and data deletion).
 //! - [`tasks`]: supervision of the background tasks (projector, worker, resync, drain, writer, spool thread):
 //!   their restart or fail-the-process policy, and the one cancellation token they stop on.
 //! - [`store`]: PostgreSQL, and the only module that writes SQL (including the API observation log that lets

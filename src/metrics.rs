@@ -50,6 +50,9 @@ pub struct Metrics {
     pub webhook_failing: prometheus::IntGaugeVec,
     /// Change feed entries sequenced (moved from staging into the feed) by this process.
     pub feed_sequenced: IntCounter,
+    /// Service providers: corp authorisation changes, by event (`authorised`, `refreshed`, `cancelled`,
+    /// `rows_deleted`, `events_deleted`).
+    pub provider_corps: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -112,6 +115,14 @@ impl Metrics {
             &["table", "change"],
         )
         .expect("a valid metric definition");
+        let provider_corps = IntCounterVec::new(
+            Opts::new(
+                "provider_corps_total",
+                "Authorising corps authorised, refreshed, cancelled and purged, by event",
+            ),
+            &["event"],
+        )
+        .expect("a valid metric definition");
         let task_restarts = IntCounterVec::new(
             Opts::new(
                 "background_task_restarts_total",
@@ -155,6 +166,7 @@ impl Metrics {
             Box::new(api_errors.clone()),
             Box::new(token_refreshes.clone()),
             Box::new(resync_drift.clone()),
+            Box::new(provider_corps.clone()),
             Box::new(task_restarts.clone()),
         ] {
             let _ = registry.register(m);
@@ -184,6 +196,7 @@ impl Metrics {
             webhook_deliveries,
             webhook_failing,
             feed_sequenced,
+            provider_corps,
         }
     }
 

@@ -162,6 +162,11 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             report(ok, "directory (通讯录)", detail);
         }
     }
+    if let (Some(pool), true) = (&pool, settings.provider.is_enabled()) {
+        let api = crate::sync::client::WecomApi::new(&settings.api.base_url, pool.clone())?
+            .with_limits(settings.api.limits.clone());
+        provider_checks(&settings.provider, &api, pool, &mut report).await;
+    }
     // The running service, as a load balancer sees it.
     let service = args
         .service_url
@@ -346,5 +351,97 @@ async fn directory_check(
             false,
             format!("app {name:?}: {listing}; the staff table is unreadable: {e}"),
         ),
+    }
+}
+
+/// Service providers: each suite's ticket age and suite token, and each authorised corp's token.
+async fn provider_checks(
+    provider: &crate::sync::provider::Provider,
+    api: &crate::sync::client::WecomApi,
+    pool: &sqlx::PgPool,
+    report: &mut impl FnMut(bool, &str, String),
+) {
+    use crate::sync::client::provider::TICKET_LIFE_SECS;
+    for suite in &provider.suites {
+        let who = format!("suite {:?} ({})", suite.name, suite.suite_id);
+        match store::suites::ticket(pool, &suite.suite_id).await {
+            Ok(Some(t)) if t.age_secs <= TICKET_LIFE_SECS => report(
+                true,
+                "suite_ticket",
+                format!("{who}: received {} s ago", t.age_secs),
+            ),
+            Ok(Some(t)) => report(
+                false,
+                "suite_ticket",
+                format!(
+                    "{who}: the newest is {} minutes old (WeCom pushes every 10, valid 30): pushes stopped \
+                     arriving. Check /status for /callback/{}, or press 刷新Ticket in the provider console",
+                    t.age_secs / 60,
+                    suite.name
+                ),
+            ),
+            Ok(None) => report(
+                false,
+                "suite_ticket",
+                format!(
+                    "{who}: none received yet. WeCom pushes one to /callback/{} every 10 minutes once the \
+                     指令回调URL is verified; 刷新Ticket in the provider console pushes one now",
+                    suite.name
+                ),
+            ),
+            Err(e) => report(false, "suite_ticket", format!("{who}: {e}")),
+        }
+        match api.suite_access_token(&suite.suite_id, &suite.secret).await {
+            Ok(_) => report(
+                true,
+                "suite token",
+                format!("{who}: suite_access_token valid"),
+            ),
+            Err(e) => report(false, "suite token", format!("{who}: {e}")),
+        }
+    }
+    let corps = match store::corps::list(pool).await {
+        Ok(c) => c,
+        Err(e) => return report(false, "authorised corps", e.to_string()),
+    };
+    for corp in corps
+        .iter()
+        .filter(|c| c.state == crate::domain::CorpState::Authorised)
+    {
+        let Some(suite) = provider.suite_by_app(&corp.app) else {
+            report(
+                false,
+                "authorised corp",
+                format!(
+                    "corp {} authorised app {:?}, which is no configured [[suites]] entry any more",
+                    corp.corp_id, corp.app
+                ),
+            );
+            continue;
+        };
+        let checked = async {
+            let creds =
+                crate::sync::provider::auth::corp_credentials(pool, provider, suite, &corp.corp_id)
+                    .await?;
+            match creds {
+                Some(c) => api.access_token(&c).await.map(|_| ()),
+                None => Ok(()),
+            }
+        }
+        .await;
+        let who = format!(
+            "corp {} ({}) of suite {:?}",
+            corp.corp_id,
+            corp.corp_name.as_deref().unwrap_or("-"),
+            suite.name
+        );
+        match checked {
+            Ok(()) => report(
+                true,
+                "authorised corp",
+                format!("{who}: access token valid"),
+            ),
+            Err(e) => report(false, "authorised corp", format!("{who}: {e}")),
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! `--help` is the configuration reference: every flag names its environment variable, and the environment is
 //! read nowhere else (see [`crate::config`]), so the list is complete by construction.
 
+mod corps;
 mod decrypt;
 mod doctor;
 mod drain;
@@ -106,6 +107,9 @@ pub enum Command {
     Status(status::Args),
     /// Webhook subscribers of the change feed: cursor, lag, last error (`list`); `replay --from`; `gen-secret`.
     Webhooks(webhooks::Args),
+    /// List the corps that authorised a configured suite (service providers): name, state, last token,
+    /// last resync, last callback.
+    Corps(corps::Args),
 }
 
 /// Runs the parsed command line.
@@ -135,6 +139,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Drain(args) => drain::run(args, &ctx).await,
         Command::Status(args) => status::run(args, &ctx).await,
         Command::Webhooks(args) => webhooks::run(args, &ctx).await,
+        Command::Corps(args) => corps::run(args, &ctx).await,
     }
 }
 

@@ -17,7 +17,7 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
     let settings = ctx.settings()?;
     telemetry::init(settings.log_format);
     let credentials = worker::credentials(&settings.apps);
-    if credentials.is_empty() {
+    if credentials.is_empty() && !settings.provider.is_enabled() {
         anyhow::bail!(
             "no app has a secret (WECOM_SECRET or secret in [[apps]]): the worker has nothing to call WeCom's API with"
         );
@@ -33,6 +33,8 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         max_attempts: settings.api.max_attempts,
         metrics: None,
         idle: std::time::Duration::from_secs(1),
+        provider: settings.provider.clone(),
+        wake: None,
     };
     let concurrency = args
         .concurrency

@@ -3,6 +3,7 @@
 //! Environment variables (read through clap, see [`ApiArgs`]): `WECOM_API_BASE_URL`,
 //! `WECOM_RESYNC_MAX_REMOVAL_SHARE`.
 
+use secrecy::SecretString;
 use std::time::Duration;
 
 use super::file::{DEFAULT_API_BASE_URL, FileConfig};
@@ -47,6 +48,10 @@ pub struct ApiArgs {
         help = "Largest share (0..=1) of active follows one resync may remove [default: 0.2]"
     )]
     pub resync_max_removal_share: Option<f64>,
+    /// Service providers: the key (32 bytes, base64) sealing permanent codes at rest.
+    #[arg(long, env = "WECOM_SECRET_KEY", global = true, hide_env_values = true,
+          value_parser = super::secret, value_name = "BASE64")]
+    pub secret_key: Option<SecretString>,
 }
 
 pub(super) fn build(file: &FileConfig, args: &ApiArgs, problems: &mut Vec<String>) -> ApiSettings {

@@ -81,7 +81,7 @@ pub struct AppArgs {
 }
 
 impl AppArgs {
-    fn is_set(&self) -> bool {
+    pub(super) fn is_set(&self) -> bool {
         given_secret(&self.token).is_some()
             || given_secret(&self.encoding_aes_key).is_some()
             || given(&self.corp_id).is_some()

@@ -69,6 +69,10 @@ pub struct FileConfig {
     pub feed: super::webhooks::FileFeed,
     /// `[[webhooks]]`: subscribers the change feed is pushed to.
     pub webhooks: Vec<super::webhooks::FileWebhook>,
+    /// `[[suites]]`: service providers' suites and 代开发 templates.
+    pub suites: Vec<super::suites::FileSuite>,
+    /// `[provider]`.
+    pub provider: super::suites::FileProvider,
 }
 
 impl Default for FileConfig {
@@ -92,6 +96,8 @@ impl Default for FileConfig {
             apps: Vec::new(),
             feed: super::webhooks::FileFeed::default(),
             webhooks: Vec::new(),
+            suites: Vec::new(),
+            provider: Default::default(),
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod limits;
 pub mod projector;
 pub mod spool;
 pub mod store;
+pub mod suites;
 pub mod webhooks;
 
 use std::collections::BTreeMap;
@@ -33,7 +34,7 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::app::AppConfig;
+use crate::app::{AppConfig, AppKind};
 
 pub use api::{ApiArgs, ApiSettings};
 pub use apps::{AppArgs, FileApp};
@@ -94,6 +95,8 @@ pub struct Settings {
     pub feed: webhooks::FeedSettings,
     /// Webhook subscribers (`[[webhooks]]`).
     pub webhooks: Vec<webhooks::WebhookSettings>,
+    /// Service providers: `[[suites]]` and `[provider]`.
+    pub provider: crate::sync::provider::Provider,
     /// Test-only fault: answer success before the commit. Exists so the fault-injection checker can prove it
     /// catches exactly this bug; never settable from a file or the environment.
     #[doc(hidden)]
@@ -218,12 +221,49 @@ pub fn build_settings(
     overrides: &Overrides,
 ) -> Result<Settings, ConfigError> {
     let mut problems = Vec::new();
-    let apps = apps::build(
-        std::mem::take(&mut file.apps),
-        &overrides.app,
+    let (provider, suite_apps) = suites::build(
+        std::mem::take(&mut file.suites),
+        &file.provider,
+        overrides.api.secret_key.as_ref(),
         &mut problems,
     );
-    let settings = assemble(file, overrides, apps, &mut problems);
+    // Suites alone are a complete configuration: their instruction URLs are apps.
+    let mut apps = if suite_apps.is_empty() || !file.apps.is_empty() || overrides.app.is_set() {
+        apps::build(
+            std::mem::take(&mut file.apps),
+            &overrides.app,
+            &mut problems,
+        )
+    } else {
+        Vec::new()
+    };
+    for a in suite_apps {
+        if apps.iter().any(|b| b.name == a.name) {
+            problems.push(format!(
+                "suites: the name {:?} is also an [[apps]] name; names must be unique (each is a URL path)",
+                a.name
+            ));
+        } else {
+            apps.push(a);
+        }
+    }
+    for (i, suite) in provider.suites.iter().enumerate() {
+        for d in &suite.data_apps {
+            match apps.iter().find(|a| &a.name == d) {
+                Some(a) if matches!(a.kind, AppKind::SuiteData | AppKind::Agency) => {}
+                Some(a) => problems.push(format!(
+                    "suites[{i}].data_apps: app {d:?} is of kind {}; a suite's data URL is suite_data (第三方数据回调) \
+                     or agency (代开发应用的回调URL)",
+                    a.kind.as_str()
+                )),
+                None => problems.push(format!(
+                    "suites[{i}].data_apps: no [[apps]] entry is named {d:?}; add it (kind suite_data or agency)"
+                )),
+            }
+        }
+    }
+    let mut settings = assemble(file, overrides, apps, &mut problems);
+    settings.provider = provider;
     if problems.is_empty() {
         Ok(settings)
     } else {
@@ -288,6 +328,7 @@ fn assemble(
         api,
         feed,
         webhooks,
+        provider: Default::default(),
         fault_ack_before_commit: false,
         fault_panic_once: Vec::new(),
     }

@@ -118,7 +118,12 @@ impl Application {
         let credentials = crate::sync::worker::credentials(&settings.apps);
         if settings.run_projector {
             let (pool, committed) = (pool.clone(), writer.committed());
-            let enrich: HashSet<String> = credentials.keys().cloned().collect();
+            // Suite apps queue jobs too: they run with each authorising corp's own token.
+            let enrich: HashSet<String> = credentials
+                .keys()
+                .cloned()
+                .chain(settings.provider.app_names().cloned())
+                .collect();
             let batching = settings.projector.clone();
             tasks.spawn_restarting("projector", move |token| {
                 crate::sync::projector::run(
@@ -130,7 +135,7 @@ impl Application {
                 )
             });
         }
-        let api = if credentials.is_empty() {
+        let api = if credentials.is_empty() && !settings.provider.is_enabled() {
             None
         } else {
             Some(
@@ -157,6 +162,12 @@ impl Application {
                 )
             });
         }
+        if settings.provider.is_enabled() && !settings.api.resync_interval.is_zero() {
+            let (pool, interval) = (pool.clone(), settings.api.resync_interval);
+            tasks.spawn_restarting("provider-resync", move |token| {
+                crate::sync::provider::auth::schedule_resyncs(pool.clone(), interval, token)
+            });
+        }
         if let (Some(api), true) = (&api, settings.api.worker_concurrency > 0) {
             let worker = crate::sync::worker::Worker {
                 pool: pool.clone(),
@@ -165,7 +176,15 @@ impl Application {
                 max_attempts: settings.api.max_attempts,
                 metrics: Some(metrics.clone()),
                 idle: std::time::Duration::from_secs(1),
+                provider: settings.provider.clone(),
+                wake: Some(std::sync::Arc::new(tokio::sync::Notify::new())),
             };
+            if let Some(wake) = worker.wake.clone() {
+                let pool = pool.clone();
+                tasks.spawn_restarting("jobs-listen", move |token| {
+                    crate::sync::worker::listen(pool.clone(), wake.clone(), token)
+                });
+            }
             for _ in 0..settings.api.worker_concurrency {
                 let worker = worker.clone();
                 tasks.spawn_restarting("worker", move |token| {
@@ -180,8 +199,9 @@ impl Application {
                 settings.api.jobs_retention,
                 settings.api.jobs_prune_interval,
             );
+            let provider = settings.provider.clone();
             tasks.spawn_restarting("jobs-prune", move |token| {
-                crate::sync::worker::prune(pool.clone(), retention, every, token)
+                crate::sync::worker::prune(pool.clone(), retention, every, provider.clone(), token)
             });
         }
         // The change feed: sequencer, retention, webhook senders (see crate::deliver).

@@ -51,6 +51,45 @@ pub async fn enqueue(
     Ok(())
 }
 
+/// The channel a job insert NOTIFYs (at commit), so idle workers of every replica start it at once.
+pub const QUEUED_CHANNEL: &str = "wecom_jobs_queued";
+
+/// Notifies [`QUEUED_CHANNEL`] inside `tx` (delivered when it commits).
+pub async fn notify_queued(tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(QUEUED_CHANNEL)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Queues a job outside any transaction (a job queuing the next step); absorbed like [`enqueue`].
+pub async fn enqueue_one(
+    pool: &PgPool,
+    kind: JobKind,
+    app: &str,
+    corp_id: &str,
+    subject: &str,
+    event_id: Option<i64>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO wecom_jobs (kind, app, corp_id, subject, event_id) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (kind, app, corp_id, subject) WHERE status = 'queued' DO NOTHING",
+    )
+    .bind(kind)
+    .bind(app)
+    .bind(corp_id)
+    .bind(subject)
+    .bind(event_id)
+    .execute(pool)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(QUEUED_CHANNEL)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Queues many jobs in one statement, in the caller's transaction (see [`enqueue`]).
 pub async fn enqueue_many<'a>(
     tx: &mut Transaction<'_, Postgres>,

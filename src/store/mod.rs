@@ -15,6 +15,7 @@ use sqlx::{ConnectOptions, Connection, Executor};
 use crate::config::DatabaseSettings;
 use crate::wecom::verify::VerifiedCallback;
 
+pub mod corps;
 pub mod directory;
 pub mod enrichment;
 pub mod feed;
@@ -27,6 +28,7 @@ pub mod read;
 pub mod rebuild;
 pub mod resync;
 pub mod status;
+pub mod suites;
 pub mod sweeps;
 pub mod tokens;
 

@@ -92,10 +92,15 @@ async fn apply_batch(
     .await?;
     // RETURNING has no order; plans are merged in id order (history, jobs and notifications keep it).
     rows.sort_unstable_by_key(|r| r.id);
-    let (ids, batch, directory) = plan_rows(rows, enrich);
+    let (ids, batch, directory, provider) = plan_rows(rows, enrich);
     execute(tx, &batch).await?;
     if !directory.is_empty() {
         crate::store::directory::execute(tx, &directory).await?;
+    }
+    // Suite events act on their first application only: a rebuild or replay must not exchange an old
+    // AuthCode or cancel a corp that authorised again since.
+    if !provider.is_empty() {
+        crate::store::suites::execute(tx, &provider).await?;
     }
     Ok(ids.len())
 }
@@ -105,9 +110,16 @@ async fn apply_batch(
 fn plan_rows(
     rows: Vec<Unapplied>,
     enrich: &HashSet<String>,
-) -> (Vec<i64>, Batch, crate::sync::directory::DirectoryPlan) {
+) -> (
+    Vec<i64>,
+    Batch,
+    crate::sync::directory::DirectoryPlan,
+    crate::sync::provider::plan::ProviderPlan,
+) {
     let mut ids = Vec::with_capacity(rows.len());
     let mut batch = Batch::default();
+    // Suite events (tickets, authorisations) of the apps that call the API: see `sync::provider::plan`.
+    let mut provider = crate::sync::provider::plan::ProviderPlan::default();
     // The staff directory (通讯录) has its own planner and executor: see `sync::directory`.
     let mut directory = crate::sync::directory::DirectoryPlan::default();
     for row in rows {
@@ -121,6 +133,9 @@ fn plan_rows(
             continue;
         };
         let typed = crate::wecom::events::interpret(&parsed);
+        if enrich.contains(&row.app) {
+            provider.add(row.id, &row.app, &typed);
+        }
         let Some(corp) = row.corp_id.or(typed.corp_id.clone()) else {
             continue;
         };
@@ -135,12 +150,14 @@ fn plan_rows(
         batch.add(plan::plan_event(&meta, &typed));
         directory.extend(crate::sync::directory::plan_event(&meta, &typed));
     }
-    (ids, batch, directory)
+    (ids, batch, directory, provider)
 }
 
-/// Plans and executes `rows` as one merged [`Batch`] inside `tx`, and marks those not yet applied as applied:
-/// the apply path of `rebuild` and `replay`, sharing [`plan_rows`] and [`execute`] with the projector's
-/// [`apply_batch`] (which marks while taking). Returns how many rows were taken.
+/// Plans and executes `rows` as one merged [`Batch`] inside `tx`: the apply path of `rebuild` and `replay`,
+/// sharing [`plan_rows`] and [`execute`] with the projector's [`apply_batch`]. Events still pending stay
+/// pending: the projector applies them again afterwards (harmless: applying is idempotent) and only then do
+/// their first-application effects happen (enrichment jobs, suite authorisations), which a rebuild, having no
+/// secrets' app list, would otherwise lose. Returns how many rows were taken.
 pub(crate) async fn apply_rows(
     tx: &mut Transaction<'_, Postgres>,
     rows: Vec<Unapplied>,
@@ -157,21 +174,13 @@ pub(crate) async fn apply_rows_with(
     enrich: &HashSet<String>,
     extra: Vec<Plan>,
 ) -> Result<usize, sqlx::Error> {
-    let (ids, mut batch, directory) = plan_rows(rows, enrich);
+    let (ids, mut batch, directory, _first_application_only) = plan_rows(rows, enrich);
     for plan in extra {
         batch.add(plan);
     }
     execute(tx, &batch).await?;
     if !directory.is_empty() {
         crate::store::directory::execute(tx, &directory).await?;
-    }
-    if !ids.is_empty() {
-        // Events still pending are applied now: the projector must not apply them a second time. A rebuild
-        // or replay of millions of events writes nothing to the log itself.
-        sqlx::query("DELETE FROM wecom_events_pending WHERE id = ANY($1)")
-            .bind(&ids)
-            .execute(&mut **tx)
-            .await?;
     }
     Ok(ids.len())
 }

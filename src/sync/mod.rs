@@ -7,5 +7,6 @@ pub mod client;
 pub mod directory;
 pub mod plan;
 pub mod projector;
+pub mod provider;
 pub mod resync;
 pub mod worker;

@@ -370,7 +370,11 @@ fn fails_everything(e: &ApiError) -> bool {
             w.errcode,
             40001 | 40013 | 40014 | 41001 | 42001 | 48002 | 60020
         ),
-        ApiError::Unreachable { .. } | ApiError::NoSecret { .. } | ApiError::Database(_) => true,
+        ApiError::Unreachable { .. }
+        | ApiError::NoSecret { .. }
+        | ApiError::NoSuiteTicket(_)
+        | ApiError::NotAuthorised(_)
+        | ApiError::Database(_) => true,
         ApiError::HttpStatus(_) | ApiError::BadResponse(_) | ApiError::Throttled { .. } => false,
     }
 }

@@ -33,16 +33,43 @@ pub struct Worker {
     pub metrics: Option<Metrics>,
     /// Pause when there is nothing to do.
     pub idle: Duration,
+    /// Service providers: the suites, whose apps' jobs run with each authorising corp's own token.
+    pub provider: crate::sync::provider::Provider,
+    /// Woken by [`listen`] when a job is queued (NOTIFY), so an idle worker starts it at once.
+    pub wake: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 /// Runs one job against WeCom's API and stores the answer.
 pub async fn execute(w: &Worker, job: &jobs::Job) -> Result<(), ApiError> {
-    let creds = w
-        .credentials
-        .get(&job.app)
-        .ok_or_else(|| ApiError::NoSecret {
-            app: job.app.clone(),
-        })?;
+    use crate::sync::provider::auth;
+    let suite_creds;
+    let creds = match w.provider.suite_by_app(&job.app) {
+        Some(suite) => {
+            match job.kind {
+                JobKind::ProviderAuth => return auth::exchange(w, suite, job).await,
+                JobKind::ProviderRefresh => return auth::refresh(w, suite, job).await,
+                JobKind::ProviderPurge => return auth::purge(w, job).await,
+                _ => {}
+            }
+            match auth::corp_credentials(&w.pool, &w.provider, suite, &job.corp_id).await? {
+                Some(c) => {
+                    suite_creds = c;
+                    &suite_creds
+                }
+                None => {
+                    // The corp cancelled: its work stops, nothing more is called for it.
+                    tracing::info!(job = job.id, corp_id = %job.corp_id, "job for a corp that cancelled its authorisation; dropped");
+                    return Ok(());
+                }
+            }
+        }
+        None => w
+            .credentials
+            .get(&job.app)
+            .ok_or_else(|| ApiError::NoSecret {
+                app: job.app.clone(),
+            })?,
+    };
     let now = chrono::Utc::now();
     match job.kind {
         JobKind::ContactDetail => {
@@ -74,6 +101,14 @@ pub async fn execute(w: &Worker, job: &jobs::Job) -> Result<(), ApiError> {
         }
         JobKind::ResolvePendingIds => resolve_pending_ids(w, creds, job).await?,
         JobKind::StaffDetail => staff_detail(w, creds, job, now).await?,
+        JobKind::CorpResync => auth::corp_resync(&w.pool, &w.api, &job.app, creds).await?,
+        // Provider jobs of an app that is no suite (any more): nothing to run them with.
+        JobKind::ProviderAuth | JobKind::ProviderRefresh | JobKind::ProviderPurge => {
+            return Err(ApiError::NotAuthorised(format!(
+                "app {:?} is not a configured [[suites]] entry any more; configure it and `jobs retry`",
+                job.app
+            )));
+        }
     }
     Ok(())
 }
@@ -138,10 +173,14 @@ async fn staff_detail(
 fn retryable(e: &ApiError) -> bool {
     match e {
         ApiError::Wecom(w) => w.retryable(),
-        ApiError::Unreachable { .. } | ApiError::Database(_) | ApiError::Throttled { .. } => true,
+        // WeCom re-pushes a ticket within 10 minutes.
+        ApiError::Unreachable { .. }
+        | ApiError::Database(_)
+        | ApiError::Throttled { .. }
+        | ApiError::NoSuiteTicket(_) => true,
         ApiError::HttpStatus(s) => *s >= 500 || *s == 429,
         // A bad answer is not fixed by asking again, and a missing secret needs an operator (then `jobs retry`).
-        ApiError::BadResponse(_) | ApiError::NoSecret { .. } => false,
+        ApiError::BadResponse(_) | ApiError::NoSecret { .. } | ApiError::NotAuthorised(_) => false,
     }
 }
 
@@ -185,9 +224,53 @@ pub async fn work(w: Worker, token: CancellationToken) {
                 Duration::from_secs(1)
             }
         };
+        let woken = async {
+            match &w.wake {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = token.cancelled() => return,
             () = tokio::time::sleep(pause) => {}
+            () = woken => {}
+        }
+    }
+}
+
+/// LISTENs on [`jobs::QUEUED_CHANNEL`] and wakes the idle workers on each notification, until `token` is
+/// cancelled. Ends (to be restarted by its supervisor) when the listening connection fails; the workers
+/// keep polling meanwhile.
+pub async fn listen(
+    pool: PgPool,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    token: CancellationToken,
+) {
+    let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot LISTEN for queued jobs; workers poll meanwhile");
+            tokio::select! {
+                () = token.cancelled() => {}
+                () = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+            return;
+        }
+    };
+    if let Err(e) = listener.listen(jobs::QUEUED_CHANNEL).await {
+        tracing::warn!(error = %e, "cannot LISTEN for queued jobs; workers poll meanwhile");
+        return;
+    }
+    loop {
+        tokio::select! {
+            () = token.cancelled() => return,
+            n = listener.recv() => match n {
+                Ok(_) => wake.notify_waiters(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the LISTEN connection for queued jobs failed; reconnecting");
+                    return;
+                }
+            },
         }
     }
 }
@@ -217,11 +300,27 @@ const PRUNE_BATCH: i64 = 500;
 /// (so a backlog of millions does not compete with the queue's own work), now and then every
 /// `every`, until `token` is cancelled. Dead jobs are kept for operators. A zero `retention` keeps
 /// every job.
-pub async fn prune(pool: PgPool, retention: Duration, every: Duration, token: CancellationToken) {
-    if retention.is_zero() {
-        return token.cancelled().await;
-    }
+pub async fn prune(
+    pool: PgPool,
+    retention: Duration,
+    every: Duration,
+    provider: crate::sync::provider::Provider,
+    token: CancellationToken,
+) {
     loop {
+        // Cancelled corps' data past its grace period (see `[provider]`), whatever the job retention.
+        if provider.is_enabled()
+            && let Err(e) = crate::sync::provider::auth::purge_due(&pool, &provider, None).await
+        {
+            tracing::warn!(error = %e, "deleting cancelled corps' data failed; retrying later");
+        }
+        if retention.is_zero() {
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            continue;
+        }
         let mut removed: u64 = 0;
         loop {
             match jobs::prune_done(&pool, retention, PRUNE_BATCH).await {
@@ -265,10 +364,7 @@ pub fn credentials(apps: &[crate::app::AppConfig]) -> HashMap<String, Credential
         .filter_map(|a| {
             Some((
                 a.name.clone(),
-                Credentials {
-                    corp_id: a.api_corp_id()?.to_owned(),
-                    secret: a.secret.clone()?,
-                },
+                Credentials::gettoken(a.api_corp_id()?, a.secret.clone()?),
             ))
         })
         .collect()

@@ -21,6 +21,7 @@ mod maintenance;
 mod messages;
 mod miniprogram;
 mod ordering;
+mod provider;
 mod rebuild;
 mod replicas;
 mod resync;

@@ -233,6 +233,8 @@ async fn rebuild_gives_back_the_staff_directory_of_events_user_get_and_a_directo
         max_attempts: 1,
         metrics: None,
         idle: Duration::from_millis(10),
+        provider: Default::default(),
+        wake: None,
     };
     let t = 1_600_000_000;
     for xml in [
@@ -324,6 +326,7 @@ fn creds() -> Credentials {
     Credentials {
         corp_id: MAIN.receive_id.into(),
         secret: SecretString::from("s"),
+        source: Default::default(),
     }
 }
 
@@ -422,6 +425,8 @@ async fn rebuild_gives_back_what_events_enrichment_and_resyncs_built() {
         max_attempts: 1,
         metrics: None,
         idle: Duration::from_millis(10),
+        provider: Default::default(),
+        wake: None,
     };
 
     // Events: two follows of alice (one WeCom will no longer list), a chat with members, a chat WeCom will

@@ -197,6 +197,7 @@ mod limits {
         Credentials {
             corp_id: "wwLIMITS".into(),
             secret: SecretString::from("s"),
+            source: Default::default(),
         }
     }
 

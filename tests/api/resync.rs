@@ -82,6 +82,7 @@ fn creds() -> Credentials {
     Credentials {
         corp_id: MAIN.receive_id.into(),
         secret: SecretString::from("s"),
+        source: Default::default(),
     }
 }
 

@@ -16,6 +16,7 @@ fn creds() -> Credentials {
     Credentials {
         corp_id: "ww_corp".into(),
         secret: SecretString::from(SECRET),
+        source: Default::default(),
     }
 }
 

@@ -100,6 +100,19 @@ fn answer(path: &str) -> &'static str {
         }
         "/cgi-bin/department/list" => r#"{"errcode":0,"errmsg":"ok","department":[]}"#,
         "/cgi-bin/user/list_id" => r#"{"errcode":0,"errmsg":"ok","dept_user":[],"next_cursor":""}"#,
+        // Service providers (issue 14): one suite, one authorising corp.
+        "/cgi-bin/service/get_suite_token" => {
+            r#"{"errcode":0,"errmsg":"ok","suite_access_token":"FAKE-SUITE-TOKEN","expires_in":7200}"#
+        }
+        "/cgi-bin/service/get_permanent_code" => {
+            r#"{"errcode":0,"errmsg":"ok","access_token":"FAKE-CORP-TOKEN","expires_in":7200,"permanent_code":"FAKE-PERMANENT-CODE","auth_corp_info":{"corpid":"wwFAKECORP","corp_name":"Fake Corp"},"auth_info":{"agent":[{"agentid":1000001,"name":"app"}]}}"#
+        }
+        "/cgi-bin/service/get_corp_token" => {
+            r#"{"errcode":0,"errmsg":"ok","access_token":"FAKE-CORP-TOKEN","expires_in":7200}"#
+        }
+        "/cgi-bin/service/get_auth_info" => {
+            r#"{"errcode":0,"errmsg":"ok","auth_corp_info":{"corpid":"wwFAKECORP","corp_name":"Fake Corp (renamed)"},"auth_info":{"agent":[{"agentid":1000001}]}}"#
+        }
         _ => r#"{"errcode":0,"errmsg":"ok"}"#,
     }
 }

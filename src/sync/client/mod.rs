@@ -11,6 +11,7 @@
 mod de;
 pub mod limiter;
 pub mod paging;
+pub mod provider;
 pub mod types;
 
 use std::time::Duration;
@@ -45,7 +46,24 @@ const MAX_RETRIES: u32 = 3;
 #[derive(Clone)]
 pub struct Credentials {
     pub corp_id: String,
+    /// The app secret; for a corp authorised to a suite, its permanent code.
     pub secret: SecretString,
+    /// Where the corp's access token comes from.
+    pub source: TokenSource,
+}
+
+/// Where an access token comes from (the token kinds must never be mixed: WeCom answers 40014).
+#[derive(Clone, Default)]
+pub enum TokenSource {
+    /// `gettoken` with `secret` as `corpsecret`: a self-built app's secret, or a 代开发 app's permanent code.
+    #[default]
+    Gettoken,
+    /// `service/get_corp_token` with the suite's `suite_access_token` and `secret` as the permanent code: a
+    /// corp authorised to a third-party suite.
+    Suite {
+        suite_id: String,
+        suite_secret: SecretString,
+    },
 }
 
 impl std::fmt::Debug for Credentials {
@@ -53,14 +71,43 @@ impl std::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("corp_id", &self.corp_id)
             .field("secret", &"<redacted>")
+            .field(
+                "source",
+                &match &self.source {
+                    TokenSource::Gettoken => "gettoken".to_owned(),
+                    TokenSource::Suite { suite_id, .. } => format!("suite {suite_id}"),
+                },
+            )
             .finish()
     }
 }
 
 impl Credentials {
-    /// The cache key for the secret: its SHA-256, never the secret itself.
+    /// A self-built app's (or a 代开发 app's) credentials: tokens from `gettoken`.
+    pub fn gettoken(corp_id: impl Into<String>, secret: SecretString) -> Credentials {
+        Credentials {
+            corp_id: corp_id.into(),
+            secret,
+            source: TokenSource::Gettoken,
+        }
+    }
+
+    /// The cache key for the secret: its SHA-256, never the secret itself. A suite corp's token is cached
+    /// per (corp, suite): the suite id is hashed in.
     pub fn secret_hash(&self) -> String {
-        hex::encode(Sha256::digest(self.secret.expose_secret().as_bytes()))
+        match &self.source {
+            TokenSource::Gettoken => {
+                hex::encode(Sha256::digest(self.secret.expose_secret().as_bytes()))
+            }
+            TokenSource::Suite { suite_id, .. } => {
+                let mut h = Sha256::new();
+                h.update(b"get_corp_token\0");
+                h.update(suite_id.as_bytes());
+                h.update(b"\0");
+                h.update(self.secret.expose_secret().as_bytes());
+                hex::encode(h.finalize())
+            }
+        }
     }
 }
 
@@ -81,6 +128,16 @@ pub enum ApiError {
     /// Our configuration, not WeCom: the app has no secret to call the API with.
     #[error("no secret is configured for app {app:?} any more; configure it and retry the job")]
     NoSecret { app: String },
+    /// A suite has no suite_ticket yet (or only one too old to use): nothing to fetch its token with.
+    #[error(
+        "{0}. WeCom pushes a suite_ticket to the suite's 指令回调URL every 10 minutes (valid 30); check that \
+         the URL is verified and receives callbacks (/status), or push one now in the provider console \
+         (服务商后台 → 应用 → 刷新Ticket). 还没有可用的 suite_ticket：企业微信每 10 分钟推送一次"
+    )]
+    NoSuiteTicket(String),
+    /// The corp authorised no configured suite (or the permanent code cannot be read).
+    #[error("{0}")]
+    NotAuthorised(String),
     #[error("the token cache in PostgreSQL failed: {0}")]
     Database(#[from] sqlx::Error),
     /// Every concurrency slot of this corp's API stayed taken (by this or other replicas) for too long.
@@ -289,6 +346,13 @@ impl WecomApi {
     /// A valid access token for these credentials: from the shared cache, or fetched once for every replica
     /// (a lease row decides who; nobody holds a database connection during the HTTP call).
     pub async fn access_token(&self, creds: &Credentials) -> Result<String, ApiError> {
+        if let TokenSource::Suite {
+            suite_id,
+            suite_secret,
+        } = &creds.source
+        {
+            return self.corp_token(creds, suite_id, suite_secret).await;
+        }
         let hash = creds.secret_hash();
         if let Some(t) =
             tokens::cached(&self.pool, &creds.corp_id, &hash, REFRESH_MARGIN_SECS).await?
@@ -529,6 +593,15 @@ impl WecomApi {
         creds: &Credentials,
         code: &str,
     ) -> Result<Jscode2Session, ApiError> {
+        if let TokenSource::Suite {
+            suite_id,
+            suite_secret,
+        } = &creds.source
+        {
+            return self
+                .suite_jscode2session(suite_id, suite_secret, code)
+                .await;
+        }
         self.call_json(
             creds,
             "/cgi-bin/miniprogram/jscode2session",

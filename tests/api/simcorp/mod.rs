@@ -200,6 +200,7 @@ impl Sim {
         let creds = Credentials {
             corp_id: MAIN.receive_id.to_owned(),
             secret: SecretString::from("sim-secret"),
+            source: Default::default(),
         };
         let r = wecom_callback::sync::resync::resync(
             &self.app.pool,
