@@ -196,7 +196,8 @@ impl Sim {
         sleep_to_next_second().await;
         let api = WecomApi::new(&self.fake.server.uri(), self.app.pool.clone())
             .expect("client")
-            .with_backoff(Duration::from_millis(5));
+            .with_backoff(Duration::from_millis(5))
+            .with_limits(sim_limits());
         let creds = Credentials {
             corp_id: MAIN.receive_id.to_owned(),
             secret: SecretString::from("sim-secret"),
@@ -347,4 +348,21 @@ pub fn seeds(base: u64, default: u64) -> Vec<u64> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(default);
     (base..base + n).collect()
+}
+
+/// The cluster-wide limiter stays on (its paths are part of the realism, seeded 45033s slow the corp down),
+/// at rates a fake answers in microseconds: WeCom's defaults would stretch a 1,000-member directory step
+/// (one `user/get` each) over minutes.
+fn sim_limits() -> wecom_callback::sync::client::limiter::ApiLimits {
+    use wecom_callback::sync::client::limiter::{ApiLimits, Limit};
+    ApiLimits {
+        default: Limit {
+            concurrency: 10,
+            per_minute: 10_000,
+            burst: 10_000,
+        },
+        apis: Default::default(),
+        slowdown: Duration::from_millis(200),
+        ..ApiLimits::default()
+    }
 }
