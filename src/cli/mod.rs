@@ -368,6 +368,7 @@ mod tests {
             // The /api/v1 scope's routes are written relative to it (they come first in the file).
             let full = if path.starts_with("/corps")
                 || path.starts_with("/miniprogram")
+                || path == "/changes"
                 || path == "/openapi.yaml"
             {
                 format!("/api/v1{path}")
