@@ -370,8 +370,9 @@ pub async fn observe_departments(
     list: &[Department],
     fetched_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let plan = directory::departments_plan(corp_id, list, fetched_at);
     let mut tx = crate::store::projections::observation_tx(pool).await?;
+    let known = known_departments(&mut tx, corp_id).await?;
+    let plan = directory::departments_plan(corp_id, list, fetched_at, &known);
     execute(&mut tx, &plan).await?;
     let obs = Observation::Departments {
         list: list.to_vec(),
@@ -481,4 +482,15 @@ pub async fn department_fingerprints(
     .fetch_all(pool)
     .await?;
     Ok(rows.into_iter().collect())
+}
+
+/// The departments of `corp_id` not deleted, inside `tx` (what a `department/list` answer is compared with).
+pub(crate) async fn known_departments(
+    tx: &mut Transaction<'_, Postgres>,
+    corp_id: &str,
+) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM departments WHERE corp_id = $1 AND NOT deleted ORDER BY id")
+        .bind(corp_id)
+        .fetch_all(&mut **tx)
+        .await
 }

@@ -451,7 +451,9 @@ pub(crate) async fn replay(
             directory::execute(tx, &plan_dir::member_plan(corp, &member, fetched_at)).await?;
         }
         Observation::Departments { list, fetched_at } => {
-            directory::execute(tx, &plan_dir::departments_plan(corp, &list, fetched_at)).await?;
+            let known = directory::known_departments(tx, corp).await?;
+            let plan = plan_dir::departments_plan(corp, &list, fetched_at, &known);
+            directory::execute(tx, &plan).await?;
         }
         Observation::ListedStaff {
             userids, run_id, ..

@@ -407,12 +407,37 @@ pub fn member_plan(corp_id: &str, m: &StaffMember, at: DateTime<Utc>) -> Directo
 }
 
 /// The plan of a `department/list` answer (entries without an id are skipped).
-pub fn departments_plan(corp_id: &str, list: &[Department], at: DateTime<Utc>) -> DirectoryPlan {
+///
+/// `known`: the departments the table holds (not deleted). Those the list no longer names are marked deleted
+/// at the fetch's version (a `delete_party` callback can be lost, and a department outside the app's
+/// visibility is gone for every reader of the tables too) — except after an empty list, which says more about
+/// the app's 可见范围 than about the corp, and deletes nothing.
+pub fn departments_plan(
+    corp_id: &str,
+    list: &[Department],
+    at: DateTime<Utc>,
+    known: &[i64],
+) -> DirectoryPlan {
+    let mut departments: Vec<DepartmentWrite> = list
+        .iter()
+        .filter_map(|d| observe_department(corp_id, d, at))
+        .collect();
+    if !departments.is_empty() {
+        let listed: std::collections::BTreeSet<i64> = departments.iter().map(|d| d.id).collect();
+        let v = Version::fetched(at);
+        for id in known.iter().filter(|id| !listed.contains(id)) {
+            departments.push(DepartmentWrite {
+                corp_id: corp_id.to_owned(),
+                id: *id,
+                name: None,
+                parent_id: None,
+                order: None,
+                deleted: stamp(&v, true),
+            });
+        }
+    }
     DirectoryPlan {
-        departments: list
-            .iter()
-            .filter_map(|d| observe_department(corp_id, d, at))
-            .collect(),
+        departments,
         ..Default::default()
     }
 }

@@ -958,3 +958,66 @@ async fn members_gone_from_the_directory_are_marked_left_only_behind_the_mass_re
     .expect("count");
     assert_eq!(left, 12);
 }
+
+/// A department `department/list` no longer names is marked deleted (its `delete_party` callback may have been
+/// lost); an empty list, which says more about the app's 可见范围 than about the corp, deletes nothing.
+#[tokio::test]
+async fn departments_gone_from_department_list_are_marked_deleted_but_an_empty_list_deletes_nothing()
+ {
+    let server = MockServer::start().await;
+    mount_wecom(&server).await;
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    let t = 1_600_000_000;
+    for (id, name) in [(2, "销售"), (3, "客服")] {
+        let xml = format!(
+            "<xml><ToUserName>{corp}</ToUserName><CreateTime>{t}</CreateTime><MsgType>event</MsgType>\
+             <Event>change_contact</Event><ChangeType>create_party</ChangeType><Id>{id}</Id><Name>{name}</Name>\
+             <ParentId>1</ParentId><Order>1</Order></xml>",
+            corp = MAIN.receive_id
+        );
+        assert_eq!(
+            app.post("main", &sign_callback(&MAIN, &xml, unix_now()))
+                .await
+                .status()
+                .as_u16(),
+            200
+        );
+    }
+    wait_applied(&app.pool).await;
+    let deleted = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT id FROM departments WHERE deleted ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .expect("read departments")
+    };
+    // The default fake answers an empty department/list.
+    run_with(&app, &server, &options()).await.expect("run");
+    assert!(
+        deleted(app.pool.clone()).await.is_empty(),
+        "an empty list deletes nothing"
+    );
+
+    Mock::given(path("/cgi-bin/department/list"))
+        .respond_with(ok(json!({"department": [
+            {"id": 1, "name": "总部", "parentid": 0, "order": 1},
+            {"id": 2, "name": "销售", "parentid": 1, "order": 1}
+        ]})))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    run_with(&app, &server, &options()).await.expect("run");
+    assert_eq!(
+        deleted(app.pool.clone()).await,
+        vec![3],
+        "客服 is gone from WeCom"
+    );
+    let names: Vec<(i64, Option<String>)> =
+        sqlx::query_as("SELECT id, name FROM departments WHERE NOT deleted ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .expect("read departments");
+    assert_eq!(
+        names,
+        vec![(1, Some("总部".into())), (2, Some("销售".into()))]
+    );
+}
