@@ -126,9 +126,7 @@ pub(crate) async fn record(
              CASE t.kind \
                WHEN 'contact' THEN (SELECT to_jsonb(f) FROM external_contact_follows f \
                  WHERE f.corp_id = t.corp_id AND f.userid = t.userid AND f.external_userid = t.subject) \
-               WHEN 'chat' THEN (SELECT to_jsonb(g) || jsonb_build_object('members', \
-                   (SELECT COALESCE(jsonb_agg(to_jsonb(m) ORDER BY m.member_id), '[]'::jsonb) \
-                    FROM external_group_chat_members m WHERE m.corp_id = g.corp_id AND m.chat_id = g.chat_id)) \
+               WHEN 'chat' THEN (SELECT to_jsonb(g) \
                  FROM external_group_chats g WHERE g.corp_id = t.corp_id AND g.chat_id = t.subject) \
                WHEN 'tag' THEN (SELECT to_jsonb(x) FROM external_corp_tags x \
                  WHERE x.corp_id = t.corp_id AND x.id = t.subject) \

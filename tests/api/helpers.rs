@@ -168,8 +168,11 @@ pub async fn build_app_with(
         address: format!("http://127.0.0.1:{port}"),
         port,
         pool: test_pool,
+        // Idle connections are dropped well before the server's keep-alive (5 s) closes them: reusing one
+        // the server is closing at that moment fails the request (hyper's IncompleteMessage), a test flake.
         client: wecom_callback::tls::client_builder()
             .timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(2))
             .build()
             .expect("client"),
         db_name,
