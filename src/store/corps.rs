@@ -128,6 +128,20 @@ pub async fn cancel(
     Ok(())
 }
 
+/// The corps whose authorisation is cancelled on every suite they had authorised: their synced rows are
+/// deleted (or due to be), so neither the projector nor a rebuild or replay may plan rows from their events.
+pub async fn cancelled_ids<'e>(
+    ex: impl sqlx::PgExecutor<'e>,
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT c.corp_id FROM wecom_provider_corps c WHERE c.state = 'cancelled' \
+           AND NOT EXISTS (SELECT 1 FROM wecom_provider_corps o WHERE o.corp_id = c.corp_id AND o.state = 'authorised')",
+    )
+    .fetch_all(ex)
+    .await?;
+    Ok(ids.into_iter().collect())
+}
+
 /// What [`purge_due`] deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Purged {

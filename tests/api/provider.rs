@@ -11,8 +11,12 @@ use wecom_callback::sync::provider::{Provider, SecretKey, Suite, SuiteKind};
 use wiremock::matchers::{body_partial_json, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use wecom_callback::store::read::EventFilter;
+use wecom_callback::store::rebuild;
+
 use crate::helpers::{
-    TestApp, TestAppConfig, poll, sign_callback, spawn_app_with, unix_now, wait_for_count,
+    TestApp, TestAppConfig, poll, sign_callback, spawn_app_with, unix_now, wait_applied,
+    wait_for_count,
 };
 
 /// A third-party suite's instruction URL.
@@ -617,18 +621,47 @@ async fn cancel_auth_deletes_the_corps_rows_at_once_keeps_its_events_and_stops_i
         .expect("events");
     assert!(events >= 1, "events are kept for the audit period");
 
-    // A straggler event for the cancelled corp: stored, but nothing is called for it.
+    // A straggler event for the cancelled corp: stored, but it re-creates no row and nothing is called for it.
     let before = server.received_requests().await.unwrap_or_default().len();
     push(&app, &CRM, &contact("wmPROV2")).await;
-    // Its detail job is taken and dropped without a call.
-    wait_for_count(
-        &app.pool,
-        "SELECT count(*) FROM wecom_jobs WHERE subject = 'wmPROV2' AND status = 'done'",
-        1,
-    )
-    .await;
+    wait_applied(&app.pool).await;
+    assert_no_rows_of(&app, CORP, "after a late event").await;
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_jobs WHERE subject = 'wmPROV2'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("jobs");
+    assert_eq!(jobs, 0, "no enrichment is queued for a cancelled corp");
     let after = server.received_requests().await.unwrap_or_default().len();
     assert_eq!(after, before, "nothing is called for a cancelled corp");
+
+    // Its events are kept for audit, but neither a rebuild nor a replay resurrects its rows.
+    rebuild::rebuild(&app.pool).await.expect("rebuild");
+    assert_no_rows_of(&app, CORP, "after a rebuild").await;
+    rebuild::replay(&app.pool, &EventFilter::default(), 2, |_| {})
+        .await
+        .expect("replay");
+    assert_no_rows_of(&app, CORP, "after a replay").await;
+}
+
+/// No synced row of `corp` in the tables its events feed.
+async fn assert_no_rows_of(app: &TestApp, corp: &str, when: &str) {
+    for table in [
+        "external_contacts",
+        "external_contact_follows",
+        "external_contact_history",
+        "external_group_chats",
+        "external_corp_tags",
+        "staff",
+    ] {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {table} WHERE corp_id = $1"
+        )))
+        .bind(corp)
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+        assert_eq!(n, 0, "{table} has rows of the cancelled corp {when}");
+    }
 }
 
 #[tokio::test]
