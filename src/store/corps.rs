@@ -142,6 +142,69 @@ pub async fn cancelled_ids<'e>(
     Ok(ids.into_iter().collect())
 }
 
+/// Whether the corp's authorisation is cancelled on every suite it had authorised (a corp no suite knows is
+/// not).
+pub async fn is_cancelled(pool: &PgPool, corp_id: &str) -> Result<bool, sqlx::Error> {
+    let states: Vec<(CorpState, bool)> = sqlx::query_as(
+        "SELECT state, rows_deleted_at IS NOT NULL FROM wecom_provider_corps WHERE corp_id = $1",
+    )
+    .bind(corp_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(!states.is_empty() && states.iter().all(|(s, _)| *s == CorpState::Cancelled))
+}
+
+/// After work for `corp_id` that may have overlapped its cancellation (a resync page, an enrichment job):
+/// when the corp is cancelled everywhere and its rows were purged already, deletes what that work wrote
+/// after the purge. Returns the rows deleted. The corp's rows are locked against a new authorisation
+/// meanwhile, so a corp authorising again keeps what its new work writes.
+pub async fn clear_after_cancel(pool: &PgPool, corp_id: &str) -> Result<u64, sqlx::Error> {
+    let purged = |states: &[(CorpState, bool)]| {
+        !states.is_empty()
+            && states.iter().all(|(s, _)| *s == CorpState::Cancelled)
+            && states.iter().any(|(_, deleted)| *deleted)
+    };
+    const STATES: &str =
+        "SELECT state, rows_deleted_at IS NOT NULL FROM wecom_provider_corps WHERE corp_id = $1";
+    // The common case (an authorised corp, or no provider corp at all) costs one read and no transaction.
+    let states: Vec<(CorpState, bool)> =
+        sqlx::query_as(STATES).bind(corp_id).fetch_all(pool).await?;
+    if !purged(&states) {
+        return Ok(0);
+    }
+    let mut tx = pool.begin().await?;
+    let states: Vec<(CorpState, bool)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("{STATES} FOR SHARE")))
+            .bind(corp_id)
+            .fetch_all(&mut *tx)
+            .await?;
+    if !purged(&states) {
+        return Ok(0);
+    }
+    let n = delete_rows(&mut tx, corp_id).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// Deletes every synced row of the corp ([`CORP_TABLES`]) inside `tx`; returns how many.
+async fn delete_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    corp_id: &str,
+) -> Result<u64, sqlx::Error> {
+    let mut n = 0;
+    for table in CORP_TABLES {
+        // Table names are constants; the corp is a bind.
+        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE corp_id = $1"
+        )))
+        .bind(corp_id)
+        .execute(&mut **tx)
+        .await?;
+        n += r.rows_affected();
+    }
+    Ok(n)
+}
+
 /// What [`purge_due`] deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Purged {
@@ -195,16 +258,7 @@ pub async fn purge_due(
             .await?;
     for (suite_id, corp_id) in rows_due {
         let mut tx = pool.begin().await?;
-        for table in CORP_TABLES {
-            // Table names are constants; the corp is a bind.
-            let r = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE corp_id = $1"
-            )))
-            .bind(&corp_id)
-            .execute(&mut *tx)
-            .await?;
-            purged.rows += r.rows_affected();
-        }
+        purged.rows += delete_rows(&mut tx, &corp_id).await?;
         sqlx::query(
             "UPDATE wecom_provider_corps SET rows_deleted_at = now() WHERE suite_id = $1 AND corp_id = $2",
         )

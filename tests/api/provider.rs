@@ -1056,3 +1056,203 @@ async fn a_queued_job_wakes_an_idle_worker() {
     );
     token.cancel();
 }
+
+#[tokio::test]
+async fn a_resync_running_when_cancel_auth_arrives_stops_and_leaves_nothing_behind() {
+    let server = MockServer::start().await;
+    mount_provider(&server, CRM.receive_id, "TICKET-1").await;
+    // Mounted before the empty corp's answers, so these win: bob's customers come back slowly, long after
+    // the cancellation has purged the corp.
+    Mock::given(path("/cgi-bin/externalcontact/get_follow_user_list"))
+        .and(query_param("access_token", "CORP-TOKEN"))
+        .respond_with(ok(json!({"follow_user": ["bob"]})))
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
+        .respond_with(
+            ok(json!({"external_contact_list": [{
+                "external_contact": {"external_userid": "wmSLOW", "name": "迟到", "type": 1},
+                "follow_info": {"userid": "bob", "remark": "", "createtime": 1700000000, "tag_id": []}
+            }], "next_cursor": ""}))
+            .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&server)
+        .await;
+    mount_empty_corp(&server, "CORP-TOKEN").await;
+    let app = provider_app(
+        &server,
+        &[CRM],
+        vec![suite(&CRM, SuiteKind::ThirdParty)],
+        |_| {},
+    )
+    .await;
+    push(
+        &app,
+        &CRM,
+        &ticket_xml(CRM.receive_id, "TICKET-1", unix_now()),
+    )
+    .await;
+    push(
+        &app,
+        &CRM,
+        &auth_xml(
+            CRM.receive_id,
+            "create_auth",
+            "<AuthCode><![CDATA[AUTH-1]]></AuthCode><State><![CDATA[s]]></State>",
+        ),
+    )
+    .await;
+    poll(
+        "the first resync waiting for its customer page",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            let asked = server
+                .received_requests()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .any(|r| r.url.path() == "/cgi-bin/externalcontact/batch/get_by_user");
+            if asked {
+                Ok(())
+            } else {
+                Err("not yet".to_owned())
+            }
+        },
+    )
+    .await;
+    push(
+        &app,
+        &CRM,
+        &auth_xml(
+            CRM.receive_id,
+            "cancel_auth",
+            &format!("<AuthCorpId><![CDATA[{CORP}]]></AuthCorpId>"),
+        ),
+    )
+    .await;
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_provider_corps WHERE rows_deleted_at IS NOT NULL",
+        1,
+    )
+    .await;
+    // The resync job ends once the slow page is answered (and would have written it).
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_jobs WHERE kind = 'corp_resync' AND status = 'done'",
+        1,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_no_rows_of(
+        &app,
+        CORP,
+        "after a resync that overlapped the cancellation",
+    )
+    .await;
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_resync_runs WHERE corp_id = $1")
+        .bind(CORP)
+        .fetch_one(&app.pool)
+        .await
+        .expect("runs");
+    assert_eq!(
+        runs, 0,
+        "the stopped resync's run is deleted with the corp's data"
+    );
+    let chats = calls_with(
+        &server,
+        "/cgi-bin/externalcontact/groupchat/list",
+        "CORP-TOKEN",
+    )
+    .await;
+    assert_eq!(
+        chats, 0,
+        "the resync stopped: no step after the cancellation called WeCom"
+    );
+}
+
+#[tokio::test]
+async fn an_enrichment_answered_after_cancel_auth_leaves_nothing_behind() {
+    let server = MockServer::start().await;
+    mount_provider(&server, CRM.receive_id, "TICKET-1").await;
+    mount_empty_corp(&server, "CORP-TOKEN").await;
+    // The customer's detail comes back after the cancellation has purged the corp.
+    Mock::given(path("/cgi-bin/externalcontact/get"))
+        .respond_with(
+            ok(json!({
+                "external_contact": {"external_userid": "wmLATE", "name": "迟到", "type": 1},
+                "follow_user": [{"userid": "bob", "createtime": 1700000000, "tags": []}], "next_cursor": ""
+            }))
+            .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&server)
+        .await;
+    let app = provider_app(
+        &server,
+        &[CRM],
+        vec![suite(&CRM, SuiteKind::ThirdParty)],
+        |_| {},
+    )
+    .await;
+    authorise(&app, &CRM).await;
+    push(
+        &app,
+        &CRM,
+        &auth_xml(
+            CRM.receive_id,
+            "change_external_contact",
+            &format!(
+                "<AuthCorpId><![CDATA[{CORP}]]></AuthCorpId><ChangeType><![CDATA[add_external_contact]]></ChangeType><UserID><![CDATA[bob]]></UserID><ExternalUserID><![CDATA[wmLATE]]></ExternalUserID>"
+            ),
+        ),
+    )
+    .await;
+    poll(
+        "the detail job waiting for WeCom",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            let asked = server
+                .received_requests()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .any(|r| r.url.path() == "/cgi-bin/externalcontact/get");
+            if asked {
+                Ok(())
+            } else {
+                Err("not yet".to_owned())
+            }
+        },
+    )
+    .await;
+    push(
+        &app,
+        &CRM,
+        &auth_xml(
+            CRM.receive_id,
+            "cancel_auth",
+            &format!("<AuthCorpId><![CDATA[{CORP}]]></AuthCorpId>"),
+        ),
+    )
+    .await;
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_provider_corps WHERE rows_deleted_at IS NOT NULL",
+        1,
+    )
+    .await;
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_jobs WHERE subject = 'wmLATE' AND status IN ('queued', 'running')",
+        0,
+    )
+    .await;
+    assert_no_rows_of(
+        &app,
+        CORP,
+        "after an enrichment that overlapped the cancellation",
+    )
+    .await;
+}
