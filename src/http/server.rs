@@ -306,6 +306,7 @@ impl Application {
             verification_files: settings.verification_files.clone(),
             api,
             credentials,
+            suites: settings.provider.suites.clone(),
             tasks: tasks.health(),
             status,
             captures,

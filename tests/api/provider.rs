@@ -1256,3 +1256,82 @@ async fn an_enrichment_answered_after_cancel_auth_leaves_nothing_behind() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_suite_mini_program_login_goes_through_the_suite_token_for_any_authorised_corp() {
+    let server = MockServer::start().await;
+    mount_provider(&server, CRM.receive_id, "TICKET-1").await;
+    mount_empty_corp(&server, "CORP-TOKEN").await;
+    let session = |code: &str, body: serde_json::Value| {
+        Mock::given(path("/cgi-bin/service/miniprogram/jscode2session"))
+            .and(query_param("suite_access_token", "SUITE-TOKEN-wwSUITECRM"))
+            .and(query_param("js_code", code))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body))
+    };
+    session(
+        "good",
+        json!({"corpid": CORP, "userid": "bob", "open_userid": "woBOB", "session_key": "kJtdi6RF+Dv67QkbLlPGjw==", "errcode": 0, "errmsg": "ok"}),
+    )
+    .mount(&server)
+    .await;
+    session(
+        "stranger",
+        json!({"corpid": "wwSTRANGER", "userid": "eve", "session_key": "x", "errcode": 0, "errmsg": "ok"}),
+    )
+    .mount(&server)
+    .await;
+    session("stale", json!({"errcode": 40029, "errmsg": "invalid code"}))
+        .mount(&server)
+        .await;
+    session(
+        "unlinked",
+        json!({"errcode": 48002, "errmsg": "api forbidden"}),
+    )
+    .mount(&server)
+    .await;
+    let app = provider_app(
+        &server,
+        &[CRM],
+        vec![suite(&CRM, SuiteKind::ThirdParty)],
+        |_| {},
+    )
+    .await;
+    authorise(&app, &CRM).await;
+    let login = |code: &'static str| {
+        let req = app
+            .client
+            .post(format!("{}/api/v1/miniprogram/session", app.address))
+            .bearer_auth(crate::helpers::API_TOKEN)
+            .json(&json!({"app": "crm", "code": code}));
+        async move {
+            let r = req.send().await.expect("reply");
+            let status = r.status().as_u16();
+            (
+                status,
+                r.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let (status, body) = login("good").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"corpid": CORP, "userid": "bob", "open_userid": "woBOB", "name": null, "departments": null, "status": null}),
+        "never the session_key"
+    );
+    let (status, body) = login("stranger").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "corp_not_authorised");
+    let (status, body) = login("stale").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_code");
+    let (status, body) = login("unlinked").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("关联小程序"),
+        "{body}"
+    );
+}
