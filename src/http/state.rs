@@ -31,6 +31,8 @@ pub struct AppState {
     /// Service providers' suites (`[[suites]]`): a third-party suite's mini-program login goes through
     /// `service/miniprogram/jscode2session` for whichever corp authorised it.
     pub suites: Vec<crate::sync::provider::Suite>,
+    /// The corps authorising each suite: receive ids of its data callback URLs.
+    pub suite_corps: crate::http::suite_corps::SuiteCorps,
     /// Whether a critical background task has failed (then `/readyz` fails).
     pub tasks: crate::tasks::TaskHealth,
     /// Callback outcomes and URL verifications for the status page (see [`crate::http::status`]).

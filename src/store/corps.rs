@@ -205,6 +205,22 @@ async fn delete_rows(
     Ok(n)
 }
 
+/// The corps currently authorising the suite `suite_id` (every suite when `None`): the receive ids its data
+/// callback URLs accept.
+pub async fn authorised_ids(
+    pool: &PgPool,
+    suite_id: Option<&str>,
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT corp_id FROM wecom_provider_corps WHERE state = 'authorised' \
+           AND ($1::text IS NULL OR suite_id = $1)",
+    )
+    .bind(suite_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(ids.into_iter().collect())
+}
+
 /// What [`purge_due`] deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Purged {

@@ -1335,3 +1335,65 @@ async fn a_suite_mini_program_login_goes_through_the_suite_token_for_any_authori
         "{body}"
     );
 }
+
+/// A third-party suite's data callback URL (数据回调URL); its configured receive id is the provider corp's.
+const CRM_DATA: TestAppConfig = TestAppConfig {
+    name: "crmdata",
+    kind: AppKind::SuiteData,
+    token: "crmDataToken9",
+    encoding_aes_key: "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
+    receive_id: "wwPROVIDERCORP",
+};
+
+#[tokio::test]
+async fn a_suites_data_url_accepts_its_authorised_corps_as_receive_ids_and_refuses_strangers() {
+    let server = MockServer::start().await;
+    mount_provider(&server, CRM.receive_id, "TICKET-1").await;
+    mount_empty_corp(&server, "CORP-TOKEN").await;
+    let mut crm = suite(&CRM, SuiteKind::ThirdParty);
+    crm.data_apps = vec![CRM_DATA.name.to_owned()];
+    let app = provider_app(&server, &[CRM, CRM_DATA], vec![crm], |_| {}).await;
+    let event = |corp: &str| {
+        format!(
+            "<xml><ToUserName><![CDATA[{corp}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_contact]]></Event><ChangeType><![CDATA[update_user]]></ChangeType><UserID><![CDATA[bob]]></UserID></xml>",
+            unix_now()
+        )
+    };
+    let post_as = |corp: &'static str| {
+        let signed = TestAppConfig {
+            receive_id: corp,
+            ..CRM_DATA
+        };
+        let cb = sign_callback(&signed, &event(corp), unix_now());
+        let app = &app;
+        async move { app.post(CRM_DATA.name, &cb).await.status().as_u16() }
+    };
+    // Before the corp authorised the suite, its receive id is unknown here.
+    assert_ne!(post_as(CORP).await, 200, "an unknown corp is refused");
+    authorise(&app, &CRM).await;
+    assert_eq!(
+        post_as(CORP).await,
+        200,
+        "an authorised corp's data callback is accepted"
+    );
+    assert_ne!(
+        post_as("wwSTRANGER").await,
+        200,
+        "a stranger corp is still refused"
+    );
+    assert_eq!(
+        post_as("wwPROVIDERCORP").await,
+        200,
+        "the configured receive id still works"
+    );
+    let stored: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT corp_id FROM wecom_events WHERE app = 'crmdata' ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .expect("events");
+    assert_eq!(
+        stored,
+        vec![Some(CORP.to_owned()), Some("wwPROVIDERCORP".to_owned())],
+        "only the accepted callbacks are stored"
+    );
+}
