@@ -151,6 +151,13 @@ pub async fn miniprogram_session(
             "the body must be JSON {{\"app\": \"<configured app>\", \"code\": \"<wx.qy.login code>\"}}: {e}"
         ))
     })?;
+    if let Some(suite) = state
+        .suites
+        .iter()
+        .find(|s| s.name == body.app && s.kind == crate::sync::provider::SuiteKind::ThirdParty)
+    {
+        return suite_session(&state, suite, &body).await;
+    }
     let (Some(api), Some(creds)) = (&state.api, state.credentials.get(&body.app)) else {
         return Err(ApiError::NoSecret);
     };
@@ -193,6 +200,89 @@ pub async fn miniprogram_session(
             tracing::warn!(error = %e, "jscode2session failed");
             Err(ApiError::WecomUnavailable(e.to_string()))
         }
+    }
+}
+
+/// A third-party suite's mini-program login (`app` is the `[[suites]]` name): `service/miniprogram/jscode2session`
+/// with the suite token, for any corp that authorised the suite; no per-corp configuration. The answer names
+/// the corp, which must be an authorised one.
+async fn suite_session(
+    state: &AppState,
+    suite: &crate::sync::provider::Suite,
+    body: &SessionRequest,
+) -> Result<HttpResponse, ApiError> {
+    let Some(api) = &state.api else {
+        return Err(ApiError::NoSecret);
+    };
+    if body.code.is_empty() || body.code.len() > 512 {
+        return Err(ApiError::MalformedCode);
+    }
+    let session = match api
+        .suite_jscode2session(&suite.suite_id, &suite.secret, &body.code)
+        .await
+    {
+        // The session_key stays in `session` and is dropped here.
+        Ok(session) => session,
+        Err(crate::sync::client::ApiError::Wecom(e)) if e.errcode == 40029 => {
+            return Err(ApiError::CodeRefused);
+        }
+        Err(crate::sync::client::ApiError::Wecom(e)) => {
+            tracing::warn!(app = %body.app, errcode = e.errcode, error = %e, "service/miniprogram/jscode2session refused");
+            return Err(ApiError::WecomRefused {
+                errcode: e.errcode,
+                message: format!("{e}{}", suite_miniprogram_hint(e.errcode, &body.app)),
+            });
+        }
+        Err(e) => {
+            tracing::warn!(app = %body.app, error = %e, "service/miniprogram/jscode2session failed");
+            return Err(ApiError::WecomUnavailable(e.to_string()));
+        }
+    };
+    let (corpid, userid) = (session.corpid.as_str(), session.userid.as_str());
+    let authorised = if corpid.is_empty() {
+        false
+    } else {
+        crate::store::corps::get(&state.pool, &suite.suite_id, corpid)
+            .await?
+            .is_some_and(|c| c.state == crate::domain::CorpState::Authorised)
+    };
+    if !authorised {
+        tracing::warn!(app = %body.app, "a suite mini-program login from a corp that has not authorised the suite");
+        return Err(ApiError::CorpNotAuthorised(format!(
+            "the code belongs to corp {corpid:?}, which has not authorised suite {:?} (or cancelled its \
+             authorisation): the corp's admin must install the app first; see `wecom-callback corps` \
+             (该企业未授权此第三方应用或已取消授权，请企业管理员先安装应用)",
+            body.app
+        )));
+    }
+    let staff = crate::http::directory::staff_json(&state.pool, corpid, userid)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "staff lookup for the mini-program session failed");
+            None
+        });
+    let field = |k: &str| staff.as_ref().map(|s| s[k].clone()).unwrap_or(Value::Null);
+    Ok(HttpResponse::Ok().json(json!({
+        "corpid": corpid, "userid": userid, "open_userid": session.open_userid,
+        "name": field("name"), "departments": field("departments"), "status": field("status"),
+    })))
+}
+
+/// What `service/miniprogram/jscode2session`'s errcode means for a third-party suite's login.
+pub fn suite_miniprogram_hint(errcode: i64, app: &str) -> String {
+    match errcode {
+        40001 | 40014 | 42001 | 40082 | 40083 | 40084 => format!(
+            " — the suite token of [[suites]] {app:?} was refused: check its suite_id and suite_secret \
+             (`wecom-callback doctor` checks each suite); 请检查第三方应用的 SuiteID 与 Secret"
+        ),
+        40085 => " — the suite_ticket is stale: WeCom re-pushes one within 10 minutes, or push one now with \
+                  刷新Ticket in the provider console"
+            .to_owned(),
+        48002 | 50001 | 50002 | 40091 => format!(
+            " — the mini-program is not linked to suite {app:?}: link it to the third-party app in the \
+             provider console (服务商后台 → 应用 → 关联小程序)"
+        ),
+        _ => String::new(),
     }
 }
 

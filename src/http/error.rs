@@ -231,6 +231,9 @@ pub enum ApiError {
         "the code belongs to another corp than this app's (a multi-corp mini-program must use that corp's app)"
     )]
     CrossCorp,
+    /// A third-party suite's login code belongs to a corp that has not authorised the suite (or cancelled).
+    #[error("{0}")]
+    CorpNotAuthorised(String),
     /// WeCom answered with an error code; the message carries the errcode's explanation.
     #[error("{message}")]
     WecomRefused {
@@ -286,6 +289,7 @@ impl ApiError {
             ApiError::BadBody(_) => "bad_request",
             ApiError::MalformedCode | ApiError::CodeRefused => "invalid_code",
             ApiError::CrossCorp => "cross_corp",
+            ApiError::CorpNotAuthorised(_) => "corp_not_authorised",
             ApiError::WecomRefused { .. } => "wecom_refused",
             ApiError::WecomUnavailable(_) => "wecom_unavailable",
             ApiError::NoCorpApp(_) => "no_app",
@@ -320,6 +324,7 @@ impl ResponseError for ApiError {
             | ApiError::BadKind(_) => StatusCode::BAD_REQUEST,
             ApiError::CursorExpired { .. } => StatusCode::GONE,
             ApiError::CustomerNotFound | ApiError::NoCorpApp(_) => StatusCode::NOT_FOUND,
+            ApiError::CorpNotAuthorised(_) => StatusCode::FORBIDDEN,
             ApiError::StaffNotFound | ApiError::DepartmentNotFound => StatusCode::NOT_FOUND,
             ApiError::WecomQuota(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

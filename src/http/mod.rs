@@ -11,6 +11,7 @@ pub mod identity;
 pub mod server;
 pub mod state;
 pub mod status;
+pub mod suite_corps;
 
 pub use callback::{receive_callback, verify_url};
 pub use health::{healthz, metrics, readyz, verification_file};

@@ -306,6 +306,8 @@ impl Application {
             verification_files: settings.verification_files.clone(),
             api,
             credentials,
+            suites: settings.provider.suites.clone(),
+            suite_corps: Default::default(),
             tasks: tasks.health(),
             status,
             captures,

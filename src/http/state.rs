@@ -28,6 +28,11 @@ pub struct AppState {
     pub api: Option<crate::sync::client::WecomApi>,
     /// API credentials by app name.
     pub credentials: HashMap<String, crate::sync::client::Credentials>,
+    /// Service providers' suites (`[[suites]]`): a third-party suite's mini-program login goes through
+    /// `service/miniprogram/jscode2session` for whichever corp authorised it.
+    pub suites: Vec<crate::sync::provider::Suite>,
+    /// The corps authorising each suite: receive ids of its data callback URLs.
+    pub suite_corps: crate::http::suite_corps::SuiteCorps,
     /// Whether a critical background task has failed (then `/readyz` fails).
     pub tasks: crate::tasks::TaskHealth,
     /// Callback outcomes and URL verifications for the status page (see [`crate::http::status`]).

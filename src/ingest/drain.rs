@@ -28,12 +28,23 @@ pub enum DrainError {
     Io(#[from] std::io::Error),
 }
 
-fn to_event(apps: &HashMap<String, AppConfig>, r: &SpooledRequest) -> Result<NewEvent, String> {
+/// `authorised`: every corp authorising a suite, which the data callback URLs (kinds `suite_data`, `agency`)
+/// accept as receive ids (the request passed the per-suite check when it was received and spooled).
+fn to_event(
+    apps: &HashMap<String, AppConfig>,
+    r: &SpooledRequest,
+    authorised: &std::collections::HashSet<String>,
+) -> Result<NewEvent, String> {
     let app = apps
         .get(&r.app)
         .ok_or_else(|| format!("app {:?} is no longer configured", r.app))?;
     let query = verify::parse_query(&r.query, false).map_err(|e| e.to_string())?;
-    let verified = verify::verify_callback(app, query, r.body.as_bytes(), 0, 0)
+    let none = std::collections::HashSet::new();
+    let authorised = match app.kind {
+        crate::app::AppKind::SuiteData | crate::app::AppKind::Agency => authorised,
+        crate::app::AppKind::SelfBuilt | crate::app::AppKind::SuiteInstruction => &none,
+    };
+    let verified = verify::verify_callback_for(app, query, r.body.as_bytes(), 0, 0, authorised)
         .map_err(|e| format!("{} ({})", e.label(), e))?;
     let mut event = NewEvent::from(&verified);
     event.received_at = DateTime::from_timestamp_micros(r.received_at_us);
@@ -85,8 +96,20 @@ pub async fn drain_once_report(
         }
         let mut events = Vec::with_capacity(requests.len());
         let mut rejected = Vec::new();
+        let authorised = if requests.iter().any(|r| {
+            apps.get(&r.app).is_some_and(|a| {
+                matches!(
+                    a.kind,
+                    crate::app::AppKind::SuiteData | crate::app::AppKind::Agency
+                )
+            })
+        }) {
+            store::corps::authorised_ids(pool, None).await?
+        } else {
+            std::collections::HashSet::new()
+        };
         for r in requests {
-            match to_event(apps, &r) {
+            match to_event(apps, &r, &authorised) {
                 Ok(e) => events.push(e),
                 Err(why) => {
                     tracing::error!(segment = %segment.display(), app = %r.app, %why, "a spooled callback cannot be stored; kept in rejected.jsonl");

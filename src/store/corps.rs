@@ -128,6 +128,99 @@ pub async fn cancel(
     Ok(())
 }
 
+/// The corps whose authorisation is cancelled on every suite they had authorised: their synced rows are
+/// deleted (or due to be), so neither the projector nor a rebuild or replay may plan rows from their events.
+pub async fn cancelled_ids<'e>(
+    ex: impl sqlx::PgExecutor<'e>,
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT c.corp_id FROM wecom_provider_corps c WHERE c.state = 'cancelled' \
+           AND NOT EXISTS (SELECT 1 FROM wecom_provider_corps o WHERE o.corp_id = c.corp_id AND o.state = 'authorised')",
+    )
+    .fetch_all(ex)
+    .await?;
+    Ok(ids.into_iter().collect())
+}
+
+/// Whether the corp's authorisation is cancelled on every suite it had authorised (a corp no suite knows is
+/// not).
+pub async fn is_cancelled(pool: &PgPool, corp_id: &str) -> Result<bool, sqlx::Error> {
+    let states: Vec<(CorpState, bool)> = sqlx::query_as(
+        "SELECT state, rows_deleted_at IS NOT NULL FROM wecom_provider_corps WHERE corp_id = $1",
+    )
+    .bind(corp_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(!states.is_empty() && states.iter().all(|(s, _)| *s == CorpState::Cancelled))
+}
+
+/// After work for `corp_id` that may have overlapped its cancellation (a resync page, an enrichment job):
+/// when the corp is cancelled everywhere and its rows were purged already, deletes what that work wrote
+/// after the purge. Returns the rows deleted. The corp's rows are locked against a new authorisation
+/// meanwhile, so a corp authorising again keeps what its new work writes.
+pub async fn clear_after_cancel(pool: &PgPool, corp_id: &str) -> Result<u64, sqlx::Error> {
+    let purged = |states: &[(CorpState, bool)]| {
+        !states.is_empty()
+            && states.iter().all(|(s, _)| *s == CorpState::Cancelled)
+            && states.iter().any(|(_, deleted)| *deleted)
+    };
+    const STATES: &str =
+        "SELECT state, rows_deleted_at IS NOT NULL FROM wecom_provider_corps WHERE corp_id = $1";
+    // The common case (an authorised corp, or no provider corp at all) costs one read and no transaction.
+    let states: Vec<(CorpState, bool)> =
+        sqlx::query_as(STATES).bind(corp_id).fetch_all(pool).await?;
+    if !purged(&states) {
+        return Ok(0);
+    }
+    let mut tx = pool.begin().await?;
+    let states: Vec<(CorpState, bool)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("{STATES} FOR SHARE")))
+            .bind(corp_id)
+            .fetch_all(&mut *tx)
+            .await?;
+    if !purged(&states) {
+        return Ok(0);
+    }
+    let n = delete_rows(&mut tx, corp_id).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// Deletes every synced row of the corp ([`CORP_TABLES`]) inside `tx`; returns how many.
+async fn delete_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    corp_id: &str,
+) -> Result<u64, sqlx::Error> {
+    let mut n = 0;
+    for table in CORP_TABLES {
+        // Table names are constants; the corp is a bind.
+        let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE corp_id = $1"
+        )))
+        .bind(corp_id)
+        .execute(&mut **tx)
+        .await?;
+        n += r.rows_affected();
+    }
+    Ok(n)
+}
+
+/// The corps currently authorising the suite `suite_id` (every suite when `None`): the receive ids its data
+/// callback URLs accept.
+pub async fn authorised_ids(
+    pool: &PgPool,
+    suite_id: Option<&str>,
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT corp_id FROM wecom_provider_corps WHERE state = 'authorised' \
+           AND ($1::text IS NULL OR suite_id = $1)",
+    )
+    .bind(suite_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(ids.into_iter().collect())
+}
+
 /// What [`purge_due`] deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Purged {
@@ -181,16 +274,7 @@ pub async fn purge_due(
             .await?;
     for (suite_id, corp_id) in rows_due {
         let mut tx = pool.begin().await?;
-        for table in CORP_TABLES {
-            // Table names are constants; the corp is a bind.
-            let r = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE corp_id = $1"
-            )))
-            .bind(&corp_id)
-            .execute(&mut *tx)
-            .await?;
-            purged.rows += r.rows_affected();
-        }
+        purged.rows += delete_rows(&mut tx, &corp_id).await?;
         sqlx::query(
             "UPDATE wecom_provider_corps SET rows_deleted_at = now() WHERE suite_id = $1 AND corp_id = $2",
         )

@@ -92,7 +92,9 @@ async fn apply_batch(
     .await?;
     // RETURNING has no order; plans are merged in id order (history, jobs and notifications keep it).
     rows.sort_unstable_by_key(|r| r.id);
-    let (ids, batch, directory, provider) = plan_rows(rows, enrich);
+    // A late event of a corp that cancelled its authorisation must not re-create its deleted rows.
+    let cancelled = crate::store::corps::cancelled_ids(&mut **tx).await?;
+    let (ids, batch, directory, provider) = plan_rows(rows, enrich, &cancelled);
     execute(tx, &batch).await?;
     if !directory.is_empty() {
         crate::store::directory::execute(tx, &directory).await?;
@@ -106,10 +108,12 @@ async fn apply_batch(
 }
 
 /// Plans `rows` (in id order) into one merged [`Batch`] and the staff directory's plan; returns the ids taken
-/// with them.
+/// with them. Events of the `cancelled` corps ([`crate::store::corps::cancelled_ids`]) plan no rows: their
+/// data is deleted, and only their suite events (a new authorisation) still count.
 fn plan_rows(
     rows: Vec<Unapplied>,
     enrich: &HashSet<String>,
+    cancelled: &HashSet<String>,
 ) -> (
     Vec<i64>,
     Batch,
@@ -139,6 +143,9 @@ fn plan_rows(
         let Some(corp) = row.corp_id.or(typed.corp_id.clone()) else {
             continue;
         };
+        if cancelled.contains(&corp) {
+            continue;
+        }
         let meta = EventMeta {
             id: row.id,
             app: &row.app,
@@ -153,7 +160,8 @@ fn plan_rows(
     (ids, batch, directory, provider)
 }
 
-/// Plans and executes `rows` as one merged [`Batch`] inside `tx`: the apply path of `rebuild` and `replay`,
+/// Plans and executes `rows` as one merged [`Batch`] inside `tx` (skipping the `cancelled` corps' events, see
+/// [`plan_rows`]): the apply path of `rebuild` and `replay`,
 /// sharing [`plan_rows`] and [`execute`] with the projector's [`apply_batch`]. Events still pending stay
 /// pending: the projector applies them again afterwards (harmless: applying is idempotent) and only then do
 /// their first-application effects happen (enrichment jobs, suite authorisations), which a rebuild, having no
@@ -162,8 +170,9 @@ pub(crate) async fn apply_rows(
     tx: &mut Transaction<'_, Postgres>,
     rows: Vec<Unapplied>,
     enrich: &HashSet<String>,
+    cancelled: &HashSet<String>,
 ) -> Result<usize, sqlx::Error> {
-    apply_rows_with(tx, rows, enrich, Vec::new()).await
+    apply_rows_with(tx, rows, enrich, cancelled, Vec::new()).await
 }
 
 /// [`apply_rows`], with `extra` plans (a rebuild's replayed API observations that commute with events: see
@@ -172,9 +181,10 @@ pub(crate) async fn apply_rows_with(
     tx: &mut Transaction<'_, Postgres>,
     rows: Vec<Unapplied>,
     enrich: &HashSet<String>,
+    cancelled: &HashSet<String>,
     extra: Vec<Plan>,
 ) -> Result<usize, sqlx::Error> {
-    let (ids, mut batch, directory, _first_application_only) = plan_rows(rows, enrich);
+    let (ids, mut batch, directory, _first_application_only) = plan_rows(rows, enrich, cancelled);
     for plan in extra {
         batch.add(plan);
     }

@@ -97,6 +97,9 @@ pub async fn rebuild_all(
         .await?;
     // The feed already carries every change the rebuild recomputes.
     crate::store::feed::off_for(&mut tx).await?;
+    // A cancelled corp's rows stay deleted (its events are kept for audit only). Under the exclusive lock no
+    // applier can cancel a corp meanwhile, so one look-up serves the whole rebuild.
+    let cancelled = crate::store::corps::cancelled_ids(&mut *tx).await?;
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_events")
         .fetch_one(&mut *tx)
         .await?;
@@ -113,6 +116,7 @@ pub async fn rebuild_all(
         reached: 0,
         batch,
         total,
+        cancelled,
     };
     let mut cursor = (i64::MIN, 0);
     // Observations that commute with events (see `Replay::Plan`) wait here to be merged into the next event
@@ -202,6 +206,7 @@ impl Pending {
                 tx,
                 Vec::new(),
                 &HashSet::new(),
+                &HashSet::new(),
                 std::mem::take(&mut self.plans),
             )
             .await?;
@@ -221,6 +226,8 @@ struct EventCursor {
     reached: i64,
     batch: i64,
     total: u64,
+    /// The corps whose events plan no rows ([`crate::store::corps::cancelled_ids`]).
+    cancelled: HashSet<String>,
 }
 
 impl EventCursor {
@@ -256,7 +263,8 @@ impl EventCursor {
             let mut extra = Vec::new();
             pending.take(&mut extra);
             // History is not re-fetched from WeCom on a rebuild: no enrichment jobs.
-            done += apply_rows_with(tx, rows, &HashSet::new(), extra).await? as u64;
+            done +=
+                apply_rows_with(tx, rows, &HashSet::new(), &self.cancelled, extra).await? as u64;
             progress(Progress {
                 done: done_before + done,
                 total: self.total.max(done_before + done),
@@ -300,7 +308,9 @@ pub async fn replay(
             break;
         };
         last = end;
-        done += apply_rows(&mut tx, rows, &HashSet::new()).await? as u64;
+        // Looked up per batch: a corp may cancel while a long replay runs.
+        let cancelled = crate::store::corps::cancelled_ids(&mut *tx).await?;
+        done += apply_rows(&mut tx, rows, &HashSet::new(), &cancelled).await? as u64;
         tx.commit().await?;
         progress(Progress {
             done,

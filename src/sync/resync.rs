@@ -80,6 +80,16 @@ pub enum ResyncError {
         /// The corp.
         corp_id: String,
     },
+    /// The corp cancelled its authorisation (`cancel_auth`) while the resync ran: it stopped, and what it
+    /// wrote is deleted with the corp's data.
+    #[error(
+        "corp {corp_id} cancelled its authorisation while it was resynced; the resync stopped and its rows \
+         are deleted with the corp's data (企业已取消授权，对账已停止)"
+    )]
+    Cancelled {
+        /// The corp.
+        corp_id: String,
+    },
 }
 
 /// Where a run is, for a terminal or the log.
@@ -333,7 +343,17 @@ async fn locked(
         started: Instant::now(),
         done_at_start: 0,
     };
-    match walk.steps().await {
+    let outcome = walk.steps().await;
+    if crate::store::corps::is_cancelled(pool, &creds.corp_id).await? {
+        // A service provider's corp cancelled while this ran (`cancel_auth`): whatever a page wrote after the
+        // purge goes too, and the run is not recorded.
+        let rows = crate::store::corps::clear_after_cancel(pool, &creds.corp_id).await?;
+        tracing::info!(app, corp_id = %creds.corp_id, rows, "resync stopped: the corp cancelled its authorisation");
+        return Err(ResyncError::Cancelled {
+            corp_id: creds.corp_id.clone(),
+        });
+    }
+    match outcome {
         Ok(drift) => {
             runs::finish(pool, &run, &drift).await?;
             tracing::info!(
@@ -403,6 +423,18 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
+    /// Saves the run's progress after a page, and stops the run ([`ResyncError::Cancelled`]) when the corp
+    /// cancelled its authorisation meanwhile: no further page is fetched or written for it.
+    async fn save(&self) -> Result<(), ResyncError> {
+        runs::save_progress(self.pool, self.run).await?;
+        if crate::store::corps::is_cancelled(self.pool, &self.creds.corp_id).await? {
+            return Err(ResyncError::Cancelled {
+                corp_id: self.creds.corp_id.clone(),
+            });
+        }
+        Ok(())
+    }
+
     fn chunk_size(&self) -> usize {
         self.options.chunk.clamp(1, CHUNK.min(MAX_OWNER_FILTER))
     }
@@ -497,17 +529,17 @@ impl Walk<'_> {
         if self.run.progress.step == Step::Tags {
             self.tags().await?;
             self.run.progress.step = Step::Follows;
-            runs::save_progress(self.pool, self.run).await?;
+            self.save().await?;
         }
         if self.run.progress.step == Step::Follows {
             self.follows(&users).await?;
             self.run.progress.step = Step::Chats;
-            runs::save_progress(self.pool, self.run).await?;
+            self.save().await?;
         }
         if self.run.progress.step == Step::Chats {
             self.chats(&users).await?;
             self.run.progress.step = Step::Directory;
-            runs::save_progress(self.pool, self.run).await?;
+            self.save().await?;
         }
         self.directory().await?;
         Ok(self.run.progress.drift.clone())
@@ -581,7 +613,7 @@ impl Walk<'_> {
             let p = &mut self.run.progress;
             p.chunk_users.clear();
             p.cursor.clear();
-            runs::save_progress(self.pool, self.run).await?;
+            self.save().await?;
             self.report(self.run.progress.users_done.len());
         }
         self.sweep_follows(users).await?;
@@ -638,7 +670,7 @@ impl Walk<'_> {
         let removed =
             sweeps::remove_unassigned(self.pool, &self.creds.corp_id, self.run, &pairs).await?;
         self.run.progress.drift.follows_removed += removed;
-        runs::save_progress(self.pool, self.run).await?;
+        self.save().await?;
         Ok(())
     }
 
@@ -695,9 +727,7 @@ impl Walk<'_> {
                     .extend(fail.unlicensed_userid_list.iter().cloned());
             }
             p.cursor = page.next_cursor.clone();
-            runs::save_progress(self.pool, self.run)
-                .await
-                .map_err(|e| ChunkError::Stop(e.into()))?;
+            self.save().await.map_err(ChunkError::Stop)?;
             if page.next_cursor.is_empty() {
                 return Ok(());
             }
@@ -759,7 +789,7 @@ impl Walk<'_> {
                 tracing::warn!(app = self.app, run = self.run.id, "{e}");
                 self.run.progress.record_error(e);
                 self.run.progress.drift.skipped += 1;
-                runs::save_progress(self.pool, self.run).await?;
+                self.save().await?;
                 Ok(())
             }
             other => other,
@@ -805,7 +835,7 @@ impl Walk<'_> {
                     );
                     self.skip(&what, &e);
                     self.run.progress.owners_failed.extend(owners);
-                    runs::save_progress(self.pool, self.run).await?;
+                    self.save().await?;
                     continue;
                 }
             };
@@ -836,7 +866,7 @@ impl Walk<'_> {
                 }
             }
             self.run.progress.owners_done.extend(owners);
-            runs::save_progress(self.pool, self.run).await?;
+            self.save().await?;
             self.report(self.run.progress.owners_done.len());
         }
         let p = &self.run.progress;
@@ -950,7 +980,7 @@ impl Walk<'_> {
                 tracing::warn!(app = self.app, run = self.run.id, "{e}");
                 self.run.progress.record_error(e);
                 self.run.progress.drift.skipped += 1;
-                runs::save_progress(self.pool, self.run).await?;
+                self.save().await?;
                 Ok(())
             }
             other => other,
@@ -994,7 +1024,7 @@ impl Walk<'_> {
             }
             Err(e) => self.skip("department/list; departments were not refreshed", &e),
         }
-        runs::save_progress(self.pool, self.run).await?;
+        self.save().await?;
         let stale_before = chrono::Utc::now()
             - chrono::Duration::from_std(self.options.staff_detail_max_age)
                 .unwrap_or(chrono::Duration::MAX);
@@ -1013,7 +1043,7 @@ impl Walk<'_> {
                         "user/list_id; the rest of the directory was not listed and no member was swept",
                         &e,
                     );
-                    runs::save_progress(self.pool, self.run).await?;
+                    self.save().await?;
                     return Ok(());
                 }
             };
@@ -1065,7 +1095,7 @@ impl Walk<'_> {
             p.directory_listed += userids.len() as u64;
             p.directory_complete = page.next_cursor.is_empty();
             p.directory_cursor = page.next_cursor;
-            runs::save_progress(self.pool, self.run).await?;
+            self.save().await?;
             let listed = usize::try_from(self.run.progress.directory_listed).unwrap_or(usize::MAX);
             self.report_of(listed, listed);
         }
@@ -1085,7 +1115,7 @@ impl Walk<'_> {
                 );
                 tracing::warn!(app = self.app, run = self.run.id, "{e}");
                 self.run.progress.record_error(e);
-                runs::save_progress(self.pool, self.run).await?;
+                self.save().await?;
             }
             return Ok(());
         }
@@ -1105,12 +1135,12 @@ impl Walk<'_> {
             tracing::warn!(app = self.app, run = self.run.id, "{e}");
             self.run.progress.record_error(e);
             self.run.progress.drift.staff_removal_refused = candidates;
-            runs::save_progress(self.pool, self.run).await?;
+            self.save().await?;
             return Ok(());
         }
         let left = sweeps::sweep_staff(self.pool, corp, self.run, false).await?;
         self.run.progress.drift.staff_left += left;
-        runs::save_progress(self.pool, self.run).await?;
+        self.save().await?;
         Ok(())
     }
 }

@@ -42,7 +42,6 @@ pub struct Worker {
 /// Runs one job against WeCom's API and stores the answer.
 pub async fn execute(w: &Worker, job: &jobs::Job) -> Result<(), ApiError> {
     use crate::sync::provider::auth;
-    let suite_creds;
     let creds = match w.provider.suite_by_app(&job.app) {
         Some(suite) => {
             match job.kind {
@@ -53,8 +52,10 @@ pub async fn execute(w: &Worker, job: &jobs::Job) -> Result<(), ApiError> {
             }
             match auth::corp_credentials(&w.pool, &w.provider, suite, &job.corp_id).await? {
                 Some(c) => {
-                    suite_creds = c;
-                    &suite_creds
+                    let outcome = run_job(w, &c, job).await;
+                    // The corp may have cancelled while the job ran: what it wrote after the purge goes too.
+                    crate::store::corps::clear_after_cancel(&w.pool, &job.corp_id).await?;
+                    return outcome;
                 }
                 None => {
                     // The corp cancelled: its work stops, nothing more is called for it.
@@ -70,6 +71,11 @@ pub async fn execute(w: &Worker, job: &jobs::Job) -> Result<(), ApiError> {
                 app: job.app.clone(),
             })?,
     };
+    run_job(w, creds, job).await
+}
+
+/// Runs one job with `creds`.
+async fn run_job(w: &Worker, creds: &Credentials, job: &jobs::Job) -> Result<(), ApiError> {
     let now = chrono::Utc::now();
     match job.kind {
         JobKind::ContactDetail => {
@@ -101,7 +107,9 @@ pub async fn execute(w: &Worker, job: &jobs::Job) -> Result<(), ApiError> {
         }
         JobKind::ResolvePendingIds => resolve_pending_ids(w, creds, job).await?,
         JobKind::StaffDetail => staff_detail(w, creds, job, now).await?,
-        JobKind::CorpResync => auth::corp_resync(&w.pool, &w.api, &job.app, creds).await?,
+        JobKind::CorpResync => {
+            crate::sync::provider::auth::corp_resync(&w.pool, &w.api, &job.app, creds).await?
+        }
         // Provider jobs of an app that is no suite (any more): nothing to run them with.
         JobKind::ProviderAuth | JobKind::ProviderRefresh | JobKind::ProviderPurge => {
             return Err(ApiError::NotAuthorised(format!(

@@ -177,6 +177,16 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Whether the message is for another corp or suite than the app accepts.
+    pub fn is_receive_id_mismatch(&self) -> bool {
+        matches!(
+            self,
+            Rejection::Auth(AuthFailure::Crypto(
+                crate::wecom::crypto::CryptoError::ReceiveIdMismatch { .. }
+            ))
+        )
+    }
+
     /// Short class name for logs and metrics.
     pub fn label(&self) -> &'static str {
         match self {
@@ -294,6 +304,27 @@ pub fn verify_callback(
     now_unix: i64,
     tolerance_secs: u64,
 ) -> Result<VerifiedCallback, Rejection> {
+    verify_callback_for(
+        app,
+        query,
+        body,
+        now_unix,
+        tolerance_secs,
+        &std::collections::HashSet::new(),
+    )
+}
+
+/// [`verify_callback`], accepting as receive id also one of `authorised` (a suite's data callback URL:
+/// the corps that authorised the suite, which the caller looks up; any other id is still refused as
+/// `receive_id_mismatch`).
+pub fn verify_callback_for(
+    app: &AppConfig,
+    query: CallbackQuery,
+    body: &[u8],
+    now_unix: i64,
+    tolerance_secs: u64,
+    authorised: &std::collections::HashSet<String>,
+) -> Result<VerifiedCallback, Rejection> {
     let envelope = envelope::parse_envelope(body)?;
     crypto::verify_signature(
         app.token.expose_secret(),
@@ -306,8 +337,12 @@ pub fn verify_callback(
     check_timestamp(&query.timestamp, now_unix, tolerance_secs)?;
     let decrypted =
         crypto::decrypt(&app.aes_key, &envelope.encrypt).map_err(AuthFailure::Crypto)?;
-    crypto::check_receive_id(&decrypted.receive_id, &app.receive_ids)
-        .map_err(AuthFailure::Crypto)?;
+    let authorised_corp =
+        std::str::from_utf8(&decrypted.receive_id).is_ok_and(|id| authorised.contains(id));
+    if !authorised_corp {
+        crypto::check_receive_id(&decrypted.receive_id, &app.receive_ids)
+            .map_err(AuthFailure::Crypto)?;
+    }
     // check_receive_id only accepts ids equal to a configured (UTF-8) string.
     let receive_id = String::from_utf8_lossy(&decrypted.receive_id).into_owned();
     let message = message::parse_message(&decrypted.message).map_err(Rejection::Message)?;

@@ -11,8 +11,12 @@ use wecom_callback::sync::provider::{Provider, SecretKey, Suite, SuiteKind};
 use wiremock::matchers::{body_partial_json, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use wecom_callback::store::read::EventFilter;
+use wecom_callback::store::rebuild;
+
 use crate::helpers::{
-    TestApp, TestAppConfig, poll, sign_callback, spawn_app_with, unix_now, wait_for_count,
+    TestApp, TestAppConfig, poll, sign_callback, spawn_app_with, unix_now, wait_applied,
+    wait_for_count,
 };
 
 /// A third-party suite's instruction URL.
@@ -617,18 +621,47 @@ async fn cancel_auth_deletes_the_corps_rows_at_once_keeps_its_events_and_stops_i
         .expect("events");
     assert!(events >= 1, "events are kept for the audit period");
 
-    // A straggler event for the cancelled corp: stored, but nothing is called for it.
+    // A straggler event for the cancelled corp: stored, but it re-creates no row and nothing is called for it.
     let before = server.received_requests().await.unwrap_or_default().len();
     push(&app, &CRM, &contact("wmPROV2")).await;
-    // Its detail job is taken and dropped without a call.
-    wait_for_count(
-        &app.pool,
-        "SELECT count(*) FROM wecom_jobs WHERE subject = 'wmPROV2' AND status = 'done'",
-        1,
-    )
-    .await;
+    wait_applied(&app.pool).await;
+    assert_no_rows_of(&app, CORP, "after a late event").await;
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_jobs WHERE subject = 'wmPROV2'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("jobs");
+    assert_eq!(jobs, 0, "no enrichment is queued for a cancelled corp");
     let after = server.received_requests().await.unwrap_or_default().len();
     assert_eq!(after, before, "nothing is called for a cancelled corp");
+
+    // Its events are kept for audit, but neither a rebuild nor a replay resurrects its rows.
+    rebuild::rebuild(&app.pool).await.expect("rebuild");
+    assert_no_rows_of(&app, CORP, "after a rebuild").await;
+    rebuild::replay(&app.pool, &EventFilter::default(), 2, |_| {})
+        .await
+        .expect("replay");
+    assert_no_rows_of(&app, CORP, "after a replay").await;
+}
+
+/// No synced row of `corp` in the tables its events feed.
+async fn assert_no_rows_of(app: &TestApp, corp: &str, when: &str) {
+    for table in [
+        "external_contacts",
+        "external_contact_follows",
+        "external_contact_history",
+        "external_group_chats",
+        "external_corp_tags",
+        "staff",
+    ] {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {table} WHERE corp_id = $1"
+        )))
+        .bind(corp)
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+        assert_eq!(n, 0, "{table} has rows of the cancelled corp {when}");
+    }
 }
 
 #[tokio::test]
@@ -1022,4 +1055,345 @@ async fn a_queued_job_wakes_an_idle_worker() {
         started.elapsed()
     );
     token.cancel();
+}
+
+#[tokio::test]
+async fn a_resync_running_when_cancel_auth_arrives_stops_and_leaves_nothing_behind() {
+    let server = MockServer::start().await;
+    mount_provider(&server, CRM.receive_id, "TICKET-1").await;
+    // Mounted before the empty corp's answers, so these win: bob's customers come back slowly, long after
+    // the cancellation has purged the corp.
+    Mock::given(path("/cgi-bin/externalcontact/get_follow_user_list"))
+        .and(query_param("access_token", "CORP-TOKEN"))
+        .respond_with(ok(json!({"follow_user": ["bob"]})))
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
+        .respond_with(
+            ok(json!({"external_contact_list": [{
+                "external_contact": {"external_userid": "wmSLOW", "name": "迟到", "type": 1},
+                "follow_info": {"userid": "bob", "remark": "", "createtime": 1700000000, "tag_id": []}
+            }], "next_cursor": ""}))
+            .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&server)
+        .await;
+    mount_empty_corp(&server, "CORP-TOKEN").await;
+    let app = provider_app(
+        &server,
+        &[CRM],
+        vec![suite(&CRM, SuiteKind::ThirdParty)],
+        |_| {},
+    )
+    .await;
+    push(
+        &app,
+        &CRM,
+        &ticket_xml(CRM.receive_id, "TICKET-1", unix_now()),
+    )
+    .await;
+    push(
+        &app,
+        &CRM,
+        &auth_xml(
+            CRM.receive_id,
+            "create_auth",
+            "<AuthCode><![CDATA[AUTH-1]]></AuthCode><State><![CDATA[s]]></State>",
+        ),
+    )
+    .await;
+    poll(
+        "the first resync waiting for its customer page",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            let asked = server
+                .received_requests()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .any(|r| r.url.path() == "/cgi-bin/externalcontact/batch/get_by_user");
+            if asked {
+                Ok(())
+            } else {
+                Err("not yet".to_owned())
+            }
+        },
+    )
+    .await;
+    push(
+        &app,
+        &CRM,
+        &auth_xml(
+            CRM.receive_id,
+            "cancel_auth",
+            &format!("<AuthCorpId><![CDATA[{CORP}]]></AuthCorpId>"),
+        ),
+    )
+    .await;
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_provider_corps WHERE rows_deleted_at IS NOT NULL",
+        1,
+    )
+    .await;
+    // The resync job ends once the slow page is answered (and would have written it).
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_jobs WHERE kind = 'corp_resync' AND status = 'done'",
+        1,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_no_rows_of(
+        &app,
+        CORP,
+        "after a resync that overlapped the cancellation",
+    )
+    .await;
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_resync_runs WHERE corp_id = $1")
+        .bind(CORP)
+        .fetch_one(&app.pool)
+        .await
+        .expect("runs");
+    assert_eq!(
+        runs, 0,
+        "the stopped resync's run is deleted with the corp's data"
+    );
+    let chats = calls_with(
+        &server,
+        "/cgi-bin/externalcontact/groupchat/list",
+        "CORP-TOKEN",
+    )
+    .await;
+    assert_eq!(
+        chats, 0,
+        "the resync stopped: no step after the cancellation called WeCom"
+    );
+}
+
+#[tokio::test]
+async fn an_enrichment_answered_after_cancel_auth_leaves_nothing_behind() {
+    let server = MockServer::start().await;
+    mount_provider(&server, CRM.receive_id, "TICKET-1").await;
+    mount_empty_corp(&server, "CORP-TOKEN").await;
+    // The customer's detail comes back after the cancellation has purged the corp.
+    Mock::given(path("/cgi-bin/externalcontact/get"))
+        .respond_with(
+            ok(json!({
+                "external_contact": {"external_userid": "wmLATE", "name": "迟到", "type": 1},
+                "follow_user": [{"userid": "bob", "createtime": 1700000000, "tags": []}], "next_cursor": ""
+            }))
+            .set_delay(Duration::from_secs(3)),
+        )
+        .mount(&server)
+        .await;
+    let app = provider_app(
+        &server,
+        &[CRM],
+        vec![suite(&CRM, SuiteKind::ThirdParty)],
+        |_| {},
+    )
+    .await;
+    authorise(&app, &CRM).await;
+    push(
+        &app,
+        &CRM,
+        &auth_xml(
+            CRM.receive_id,
+            "change_external_contact",
+            &format!(
+                "<AuthCorpId><![CDATA[{CORP}]]></AuthCorpId><ChangeType><![CDATA[add_external_contact]]></ChangeType><UserID><![CDATA[bob]]></UserID><ExternalUserID><![CDATA[wmLATE]]></ExternalUserID>"
+            ),
+        ),
+    )
+    .await;
+    poll(
+        "the detail job waiting for WeCom",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            let asked = server
+                .received_requests()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .any(|r| r.url.path() == "/cgi-bin/externalcontact/get");
+            if asked {
+                Ok(())
+            } else {
+                Err("not yet".to_owned())
+            }
+        },
+    )
+    .await;
+    push(
+        &app,
+        &CRM,
+        &auth_xml(
+            CRM.receive_id,
+            "cancel_auth",
+            &format!("<AuthCorpId><![CDATA[{CORP}]]></AuthCorpId>"),
+        ),
+    )
+    .await;
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_provider_corps WHERE rows_deleted_at IS NOT NULL",
+        1,
+    )
+    .await;
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_jobs WHERE subject = 'wmLATE' AND status IN ('queued', 'running')",
+        0,
+    )
+    .await;
+    assert_no_rows_of(
+        &app,
+        CORP,
+        "after an enrichment that overlapped the cancellation",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_suite_mini_program_login_goes_through_the_suite_token_for_any_authorised_corp() {
+    let server = MockServer::start().await;
+    mount_provider(&server, CRM.receive_id, "TICKET-1").await;
+    mount_empty_corp(&server, "CORP-TOKEN").await;
+    let session = |code: &str, body: serde_json::Value| {
+        Mock::given(path("/cgi-bin/service/miniprogram/jscode2session"))
+            .and(query_param("suite_access_token", "SUITE-TOKEN-wwSUITECRM"))
+            .and(query_param("js_code", code))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body))
+    };
+    session(
+        "good",
+        json!({"corpid": CORP, "userid": "bob", "open_userid": "woBOB", "session_key": "kJtdi6RF+Dv67QkbLlPGjw==", "errcode": 0, "errmsg": "ok"}),
+    )
+    .mount(&server)
+    .await;
+    session(
+        "stranger",
+        json!({"corpid": "wwSTRANGER", "userid": "eve", "session_key": "x", "errcode": 0, "errmsg": "ok"}),
+    )
+    .mount(&server)
+    .await;
+    session("stale", json!({"errcode": 40029, "errmsg": "invalid code"}))
+        .mount(&server)
+        .await;
+    session(
+        "unlinked",
+        json!({"errcode": 48002, "errmsg": "api forbidden"}),
+    )
+    .mount(&server)
+    .await;
+    let app = provider_app(
+        &server,
+        &[CRM],
+        vec![suite(&CRM, SuiteKind::ThirdParty)],
+        |_| {},
+    )
+    .await;
+    authorise(&app, &CRM).await;
+    let login = |code: &'static str| {
+        let req = app
+            .client
+            .post(format!("{}/api/v1/miniprogram/session", app.address))
+            .bearer_auth(crate::helpers::API_TOKEN)
+            .json(&json!({"app": "crm", "code": code}));
+        async move {
+            let r = req.send().await.expect("reply");
+            let status = r.status().as_u16();
+            (
+                status,
+                r.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let (status, body) = login("good").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"corpid": CORP, "userid": "bob", "open_userid": "woBOB", "name": null, "departments": null, "status": null}),
+        "never the session_key"
+    );
+    let (status, body) = login("stranger").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "corp_not_authorised");
+    let (status, body) = login("stale").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_code");
+    let (status, body) = login("unlinked").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("关联小程序"),
+        "{body}"
+    );
+}
+
+/// A third-party suite's data callback URL (数据回调URL); its configured receive id is the provider corp's.
+const CRM_DATA: TestAppConfig = TestAppConfig {
+    name: "crmdata",
+    kind: AppKind::SuiteData,
+    token: "crmDataToken9",
+    encoding_aes_key: "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
+    receive_id: "wwPROVIDERCORP",
+};
+
+#[tokio::test]
+async fn a_suites_data_url_accepts_its_authorised_corps_as_receive_ids_and_refuses_strangers() {
+    let server = MockServer::start().await;
+    mount_provider(&server, CRM.receive_id, "TICKET-1").await;
+    mount_empty_corp(&server, "CORP-TOKEN").await;
+    let mut crm = suite(&CRM, SuiteKind::ThirdParty);
+    crm.data_apps = vec![CRM_DATA.name.to_owned()];
+    let app = provider_app(&server, &[CRM, CRM_DATA], vec![crm], |_| {}).await;
+    let event = |corp: &str| {
+        format!(
+            "<xml><ToUserName><![CDATA[{corp}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName><CreateTime>{}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[change_contact]]></Event><ChangeType><![CDATA[update_user]]></ChangeType><UserID><![CDATA[bob]]></UserID></xml>",
+            unix_now()
+        )
+    };
+    let post_as = |corp: &'static str| {
+        let signed = TestAppConfig {
+            receive_id: corp,
+            ..CRM_DATA
+        };
+        let cb = sign_callback(&signed, &event(corp), unix_now());
+        let app = &app;
+        async move { app.post(CRM_DATA.name, &cb).await.status().as_u16() }
+    };
+    // Before the corp authorised the suite, its receive id is unknown here.
+    assert_ne!(post_as(CORP).await, 200, "an unknown corp is refused");
+    authorise(&app, &CRM).await;
+    assert_eq!(
+        post_as(CORP).await,
+        200,
+        "an authorised corp's data callback is accepted"
+    );
+    assert_ne!(
+        post_as("wwSTRANGER").await,
+        200,
+        "a stranger corp is still refused"
+    );
+    assert_eq!(
+        post_as("wwPROVIDERCORP").await,
+        200,
+        "the configured receive id still works"
+    );
+    let stored: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT corp_id FROM wecom_events WHERE app = 'crmdata' ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .expect("events");
+    assert_eq!(
+        stored,
+        vec![Some(CORP.to_owned()), Some("wwPROVIDERCORP".to_owned())],
+        "only the accepted callbacks are stored"
+    );
 }

@@ -297,7 +297,7 @@ impl WecomApi {
     }
 
     /// `service/miniprogram/jscode2session`: a third-party mini-program's login, with the suite token.
-    pub(super) async fn suite_jscode2session(
+    pub async fn suite_jscode2session(
         &self,
         suite_id: &str,
         secret: &SecretString,

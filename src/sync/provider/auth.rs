@@ -231,7 +231,9 @@ pub async fn corp_resync(
 ) -> Result<(), ApiError> {
     let options = crate::sync::resync::Options::new(std::time::Duration::from_millis(50));
     match crate::sync::resync::resync_with(pool, api, app, creds, &options).await {
-        Ok(_) | Err(crate::sync::resync::ResyncError::Busy { .. }) => Ok(()),
+        Ok(_)
+        | Err(crate::sync::resync::ResyncError::Busy { .. })
+        | Err(crate::sync::resync::ResyncError::Cancelled { .. }) => Ok(()),
         Err(crate::sync::resync::ResyncError::Api(e)) => Err(e),
         Err(crate::sync::resync::ResyncError::Database(e)) => Err(ApiError::Database(e)),
     }
