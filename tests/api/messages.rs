@@ -346,3 +346,82 @@ fn explain_takes_negative_codes_and_pasted_answers() {
     let (ok, out) = run(&["explain", "-40099"], &[]);
     assert!(!ok, "an unknown code is not explained away: {out}");
 }
+
+/// A stand-in PostgreSQL that refuses every login as a server with password authentication does (the local
+/// test cluster trusts every connection, so a real wrong password cannot be tried here): it answers the
+/// startup message with an ErrorResponse of SQLSTATE 28P01, as PostgreSQL does after a wrong password.
+fn refusing_postgres() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let read_packet = |s: &mut std::net::TcpStream| -> Option<Vec<u8>> {
+                let mut len = [0u8; 4];
+                s.read_exact(&mut len).ok()?;
+                let n = u32::from_be_bytes(len) as usize;
+                let mut body = vec![0u8; n.saturating_sub(4)];
+                s.read_exact(&mut body).ok()?;
+                Some(body)
+            };
+            let Some(first) = read_packet(&mut s) else {
+                continue;
+            };
+            // SSLRequest (code 80877103): "N", no TLS; the startup message follows.
+            if first.get(..4) == Some(&80_877_103u32.to_be_bytes()[..]) {
+                let _ = s.write_all(b"N");
+                if read_packet(&mut s).is_none() {
+                    continue;
+                }
+            }
+            let mut fields = Vec::new();
+            for (tag, value) in [
+                (b'S', "FATAL"),
+                (b'V', "FATAL"),
+                (b'C', "28P01"),
+                (b'M', "password authentication failed for user \"postgres\""),
+            ] {
+                fields.push(tag);
+                fields.extend_from_slice(value.as_bytes());
+                fields.push(0);
+            }
+            fields.push(0);
+            let mut msg = vec![b'E'];
+            msg.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+            msg.extend_from_slice(&fields);
+            let _ = s.write_all(&msg);
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_wrong_password_says_fix_the_password_once() {
+    let addr = refusing_postgres();
+    let (ok, out) = run(
+        &["migrate"],
+        &[(
+            "DATABASE_URL",
+            &format!("postgres://postgres:wrong@{addr}/wecom_x?sslmode=disable"),
+        )],
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("refused the password") && out.contains("fix the password in DATABASE_URL"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("password authentication failed").count(),
+        1,
+        "the cause once: {out}"
+    );
+    assert!(
+        !out.contains("wrong"),
+        "the password is never printed: {out}"
+    );
+    assert!(
+        !out.contains("start PostgreSQL") && !out.contains("apt-get"),
+        "PostgreSQL answered; starting or installing it is not the fix: {out}"
+    );
+}
