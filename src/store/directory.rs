@@ -31,9 +31,20 @@ pub async fn execute(
     for d in departments {
         department_write(tx, d).await?;
     }
-    for r in &plan.renames {
-        // What the directory knew under the old userid carries over where it is newer than what the new
-        // row has (a renaming update_user carries little more than the ids).
+    // What the directory knows under an old userid carries over to the new one where it is newer than what
+    // the new row has (a renaming update_user carries little more than the ids). Done for every row this plan
+    // wrote that names a successor, not only at the rename: a write to the old userid that arrives (or is
+    // applied by a concurrent batch) after the rename still reaches the new row, so the result does not
+    // depend on the order events are applied in. Whoever writes the old row second waits for the first's
+    // commit on its row lock, so this statement then sees both.
+    let mut written: Vec<(&str, &str)> = plan
+        .staff
+        .iter()
+        .map(|w| (w.corp_id.as_str(), w.userid.as_str()))
+        .collect();
+    written.sort_unstable();
+    written.dedup();
+    if !written.is_empty() {
         sqlx::query(
             "UPDATE staff n SET \
                name = CASE WHEN o.name_version > COALESCE(n.name_version, '') THEN o.name ELSE n.name END, \
@@ -50,14 +61,21 @@ pub async fn execute(
                              THEN o.open_userid ELSE n.open_userid END, \
                open_userid_version = GREATEST(n.open_userid_version, o.open_userid_version), \
                updated_at = now() \
-             FROM staff o \
-             WHERE n.corp_id = $1 AND n.userid = $3 AND o.corp_id = $1 AND o.userid = $2",
+             FROM UNNEST($1::text[], $2::text[]) AS k(corp_id, userid) \
+             JOIN staff o ON o.corp_id = k.corp_id AND o.userid = k.userid \
+             WHERE o.renamed_to IS NOT NULL AND o.renamed_to <> o.userid \
+               AND n.corp_id = o.corp_id AND n.userid = o.renamed_to \
+               AND (o.name_version > COALESCE(n.name_version, '') \
+                 OR o.department_version > COALESCE(n.department_version, '') \
+                 OR o.position_version > COALESCE(n.position_version, '') \
+                 OR o.open_userid_version > COALESCE(n.open_userid_version, ''))",
         )
-        .bind(&r.corp_id)
-        .bind(&r.from)
-        .bind(&r.to)
+        .bind(written.iter().map(|k| k.0).collect::<Vec<_>>())
+        .bind(written.iter().map(|k| k.1).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await?;
+    }
+    for r in &plan.renames {
         // The follows of the old userid move to the new one, except where the new userid already has a
         // row for that customer (events under the new userid came first: they are the newer truth).
         sqlx::query(

@@ -356,3 +356,59 @@ async fn a_day_of_directory_events_gives_staff_departments_and_staff_aware_follo
     let (status, _) = get(&app, "departments/abc/staff").await;
     assert_eq!(status, 404);
 }
+
+/// The carry-over of a renamed userid does not depend on the order events are applied in: a write to the old
+/// userid applied after the rename (a late delivery, or a concurrent batch) still reaches the new row.
+#[tokio::test]
+async fn what_reaches_the_old_userid_after_its_rename_carries_over_to_the_new_one() {
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    let t = 1_764_547_200;
+    // The rename first, then the (older) creation that carries the name and position.
+    post(
+        &app,
+        &directory_event(
+            t + 300,
+            "update_user",
+            "<UserID>lisi</UserID><NewUserID>lisi_new</NewUserID><Department>2</Department>",
+        ),
+    )
+    .await;
+    wait_applied(&app.pool).await;
+    post(
+        &app,
+        &directory_event(
+            t + 120,
+            "create_user",
+            "<UserID>lisi</UserID><Name><![CDATA[李四]]></Name><Department>2,3</Department>\
+             <Position><![CDATA[主管]]></Position>",
+        ),
+    )
+    .await;
+    wait_applied(&app.pool).await;
+    type Row = (String, Option<String>, Option<Vec<i64>>, Option<String>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT userid, name, department_ids, position FROM staff WHERE corp_id = $1 ORDER BY userid",
+    )
+    .bind(CORP)
+    .fetch_all(&app.pool)
+    .await
+    .expect("staff");
+    assert_eq!(
+        rows,
+        vec![
+            (
+                "lisi".into(),
+                Some("李四".into()),
+                Some(vec![2, 3]),
+                Some("主管".into())
+            ),
+            // The rename's departments are newer than the creation's; name and position carry over.
+            (
+                "lisi_new".into(),
+                Some("李四".into()),
+                Some(vec![2]),
+                Some("主管".into())
+            ),
+        ]
+    );
+}
