@@ -8,17 +8,18 @@
 //! transaction B id 11, and B commit first. A reader paging by id would see 11, move its cursor past it, and
 //! never see 10. So the feed is written in two steps:
 //!
-//! 1. **Staging.** Every writer of the synced tables appends its changes to `wecom_change_staging` in its own
-//!    transaction ([`record`], called where the writers NOTIFY). The staging id is the entry's stable `id`
-//!    (the `webhook-id`, and `change_id` in the NOTIFY payload); it says nothing about order. Nobody reads
-//!    staging but the sequencer.
+//! 1. **Staging.** Every writer of the synced tables appends its changes to `wecom_change_entries` in its own
+//!    transaction, and their ids to `wecom_change_unsequenced` ([`record`], called where the writers NOTIFY).
+//!    The id is the entry's stable `id` (the `webhook-id`, and `change_id` in the NOTIFY payload); it says
+//!    nothing about order. An entry is written once: sequencing moves only its id.
 //! 2. **Sequencing.** One sequencer in the whole cluster at a time ([`sequence`], under a transaction-level
-//!    advisory lock) moves the staging rows it can see, i.e. the *committed* ones, into `wecom_changes`,
-//!    numbering them `head + 1, head + 2, …` from the one-row `wecom_change_feed_state`. Since only the lock
-//!    holder writes `wecom_changes`, and PostgreSQL makes a transaction visible before it releases its locks,
-//!    the next sequencer starts after the previous one's positions are visible: positions become visible in
-//!    increasing order, all of a pass at once. A staging row committed late is simply numbered by a later
-//!    pass, above every position already visible.
+//!    advisory lock) moves the unsequenced ids it can see, i.e. the *committed* ones, into
+//!    `wecom_change_positions`, numbering them `head + 1, head + 2, …` from the one-row
+//!    `wecom_change_feed_state`. Since only the lock holder writes positions, and PostgreSQL makes a
+//!    transaction visible before it releases its locks, the next sequencer starts after the previous one's
+//!    positions are visible: positions become visible in increasing order, all of a pass at once. An entry
+//!    committed late is simply numbered by a later pass, above every position already visible. Readers
+//!    read the view `wecom_changes` (positions joined with entries).
 //!
 //! A reader reads `head` first, then the entries `position > cursor AND position <= head`: every position up
 //! to `head` is visible once `head` is (same transaction), so the page has no hole and the next cursor
@@ -31,7 +32,7 @@
 //! disappears; an applier transaction lost in a crash was never sequenced, and its events are applied (and
 //! staged) again after the restart, at positions above every cursor handed out.
 //!
-//! **Retention.** [`prune`] deletes entries older than the retention and raises `pruned_through`; a cursor
+//! **Retention.** [`prune`] deletes positioned entries older than the retention and raises `pruned_through`; a cursor
 //! below it gets [`ReadError::Expired`] (410), so the consumer knows to resync from the tables.
 
 use std::time::Duration;
@@ -45,8 +46,9 @@ use crate::domain::{ChangeKind, ChangeSource};
 /// Advisory lock key of the sequencer (one per cluster at a time).
 const SEQUENCER_LOCK: i64 = 0x5745_434f_4d15;
 
-/// Transaction-local setting that turns [`record`]'s staging off (the NOTIFY still goes out): a rebuild
-/// recomputes the tables from events the feed already carries.
+/// Transaction-local setting that turns [`record`] off, staging and NOTIFY both: a rebuild recomputes the
+/// tables from events the feed already carries, and sends one `rebuild` notification at its end instead of
+/// one per recomputed change (a million-event rebuild would otherwise queue a million notifications).
 pub(crate) const FEED_OFF_SETTING: &str = "wecom.feed_off";
 
 /// A change as staged: what [`record`] takes from a NOTIFY payload.
@@ -121,28 +123,30 @@ pub(crate) async fn record(
            SELECT u.*, row_number() OVER (ORDER BY u.n) AS k FROM u \
            WHERE u.kind IS NOT NULL AND current_setting($10, true) IS DISTINCT FROM 'on'), \
          ins AS ( \
-           INSERT INTO wecom_change_staging (corp_id, kind, subject, change, source, event_id, data, state) \
-           SELECT t.corp_id, t.kind, t.subject, t.change, t.source, t.event_id, t.data::jsonb, \
+           INSERT INTO wecom_change_entries (corp_id, kind, subject, change, source, event_id, data, state) \
+           SELECT t.corp_id, t.kind, t.subject, t.change, t.source, t.event_id, t.data::json, \
              CASE t.kind \
-               WHEN 'contact' THEN (SELECT to_jsonb(f) FROM external_contact_follows f \
+               WHEN 'contact' THEN (SELECT to_json(f) FROM external_contact_follows f \
                  WHERE f.corp_id = t.corp_id AND f.userid = t.userid AND f.external_userid = t.subject) \
-               WHEN 'chat' THEN (SELECT to_jsonb(g) \
+               WHEN 'chat' THEN (SELECT to_json(g) \
                  FROM external_group_chats g WHERE g.corp_id = t.corp_id AND g.chat_id = t.subject) \
-               WHEN 'tag' THEN (SELECT to_jsonb(x) FROM external_corp_tags x \
+               WHEN 'tag' THEN (SELECT to_json(x) FROM external_corp_tags x \
                  WHERE x.corp_id = t.corp_id AND x.id = t.subject) \
-               WHEN 'identity' THEN (SELECT to_jsonb(i) FROM customer_identities i \
+               WHEN 'identity' THEN (SELECT to_json(i) FROM customer_identities i \
                  WHERE i.corp_id = t.corp_id AND i.unionid = t.subject) \
-               WHEN 'staff' THEN (SELECT to_jsonb(s) FROM staff s \
+               WHEN 'staff' THEN (SELECT to_json(s) FROM staff s \
                  WHERE s.corp_id = t.corp_id AND s.userid = t.subject) \
-               WHEN 'department' THEN (SELECT to_jsonb(d) FROM departments d \
+               WHEN 'department' THEN (SELECT to_json(d) FROM departments d \
                  WHERE d.corp_id = t.corp_id AND d.id::text = t.subject) \
              END \
            FROM todo t ORDER BY t.k \
            RETURNING id), \
+         queued AS (INSERT INTO wecom_change_unsequenced (id) SELECT id FROM ins), \
          ids AS (SELECT id, row_number() OVER (ORDER BY id) AS k FROM ins) \
          SELECT pg_notify($9, CASE WHEN ids.id IS NULL THEN u.data \
                   ELSE left(u.data, -1) || ',\"change_id\":' || ids.id || '}' END) \
          FROM u LEFT JOIN todo USING (n) LEFT JOIN ids ON ids.k = todo.k \
+         WHERE current_setting($10, true) IS DISTINCT FROM 'on' \
          ORDER BY u.n",
     )
     .bind(s(|x| Some(x.corp_id.as_str())))
@@ -165,7 +169,7 @@ pub(crate) async fn record(
     Ok(())
 }
 
-/// Turns staging off for the rest of `tx` (a rebuild: see [`FEED_OFF_SETTING`]).
+/// Turns [`record`] off for the rest of `tx` (a rebuild: see [`FEED_OFF_SETTING`]).
 pub(crate) async fn off_for(tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT set_config($1, 'on', true)")
         .bind(FEED_OFF_SETTING)
@@ -183,8 +187,8 @@ pub enum Sequenced {
     Moved { entries: u64, head: i64 },
 }
 
-/// One sequencer pass: moves up to `limit` committed staging rows into the feed, numbered after the head,
-/// in staging id order (see the module doc).
+/// One sequencer pass: numbers up to `limit` committed, unsequenced entries after the head, in id order
+/// (see the module doc).
 pub async fn sequence(pool: &PgPool, limit: i64) -> Result<Sequenced, sqlx::Error> {
     let mut tx = pool.begin().await?;
     // The feed is what readers trust: this commit must be durable before it is visible (see the module doc),
@@ -205,14 +209,12 @@ pub async fn sequence(pool: &PgPool, limit: i64) -> Result<Sequenced, sqlx::Erro
             .await?;
     let moved: i64 = sqlx::query_scalar(
         "WITH moved AS ( \
-           DELETE FROM wecom_change_staging WHERE id IN \
-             (SELECT id FROM wecom_change_staging ORDER BY id LIMIT $2) \
-           RETURNING *), \
+           DELETE FROM wecom_change_unsequenced WHERE id IN \
+             (SELECT id FROM wecom_change_unsequenced ORDER BY id LIMIT $2) \
+           RETURNING id), \
          ins AS ( \
-           INSERT INTO wecom_changes (position, id, corp_id, kind, subject, change, source, event_id, data, \
-               state, staged_at) \
-           SELECT $1 + row_number() OVER (ORDER BY id), id, corp_id, kind, subject, change, source, event_id, \
-               data, state, staged_at FROM moved \
+           INSERT INTO wecom_change_positions (position, id) \
+           SELECT $1 + row_number() OVER (ORDER BY id), id FROM moved \
            RETURNING 1) \
          SELECT count(*) FROM ins",
     )
@@ -363,7 +365,7 @@ pub async fn read(
 pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let cutoff: Option<i64> = sqlx::query_scalar(
-        "SELECT max(position) FROM wecom_changes \
+        "SELECT max(position) FROM wecom_change_positions \
          WHERE sequenced_at < now() - make_interval(secs => $1)",
     )
     .bind(retention.as_secs_f64())
@@ -373,11 +375,14 @@ pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Erro
         tx.rollback().await?;
         return Ok(0);
     };
-    let deleted = sqlx::query("DELETE FROM wecom_changes WHERE position <= $1")
-        .bind(cutoff)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let deleted = sqlx::query(
+        "WITH gone AS (DELETE FROM wecom_change_positions WHERE position <= $1 RETURNING id) \
+         DELETE FROM wecom_change_entries WHERE id IN (SELECT id FROM gone)",
+    )
+    .bind(cutoff)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     sqlx::query(
         "UPDATE wecom_change_feed_state SET pruned_through = GREATEST(pruned_through, $1) WHERE singleton",
     )
@@ -515,7 +520,7 @@ pub async fn replay_from(pool: &PgPool, name: &str, position: i64) -> Result<boo
 
 /// How many entries after `position` are in the feed (a subscriber's lag, before its filters).
 pub async fn lag(pool: &PgPool, position: i64) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM wecom_changes WHERE position > $1")
+    sqlx::query_scalar("SELECT count(*) FROM wecom_change_positions WHERE position > $1")
         .bind(position)
         .fetch_one(pool)
         .await
@@ -525,8 +530,8 @@ pub async fn lag(pool: &PgPool, position: i64) -> Result<i64, sqlx::Error> {
 /// sequencer runs: no `serve` with `[feed] run_sequencer`).
 pub async fn staging_backlog(pool: &PgPool) -> Result<(i64, f64), sqlx::Error> {
     sqlx::query_as(
-        "SELECT count(*), COALESCE(extract(epoch FROM now() - min(staged_at))::float8, 0) \
-         FROM wecom_change_staging",
+        "SELECT count(*), COALESCE(extract(epoch FROM now() - min(e.staged_at))::float8, 0) \
+         FROM wecom_change_unsequenced u JOIN wecom_change_entries e USING (id)",
     )
     .fetch_one(pool)
     .await

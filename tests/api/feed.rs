@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::{API_TOKEN, MAIN, TestApp, poll, sign_callback, spawn_app_with};
 use crate::sync::{contact_event, tag_event};
@@ -51,8 +51,10 @@ async fn a_polling_reader_sees_no_gap_under_concurrent_appliers_and_a_slow_trans
     // only after the appliers have committed many later entries.
     let mut slow = app.pool.begin().await.expect("begin");
     let slow_id: i64 = sqlx::query_scalar(
-        "INSERT INTO wecom_change_staging (corp_id, kind, subject, change, source, data) \
-         VALUES ($1, 'tag', 'slow-tag', 'create', 'event', '{\"kind\":\"tag\"}') RETURNING id",
+        "WITH e AS (INSERT INTO wecom_change_entries (corp_id, kind, subject, change, source, data) \
+           VALUES ($1, 'tag', 'slow-tag', 'create', 'event', '{\"kind\":\"tag\"}') RETURNING id), \
+         q AS (INSERT INTO wecom_change_unsequenced (id) SELECT id FROM e) \
+         SELECT id FROM e",
     )
     .bind(MAIN.receive_id)
     .fetch_one(&mut *slow)
@@ -236,11 +238,40 @@ async fn entries_carry_cause_and_state_notify_names_them_and_expired_cursors_get
         .await
         .expect("rebuild");
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // It notifies once, for the whole rebuild, not once per recomputed change.
+    let n = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+        .await
+        .expect("the rebuild's notification in time")
+        .expect("notification");
+    let p: Value = serde_json::from_str(n.payload()).expect("JSON");
+    assert_eq!(
+        (p["kind"].clone(), p["events"].clone()),
+        (json!("rebuild"), json!(2)),
+        "{p}"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), listener.recv())
+            .await
+            .is_err(),
+        "nothing else was notified"
+    );
+    // The history index dropped for the rebuild is back, as the migration defined it.
+    let index: Option<String> = sqlx::query_scalar(
+        "SELECT indexdef FROM pg_indexes WHERE indexname = 'external_contact_history_subject'",
+    )
+    .fetch_optional(&app.pool)
+    .await
+    .expect("index");
+    assert!(
+        index.is_some_and(|d| d.contains("(corp_id, kind, subject_id, event_time)")),
+        "the index is rebuilt"
+    );
     let (after_rebuild, _) = page(&app, 0, "").await;
     assert_eq!(after_rebuild.len(), 2, "a rebuild adds no entries");
     // Retention: entries older than it are pruned; a cursor below them gets 410.
     sqlx::query(
-        "UPDATE wecom_changes SET sequenced_at = now() - interval '31 days' WHERE kind = 'contact'",
+        "UPDATE wecom_change_positions p SET sequenced_at = now() - interval '31 days' \
+         FROM wecom_change_entries e WHERE e.id = p.id AND e.kind = 'contact'",
     )
     .execute(&app.pool)
     .await
@@ -368,8 +399,9 @@ async fn staff_and_department_changes_are_in_the_feed() {
 async fn doctor_flags_changes_no_sequencer_moves() {
     let app = spawn_app_with(&[MAIN], |s| s.feed.run_sequencer = false).await;
     sqlx::query(
-        "INSERT INTO wecom_change_staging (corp_id, kind, subject, change, source, data, staged_at) \
-         VALUES ($1, 'tag', 't', 'create', 'event', '{}', now() - interval '2 minutes')",
+        "WITH e AS (INSERT INTO wecom_change_entries (corp_id, kind, subject, change, source, data, staged_at) \
+           VALUES ($1, 'tag', 't', 'create', 'event', '{}', now() - interval '2 minutes') RETURNING id) \
+         INSERT INTO wecom_change_unsequenced (id) SELECT id FROM e",
     )
     .bind(MAIN.receive_id)
     .execute(&app.pool)

@@ -74,7 +74,7 @@ pub async fn diff(
 async fn feed(pool: &PgPool, out: &mut Vec<String>) {
     let started = std::time::Instant::now();
     loop {
-        let staged: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_change_staging")
+        let staged: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_change_unsequenced")
             .fetch_one(pool)
             .await
             .expect("count staging");
