@@ -232,6 +232,8 @@ pub struct Purged {
     pub corps_events: u64,
     /// Stored events deleted.
     pub events: u64,
+    /// Events that arrived after their corp's events had been deleted, deleted in turn.
+    pub late_events: u64,
 }
 
 /// Every table holding a corp's synced data, children first.
@@ -253,7 +255,8 @@ const CORP_TABLES: &[&str] = &[
 ];
 
 /// Deletes the data of corps cancelled long enough ago: their synced rows after `rows_after`, their stored
-/// events after `events_after`. A corp still authorised to another suite keeps its data.
+/// events after `events_after`, and any event of theirs stored after that. A corp still authorised to another
+/// suite keeps its data.
 pub async fn purge_due(
     pool: &PgPool,
     rows_after: Duration,
@@ -307,6 +310,16 @@ pub async fn purge_due(
         tx.commit().await?;
         purged.corps_events += 1;
     }
+    // WeCom may still deliver a corp's events after they were deleted (a retry, a suite event in flight).
+    // They plan nothing (see `cancelled_ids`) and go with the next sweep, as the corp's other events did.
+    let late = sqlx::query(
+        "DELETE FROM wecom_events e USING wecom_provider_corps c \
+         WHERE e.corp_id = c.corp_id AND c.state = 'cancelled' AND c.events_deleted_at IS NOT NULL \
+           AND NOT EXISTS (SELECT 1 FROM wecom_provider_corps o WHERE o.corp_id = c.corp_id AND o.state = 'authorised')",
+    )
+    .execute(pool)
+    .await?;
+    purged.late_events = late.rows_affected();
     Ok(purged)
 }
 

@@ -79,6 +79,17 @@ async fn provider_app(
     suites: Vec<Suite>,
     tweak: impl FnOnce(&mut Provider),
 ) -> TestApp {
+    provider_app_with(server, apps, suites, tweak, |_| {}).await
+}
+
+/// [`provider_app`], with the rest of the settings tweaked too.
+async fn provider_app_with(
+    server: &MockServer,
+    apps: &[TestAppConfig],
+    suites: Vec<Suite>,
+    tweak: impl FnOnce(&mut Provider),
+    settings: impl FnOnce(&mut wecom_callback::config::Settings),
+) -> TestApp {
     let uri = server.uri();
     let mut provider = Provider {
         suites,
@@ -91,6 +102,7 @@ async fn provider_app(
         s.api.worker_concurrency = 2;
         s.api.max_attempts = 3;
         s.provider = provider;
+        settings(s);
     })
     .await
 }
@@ -693,6 +705,138 @@ async fn a_cancelled_corps_events_go_after_their_retention() {
         0,
     )
     .await;
+}
+
+/// A suite-form contact event of [`CORP`] for `ext` (added by bob).
+fn contact_event(ext: &str) -> String {
+    auth_xml(
+        CRM.receive_id,
+        "change_external_contact",
+        &format!(
+            "<AuthCorpId><![CDATA[{CORP}]]></AuthCorpId><ChangeType><![CDATA[add_external_contact]]></ChangeType><UserID><![CDATA[bob]]></UserID><ExternalUserID><![CDATA[{ext}]]></ExternalUserID>"
+        ),
+    )
+}
+
+fn cancel_xml() -> String {
+    auth_xml(
+        CRM.receive_id,
+        "cancel_auth",
+        &format!("<AuthCorpId><![CDATA[{CORP}]]></AuthCorpId>"),
+    )
+}
+
+#[tokio::test]
+async fn an_event_arriving_after_the_corps_events_were_purged_is_acknowledged_projects_nothing_and_is_deleted()
+{
+    let server = MockServer::start().await;
+    mount_provider(&server, CRM.receive_id, "TICKET-1").await;
+    mount_empty_corp(&server, "CORP-TOKEN").await;
+    let app = provider_app_with(
+        &server,
+        &[CRM],
+        vec![suite(&CRM, SuiteKind::ThirdParty)],
+        |p| p.delete_events_after = Duration::ZERO,
+        // The purge sweep runs in the prune loop: often, so the test sees it.
+        |s| s.api.jobs_prune_interval = Duration::from_millis(200),
+    )
+    .await;
+    authorise(&app, &CRM).await;
+    push(&app, &CRM, &cancel_xml()).await;
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_provider_corps WHERE events_deleted_at IS NOT NULL",
+        1,
+    )
+    .await;
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_events WHERE corp_id = 'wwAUTHCORP1'",
+        0,
+    )
+    .await;
+    let calls_before = server.received_requests().await.unwrap_or_default().len();
+
+    // WeCom still delivers a straggler: it is acknowledged (else WeCom retries it), never projected, and
+    // the sweep deletes it as it deleted the corp's other events.
+    push(&app, &CRM, &contact_event("wmAFTER")).await;
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_events WHERE corp_id = 'wwAUTHCORP1'",
+        0,
+    )
+    .await;
+    wait_applied(&app.pool).await;
+    assert_no_rows_of(&app, CORP, "after an event that came after the purge").await;
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_jobs WHERE subject = 'wmAFTER'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("jobs");
+    assert_eq!(jobs, 0, "no enrichment is queued for a purged corp");
+    assert_eq!(
+        server.received_requests().await.unwrap_or_default().len(),
+        calls_before,
+        "nothing is called for a purged corp"
+    );
+}
+
+#[tokio::test]
+async fn a_rebuild_while_a_cancelled_corps_data_is_kept_replays_neither_its_events_nor_its_api_observations()
+{
+    let server = MockServer::start().await;
+    mount_provider(&server, CRM.receive_id, "TICKET-1").await;
+    mount_empty_corp(&server, "CORP-TOKEN").await;
+    Mock::given(path("/cgi-bin/externalcontact/get"))
+        .respond_with(ok(json!({
+            "external_contact": {"external_userid": "wmOBS", "name": "观察", "type": 1},
+            "follow_user": [{"userid": "bob", "createtime": 1700000000, "tags": []}], "next_cursor": ""
+        })))
+        .mount(&server)
+        .await;
+    // Rows kept an hour after cancel_auth, events the default 30 days: the corp's API observations are
+    // still in the log when the rebuild runs.
+    let app = provider_app(
+        &server,
+        &[CRM],
+        vec![suite(&CRM, SuiteKind::ThirdParty)],
+        |p| p.delete_rows_after = Duration::from_secs(3600),
+    )
+    .await;
+    authorise(&app, &CRM).await;
+    push(&app, &CRM, &contact_event("wmOBS")).await;
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM external_contacts WHERE corp_id = 'wwAUTHCORP1' AND name = '观察'",
+        1,
+    )
+    .await;
+    push(&app, &CRM, &cancel_xml()).await;
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_provider_corps WHERE state = 'cancelled'",
+        1,
+    )
+    .await;
+    let observations: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM wecom_api_observations WHERE corp_id = $1")
+            .bind(CORP)
+            .fetch_one(&app.pool)
+            .await
+            .expect("observations");
+    assert!(
+        observations >= 1,
+        "the enrichment's answer is in the observation log"
+    );
+
+    let rebuilt = rebuild::rebuild_all(&app.pool, 2, |_| {})
+        .await
+        .expect("rebuild");
+    assert_eq!(
+        rebuilt.observations_total(),
+        0,
+        "the cancelled corp's observations are not replayed: {rebuilt:?}"
+    );
+    assert_no_rows_of(&app, CORP, "after a rebuild inside the grace period").await;
 }
 
 #[tokio::test]
