@@ -1480,6 +1480,175 @@ async fn a_suite_mini_program_login_goes_through_the_suite_token_for_any_authori
     );
 }
 
+/// The 代开发 template [`DK`] authorised by `wwDKCORP` (permanent code `DK-PERMANENT`, corp token
+/// `DK-CORP-TOKEN` from gettoken), with an empty corp behind it.
+async fn mount_agency(server: &MockServer) {
+    Mock::given(path("/cgi-bin/service/get_suite_token"))
+        .and(body_partial_json(
+            json!({"suite_id": DK.receive_id, "suite_ticket": "DK-TICKET"}),
+        ))
+        .respond_with(ok(
+            json!({"suite_access_token": "DK-SUITE-TOKEN", "expires_in": 7200}),
+        ))
+        .mount(server)
+        .await;
+    Mock::given(path("/cgi-bin/service/get_permanent_code"))
+        .and(query_param("suite_access_token", "DK-SUITE-TOKEN"))
+        .respond_with(ok(json!({
+            "permanent_code": "DK-PERMANENT",
+            "auth_corp_info": {"corpid": "wwDKCORP", "corp_name": "代开发客户"},
+            "auth_info": {"agent": [{"agentid": 1000009}]}
+        })))
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/cgi-bin/gettoken"))
+        .and(query_param("corpid", "wwDKCORP"))
+        .and(query_param("corpsecret", "DK-PERMANENT"))
+        .respond_with(ok(
+            json!({"access_token": "DK-CORP-TOKEN", "expires_in": 7200}),
+        ))
+        .mount(server)
+        .await;
+    mount_empty_corp(server, "DK-CORP-TOKEN").await;
+}
+
+#[tokio::test]
+async fn a_daikaifa_mini_program_logs_in_with_its_corps_own_token_and_no_per_corp_configuration() {
+    let server = MockServer::start().await;
+    mount_agency(&server).await;
+    let session = |code: &str, body: serde_json::Value| {
+        Mock::given(path("/cgi-bin/miniprogram/jscode2session"))
+            .and(query_param("access_token", "DK-CORP-TOKEN"))
+            .and(query_param("js_code", code))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body))
+    };
+    session(
+        "good",
+        json!({"corpid": "wwDKCORP", "userid": "zhang", "session_key": "kJtdi6RF+Dv67QkbLlPGjw==", "errcode": 0, "errmsg": "ok"}),
+    )
+    .mount(&server)
+    .await;
+    session(
+        "elsewhere",
+        json!({"corpid": "wwOTHER", "userid": "li", "session_key": "x", "errcode": 0, "errmsg": "ok"}),
+    )
+    .mount(&server)
+    .await;
+    session("stale", json!({"errcode": 40029, "errmsg": "invalid code"}))
+        .mount(&server)
+        .await;
+    session(
+        "unlinked",
+        json!({"errcode": 48002, "errmsg": "api forbidden"}),
+    )
+    .mount(&server)
+    .await;
+    // No [[apps]] entry for the corp: only the template.
+    let app = provider_app(&server, &[DK], vec![suite(&DK, SuiteKind::Agency)], |_| {}).await;
+    push(
+        &app,
+        &DK,
+        &ticket_xml(DK.receive_id, "DK-TICKET", unix_now()),
+    )
+    .await;
+    push(
+        &app,
+        &DK,
+        &auth_xml(
+            DK.receive_id,
+            "create_auth",
+            "<AuthCode><![CDATA[DK-AUTH]]></AuthCode>",
+        ),
+    )
+    .await;
+    wait_resynced(&app, "wwDKCORP").await;
+    let login = |body: serde_json::Value| {
+        let req = app
+            .client
+            .post(format!("{}/api/v1/miniprogram/session", app.address))
+            .bearer_auth(crate::helpers::API_TOKEN)
+            .json(&body);
+        async move {
+            let r = req.send().await.expect("reply");
+            let status = r.status().as_u16();
+            (
+                status,
+                r.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let (status, body) = login(json!({"app": "dk", "corpid": "wwDKCORP", "code": "good"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"corpid": "wwDKCORP", "userid": "zhang", "name": null, "departments": null, "status": null}),
+        "never the session_key"
+    );
+    assert!(
+        calls_with(&server, "/cgi-bin/miniprogram/jscode2session", "DK-CORP-TOKEN").await >= 1,
+        "the corp's own token (gettoken with its permanent code) signs the exchange"
+    );
+
+    // Without the corp, the template cannot tell whose token to use: the body is refused with the fix.
+    let (status, body) = login(json!({"app": "dk", "code": "good"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "bad_request");
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("\"corpid\""),
+        "{body}"
+    );
+    let asked = calls_with(&server, "/cgi-bin/miniprogram/jscode2session", "DK-CORP-TOKEN").await;
+    let (status, body) =
+        login(json!({"app": "dk", "corpid": "wwSTRANGER", "code": "good"})).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "corp_not_authorised");
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("wwSTRANGER"),
+        "{body}"
+    );
+    let (status, body) =
+        login(json!({"app": "dk", "corpid": "wwDKCORP", "code": "elsewhere"})).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"], "cross_corp");
+    let (status, body) = login(json!({"app": "dk", "corpid": "wwDKCORP", "code": "stale"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_code");
+    let (status, body) =
+        login(json!({"app": "dk", "corpid": "wwDKCORP", "code": "unlinked"})).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("代开发应用模板 → 关联小程序"),
+        "{body}"
+    );
+    assert_eq!(
+        calls_with(&server, "/cgi-bin/miniprogram/jscode2session", "DK-CORP-TOKEN").await,
+        asked + 3,
+        "a stranger corp's login never reached WeCom"
+    );
+
+    // Once the corp cancels, its logins are refused.
+    push(
+        &app,
+        &DK,
+        &auth_xml(
+            DK.receive_id,
+            "cancel_auth",
+            "<AuthCorpId><![CDATA[wwDKCORP]]></AuthCorpId>",
+        ),
+    )
+    .await;
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_provider_corps WHERE state = 'cancelled'",
+        1,
+    )
+    .await;
+    let (status, body) = login(json!({"app": "dk", "corpid": "wwDKCORP", "code": "good"})).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "corp_not_authorised");
+}
+
 /// A third-party suite's data callback URL (数据回调URL); its configured receive id is the provider corp's.
 const CRM_DATA: TestAppConfig = TestAppConfig {
     name: "crmdata",
