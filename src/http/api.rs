@@ -404,3 +404,29 @@ pub fn miniprogram_hint(errcode: i64, app: &str) -> String {
         _ => String::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Every route of the `/api/v1` scope (except the document itself) is a path of the OpenAPI document.
+    #[test]
+    fn the_openapi_document_describes_every_api_route() {
+        let server = include_str!("server.rs");
+        let start = server.find("web::scope(\"/api/v1\")").expect("the API scope");
+        let scope = &server[start..];
+        let scope = &scope[..scope.find("App::new()").expect("the scope ends before the app")];
+        let mut routes = Vec::new();
+        for piece in scope.split(".route(").skip(1) {
+            let path = piece.trim_start().trim_start_matches('"');
+            if let Some(end) = path.find('"') {
+                routes.push(&path[..end]);
+            }
+        }
+        assert!(routes.len() >= 9, "{routes:?}");
+        for r in routes.into_iter().filter(|r| *r != "/openapi.yaml") {
+            assert!(
+                super::OPENAPI_YAML.contains(&format!("\n  {r}:\n")),
+                "openapi.yaml has no path {r}"
+            );
+        }
+    }
+}
