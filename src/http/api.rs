@@ -162,9 +162,7 @@ pub async fn miniprogram_session(
             crate::sync::provider::SuiteKind::ThirdParty => {
                 suite_session(&state, suite, &body).await
             }
-            crate::sync::provider::SuiteKind::Agency => {
-                agency_session(&state, suite, &body).await
-            }
+            crate::sync::provider::SuiteKind::Agency => agency_session(&state, suite, &body).await,
         };
     }
     let Some(creds) = state.credentials.get(&body.app) else {
@@ -192,7 +190,8 @@ async fn session_with(
         Ok(session) => {
             let (corpid, userid) = (session.corpid.as_str(), session.userid.as_str());
             let asked = body.corpid.as_deref().filter(|c| !c.is_empty());
-            if (!corpid.is_empty() && corpid != creds.corp_id) || asked.is_some_and(|a| a != creds.corp_id)
+            if (!corpid.is_empty() && corpid != creds.corp_id)
+                || asked.is_some_and(|a| a != creds.corp_id)
             {
                 tracing::warn!(app = %body.app, "jscode2session returned another corp");
                 return Err(ApiError::CrossCorp);
@@ -236,7 +235,12 @@ async fn agency_session(
     suite: &crate::sync::provider::Suite,
     body: &SessionRequest,
 ) -> Result<HttpResponse, ApiError> {
-    let Some(corp_id) = body.corpid.as_deref().map(str::trim).filter(|c| !c.is_empty()) else {
+    let Some(corp_id) = body
+        .corpid
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    else {
         return Err(ApiError::BadBody(format!(
             "{:?} is a 代开发 template: its login needs the corp the mini-program runs in, as \
              {{\"app\": {:?}, \"corpid\": \"<the corp's corpid>\", \"code\": \"<wx.qy.login code>\"}} \
@@ -411,9 +415,13 @@ mod tests {
     #[test]
     fn the_openapi_document_describes_every_api_route() {
         let server = include_str!("server.rs");
-        let start = server.find("web::scope(\"/api/v1\")").expect("the API scope");
+        let start = server
+            .find("web::scope(\"/api/v1\")")
+            .expect("the API scope");
         let scope = &server[start..];
-        let scope = &scope[..scope.find("App::new()").expect("the scope ends before the app")];
+        let scope = &scope[..scope
+            .find("App::new()")
+            .expect("the scope ends before the app")];
         let mut routes = Vec::new();
         for piece in scope.split(".route(").skip(1) {
             let path = piece.trim_start().trim_start_matches('"');

@@ -188,6 +188,9 @@ async fn the_openapi_document_describes_the_mini_program_login() {
         "invalid_code",
         "cross_corp",
     ] {
-        assert!(section.contains(word), "the login path lacks {word}: {section}");
+        assert!(
+            section.contains(word),
+            "the login path lacks {word}: {section}"
+        );
     }
 }

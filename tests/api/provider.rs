@@ -728,7 +728,7 @@ fn cancel_xml() -> String {
 
 #[tokio::test]
 async fn an_event_arriving_after_the_corps_events_were_purged_is_acknowledged_projects_nothing_and_is_deleted()
-{
+ {
     let server = MockServer::start().await;
     mount_provider(&server, CRM.receive_id, "TICKET-1").await;
     mount_empty_corp(&server, "CORP-TOKEN").await;
@@ -782,7 +782,7 @@ async fn an_event_arriving_after_the_corps_events_were_purged_is_acknowledged_pr
 
 #[tokio::test]
 async fn a_rebuild_while_a_cancelled_corps_data_is_kept_replays_neither_its_events_nor_its_api_observations()
-{
+ {
     let server = MockServer::start().await;
     mount_provider(&server, CRM.receive_id, "TICKET-1").await;
     mount_empty_corp(&server, "CORP-TOKEN").await;
@@ -1586,7 +1586,13 @@ async fn a_daikaifa_mini_program_logs_in_with_its_corps_own_token_and_no_per_cor
         "never the session_key"
     );
     assert!(
-        calls_with(&server, "/cgi-bin/miniprogram/jscode2session", "DK-CORP-TOKEN").await >= 1,
+        calls_with(
+            &server,
+            "/cgi-bin/miniprogram/jscode2session",
+            "DK-CORP-TOKEN"
+        )
+        .await
+            >= 1,
         "the corp's own token (gettoken with its permanent code) signs the exchange"
     );
 
@@ -1595,16 +1601,26 @@ async fn a_daikaifa_mini_program_logs_in_with_its_corps_own_token_and_no_per_cor
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "bad_request");
     assert!(
-        body["message"].as_str().unwrap_or("").contains("\"corpid\""),
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("\"corpid\""),
         "{body}"
     );
-    let asked = calls_with(&server, "/cgi-bin/miniprogram/jscode2session", "DK-CORP-TOKEN").await;
-    let (status, body) =
-        login(json!({"app": "dk", "corpid": "wwSTRANGER", "code": "good"})).await;
+    let asked = calls_with(
+        &server,
+        "/cgi-bin/miniprogram/jscode2session",
+        "DK-CORP-TOKEN",
+    )
+    .await;
+    let (status, body) = login(json!({"app": "dk", "corpid": "wwSTRANGER", "code": "good"})).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["error"], "corp_not_authorised");
     assert!(
-        body["message"].as_str().unwrap_or("").contains("wwSTRANGER"),
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("wwSTRANGER"),
         "{body}"
     );
     let (status, body) =
@@ -1618,11 +1634,19 @@ async fn a_daikaifa_mini_program_logs_in_with_its_corps_own_token_and_no_per_cor
         login(json!({"app": "dk", "corpid": "wwDKCORP", "code": "unlinked"})).await;
     assert_eq!(status, 502, "{body}");
     assert!(
-        body["message"].as_str().unwrap_or("").contains("代开发应用模板 → 关联小程序"),
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("代开发应用模板 → 关联小程序"),
         "{body}"
     );
     assert_eq!(
-        calls_with(&server, "/cgi-bin/miniprogram/jscode2session", "DK-CORP-TOKEN").await,
+        calls_with(
+            &server,
+            "/cgi-bin/miniprogram/jscode2session",
+            "DK-CORP-TOKEN"
+        )
+        .await,
         asked + 3,
         "a stranger corp's login never reached WeCom"
     );
