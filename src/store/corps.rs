@@ -352,6 +352,39 @@ pub async fn list(pool: &PgPool) -> Result<Vec<CorpStatus>, sqlx::Error> {
     .await
 }
 
+/// How many corps of one suite are in each state (the status page).
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct CorpCounts {
+    pub suite_id: String,
+    /// Authorised now.
+    pub authorised: i64,
+    /// Authorised now, with a valid cached access token.
+    pub authorised_with_token: i64,
+    /// Cancelled (`cancel_auth`).
+    pub cancelled: i64,
+    /// Cancelled, synced rows not deleted yet (within `delete_rows_after_secs`).
+    pub rows_pending_deletion: i64,
+    /// Cancelled, stored events kept for audit (within `delete_events_after_days`).
+    pub events_kept: i64,
+}
+
+/// [`CorpCounts`] of every suite some corp authorised.
+pub async fn counts(pool: &PgPool) -> Result<Vec<CorpCounts>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.suite_id, \
+           count(*) FILTER (WHERE c.state = 'authorised') AS authorised, \
+           count(*) FILTER (WHERE c.state = 'authorised' AND EXISTS ( \
+             SELECT 1 FROM wecom_access_tokens t WHERE t.corp_id = c.corp_id AND t.expires_at > now())) \
+             AS authorised_with_token, \
+           count(*) FILTER (WHERE c.state = 'cancelled') AS cancelled, \
+           count(*) FILTER (WHERE c.state = 'cancelled' AND c.rows_deleted_at IS NULL) AS rows_pending_deletion, \
+           count(*) FILTER (WHERE c.state = 'cancelled' AND c.events_deleted_at IS NULL) AS events_kept \
+         FROM wecom_provider_corps c GROUP BY c.suite_id ORDER BY c.suite_id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
 /// Queues a `corp_resync` job for every authorised corp with no resync finished within `interval` (and none
 /// queued already). Returns how many were queued.
 pub async fn queue_due_resyncs(pool: &PgPool, interval: Duration) -> Result<u64, sqlx::Error> {

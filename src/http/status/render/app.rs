@@ -202,6 +202,19 @@ pub(super) fn section(h: &mut String, a: &AppStatus, lang: Lang) {
     }
     let _ = write!(h, "<h3>{}</h3>", t(lang, "Access token", "access_token"));
     match &a.token {
+        // A suite's URLs have no secret of their own: its calls use each authorised corp's token.
+        None if a.kind != "self_built" => {
+            let _ = write!(
+                h,
+                "<p><small>{}</small></p>",
+                t(
+                    lang,
+                    "no secret configured here: a suite's WeCom API calls use each authorised corp's own token \
+                     (see the suites above)",
+                    "此处未配置 secret：服务商应用调用企业微信 API 时使用各授权企业自己的 token（见上方服务商应用）"
+                )
+            );
+        }
         None => {
             let _ = write!(
                 h,

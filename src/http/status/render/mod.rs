@@ -1,10 +1,11 @@
 //! The status page as HTML, rendered on the server (no script): one section per app, a 24-hour bar chart as
 //! inline SVG. Every value is escaped. By concept: [`html`] (escaping, languages, times, style), [`app`] (an
-//! app's section), [`chart`] (its 24-hour chart).
+//! app's section), [`chart`] (its 24-hour chart), [`suites`] (service providers' suites).
 
 mod app;
 mod chart;
 mod html;
+mod suites;
 
 use std::fmt::Write as _;
 
@@ -43,6 +44,7 @@ pub fn page(report: &Report, lang: Lang) -> String {
         }
         h.push_str("</ul></section>");
     }
+    suites::section(&mut h, &report.suites, lang);
     for app in &report.apps {
         app::section(&mut h, app, lang);
     }
