@@ -210,6 +210,8 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
             pool,
             &apps,
             &credentials,
+            // Suites are checked by `provider_checks` (with a live suite token call).
+            &[],
             None,
             crate::http::status::Lang::En,
         )

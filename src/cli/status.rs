@@ -22,7 +22,15 @@ pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
         a.sort_by(|x, y| x.name.cmp(&y.name));
         a
     };
-    let report = report::gather(&pool, &apps, &credentials, None, Lang::En).await?;
+    let report = report::gather(
+        &pool,
+        &apps,
+        &credentials,
+        &settings.provider.suites,
+        None,
+        Lang::En,
+    )
+    .await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -149,6 +157,38 @@ pub fn text(r: &report::Report) -> String {
                     .unwrap_or_default()
             );
         }
+    }
+    for su in &r.suites {
+        let _ = writeln!(s, "suite {} ({}, {})", su.name, su.kind, su.suite_id);
+        let _ = writeln!(
+            s,
+            "  suite_ticket       {}{}",
+            su.ticket,
+            su.ticket_age_secs
+                .map(|a| format!(", received {a} s ago"))
+                .unwrap_or_default()
+        );
+        let _ = writeln!(
+            s,
+            "  suite token        {} (fetched {})",
+            if su.token.valid {
+                "valid"
+            } else {
+                "none cached"
+            },
+            at(su.token.refreshed_at)
+        );
+        let c = &su.corps;
+        let _ = writeln!(
+            s,
+            "  corps              {} authorised ({} with a valid token), {} cancelled ({} with rows awaiting \
+             deletion, {} with events kept)",
+            c.authorised,
+            c.authorised_with_token,
+            c.cancelled,
+            c.rows_pending_deletion,
+            c.events_kept
+        );
     }
     for p in r.problems() {
         let _ = writeln!(s, "! {p}");

@@ -132,10 +132,15 @@ pub async fn openapi() -> HttpResponse {
 /// Body of `POST /api/v1/miniprogram/session`.
 #[derive(Debug, Deserialize)]
 pub struct SessionRequest {
-    /// The configured app linked to the mini-program (its secret signs the exchange).
+    /// The configured app linked to the mini-program (its secret signs the exchange), or a `[[suites]]`
+    /// name.
     pub app: String,
     /// The code from `wx.qy.login` (valid five minutes, once).
     pub code: String,
+    /// The corp the mini-program runs in: required for a 代开发 suite (its token is per corp), checked
+    /// against WeCom's answer otherwise.
+    #[serde(default)]
+    pub corpid: Option<String>,
 }
 
 /// `POST /api/v1/miniprogram/session`: exchanges a `wx.qy.login` code through `miniprogram/jscode2session`
@@ -148,17 +153,33 @@ pub async fn miniprogram_session(
     // Parsed here rather than by actix's extractor, whose refusals are plain text.
     let body: SessionRequest = serde_json::from_slice(&raw).map_err(|e| {
         ApiError::BadBody(format!(
-            "the body must be JSON {{\"app\": \"<configured app>\", \"code\": \"<wx.qy.login code>\"}}: {e}"
+            "the body must be JSON {{\"app\": \"<configured app or [[suites]] name>\", \"code\": \"<wx.qy.login code>\", \
+             \"corpid\": \"<the corp; required for a 代开发 template>\"}}: {e}"
         ))
     })?;
-    if let Some(suite) = state
-        .suites
-        .iter()
-        .find(|s| s.name == body.app && s.kind == crate::sync::provider::SuiteKind::ThirdParty)
-    {
-        return suite_session(&state, suite, &body).await;
+    if let Some(suite) = state.suites.iter().find(|s| s.name == body.app) {
+        return match suite.kind {
+            crate::sync::provider::SuiteKind::ThirdParty => {
+                suite_session(&state, suite, &body).await
+            }
+            crate::sync::provider::SuiteKind::Agency => agency_session(&state, suite, &body).await,
+        };
     }
-    let (Some(api), Some(creds)) = (&state.api, state.credentials.get(&body.app)) else {
+    let Some(creds) = state.credentials.get(&body.app) else {
+        return Err(ApiError::NoSecret);
+    };
+    session_with(&state, creds, &body, miniprogram_hint).await
+}
+
+/// `miniprogram/jscode2session` with `creds` (a self-built app's secret, or a 代开发 corp's permanent code),
+/// the answer checked to be of `creds`' corp.
+async fn session_with(
+    state: &AppState,
+    creds: &crate::sync::client::Credentials,
+    body: &SessionRequest,
+    hint: fn(i64, &str) -> String,
+) -> Result<HttpResponse, ApiError> {
+    let Some(api) = &state.api else {
         return Err(ApiError::NoSecret);
     };
     if body.code.is_empty() || body.code.len() > 512 {
@@ -168,7 +189,10 @@ pub async fn miniprogram_session(
         // The session_key stays in `session` and is dropped here.
         Ok(session) => {
             let (corpid, userid) = (session.corpid.as_str(), session.userid.as_str());
-            if !corpid.is_empty() && corpid != creds.corp_id {
+            let asked = body.corpid.as_deref().filter(|c| !c.is_empty());
+            if (!corpid.is_empty() && corpid != creds.corp_id)
+                || asked.is_some_and(|a| a != creds.corp_id)
+            {
                 tracing::warn!(app = %body.app, "jscode2session returned another corp");
                 return Err(ApiError::CrossCorp);
             }
@@ -193,7 +217,7 @@ pub async fn miniprogram_session(
             tracing::warn!(app = %body.app, errcode = e.errcode, error = %e, "jscode2session refused");
             Err(ApiError::WecomRefused {
                 errcode: e.errcode,
-                message: format!("{e}{}", miniprogram_hint(e.errcode, &body.app)),
+                message: format!("{e}{}", hint(e.errcode, &body.app)),
             })
         }
         Err(e) => {
@@ -201,6 +225,65 @@ pub async fn miniprogram_session(
             Err(ApiError::WecomUnavailable(e.to_string()))
         }
     }
+}
+
+/// A 代开发 app's mini-program login (`app` is the template's `[[suites]]` name, `corpid` the corp it is
+/// installed in): `miniprogram/jscode2session` with that corp's own token (`gettoken` with its permanent code
+/// as the secret), for any corp that authorised the template; no per-corp configuration.
+async fn agency_session(
+    state: &AppState,
+    suite: &crate::sync::provider::Suite,
+    body: &SessionRequest,
+) -> Result<HttpResponse, ApiError> {
+    let Some(corp_id) = body
+        .corpid
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    else {
+        return Err(ApiError::BadBody(format!(
+            "{:?} is a 代开发 template: its login needs the corp the mini-program runs in, as \
+             {{\"app\": {:?}, \"corpid\": \"<the corp's corpid>\", \"code\": \"<wx.qy.login code>\"}} \
+             (`wecom-callback corps` lists the authorised corps); 代开发应用的小程序登录需要传入企业的 corpid",
+            body.app, body.app
+        )));
+    };
+    if corp_id.len() > 128 {
+        return Err(ApiError::BadBody(
+            "corpid must be a corpid (at most 128 characters)".to_owned(),
+        ));
+    }
+    let corp = crate::store::corps::get(&state.pool, &suite.suite_id, corp_id)
+        .await?
+        .filter(|c| c.state == crate::domain::CorpState::Authorised);
+    let Some(corp) = corp else {
+        tracing::warn!(app = %body.app, "a 代开发 mini-program login for a corp that has not authorised the template");
+        return Err(ApiError::CorpNotAuthorised(format!(
+            "corp {corp_id:?} has not authorised 代开发 template {:?} (or cancelled its authorisation): the \
+             corp's admin must install the app first; check the corpid against `wecom-callback corps` \
+             (该企业未授权此代开发应用或已取消授权，请企业管理员先安装应用)",
+            body.app
+        )));
+    };
+    let code = state
+        .provider_key
+        .as_ref()
+        .ok_or_else(|| {
+            ApiError::WecomUnavailable(
+                "no [provider] secret_key / WECOM_SECRET_KEY is configured to open the corp's permanent code"
+                    .to_owned(),
+            )
+        })?
+        .open(&corp.permanent_code)
+        .map_err(|e| {
+            tracing::warn!(app = %body.app, error = %e, "a 代开发 corp's permanent code does not open");
+            ApiError::WecomUnavailable(format!(
+                "corp {corp_id:?}'s permanent code cannot be opened: {e}"
+            ))
+        })?;
+    // 代开发: the installed app's token comes from gettoken with the permanent code as its secret.
+    let creds = crate::sync::client::Credentials::gettoken(corp.corp_id, code);
+    session_with(state, &creds, body, agency_miniprogram_hint).await
 }
 
 /// A third-party suite's mini-program login (`app` is the `[[suites]]` name): `service/miniprogram/jscode2session`
@@ -239,6 +322,14 @@ async fn suite_session(
         }
     };
     let (corpid, userid) = (session.corpid.as_str(), session.userid.as_str());
+    if body
+        .corpid
+        .as_deref()
+        .is_some_and(|asked| !asked.is_empty() && asked != corpid)
+    {
+        tracing::warn!(app = %body.app, "service/miniprogram/jscode2session returned another corp than asked");
+        return Err(ApiError::CrossCorp);
+    }
     let authorised = if corpid.is_empty() {
         false
     } else {
@@ -286,6 +377,22 @@ pub fn suite_miniprogram_hint(errcode: i64, app: &str) -> String {
     }
 }
 
+/// What jscode2session's errcode means for a 代开发 app's mini-program login.
+pub fn agency_miniprogram_hint(errcode: i64, app: &str) -> String {
+    match errcode {
+        40001 | 40014 | 42001 | 40091 => format!(
+            " — gettoken refused the corp's permanent code for 代开发 template {app:?}: the code was reset \
+             (a reset_permanent_code push the service missed) or the app was disabled; the corp's admin can \
+             authorise again (`wecom-callback corps` shows the corp); 企业的永久授权码被拒绝"
+        ),
+        48002 | 50001 | 50002 => format!(
+            " — the mini-program is not linked to the 代开发 app of template {app:?}: link it in the provider \
+             console (服务商后台 → 代开发应用模板 → 关联小程序) and have the corp's app updated"
+        ),
+        _ => String::new(),
+    }
+}
+
 /// What jscode2session's errcode means for a mini-program login, beyond the errcode's general fix: only the
 /// codes whose usual cause is the app/mini-program link get that advice.
 pub fn miniprogram_hint(errcode: i64, app: &str) -> String {
@@ -299,5 +406,35 @@ pub fn miniprogram_hint(errcode: i64, app: &str) -> String {
              关联小程序, or configure the linked app's secret"
         ),
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every route of the `/api/v1` scope (except the document itself) is a path of the OpenAPI document.
+    #[test]
+    fn the_openapi_document_describes_every_api_route() {
+        let server = include_str!("server.rs");
+        let start = server
+            .find("web::scope(\"/api/v1\")")
+            .expect("the API scope");
+        let scope = &server[start..];
+        let scope = &scope[..scope
+            .find("App::new()")
+            .expect("the scope ends before the app")];
+        let mut routes = Vec::new();
+        for piece in scope.split(".route(").skip(1) {
+            let path = piece.trim_start().trim_start_matches('"');
+            if let Some(end) = path.find('"') {
+                routes.push(&path[..end]);
+            }
+        }
+        assert!(routes.len() >= 9, "{routes:?}");
+        for r in routes.into_iter().filter(|r| *r != "/openapi.yaml") {
+            assert!(
+                super::OPENAPI_YAML.contains(&format!("\n  {r}:\n")),
+                "openapi.yaml has no path {r}"
+            );
+        }
     }
 }

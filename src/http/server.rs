@@ -307,6 +307,7 @@ impl Application {
             api,
             credentials,
             suites: settings.provider.suites.clone(),
+            provider_key: settings.provider.key.clone(),
             suite_corps: Default::default(),
             tasks: tasks.health(),
             status,

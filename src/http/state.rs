@@ -31,6 +31,8 @@ pub struct AppState {
     /// Service providers' suites (`[[suites]]`): a third-party suite's mini-program login goes through
     /// `service/miniprogram/jscode2session` for whichever corp authorised it.
     pub suites: Vec<crate::sync::provider::Suite>,
+    /// Opens the permanent codes of authorised corps (a 代开发 corp's mini-program login needs its code).
+    pub provider_key: Option<crate::sync::provider::SecretKey>,
     /// The corps authorising each suite: receive ids of its data callback URLs.
     pub suite_corps: crate::http::suite_corps::SuiteCorps,
     /// Whether a critical background task has failed (then `/readyz` fails).

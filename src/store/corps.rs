@@ -232,6 +232,8 @@ pub struct Purged {
     pub corps_events: u64,
     /// Stored events deleted.
     pub events: u64,
+    /// Events that arrived after their corp's events had been deleted, deleted in turn.
+    pub late_events: u64,
 }
 
 /// Every table holding a corp's synced data, children first.
@@ -253,7 +255,8 @@ const CORP_TABLES: &[&str] = &[
 ];
 
 /// Deletes the data of corps cancelled long enough ago: their synced rows after `rows_after`, their stored
-/// events after `events_after`. A corp still authorised to another suite keeps its data.
+/// events after `events_after`, and any event of theirs stored after that. A corp still authorised to another
+/// suite keeps its data.
 pub async fn purge_due(
     pool: &PgPool,
     rows_after: Duration,
@@ -307,6 +310,16 @@ pub async fn purge_due(
         tx.commit().await?;
         purged.corps_events += 1;
     }
+    // WeCom may still deliver a corp's events after they were deleted (a retry, a suite event in flight).
+    // They plan nothing (see `cancelled_ids`) and go with the next sweep, as the corp's other events did.
+    let late = sqlx::query(
+        "DELETE FROM wecom_events e USING wecom_provider_corps c \
+         WHERE e.corp_id = c.corp_id AND c.state = 'cancelled' AND c.events_deleted_at IS NOT NULL \
+           AND NOT EXISTS (SELECT 1 FROM wecom_provider_corps o WHERE o.corp_id = c.corp_id AND o.state = 'authorised')",
+    )
+    .execute(pool)
+    .await?;
+    purged.late_events = late.rows_affected();
     Ok(purged)
 }
 
@@ -334,6 +347,39 @@ pub async fn list(pool: &PgPool) -> Result<Vec<CorpStatus>, sqlx::Error> {
            (SELECT max(finished_at) FROM wecom_resync_runs r WHERE r.corp_id = c.corp_id AND r.status = 'done') AS last_resync_at, \
            (SELECT max(received_at) FROM wecom_events e WHERE e.corp_id = c.corp_id) AS last_callback_at \
          FROM wecom_provider_corps c ORDER BY c.suite_id, c.corp_id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// How many corps of one suite are in each state (the status page).
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct CorpCounts {
+    pub suite_id: String,
+    /// Authorised now.
+    pub authorised: i64,
+    /// Authorised now, with a valid cached access token.
+    pub authorised_with_token: i64,
+    /// Cancelled (`cancel_auth`).
+    pub cancelled: i64,
+    /// Cancelled, synced rows not deleted yet (within `delete_rows_after_secs`).
+    pub rows_pending_deletion: i64,
+    /// Cancelled, stored events kept for audit (within `delete_events_after_days`).
+    pub events_kept: i64,
+}
+
+/// [`CorpCounts`] of every suite some corp authorised.
+pub async fn counts(pool: &PgPool) -> Result<Vec<CorpCounts>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.suite_id, \
+           count(*) FILTER (WHERE c.state = 'authorised') AS authorised, \
+           count(*) FILTER (WHERE c.state = 'authorised' AND EXISTS ( \
+             SELECT 1 FROM wecom_access_tokens t WHERE t.corp_id = c.corp_id AND t.expires_at > now())) \
+             AS authorised_with_token, \
+           count(*) FILTER (WHERE c.state = 'cancelled') AS cancelled, \
+           count(*) FILTER (WHERE c.state = 'cancelled' AND c.rows_deleted_at IS NULL) AS rows_pending_deletion, \
+           count(*) FILTER (WHERE c.state = 'cancelled' AND c.events_deleted_at IS NULL) AS events_kept \
+         FROM wecom_provider_corps c GROUP BY c.suite_id ORDER BY c.suite_id",
     )
     .fetch_all(pool)
     .await

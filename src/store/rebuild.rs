@@ -111,8 +111,9 @@ pub async fn rebuild_all(
         .await?;
     // The feed already carries every change the rebuild recomputes.
     crate::store::feed::off_for(&mut tx).await?;
-    // A cancelled corp's rows stay deleted (its events are kept for audit only). Under the exclusive lock no
-    // applier can cancel a corp meanwhile, so one look-up serves the whole rebuild.
+    // A cancelled corp's rows stay deleted (its events are kept for audit only; its API observations until
+    // the rows go): neither plans a row. Under the exclusive lock no applier can cancel a corp meanwhile, so
+    // one look-up serves the whole rebuild.
     let cancelled = crate::store::corps::cancelled_ids(&mut *tx).await?;
     let total: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_events")
         .fetch_one(&mut *tx)
@@ -160,6 +161,10 @@ pub async fn rebuild_all(
         }
         for o in &stored {
             cursor = (o.events_before, o.seq);
+            // Nor what WeCom's API said of a cancelled corp (kept until its rows are purged).
+            if events.cancelled.contains(&o.corp_id) {
+                continue;
+            }
             match observations::classify(o) {
                 Replay::Plan(plan) => {
                     pending.push(o, *plan);

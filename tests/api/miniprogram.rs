@@ -161,3 +161,36 @@ async fn doctor_checks_everything_and_explains_60020() {
         "{text}"
     );
 }
+
+/// The served OpenAPI document describes the login: its body (corpid for 代开发) and its refusals.
+#[tokio::test]
+async fn the_openapi_document_describes_the_mini_program_login() {
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    let r = app.get("/api/v1/openapi.yaml").await;
+    assert_eq!(r.status().as_u16(), 200);
+    let doc = r.text().await.expect("body");
+    let start = doc
+        .find("\n  /miniprogram/session:\n")
+        .expect("the document has the login path");
+    let rest = &doc[start + 1..];
+    // Up to the next path (or the components).
+    let end = rest[3..]
+        .find("\n  /")
+        .or_else(|| rest.find("\ncomponents:"))
+        .unwrap_or(rest.len());
+    let section = &rest[..end];
+    assert!(section.contains("post:"), "{section}");
+    assert!(section.contains("required: [app, code]"), "{section}");
+    for word in [
+        "corpid:",
+        "'403'",
+        "corp_not_authorised",
+        "invalid_code",
+        "cross_corp",
+    ] {
+        assert!(
+            section.contains(word),
+            "the login path lacks {word}: {section}"
+        );
+    }
+}

@@ -79,6 +79,17 @@ async fn provider_app(
     suites: Vec<Suite>,
     tweak: impl FnOnce(&mut Provider),
 ) -> TestApp {
+    provider_app_with(server, apps, suites, tweak, |_| {}).await
+}
+
+/// [`provider_app`], with the rest of the settings tweaked too.
+async fn provider_app_with(
+    server: &MockServer,
+    apps: &[TestAppConfig],
+    suites: Vec<Suite>,
+    tweak: impl FnOnce(&mut Provider),
+    settings: impl FnOnce(&mut wecom_callback::config::Settings),
+) -> TestApp {
     let uri = server.uri();
     let mut provider = Provider {
         suites,
@@ -91,6 +102,7 @@ async fn provider_app(
         s.api.worker_concurrency = 2;
         s.api.max_attempts = 3;
         s.provider = provider;
+        settings(s);
     })
     .await
 }
@@ -693,6 +705,138 @@ async fn a_cancelled_corps_events_go_after_their_retention() {
         0,
     )
     .await;
+}
+
+/// A suite-form contact event of [`CORP`] for `ext` (added by bob).
+fn contact_event(ext: &str) -> String {
+    auth_xml(
+        CRM.receive_id,
+        "change_external_contact",
+        &format!(
+            "<AuthCorpId><![CDATA[{CORP}]]></AuthCorpId><ChangeType><![CDATA[add_external_contact]]></ChangeType><UserID><![CDATA[bob]]></UserID><ExternalUserID><![CDATA[{ext}]]></ExternalUserID>"
+        ),
+    )
+}
+
+fn cancel_xml() -> String {
+    auth_xml(
+        CRM.receive_id,
+        "cancel_auth",
+        &format!("<AuthCorpId><![CDATA[{CORP}]]></AuthCorpId>"),
+    )
+}
+
+#[tokio::test]
+async fn an_event_arriving_after_the_corps_events_were_purged_is_acknowledged_projects_nothing_and_is_deleted()
+ {
+    let server = MockServer::start().await;
+    mount_provider(&server, CRM.receive_id, "TICKET-1").await;
+    mount_empty_corp(&server, "CORP-TOKEN").await;
+    let app = provider_app_with(
+        &server,
+        &[CRM],
+        vec![suite(&CRM, SuiteKind::ThirdParty)],
+        |p| p.delete_events_after = Duration::ZERO,
+        // The purge sweep runs in the prune loop: often, so the test sees it.
+        |s| s.api.jobs_prune_interval = Duration::from_millis(200),
+    )
+    .await;
+    authorise(&app, &CRM).await;
+    push(&app, &CRM, &cancel_xml()).await;
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_provider_corps WHERE events_deleted_at IS NOT NULL",
+        1,
+    )
+    .await;
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_events WHERE corp_id = 'wwAUTHCORP1'",
+        0,
+    )
+    .await;
+    let calls_before = server.received_requests().await.unwrap_or_default().len();
+
+    // WeCom still delivers a straggler: it is acknowledged (else WeCom retries it), never projected, and
+    // the sweep deletes it as it deleted the corp's other events.
+    push(&app, &CRM, &contact_event("wmAFTER")).await;
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_events WHERE corp_id = 'wwAUTHCORP1'",
+        0,
+    )
+    .await;
+    wait_applied(&app.pool).await;
+    assert_no_rows_of(&app, CORP, "after an event that came after the purge").await;
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_jobs WHERE subject = 'wmAFTER'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("jobs");
+    assert_eq!(jobs, 0, "no enrichment is queued for a purged corp");
+    assert_eq!(
+        server.received_requests().await.unwrap_or_default().len(),
+        calls_before,
+        "nothing is called for a purged corp"
+    );
+}
+
+#[tokio::test]
+async fn a_rebuild_while_a_cancelled_corps_data_is_kept_replays_neither_its_events_nor_its_api_observations()
+ {
+    let server = MockServer::start().await;
+    mount_provider(&server, CRM.receive_id, "TICKET-1").await;
+    mount_empty_corp(&server, "CORP-TOKEN").await;
+    Mock::given(path("/cgi-bin/externalcontact/get"))
+        .respond_with(ok(json!({
+            "external_contact": {"external_userid": "wmOBS", "name": "观察", "type": 1},
+            "follow_user": [{"userid": "bob", "createtime": 1700000000, "tags": []}], "next_cursor": ""
+        })))
+        .mount(&server)
+        .await;
+    // Rows kept an hour after cancel_auth, events the default 30 days: the corp's API observations are
+    // still in the log when the rebuild runs.
+    let app = provider_app(
+        &server,
+        &[CRM],
+        vec![suite(&CRM, SuiteKind::ThirdParty)],
+        |p| p.delete_rows_after = Duration::from_secs(3600),
+    )
+    .await;
+    authorise(&app, &CRM).await;
+    push(&app, &CRM, &contact_event("wmOBS")).await;
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM external_contacts WHERE corp_id = 'wwAUTHCORP1' AND name = '观察'",
+        1,
+    )
+    .await;
+    push(&app, &CRM, &cancel_xml()).await;
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_provider_corps WHERE state = 'cancelled'",
+        1,
+    )
+    .await;
+    let observations: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM wecom_api_observations WHERE corp_id = $1")
+            .bind(CORP)
+            .fetch_one(&app.pool)
+            .await
+            .expect("observations");
+    assert!(
+        observations >= 1,
+        "the enrichment's answer is in the observation log"
+    );
+
+    let rebuilt = rebuild::rebuild_all(&app.pool, 2, |_| {})
+        .await
+        .expect("rebuild");
+    assert_eq!(
+        rebuilt.observations_total(),
+        0,
+        "the cancelled corp's observations are not replayed: {rebuilt:?}"
+    );
+    assert_no_rows_of(&app, CORP, "after a rebuild inside the grace period").await;
 }
 
 #[tokio::test]
@@ -1334,6 +1478,199 @@ async fn a_suite_mini_program_login_goes_through_the_suite_token_for_any_authori
             .contains("关联小程序"),
         "{body}"
     );
+}
+
+/// The 代开发 template [`DK`] authorised by `wwDKCORP` (permanent code `DK-PERMANENT`, corp token
+/// `DK-CORP-TOKEN` from gettoken), with an empty corp behind it.
+async fn mount_agency(server: &MockServer) {
+    Mock::given(path("/cgi-bin/service/get_suite_token"))
+        .and(body_partial_json(
+            json!({"suite_id": DK.receive_id, "suite_ticket": "DK-TICKET"}),
+        ))
+        .respond_with(ok(
+            json!({"suite_access_token": "DK-SUITE-TOKEN", "expires_in": 7200}),
+        ))
+        .mount(server)
+        .await;
+    Mock::given(path("/cgi-bin/service/get_permanent_code"))
+        .and(query_param("suite_access_token", "DK-SUITE-TOKEN"))
+        .respond_with(ok(json!({
+            "permanent_code": "DK-PERMANENT",
+            "auth_corp_info": {"corpid": "wwDKCORP", "corp_name": "代开发客户"},
+            "auth_info": {"agent": [{"agentid": 1000009}]}
+        })))
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/cgi-bin/gettoken"))
+        .and(query_param("corpid", "wwDKCORP"))
+        .and(query_param("corpsecret", "DK-PERMANENT"))
+        .respond_with(ok(
+            json!({"access_token": "DK-CORP-TOKEN", "expires_in": 7200}),
+        ))
+        .mount(server)
+        .await;
+    mount_empty_corp(server, "DK-CORP-TOKEN").await;
+}
+
+#[tokio::test]
+async fn a_daikaifa_mini_program_logs_in_with_its_corps_own_token_and_no_per_corp_configuration() {
+    let server = MockServer::start().await;
+    mount_agency(&server).await;
+    let session = |code: &str, body: serde_json::Value| {
+        Mock::given(path("/cgi-bin/miniprogram/jscode2session"))
+            .and(query_param("access_token", "DK-CORP-TOKEN"))
+            .and(query_param("js_code", code))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body))
+    };
+    session(
+        "good",
+        json!({"corpid": "wwDKCORP", "userid": "zhang", "session_key": "kJtdi6RF+Dv67QkbLlPGjw==", "errcode": 0, "errmsg": "ok"}),
+    )
+    .mount(&server)
+    .await;
+    session(
+        "elsewhere",
+        json!({"corpid": "wwOTHER", "userid": "li", "session_key": "x", "errcode": 0, "errmsg": "ok"}),
+    )
+    .mount(&server)
+    .await;
+    session("stale", json!({"errcode": 40029, "errmsg": "invalid code"}))
+        .mount(&server)
+        .await;
+    session(
+        "unlinked",
+        json!({"errcode": 48002, "errmsg": "api forbidden"}),
+    )
+    .mount(&server)
+    .await;
+    // No [[apps]] entry for the corp: only the template.
+    let app = provider_app(&server, &[DK], vec![suite(&DK, SuiteKind::Agency)], |_| {}).await;
+    push(
+        &app,
+        &DK,
+        &ticket_xml(DK.receive_id, "DK-TICKET", unix_now()),
+    )
+    .await;
+    push(
+        &app,
+        &DK,
+        &auth_xml(
+            DK.receive_id,
+            "create_auth",
+            "<AuthCode><![CDATA[DK-AUTH]]></AuthCode>",
+        ),
+    )
+    .await;
+    wait_resynced(&app, "wwDKCORP").await;
+    let login = |body: serde_json::Value| {
+        let req = app
+            .client
+            .post(format!("{}/api/v1/miniprogram/session", app.address))
+            .bearer_auth(crate::helpers::API_TOKEN)
+            .json(&body);
+        async move {
+            let r = req.send().await.expect("reply");
+            let status = r.status().as_u16();
+            (
+                status,
+                r.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        }
+    };
+    let (status, body) = login(json!({"app": "dk", "corpid": "wwDKCORP", "code": "good"})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"corpid": "wwDKCORP", "userid": "zhang", "name": null, "departments": null, "status": null}),
+        "never the session_key"
+    );
+    assert!(
+        calls_with(
+            &server,
+            "/cgi-bin/miniprogram/jscode2session",
+            "DK-CORP-TOKEN"
+        )
+        .await
+            >= 1,
+        "the corp's own token (gettoken with its permanent code) signs the exchange"
+    );
+
+    // Without the corp, the template cannot tell whose token to use: the body is refused with the fix.
+    let (status, body) = login(json!({"app": "dk", "code": "good"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "bad_request");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("\"corpid\""),
+        "{body}"
+    );
+    let asked = calls_with(
+        &server,
+        "/cgi-bin/miniprogram/jscode2session",
+        "DK-CORP-TOKEN",
+    )
+    .await;
+    let (status, body) = login(json!({"app": "dk", "corpid": "wwSTRANGER", "code": "good"})).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "corp_not_authorised");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("wwSTRANGER"),
+        "{body}"
+    );
+    let (status, body) =
+        login(json!({"app": "dk", "corpid": "wwDKCORP", "code": "elsewhere"})).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"], "cross_corp");
+    let (status, body) = login(json!({"app": "dk", "corpid": "wwDKCORP", "code": "stale"})).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], "invalid_code");
+    let (status, body) =
+        login(json!({"app": "dk", "corpid": "wwDKCORP", "code": "unlinked"})).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("代开发应用模板 → 关联小程序"),
+        "{body}"
+    );
+    assert_eq!(
+        calls_with(
+            &server,
+            "/cgi-bin/miniprogram/jscode2session",
+            "DK-CORP-TOKEN"
+        )
+        .await,
+        asked + 3,
+        "a stranger corp's login never reached WeCom"
+    );
+
+    // Once the corp cancels, its logins are refused.
+    push(
+        &app,
+        &DK,
+        &auth_xml(
+            DK.receive_id,
+            "cancel_auth",
+            "<AuthCorpId><![CDATA[wwDKCORP]]></AuthCorpId>",
+        ),
+    )
+    .await;
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_provider_corps WHERE state = 'cancelled'",
+        1,
+    )
+    .await;
+    let (status, body) = login(json!({"app": "dk", "corpid": "wwDKCORP", "code": "good"})).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"], "corp_not_authorised");
 }
 
 /// A third-party suite's data callback URL (数据回调URL); its configured receive id is the provider corp's.

@@ -516,3 +516,248 @@ async fn doctor_fails_on_what_the_status_page_flags() {
     assert!(!text.contains("Every check passed"), "{text}");
     assert!(!text.contains("Some("), "no Debug output: {text}");
 }
+
+/// The `[[suites]]` of the suite scenario: `crm` (third-party, the helpers' SUITE app) with a ticket and a
+/// suite token, `dk` (代开发) with neither.
+mod suites {
+    use super::*;
+    use base64::Engine;
+    use serde_json::json;
+    use wecom_callback::sync::provider::{Provider, SecretKey, Suite, SuiteKind};
+    use wiremock::matchers::path;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    const DK: crate::helpers::TestAppConfig = crate::helpers::TestAppConfig {
+        name: "dk",
+        kind: wecom_callback::app::AppKind::SuiteInstruction,
+        token: "dkToken123",
+        encoding_aes_key: "jWmYm7qr5nMoAUwZRjGtBxmz3KA1tkAj3ykkR6q2B2C",
+        receive_id: "dkTEMPLATE1",
+    };
+
+    fn key_b64() -> String {
+        base64::engine::general_purpose::STANDARD.encode([42u8; 32])
+    }
+
+    fn suite(app: &crate::helpers::TestAppConfig, kind: SuiteKind) -> Suite {
+        Suite {
+            name: app.name.to_owned(),
+            kind,
+            suite_id: app.receive_id.to_owned(),
+            secret: SecretString::from(format!("secret-of-{}", app.name)),
+            data_apps: Vec::new(),
+        }
+    }
+
+    /// A ticket pushed to `suite`, the suite token fetched from it, two authorised corps (one with a
+    /// token) and a cancelled one whose rows are not deleted yet.
+    async fn scenario() -> (TestApp, MockServer) {
+        let server = MockServer::start().await;
+        Mock::given(path("/cgi-bin/service/get_suite_token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "errcode": 0, "errmsg": "ok", "suite_access_token": "SUITE-TOKEN", "expires_in": 7200
+            })))
+            .mount(&server)
+            .await;
+        let uri = server.uri();
+        let app = spawn_app_with(&[SUITE, DK], move |s| {
+            s.api.base_url = uri;
+            s.api.worker_concurrency = 0;
+            s.provider = Provider {
+                suites: vec![
+                    suite(&SUITE, SuiteKind::ThirdParty),
+                    suite(&DK, SuiteKind::Agency),
+                ],
+                key: Some(SecretKey::from_base64(&key_b64()).expect("key")),
+                // The cancelled corp's rows wait an hour.
+                delete_rows_after: std::time::Duration::from_secs(3600),
+                ..Provider::default()
+            };
+        })
+        .await;
+        let ticket = format!(
+            "<xml><SuiteId><![CDATA[{}]]></SuiteId><InfoType><![CDATA[suite_ticket]]></InfoType><TimeStamp>{}</TimeStamp><SuiteTicket><![CDATA[T1]]></SuiteTicket></xml>",
+            SUITE.receive_id,
+            unix_now()
+        );
+        let r = app
+            .post(SUITE.name, &sign_callback(&SUITE, &ticket, unix_now()))
+            .await;
+        assert_eq!(r.status(), 200);
+        crate::helpers::wait_for_count(&app.pool, "SELECT count(*) FROM wecom_suite_tickets", 1)
+            .await;
+        let api = wecom_callback::sync::client::WecomApi::new(&server.uri(), app.pool.clone())
+            .expect("client");
+        api.suite_access_token(SUITE.receive_id, &SecretString::from("secret-of-suite"))
+            .await
+            .expect("the suite token");
+        for (corp, state, rows_deleted) in [
+            ("wwCORPA", "authorised", false),
+            ("wwCORPB", "authorised", false),
+            ("wwCORPC", "cancelled", false),
+        ] {
+            sqlx::query(
+                "INSERT INTO wecom_provider_corps (corp_id, suite_id, app, state, permanent_code, cancelled_at, \
+                   rows_deleted_at) \
+                 VALUES ($1, $2, 'suite', $3, '\\x00', CASE WHEN $3 = 'cancelled' THEN now() END, \
+                   CASE WHEN $4 THEN now() END)",
+            )
+            .bind(corp)
+            .bind(SUITE.receive_id)
+            .bind(state)
+            .bind(rows_deleted)
+            .execute(&app.pool)
+            .await
+            .expect("corp");
+        }
+        sqlx::query(
+            "INSERT INTO wecom_access_tokens (corp_id, secret_hash, access_token, expires_at) \
+             VALUES ('wwCORPA', 'h', 'T', now() + interval '1 hour')",
+        )
+        .execute(&app.pool)
+        .await
+        .expect("corp token");
+        (app, server)
+    }
+
+    #[tokio::test]
+    async fn status_json_shows_each_suites_ticket_token_and_corps() {
+        let (app, _server) = scenario().await;
+        let r = app
+            .client
+            .get(format!("{}/status.json", app.address))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .expect("status.json");
+        assert_eq!(r.status(), 200);
+        let report: serde_json::Value = r.json().await.expect("json");
+        let suites = report["suites"].as_array().expect("suites");
+        assert_eq!(suites.len(), 2, "{report}");
+        let crm = &suites[0];
+        assert_eq!(crm["name"], "suite");
+        assert_eq!(crm["kind"], "third_party");
+        assert_eq!(crm["ticket"], "fresh", "{crm}");
+        assert!(
+            crm["ticket_age_secs"].as_i64().is_some_and(|a| a < 60),
+            "{crm}"
+        );
+        assert_eq!(crm["token"]["valid"], true, "{crm}");
+        assert_eq!(
+            crm["corps"],
+            json!({"suite_id": SUITE.receive_id, "authorised": 2, "authorised_with_token": 1,
+                   "cancelled": 1, "rows_pending_deletion": 1, "events_kept": 1}),
+        );
+        let dk = &suites[1];
+        assert_eq!(dk["kind"], "agency");
+        assert_eq!(dk["ticket"], "none", "{dk}");
+        assert_eq!(dk["token"]["valid"], false, "{dk}");
+        assert_eq!(dk["corps"]["authorised"], 0);
+        assert!(
+            !report.to_string().contains("SUITE-TOKEN"),
+            "no token on the page"
+        );
+
+        // `status --json` (from the database, serve or not) says the same, and fails on the missing ticket.
+        let dir = std::env::temp_dir().join(format!(
+            "wecom-status-suites-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let config = dir.join("config.toml");
+        let mut toml = format!(
+            "database_url = \"{}\"\n\n[provider]\nsecret_key = \"{}\"\n",
+            app.database_url(),
+            key_b64()
+        );
+        for (a, kind) in [(&SUITE, "third_party"), (&DK, "agency")] {
+            toml.push_str(&format!(
+                "\n[[suites]]\nname = \"{}\"\nkind = \"{kind}\"\nsuite_id = \"{}\"\nsuite_secret = \"secret-of-{}\"\n\
+                 token = \"{}\"\nencoding_aes_key = \"{}\"\nprovider_corp_id = \"wwPROVIDER\"\n",
+                a.name, a.receive_id, a.name, a.token, a.encoding_aes_key
+            ));
+        }
+        std::fs::write(&config, toml).expect("config");
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_wecom-callback"))
+                .args(["status", "--json", "--config"])
+                .arg(&config)
+                .env_remove("WECOM_CONFIG")
+                .env_remove("DATABASE_URL")
+                .env_remove("WECOM_TOKEN")
+                .env_remove("WECOM_ENCODING_AES_KEY")
+                .env_remove("WECOM_CORP_ID")
+                .env_remove("WECOM_SECRET_KEY")
+                .env("RUST_LOG", "warn")
+                .output()
+                .expect("runs")
+        })
+        .await
+        .expect("join");
+        let _ = std::fs::remove_dir_all(&dir);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "dk has no ticket: {stdout}{stderr}");
+        let cli: serde_json::Value = serde_json::from_str(&stdout).expect("the report as JSON");
+        assert_eq!(cli["suites"][0]["ticket"], "fresh", "{cli}");
+        assert_eq!(cli["suites"][0]["token"]["valid"], true, "{cli}");
+        assert_eq!(cli["suites"][0]["corps"]["authorised"], 2, "{cli}");
+        assert_eq!(cli["suites"][1]["ticket"], "none", "{cli}");
+    }
+
+    #[tokio::test]
+    async fn the_page_shows_the_suites_in_both_languages() {
+        let (app, _server) = scenario().await;
+        let url = format!("{}/status?token={API_TOKEN}", app.address);
+        for lang in ["en-US", "zh-CN"] {
+            let dom = tokio::task::spawn_blocking({
+                let url = url.clone();
+                move || headless(&url, lang, &["--dump-dom".into()])
+            })
+            .await
+            .expect("chromium");
+            for attr in [
+                "data-suite=\"suite\"",
+                "data-ticket=\"fresh\"",
+                "data-suite-token-valid=\"true\"",
+                "data-corps-authorised=\"2\"",
+                "data-corps-cancelled=\"1\"",
+                "data-corps-rows-pending=\"1\"",
+                "data-suite=\"dk\"",
+                "data-ticket=\"none\"",
+            ] {
+                assert!(dom.contains(attr), "{lang}: {attr} on the page: {dom}");
+            }
+            let text = visible_text(&dom)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            if lang == "zh-CN" {
+                let english = english_sentences(&text);
+                assert!(
+                    english.is_empty(),
+                    "English on the Chinese page: {english:#?}\n{text}"
+                );
+                for zh in [
+                    "服务商应用",
+                    "已授权 2",
+                    "其中 1 个 token 有效",
+                    "已取消授权 1",
+                    "代开发模板 dk：尚未收到 suite_ticket",
+                ] {
+                    assert!(text.contains(zh), "{zh} on the Chinese page:\n{text}");
+                }
+            } else {
+                for en in [
+                    "Service provider suites",
+                    "authorised 2",
+                    "(1 with a valid token)",
+                    "suite dk: no suite_ticket has arrived yet",
+                    "a suite's WeCom API calls use each authorised corp's own token",
+                ] {
+                    assert!(text.contains(en), "{en} on the English page:\n{text}");
+                }
+            }
+        }
+    }
+}

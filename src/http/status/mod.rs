@@ -92,7 +92,15 @@ async fn gather(state: &AppState, lang: Lang) -> Result<Report, sqlx::Error> {
         bytes: s.bytes(),
         max_bytes: s.max_bytes(),
     });
-    report::gather(&state.pool, &apps, &state.credentials, spool, lang).await
+    report::gather(
+        &state.pool,
+        &apps,
+        &state.credentials,
+        &state.suites,
+        spool,
+        lang,
+    )
+    .await
 }
 
 /// `None` when the request carries the token (header or cookie); otherwise the answer to send: the cookie and

@@ -11,6 +11,8 @@ use sqlx::PgPool;
 use crate::app::AppConfig;
 use crate::store::status::{self, ResyncSummary, Verification};
 use crate::sync::client::Credentials;
+use crate::sync::client::provider::TICKET_LIFE_SECS;
+use crate::sync::provider::Suite;
 use crate::wecom::errcode;
 
 use super::advice::{self, Lang};
@@ -20,8 +22,35 @@ use super::advice::{self, Lang};
 pub struct Report {
     pub generated_at: DateTime<Utc>,
     pub apps: Vec<AppStatus>,
+    /// Service providers' suites (`[[suites]]`): tickets, suite tokens, authorised corps. Empty without.
+    pub suites: Vec<SuiteStatus>,
     /// The spool, when this process has one (the page of a running service; `None` from the CLI).
     pub spool: Option<SpoolStatus>,
+}
+
+/// One `[[suites]]` entry's state: what its work needs (a fresh suite_ticket, the suite token) and its corps.
+#[derive(Debug, Clone, Serialize)]
+pub struct SuiteStatus {
+    /// Its `[[suites]]` name: also the app of its instruction URL (that app's section has its callbacks).
+    pub name: String,
+    /// `third_party` or `agency`.
+    pub kind: &'static str,
+    pub suite_id: String,
+    /// `fresh` (within its 30-minute life), `stale` (older: WeCom refuses it, 40085) or `none` (none yet).
+    pub ticket: &'static str,
+    pub ticket_received_at: Option<DateTime<Utc>>,
+    pub ticket_age_secs: Option<i64>,
+    /// The cached suite_access_token (fetched from the ticket when a job needs it).
+    pub token: SuiteTokenStatus,
+    pub corps: crate::store::corps::CorpCounts,
+}
+
+/// A suite's cached `suite_access_token`; the token itself is never read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SuiteTokenStatus {
+    pub refreshed_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub valid: bool,
 }
 
 /// One app's state.
@@ -107,11 +136,12 @@ pub struct SpoolStatus {
     pub max_bytes: u64,
 }
 
-/// Gathers the report for the configured `apps` (in name order).
+/// Gathers the report for the configured `apps` (in name order) and `suites`.
 pub async fn gather(
     pool: &PgPool,
     apps: &[&AppConfig],
     credentials: &HashMap<String, Credentials>,
+    suites: &[Suite],
     spool: Option<SpoolStatus>,
     lang: Lang,
 ) -> Result<Report, sqlx::Error> {
@@ -207,11 +237,62 @@ pub async fn gather(
             token,
         });
     }
+    let suites = gather_suites(pool, suites, &tokens, now).await?;
     Ok(Report {
         generated_at: now,
         apps: out,
+        suites,
         spool,
     })
+}
+
+/// Each suite's ticket, suite token and corps (in configuration order).
+async fn gather_suites(
+    pool: &PgPool,
+    suites: &[Suite],
+    tokens: &[status::TokenState],
+    now: DateTime<Utc>,
+) -> Result<Vec<SuiteStatus>, sqlx::Error> {
+    if suites.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tickets = crate::store::suites::ticket_ages(pool).await?;
+    let counts = crate::store::corps::counts(pool).await?;
+    Ok(suites
+        .iter()
+        .map(|s| {
+            let ticket = tickets.iter().find(|t| t.suite_id == s.suite_id);
+            let hash = crate::sync::client::provider::suite_secret_hash(&s.secret);
+            let token = tokens
+                .iter()
+                .find(|t| t.corp_id == s.suite_id && t.secret_hash == hash);
+            SuiteStatus {
+                name: s.name.clone(),
+                kind: s.kind.as_str(),
+                suite_id: s.suite_id.clone(),
+                ticket: match ticket {
+                    None => "none",
+                    Some(t) if t.age_secs > TICKET_LIFE_SECS => "stale",
+                    Some(_) => "fresh",
+                },
+                ticket_received_at: ticket.map(|t| now - TimeDelta::seconds(t.age_secs)),
+                ticket_age_secs: ticket.map(|t| t.age_secs),
+                token: SuiteTokenStatus {
+                    refreshed_at: token.map(|t| t.refreshed_at),
+                    expires_at: token.map(|t| t.expires_at),
+                    valid: token.is_some_and(|t| t.expires_at > now),
+                },
+                corps: counts
+                    .iter()
+                    .find(|c| c.suite_id == s.suite_id)
+                    .cloned()
+                    .unwrap_or_else(|| crate::store::corps::CorpCounts {
+                        suite_id: s.suite_id.clone(),
+                        ..Default::default()
+                    }),
+            }
+        })
+        .collect())
 }
 
 /// An errcode in the page's language: in English our meaning and fix; in Chinese WeCom's own (Chinese)
@@ -327,6 +408,40 @@ impl Report {
                         a.name
                     ),
                 });
+            }
+        }
+        for s in &self.suites {
+            let label = if s.kind == "agency" {
+                "代开发模板"
+            } else {
+                "第三方应用"
+            };
+            match (s.ticket, lang) {
+                ("none", Lang::En) => out.push(format!(
+                    "suite {}: no suite_ticket has arrived yet: WeCom pushes one to /callback/{} every 10 \
+                     minutes once the instruction URL is verified; 刷新Ticket in the provider console pushes one now",
+                    s.name, s.name
+                )),
+                ("none", Lang::Zh) => out.push(format!(
+                    "{label} {}：尚未收到 suite_ticket。指令回调 URL 验证通过后，企业微信每 10 分钟推送一次到 \
+                     `/callback/{}`；在服务商后台点「刷新Ticket」可立即推送",
+                    s.name, s.name
+                )),
+                ("stale", Lang::En) => out.push(format!(
+                    "suite {}: the newest suite_ticket is {} minutes old (WeCom pushes every 10, valid 30): \
+                     pushes stopped arriving; check /callback/{} below, or press 刷新Ticket in the provider console",
+                    s.name,
+                    s.ticket_age_secs.unwrap_or(0) / 60,
+                    s.name
+                )),
+                ("stale", Lang::Zh) => out.push(format!(
+                    "{label} {}：最新的 suite_ticket 已是 {} 分钟前（每 10 分钟推送一次，有效 30 分钟），推送已中断；\
+                     请检查下方 `/callback/{}` 的回调，或在服务商后台点「刷新Ticket」",
+                    s.name,
+                    s.ticket_age_secs.unwrap_or(0) / 60,
+                    s.name
+                )),
+                _ => {}
             }
         }
         out

@@ -87,7 +87,9 @@ fn is_suite_token_error(errcode: i64) -> bool {
     matches!(errcode, 40014 | 40082 | 42009)
 }
 
-fn suite_secret_hash(secret: &SecretString) -> String {
+/// The cache key of a suite's `suite_access_token` (with the suite id as its "corp"): the SHA-256 of the
+/// secret, never the secret.
+pub fn suite_secret_hash(secret: &SecretString) -> String {
     let mut h = Sha256::new();
     h.update(b"suite_access_token\0");
     h.update(secret.expose_secret().as_bytes());

@@ -201,12 +201,13 @@ pub async fn purge_due(
         provider.delete_events_after,
     )
     .await?;
-    if p.corps_rows > 0 || p.corps_events > 0 {
+    if p.corps_rows > 0 || p.corps_events > 0 || p.late_events > 0 {
         tracing::info!(
             corps_rows = p.corps_rows,
             rows = p.rows,
             corps_events = p.corps_events,
             events = p.events,
+            late_events = p.late_events,
             "deleted the data of corps that cancelled their authorisation"
         );
     }

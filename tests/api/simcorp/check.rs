@@ -549,3 +549,50 @@ async fn tags(pool: &PgPool, truth: &Truth, resynced: bool, out: &mut Vec<String
         }
     }
 }
+
+/// After `cancel_auth` and its purge: every table that held the corp's synced data, and its queued work,
+/// must hold nothing of it (WeCom: "应当确保删除该企业所有相关的数据").
+pub async fn purged(pool: &PgPool, corp: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for table in [
+        "external_contacts",
+        "external_contact_follows",
+        "external_contact_history",
+        "external_contact_transfers",
+        "external_group_chats",
+        "external_group_chat_members",
+        "external_corp_tags",
+        "customer_identities",
+        "staff",
+        "departments",
+        "wecom_api_observations",
+        "wecom_resync_runs",
+        "wecom_access_tokens",
+    ] {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {table} WHERE corp_id = $1"
+        )))
+        .bind(corp)
+        .fetch_one(pool)
+        .await
+        .expect("count the corp's rows");
+        if n > 0 {
+            out.push(format!(
+                "{table} still has {n} row(s) of the cancelled corp {corp}"
+            ));
+        }
+    }
+    let jobs: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM wecom_jobs WHERE corp_id = $1 AND status IN ('queued', 'running')",
+    )
+    .bind(corp)
+    .fetch_one(pool)
+    .await
+    .expect("count the corp's jobs");
+    if jobs > 0 {
+        out.push(format!(
+            "{jobs} job(s) of the cancelled corp {corp} are still queued or running"
+        ));
+    }
+    out
+}

@@ -10,7 +10,10 @@ use serde_json::{Value, json};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use super::model::{Follow, Truth};
+use super::model::{
+    AUTH_CODE, Auth, CORP, Follow, PERMANENT_CODE, SUITE_ID, SUITE_SECRET, SUITE_TICKET,
+    SUITE_TOKEN, Truth,
+};
 
 /// The running fake and the truth it answers from.
 pub struct FakeWecom {
@@ -118,7 +121,14 @@ impl Responder {
         n: u64,
     ) -> (ResponseTemplate, Option<i64>) {
         let truth = self.truth.lock().expect("truth");
+        if let Some(answer) = provider(&truth, path, query, body) {
+            return (answer, None);
+        }
         if path == "/cgi-bin/gettoken" {
+            if truth.auth != Auth::SelfBuilt {
+                // A corp authorised through a suite has no self-built secret: its token is get_corp_token's.
+                return (err(40001, "invalid credential"), Some(40001));
+            }
             return (
                 ok(json!({"access_token": "SIMTOKEN", "expires_in": 7200})),
                 None,
@@ -126,6 +136,10 @@ impl Responder {
         }
         if query.get("access_token").map(String::as_str) != Some("SIMTOKEN") {
             return (err(41001, "access_token missing"), Some(41001));
+        }
+        if truth.auth == Auth::Cancelled {
+            // The cancelled corp's tokens are void.
+            return (err(40014, "invalid access_token"), Some(40014));
         }
         if !truth.trusted_ip {
             return (
@@ -174,6 +188,57 @@ impl Responder {
         };
         (answer, None)
     }
+}
+
+/// WeCom's provider API (`/cgi-bin/service/…`) for the simulated suite: the suite token from its ticket, the
+/// AuthCode exchange and the corp token while the corp is authorised. `None` for every other path.
+fn provider(
+    truth: &Truth,
+    path: &str,
+    query: &HashMap<String, String>,
+    body: &Value,
+) -> Option<ResponseTemplate> {
+    let field = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("");
+    let path = path.strip_prefix("/cgi-bin/service/")?;
+    if path == "get_suite_token" {
+        return Some(
+            if field("suite_id") == SUITE_ID
+                && field("suite_secret") == SUITE_SECRET
+                && field("suite_ticket") == SUITE_TICKET
+            {
+                ok(json!({"suite_access_token": SUITE_TOKEN, "expires_in": 7200}))
+            } else {
+                err(40085, "invalid suite ticket")
+            },
+        );
+    }
+    if query.get("suite_access_token").map(String::as_str) != Some(SUITE_TOKEN) {
+        return Some(err(40082, "invalid suite_token"));
+    }
+    let authorised = truth.auth == Auth::Authorised;
+    let corp = || json!({"corpid": CORP, "corp_name": "模拟客户企业"});
+    Some(match path {
+        "get_permanent_code" if authorised && field("auth_code") == AUTH_CODE => ok(json!({
+            "permanent_code": PERMANENT_CODE, "auth_corp_info": corp(),
+            "auth_info": {"agent": [{"agentid": 1000001, "name": "模拟应用"}]}
+        })),
+        "get_permanent_code" => err(40078, "invalid auth code"),
+        "get_corp_token" | "get_auth_info"
+            if authorised
+                && field("auth_corpid") == CORP
+                && field("permanent_code") == PERMANENT_CODE =>
+        {
+            if path == "get_corp_token" {
+                ok(json!({"access_token": "SIMTOKEN", "expires_in": 7200}))
+            } else {
+                ok(
+                    json!({"auth_corp_info": corp(), "auth_info": {"agent": [{"agentid": 1000001}]}}),
+                )
+            }
+        }
+        "get_corp_token" | "get_auth_info" => err(40084, "invalid permanent code"),
+        _ => err(40058, "the simulated WeCom has no such provider API"),
+    })
 }
 
 fn contact_json(truth: &Truth, ext: &str) -> Value {

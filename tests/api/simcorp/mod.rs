@@ -11,6 +11,11 @@
 //! resync reads `get_unassigned_list`; a departed member's half-added relation, which no API lists), the check
 //! accepts what the service could know.
 //!
+//! A provider's corp ([`Sim::start_provider`]): the corp authorises a simulated third-party suite
+//! ([`Sim::authorise`]: suite_ticket and create_auth at the instruction URL, get_permanent_code and
+//! get_corp_token at the fake), its callbacks reach the suite's data URL, and every call uses its corp
+//! token; [`Sim::cancel`] then checks that nothing of it remains and nothing more is called.
+//!
 //! Use: `cargo test --test api simcorp` runs the baselines, the scenarios and the full-realism property
 //! (`simcorp_full` alone: 8 seeds, about 35 s in a debug build); `SIMCORP_SEEDS=200` runs more seeds,
 //! `SIMCORP_SEED=N` one seed (a failure prints its seed), `SIMCORP_VERBOSE=1` prints each corp's summary,
@@ -26,10 +31,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
-use wecom_callback::sync::client::{Credentials, WecomApi};
+use wecom_callback::app::AppKind;
+use wecom_callback::sync::client::{Credentials, TokenSource, WecomApi};
+use wecom_callback::sync::provider::{Provider, SecretKey, Suite, SuiteKind};
 
-use crate::helpers::{MAIN, TestApp, sign_callback, spawn_app_with, unix_now};
-use model::{Callback, Gen, Network, Step, Truth};
+use crate::helpers::{MAIN, TestApp, TestAppConfig, sign_callback, spawn_app_with, unix_now};
+use model::{Auth, Callback, Gen, Network, Step, Truth};
+
+/// The simulated suite's instruction URL (指令回调URL): tickets and authorisations arrive here.
+const SIM_SUITE: TestAppConfig = TestAppConfig {
+    name: "simsuite",
+    kind: AppKind::SuiteInstruction,
+    token: "simSuiteToken7",
+    encoding_aes_key: "6qkdMrq68nTKduznJYO1A37W2oEgpkMUvkttRToqhUt",
+    receive_id: model::SUITE_ID,
+};
 
 /// How a scripted step's callbacks travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +69,9 @@ pub struct Sim {
     resyncs: usize,
     /// Also compare before the resync (when no callback is lost, events and enrichment alone must be right).
     pub check_before_resync: bool,
+    /// The corp runs the simulated third-party suite (authorised with [`Sim::authorise`]) rather than a
+    /// self-built app: its callbacks reach the suite's data URL `main`, and every call uses its corp token.
+    provider: bool,
 }
 
 impl Sim {
@@ -68,6 +87,52 @@ impl Sim {
             s.api.max_attempts = 3;
         })
         .await;
+        Sim::new(seed, truth, app, fake, false)
+    }
+
+    /// Starts the fake WeCom and a service provider's server: the simulated suite's instruction URL and its
+    /// data URL `main`, with no secret and no corp configured (the corp's receive id is accepted only once
+    /// it authorised the suite). Call [`Sim::authorise`] before the history.
+    pub async fn start_provider(seed: u64, mut truth: Truth) -> Sim {
+        use base64::Engine;
+        truth.auth = Auth::Cancelled; // Not installed yet: nothing is issued before create_auth.
+        let truth = Arc::new(Mutex::new(truth));
+        let fake = fake_api::start(truth.clone()).await;
+        let uri = fake.server.uri();
+        // The data URL's configured receive id is the provider's own corp, not the simulated one.
+        let data = TestAppConfig {
+            kind: AppKind::SuiteData,
+            receive_id: "wwSIMPROVIDER",
+            ..MAIN
+        };
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let app = spawn_app_with(&[data, SIM_SUITE], move |s| {
+            s.api.base_url = uri;
+            s.api.worker_concurrency = 1;
+            s.api.max_attempts = 3;
+            s.provider = Provider {
+                suites: vec![Suite {
+                    name: SIM_SUITE.name.to_owned(),
+                    kind: SuiteKind::ThirdParty,
+                    suite_id: model::SUITE_ID.to_owned(),
+                    secret: SecretString::from(model::SUITE_SECRET),
+                    data_apps: vec![MAIN.name.to_owned()],
+                }],
+                key: Some(SecretKey::from_base64(&key).expect("key")),
+                ..Provider::default()
+            };
+        })
+        .await;
+        Sim::new(seed, truth, app, fake, true)
+    }
+
+    fn new(
+        seed: u64,
+        truth: Arc<Mutex<Truth>>,
+        app: TestApp,
+        fake: fake_api::FakeWecom,
+        provider: bool,
+    ) -> Sim {
         Sim {
             seed,
             truth,
@@ -81,7 +146,161 @@ impl Sim {
             resync_errors: Vec::new(),
             resyncs: 0,
             check_before_resync: true,
+            provider,
         }
+    }
+
+    /// Posts a suite push (InfoType form) to the suite's instruction URL; WeCom wants `success`.
+    async fn push_to_suite(&self, info: &str, inner: &str) {
+        let xml = format!(
+            "<xml><SuiteId><![CDATA[{}]]></SuiteId><InfoType><![CDATA[{info}]]></InfoType><TimeStamp>{}</TimeStamp>{inner}</xml>",
+            model::SUITE_ID,
+            unix_now()
+        );
+        let reply = self
+            .app
+            .post(SIM_SUITE.name, &sign_callback(&SIM_SUITE, &xml, unix_now()))
+            .await;
+        assert_eq!(reply.status().as_u16(), 200, "suite push {info} refused");
+        assert_eq!(reply.text().await.expect("body"), "success", "{info}");
+    }
+
+    /// Polls `sql` (one count) until it is at least `want`, within 30 s.
+    async fn wait_until(&self, what: &str, sql: &'static str, want: i64) {
+        let started = Instant::now();
+        loop {
+            let n: i64 = sqlx::query_scalar(sql)
+                .bind(model::CORP)
+                .fetch_one(&self.app.pool)
+                .await
+                .expect("poll");
+            if n >= want {
+                return;
+            }
+            let jobs: Vec<(String, String, Option<String>)> =
+                sqlx::query_as("SELECT kind, status, last_error FROM wecom_jobs ORDER BY id")
+                    .fetch_all(&self.app.pool)
+                    .await
+                    .expect("jobs");
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "seed {}: {what} did not happen within 30 s; jobs: {jobs:?}",
+                self.seed
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The corp installs the suite as WeCom would have it: a suite_ticket, then `create_auth` at the
+    /// instruction URL; the service exchanges the AuthCode (get_permanent_code), stores the corp and
+    /// resyncs it with its own token (get_corp_token).
+    pub async fn authorise(&mut self) {
+        self.truth.lock().expect("truth").auth = Auth::Authorised;
+        self.push_to_suite(
+            "suite_ticket",
+            &format!(
+                "<SuiteTicket><![CDATA[{}]]></SuiteTicket>",
+                model::SUITE_TICKET
+            ),
+        )
+        .await;
+        self.push_to_suite(
+            "create_auth",
+            &format!("<AuthCode><![CDATA[{}]]></AuthCode>", model::AUTH_CODE),
+        )
+        .await;
+        self.wait_until(
+            "the authorisation",
+            "SELECT count(*) FROM wecom_provider_corps WHERE corp_id = $1 AND state = 'authorised'",
+            1,
+        )
+        .await;
+        self.wait_until(
+            "the authorised corp's first resync",
+            "SELECT count(*) FROM wecom_resync_runs WHERE corp_id = $1 AND status = 'done'",
+            1,
+        )
+        .await;
+        self.log
+            .push(format!("  t={} authorised the suite", unix_now()));
+    }
+
+    /// Every fake API call so far (all paths).
+    fn api_calls(&self) -> u64 {
+        self.fake
+            .calls
+            .lock()
+            .expect("calls")
+            .iter()
+            .filter(|(k, _)| k.starts_with('/') && !k.contains(' '))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Fake API calls to `path` so far.
+    pub fn api_calls_to(&self, path: &str) -> u64 {
+        self.fake
+            .calls
+            .lock()
+            .expect("calls")
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The corp cancels (`cancel_auth`, right after whatever the history left queued): returns what is
+    /// wrong afterwards — a row of the corp left in a synced table, work still queued, or a WeCom call for
+    /// the corp once the cancellation was processed (a late event, the resync schedule).
+    pub async fn cancel(&mut self) -> Vec<String> {
+        self.truth.lock().expect("truth").auth = Auth::Cancelled;
+        self.push_to_suite(
+            "cancel_auth",
+            &format!("<AuthCorpId><![CDATA[{}]]></AuthCorpId>", model::CORP),
+        )
+        .await;
+        self.wait_until(
+            "the purge of the cancelled corp's rows",
+            "SELECT count(*) FROM wecom_provider_corps WHERE corp_id = $1 AND rows_deleted_at IS NOT NULL",
+            1,
+        )
+        .await;
+        // Work under way at the cancellation ends (without calling again: see README).
+        self.settle().await;
+        let before = self.api_calls();
+        // What would call WeCom again: a straggler contact event (suite form, at the instruction URL) and the
+        // provider resync schedule.
+        let (user, ext) = {
+            let t = self.truth.lock().expect("truth");
+            (
+                t.staff.keys().next().cloned().unwrap_or_default(),
+                t.customers.keys().next().cloned().unwrap_or_default(),
+            )
+        };
+        self.push_to_suite(
+            "change_external_contact",
+            &format!(
+                "<AuthCorpId><![CDATA[{}]]></AuthCorpId><ChangeType><![CDATA[add_external_contact]]></ChangeType><UserID><![CDATA[{user}]]></UserID><ExternalUserID><![CDATA[{ext}]]></ExternalUserID>",
+                model::CORP
+            ),
+        )
+        .await;
+        let mut out = Vec::new();
+        match wecom_callback::store::corps::queue_due_resyncs(&self.app.pool, Duration::ZERO).await
+        {
+            Ok(0) => {}
+            Ok(n) => out.push(format!("{n} resync(s) queued for the cancelled corp")),
+            Err(e) => out.push(format!("queue_due_resyncs failed: {e}")),
+        }
+        self.settle().await;
+        out.extend(check::purged(&self.app.pool, model::CORP).await);
+        let after = self.api_calls();
+        if after != before {
+            out.push(format!(
+                "{} WeCom API call(s) after the cancellation was processed",
+                after - before
+            ));
+        }
+        out
     }
 
     /// Applies `step` to the truth now and sends (or queues, or loses) its callbacks per `plan`
@@ -198,19 +417,32 @@ impl Sim {
             .expect("client")
             .with_backoff(Duration::from_millis(5))
             .with_limits(sim_limits());
-        let creds = Credentials {
-            corp_id: MAIN.receive_id.to_owned(),
-            secret: SecretString::from("sim-secret"),
-            source: Default::default(),
+        // A provider's corp is resynced as its corp_resync job would: under the suite's app, with its token.
+        let (app, creds) = if self.provider {
+            (
+                SIM_SUITE.name,
+                Credentials {
+                    corp_id: model::CORP.to_owned(),
+                    secret: SecretString::from(model::PERMANENT_CODE),
+                    source: TokenSource::Suite {
+                        suite_id: model::SUITE_ID.to_owned(),
+                        suite_secret: SecretString::from(model::SUITE_SECRET),
+                    },
+                },
+            )
+        } else {
+            (
+                "main",
+                Credentials {
+                    corp_id: MAIN.receive_id.to_owned(),
+                    secret: SecretString::from("sim-secret"),
+                    source: Default::default(),
+                },
+            )
         };
-        let r = wecom_callback::sync::resync::resync(
-            &self.app.pool,
-            &api,
-            "main",
-            &creds,
-            Duration::ZERO,
-        )
-        .await;
+        let r =
+            wecom_callback::sync::resync::resync(&self.app.pool, &api, app, &creds, Duration::ZERO)
+                .await;
         self.log.push(format!("  t={} resync: {r:?}", unix_now()));
         self.resyncs += 1;
         if let Err(e) = r {

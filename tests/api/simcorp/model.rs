@@ -13,6 +13,25 @@ use crate::helpers::MAIN;
 /// The corp every simulated callback is about.
 pub const CORP: &str = MAIN.receive_id;
 
+/// How the corp runs the service's app: its own self-built app (a secret), or a third-party suite it
+/// authorises (service providers, issue 14) and may cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    SelfBuilt,
+    /// The corp installed the suite: WeCom exchanges [`AUTH_CODE`] and issues corp tokens.
+    Authorised,
+    /// `cancel_auth`: the permanent code and its tokens are void.
+    Cancelled,
+}
+
+/// The simulated suite (a third-party app) and what WeCom's provider API knows of it.
+pub const SUITE_ID: &str = "wwSIMSUITE";
+pub const SUITE_SECRET: &str = "sim-suite-secret";
+pub const SUITE_TICKET: &str = "SIM-TICKET";
+pub const SUITE_TOKEN: &str = "SIM-SUITE-TOKEN";
+pub const AUTH_CODE: &str = "SIM-AUTH-CODE";
+pub const PERMANENT_CODE: &str = "SIM-PERMANENT-CODE";
+
 #[derive(Debug, Clone)]
 pub struct Staff {
     /// 代开发 interface licence: without it batch/get_by_user refuses the member (`fail_info`).
@@ -151,6 +170,8 @@ pub struct Truth {
     pub get_page: usize,
     /// Percent of API calls answered with a transient 45033 or -1.
     pub transient_pct: u64,
+    /// Self-built (the default), or authorised through the simulated suite.
+    pub auth: Auth,
     next_cb: u64,
     next_chat: u32,
     next_tag: u32,
@@ -392,6 +413,7 @@ impl Truth {
             hide_follow_users: false,
             get_page: 500,
             transient_pct: 0,
+            auth: Auth::SelfBuilt,
             next_cb: 1,
             next_chat: 1,
             next_tag: 1,

@@ -404,3 +404,45 @@ async fn simcorp_directory_members_joining_departments_and_a_member_who_left_wit
     sim.step(Step::Depart { user: u(1) }, Delivery::Now).await;
     expect_clean(sim).await;
 }
+
+/// A service provider's corp (issue 14): it authorises the simulated third-party suite (suite_ticket and
+/// create_auth at the instruction URL, get_permanent_code and get_corp_token at the fake provider API), its
+/// history reaches the suite's data URL with no per-corp configuration and is enriched and resynced with the
+/// corp's own token until the tables equal the truth; then it cancels: its synced rows are gone and nothing
+/// more is called for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simcorp_provider_a_corp_authorises_syncs_with_its_own_token_and_cancels_leaving_nothing() {
+    let _one_at_a_time = MANY_SEEDS.lock().await;
+    let mut failures = Vec::new();
+    for seed in seeds(3000, 3) {
+        let (truth, mut history, net) = model::corp_for(seed, Profile::Baseline);
+        let mut sim = Sim::start_provider(seed, truth).await;
+        // The authorisation's first resync ran before the history: only the final check applies.
+        sim.check_before_resync = false;
+        sim.authorise().await;
+        sim.run(&mut history, net, BASELINE_STEPS).await;
+        if let Err(report) = sim.finish().await {
+            failures.push(report);
+            continue;
+        }
+        let corp_token_calls = sim.api_calls_to("/cgi-bin/service/get_corp_token");
+        if corp_token_calls == 0 {
+            failures.push(format!("seed {seed}: no corp token was ever asked for"));
+        }
+        // Some history left queued at the cancellation: a few more steps, not settled.
+        sim.run(&mut history, net, 5).await;
+        let after = sim.cancel().await;
+        if !after.is_empty() {
+            failures.push(format!(
+                "SIMCORP seed {seed}: after cancel_auth:\n  - {}",
+                after.join("\n  - ")
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
