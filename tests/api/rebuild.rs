@@ -214,28 +214,7 @@ async fn rebuild_gives_back_the_staff_directory_of_events_user_get_and_a_directo
     let server = MockServer::start().await;
     mount_directory(&server).await;
     mount_wecom(&server).await;
-    let uri = server.uri();
-    let app = spawn_app_with(&[MAIN], move |s| {
-        s.apps[0].secret = Some(SecretString::from("s"));
-        s.api.base_url = uri;
-        s.api.worker_concurrency = 0;
-        s.api.resync_interval = Duration::ZERO;
-        s.run_projector = false;
-    })
-    .await;
-    let api = WecomApi::new(&server.uri(), app.pool.clone())
-        .expect("client")
-        .with_backoff(Duration::from_millis(1));
-    let w = Worker {
-        pool: app.pool.clone(),
-        api: api.clone(),
-        credentials: HashMap::from([("main".to_owned(), creds())]),
-        max_attempts: 1,
-        metrics: None,
-        idle: Duration::from_millis(10),
-        provider: Default::default(),
-        wake: None,
-    };
+    let (app, api, w) = app_with_worker(&server).await;
     let t = 1_600_000_000;
     for xml in [
         directory_event(
@@ -330,6 +309,34 @@ fn creds() -> Credentials {
     }
 }
 
+/// An app with a secret whose projector, worker and resync the test drives; a client of the fake WeCom at
+/// `server`; and the enrichment worker the test runs by hand ([`run_jobs`]).
+async fn app_with_worker(server: &MockServer) -> (TestApp, WecomApi, Worker) {
+    let uri = server.uri();
+    let app = spawn_app_with(&[MAIN], move |s| {
+        s.apps[0].secret = Some(SecretString::from("s"));
+        s.api.base_url = uri;
+        s.api.worker_concurrency = 0;
+        s.api.resync_interval = Duration::ZERO;
+        s.run_projector = false;
+    })
+    .await;
+    let api = WecomApi::new(&server.uri(), app.pool.clone())
+        .expect("client")
+        .with_backoff(Duration::from_millis(1));
+    let w = Worker {
+        pool: app.pool.clone(),
+        api: api.clone(),
+        credentials: HashMap::from([("main".to_owned(), creds())]),
+        max_attempts: 1,
+        metrics: None,
+        idle: Duration::from_millis(10),
+        provider: Default::default(),
+        wake: None,
+    };
+    (app, api, w)
+}
+
 async fn post(app: &TestApp, xml: &str) {
     let status = app
         .post("main", &sign_callback(&MAIN, xml, unix_now()))
@@ -406,28 +413,7 @@ where
 async fn rebuild_gives_back_what_events_enrichment_and_resyncs_built() {
     let server = MockServer::start().await;
     mount_wecom(&server).await;
-    let uri = server.uri();
-    let app = spawn_app_with(&[MAIN], move |s| {
-        s.apps[0].secret = Some(SecretString::from("s"));
-        s.api.base_url = uri;
-        s.api.worker_concurrency = 0;
-        s.api.resync_interval = Duration::ZERO;
-        s.run_projector = false;
-    })
-    .await;
-    let api = WecomApi::new(&server.uri(), app.pool.clone())
-        .expect("client")
-        .with_backoff(Duration::from_millis(1));
-    let w = Worker {
-        pool: app.pool.clone(),
-        api: api.clone(),
-        credentials: HashMap::from([("main".to_owned(), creds())]),
-        max_attempts: 1,
-        metrics: None,
-        idle: Duration::from_millis(10),
-        provider: Default::default(),
-        wake: None,
-    };
+    let (app, api, w) = app_with_worker(&server).await;
 
     // Events: two follows of alice (one WeCom will no longer list), a chat with members, a chat WeCom will
     // say is gone, a tag WeCom will no longer list.
