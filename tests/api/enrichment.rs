@@ -8,9 +8,7 @@ use serde_json::json;
 use wiremock::matchers::{path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{
-    MAIN, TestApp, sign_callback, spawn_app_with, unix_now, wait_applied, wait_for_count,
-};
+use crate::helpers::{MAIN, TestApp, spawn_app_with, unix_now, wait_applied, wait_for_count};
 use crate::sync::contact_event;
 
 async fn app_with_api(server: &MockServer, max_attempts: i32) -> TestApp {
@@ -62,13 +60,7 @@ async fn an_add_event_fills_in_the_contact_from_the_api() {
         "wmE1",
         "<State>qr</State>",
     );
-    assert_eq!(
-        app.post("main", &sign_callback(&MAIN, &xml, unix_now()))
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
+    app.deliver(&xml).await;
 
     wait_for_count(
         &app.pool,
@@ -95,13 +87,7 @@ async fn an_add_event_fills_in_the_contact_from_the_api() {
     assert_eq!(tags.expect("tags")[0]["tag_id"], "et1");
     // The API's view never revives a follow deleted by a newer event.
     let del = contact_event(unix_now() + 10, "del_follow_user", "alice", "wmE1", "");
-    assert_eq!(
-        app.post("main", &sign_callback(&MAIN, &del, unix_now()))
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
+    app.deliver(&del).await;
     wait_applied(&app.pool).await;
     wecom_callback::store::enrichment::contact_detail(
         &app.pool,
@@ -177,13 +163,7 @@ async fn a_failing_job_goes_dead_and_the_operator_retries_it() {
         .await;
     let app = app_with_api(&server, 3).await;
     let xml = contact_event(1_700_000_000, "add_external_contact", "alice", "wmE1", "");
-    assert_eq!(
-        app.post("main", &sign_callback(&MAIN, &xml, unix_now()))
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
+    app.deliver(&xml).await;
     // A permission error is not retried: dead at once, with the explanation.
     wait_for_count(
         &app.pool,
@@ -257,13 +237,7 @@ async fn transient_failures_are_retried_until_the_attempts_cap() {
     let xml = contact_event(1_700_000_000, "edit_external_contact", "alice", "wmE1", "");
     // Attempts left: queued again with a backoff.
     let app = app_with_api(&server, 3).await;
-    assert_eq!(
-        app.post("main", &sign_callback(&MAIN, &xml, unix_now()))
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
+    app.deliver(&xml).await;
     wait_for_count(
         &app.pool,
         "SELECT count(*) FROM wecom_jobs WHERE status = 'queued' AND attempts = 1 AND run_after > now() AND last_error LIKE '%HTTP 500%'",
@@ -272,13 +246,7 @@ async fn transient_failures_are_retried_until_the_attempts_cap() {
     .await;
     // No attempts left: the same failure makes it dead.
     let app = app_with_api(&server, 1).await;
-    assert_eq!(
-        app.post("main", &sign_callback(&MAIN, &xml, unix_now()))
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
+    app.deliver(&xml).await;
     wait_for_count(
         &app.pool,
         "SELECT count(*) FROM wecom_jobs WHERE status = 'dead' AND attempts = 1",

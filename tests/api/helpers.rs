@@ -266,6 +266,17 @@ impl TestApp {
         self.post_raw(app, &cb.query, cb.body.clone()).await
     }
 
+    /// Delivers `xml` as WeCom would to the app `main` (signed and encrypted for [`MAIN`], timestamped now)
+    /// and asserts it was accepted (200).
+    pub async fn deliver(&self, xml: &str) {
+        let status = self
+            .post("main", &sign_callback(&MAIN, xml, unix_now()))
+            .await
+            .status()
+            .as_u16();
+        assert_eq!(status, 200, "the callback was accepted");
+    }
+
     pub async fn post_raw(&self, app: &str, query: &str, body: String) -> reqwest::Response {
         self.client
             .post(format!("{}?{query}", self.url(app)))

@@ -13,7 +13,7 @@ use wecom_callback::sync::worker::{self, Worker};
 use wiremock::matchers::{body_partial_json, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{MAIN, TestApp, sign_callback, spawn_app_with, unix_now};
+use crate::helpers::{MAIN, TestApp, spawn_app_with, unix_now};
 use crate::sync::{chat_event, contact_event, tag_event};
 
 fn ok(body: serde_json::Value) -> ResponseTemplate {
@@ -244,7 +244,7 @@ async fn rebuild_gives_back_the_staff_directory_of_events_user_get_and_a_directo
         ),
         contact_event(t + 5, "add_external_contact", "oldtimer", "wmA", ""),
     ] {
-        post(&app, &xml).await;
+        app.deliver(&xml).await;
     }
     apply_all(&app.pool).await;
     // user/get for every member an event named.
@@ -335,14 +335,6 @@ async fn app_with_worker(server: &MockServer) -> (TestApp, WecomApi, Worker) {
         wake: None,
     };
     (app, api, w)
-}
-
-async fn post(app: &TestApp, xml: &str) {
-    let status = app
-        .post("main", &sign_callback(&MAIN, xml, unix_now()))
-        .await
-        .status();
-    assert_eq!(status.as_u16(), 200);
 }
 
 /// Applies every stored event, queueing enrichment jobs as the projector of an app with a secret does.
@@ -439,7 +431,7 @@ async fn rebuild_gives_back_what_events_enrichment_and_resyncs_built() {
         chat_event(t, "create", "wrGONE", ""),
         tag_event(t, "create", "etGONE", "<TagType>tag</TagType>"),
     ] {
-        post(&app, &xml).await;
+        app.deliver(&xml).await;
     }
     apply_all(&app.pool).await;
     // Enrichment: externalcontact/get, groupchat/get, the tag lists.
@@ -447,8 +439,7 @@ async fn rebuild_gives_back_what_events_enrichment_and_resyncs_built() {
     // A late member event, older than the member list enrichment read: applied after that list, it adds a
     // joined row (the list could not mark a row that did not exist yet `left`). A rebuild that replayed the
     // events first and the observations after would mark it `left`: order matters here, and is kept.
-    post(
-        &app,
+    app.deliver(
         &chat_event(
             t + 40,
             "update",
@@ -466,10 +457,13 @@ async fn rebuild_gives_back_what_events_enrichment_and_resyncs_built() {
             .expect("resync");
     }
     // An event after the resyncs: the customer deletes alice. Replayed after the observations, as applied.
-    post(
-        &app,
-        &contact_event(unix_now() + 60, "del_follow_user", "alice", "wmA", ""),
-    )
+    app.deliver(&contact_event(
+        unix_now() + 60,
+        "del_follow_user",
+        "alice",
+        "wmA",
+        "",
+    ))
     .await;
     apply_all(&app.pool).await;
 

@@ -9,8 +9,7 @@ use wiremock::matchers::{body_partial_json, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    MAIN, POLL_TIMEOUT, apply_all_pending, poll, sign_callback, spawn_app_with, unix_now,
-    wait_applied,
+    MAIN, POLL_TIMEOUT, apply_all_pending, poll, spawn_app_with, unix_now, wait_applied,
 };
 use crate::sync::contact_event;
 
@@ -114,7 +113,7 @@ async fn resync_pages_through_cursors_tombstones_what_wecom_no_longer_has_and_re
         "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1600000000</CreateTime><MsgType>event</MsgType><Event>change_external_chat</Event><ChatId>wrGONE</ChatId><ChangeType>create</ChangeType></xml>".to_owned(),
         "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1600000000</CreateTime><MsgType>event</MsgType><Event>change_external_tag</Event><Id>etGONE</Id><TagType>tag</TagType><ChangeType>create</ChangeType></xml>".to_owned(),
     ] {
-        assert_eq!(app.post("main", &sign_callback(&MAIN, &xml, unix_now())).await.status().as_u16(), 200);
+        app.deliver(&xml).await;
     }
     apply_all_pending(&app.pool).await;
 
@@ -203,13 +202,7 @@ async fn resync_pages_through_cursors_tombstones_what_wecom_no_longer_has_and_re
 
     // An event newer than the run outranks what the resync saw: this deletion wins.
     let del = contact_event(unix_now() + 5, "del_follow_user", "bob", "wmC1", "");
-    assert_eq!(
-        app.post("main", &sign_callback(&MAIN, &del, unix_now()))
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
+    app.deliver(&del).await;
     apply_all_pending(&app.pool).await;
     let status: String =
         sqlx::query_scalar("SELECT status FROM external_contact_follows WHERE userid = 'bob'")
@@ -402,13 +395,7 @@ async fn the_sweep_refuses_a_mass_removal_unless_allowed() {
             &format!("wmM{i}"),
             "",
         );
-        assert_eq!(
-            app.post("main", &sign_callback(&MAIN, &xml, unix_now()))
-                .await
-                .status()
-                .as_u16(),
-            200
-        );
+        app.deliver(&xml).await;
     }
     wait_applied(&app.pool).await;
     let refused = run_with(&app, &server, &options()).await.expect("run");
@@ -762,13 +749,7 @@ async fn without_the_chat_apis_48002_the_chat_step_is_skipped_with_the_reason_an
     let app = spawn_app_with(&[MAIN], |_| {}).await;
     // A chat known from an event: with the chat APIs refused nothing may be swept.
     let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1600000000</CreateTime><MsgType>event</MsgType><Event>change_external_chat</Event><ChatId>wrKEEP</ChatId><ChangeType>create</ChangeType></xml>";
-    assert_eq!(
-        app.post("main", &sign_callback(&MAIN, xml, unix_now()))
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
+    app.deliver(xml).await;
     wait_applied(&app.pool).await;
 
     let drift = run_with(&app, &server, &options())
@@ -922,13 +903,7 @@ async fn members_gone_from_the_directory_are_marked_left_only_behind_the_mass_re
              <Department>1</Department></xml>",
             corp = MAIN.receive_id
         );
-        assert_eq!(
-            app.post("main", &sign_callback(&MAIN, &xml, unix_now()))
-                .await
-                .status()
-                .as_u16(),
-            200
-        );
+        app.deliver(&xml).await;
     }
     wait_applied(&app.pool).await;
     let refused = run_with(&app, &server, &options()).await.expect("run");
@@ -975,13 +950,7 @@ async fn departments_gone_from_department_list_are_marked_deleted_but_an_empty_l
              <ParentId>1</ParentId><Order>1</Order></xml>",
             corp = MAIN.receive_id
         );
-        assert_eq!(
-            app.post("main", &sign_callback(&MAIN, &xml, unix_now()))
-                .await
-                .status()
-                .as_u16(),
-            200
-        );
+        app.deliver(&xml).await;
     }
     wait_applied(&app.pool).await;
     let deleted = |pool: sqlx::PgPool| async move {
