@@ -22,11 +22,7 @@ impl Walk<'_> {
                      permission, granted by the corp's admin. Follows and tags were synced; the next resync reads \
                      the chats once the app may"
                 );
-                tracing::warn!(app = self.app, run = self.run.id, "{e}");
-                self.run.progress.record_error(e);
-                self.run.progress.drift.skipped += 1;
-                self.save().await?;
-                Ok(())
+                self.skip_step(e).await
             }
             other => other,
         }

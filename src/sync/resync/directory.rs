@@ -8,8 +8,8 @@ use crate::store::resync as runs;
 use crate::store::sweeps;
 use crate::sync::client::ApiError;
 use crate::sync::client::types::StaffMember;
+use crate::sync::resync::ResyncError;
 use crate::sync::resync::walk::Walk;
-use crate::sync::resync::{MASS_REMOVAL_FLOOR, ResyncError};
 
 /// Errcodes with which WeCom refuses the configured secret the directory: 48002 (API not allowed for the
 /// app), 60011 (no privilege: the member or department is outside the app's 可见范围), 48009 (the 通讯录
@@ -43,11 +43,7 @@ impl Walk<'_> {
                      tags and chats were synced",
                     runs::DIRECTORY_SKIPPED
                 );
-                tracing::warn!(app = self.app, run = self.run.id, "{e}");
-                self.run.progress.record_error(e);
-                self.run.progress.drift.skipped += 1;
-                self.save().await?;
-                Ok(())
+                self.skip_step(e).await
             }
             other => other,
         }
@@ -179,27 +175,22 @@ impl Walk<'_> {
                     "user/list_id listed nobody although {present} members are known: the secret sees no \
                      member (check the app's 可见范围); no member was swept"
                 );
-                tracing::warn!(app = self.app, run = self.run.id, "{e}");
-                self.run.progress.record_error(e);
+                self.note(e);
                 self.save().await?;
             }
             return Ok(());
         }
         let candidates = sweeps::sweep_staff(self.pool, corp, self.run, true).await?;
-        let share = self.options.max_removal_share;
-        let limit = (share * present as f64).floor() as u64;
-        if candidates > MASS_REMOVAL_FLOOR && candidates > limit && !self.options.allow_mass_removal
-        {
+        if self.refuses_mass_removal(candidates, present) {
             let e = format!(
                 "the staff sweep was refused: it would mark {candidates} of the corp's {present} members \
                  left (more than {pct} %, api.resync_max_removal_share). user/list_id not listing that many \
                  usually means the secret sees less of the directory (a narrowed 可见范围, another secret), \
                  not that they left. Check the app's visible range; if they really left, run \
                  `wecom-callback resync --allow-mass-removal`",
-                pct = share * 100.0
+                pct = self.options.max_removal_share * 100.0
             );
-            tracing::warn!(app = self.app, run = self.run.id, "{e}");
-            self.run.progress.record_error(e);
+            self.note(e);
             self.run.progress.drift.staff_removal_refused = candidates;
             self.save().await?;
             return Ok(());

@@ -7,7 +7,7 @@ use crate::store::resync::{self as runs, Drift};
 use crate::store::sweeps;
 use crate::sync::client::ApiError;
 use crate::sync::resync::walk::{Walk, fails_everything, transient};
-use crate::sync::resync::{API_NOT_AUTHORISED, MASS_REMOVAL_FLOOR, ResyncError};
+use crate::sync::resync::{API_NOT_AUTHORISED, ResyncError};
 
 impl Walk<'_> {
     pub(super) async fn follows(&mut self, users: &[String]) -> Result<(), ResyncError> {
@@ -218,20 +218,16 @@ impl Walk<'_> {
         let corp = &self.creds.corp_id;
         let candidates = sweeps::sweep_follows(self.pool, corp, self.run, &scope, true).await?;
         let active = sweeps::active_follows(self.pool, corp).await?;
-        let share = self.options.max_removal_share;
-        let limit = (share * active as f64).floor() as u64;
-        if candidates > MASS_REMOVAL_FLOOR && candidates > limit && !self.options.allow_mass_removal
-        {
+        if self.refuses_mass_removal(candidates, active) {
             let e = format!(
                 "the follow sweep was refused: it would mark {candidates} of the corp's {active} active follows \
                  removed (more than {pct} %, api.resync_max_removal_share). WeCom not listing that many usually \
                  means a listing problem (a changed visible range or secret, unlicensed staff), not that \
                  customers left. Check the app's visible range and licences; if the removals are real, run \
                  `wecom-callback resync --allow-mass-removal`",
-                pct = share * 100.0
+                pct = self.options.max_removal_share * 100.0
             );
-            tracing::warn!(app = self.app, run = self.run.id, "{e}");
-            self.run.progress.record_error(e);
+            self.note(e);
             self.run.progress.drift.follows_removal_refused = candidates;
             return Ok(());
         }

@@ -7,7 +7,7 @@ use sqlx::PgPool;
 
 use crate::store::resync::{self as runs, Drift, Step};
 use crate::sync::client::{ApiError, Credentials, MAX_OWNER_FILTER, WecomApi};
-use crate::sync::resync::{CHUNK, Options, Report, ResyncError};
+use crate::sync::resync::{CHUNK, MASS_REMOVAL_FLOOR, Options, Report, ResyncError};
 
 pub(super) async fn locked(
     pool: &PgPool,
@@ -135,6 +135,26 @@ impl Walk<'_> {
         self.options.chunk.clamp(1, CHUNK.min(MAX_OWNER_FILTER))
     }
 
+    /// Records a problem of the run as a whole (`e` says what to do) in the run's errors and the log.
+    pub(super) fn note(&mut self, e: String) {
+        tracing::warn!(app = self.app, run = self.run.id, "{e}");
+        self.run.progress.record_error(e);
+    }
+
+    /// Records a step skipped as a whole ([`Walk::note`]), counts it as skipped, and saves.
+    pub(super) async fn skip_step(&mut self, e: String) -> Result<(), ResyncError> {
+        self.note(e);
+        self.run.progress.drift.skipped += 1;
+        self.save().await
+    }
+
+    /// Whether the mass-removal guard refuses a sweep of `candidates` out of `total` rows: more than
+    /// [`MASS_REMOVAL_FLOOR`] and more than `max_removal_share` of them, unless the operator allowed it.
+    pub(super) fn refuses_mass_removal(&self, candidates: u64, total: u64) -> bool {
+        let limit = (self.options.max_removal_share * total as f64).floor() as u64;
+        candidates > MASS_REMOVAL_FLOOR && candidates > limit && !self.options.allow_mass_removal
+    }
+
     /// Records a skipped item's error in the run and the log.
     pub(super) fn skip(&mut self, what: &str, e: &ApiError) {
         tracing::warn!(app = self.app, run = self.run.id, item = what, error = %e, "resync item skipped after retries");
@@ -221,8 +241,7 @@ impl Walk<'_> {
             let e = "get_follow_user_list is empty: no member of the app's visible range has 客户联系 (customer \
                      contact) enabled, or the secret is not the one of the 客户联系 app. Nothing was swept; check \
                      the app's visible range and the secret";
-            tracing::warn!(app = self.app, run = self.run.id, "{e}");
-            self.run.progress.record_error(e.to_owned());
+            self.note(e.to_owned());
         }
         // Tags first: a follow's tag ids are named from the tag table when the follow is written.
         if self.run.progress.step == Step::Tags {
