@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wecom_callback::app::{AppConfig, AppKind};
 use wecom_callback::config::{LogFormat, Settings};
 use wecom_callback::http::server::Application;
+use wecom_callback::sync::client::Credentials;
 use wecom_callback::wecom::crypto::{self, AesKey};
 
 /// The server every test talks to, and its database.
@@ -69,6 +70,23 @@ pub const SUITE: TestAppConfig = TestAppConfig {
 };
 
 /// The read API's bearer token in tests.
+/// A fake WeCom API's successful answer: `body` with `errcode` 0 and `errmsg` "ok".
+pub fn ok(body: serde_json::Value) -> wiremock::ResponseTemplate {
+    let mut b = body;
+    b["errcode"] = serde_json::json!(0);
+    b["errmsg"] = serde_json::json!("ok");
+    wiremock::ResponseTemplate::new(200).set_body_json(b)
+}
+
+/// The API credentials of [`MAIN`]'s corp, with the secret `s`.
+pub fn creds() -> Credentials {
+    Credentials {
+        corp_id: MAIN.receive_id.into(),
+        secret: SecretString::from("s"),
+        source: Default::default(),
+    }
+}
+
 pub const API_TOKEN: &str = "test-api-token-0123456789";
 
 /// Base URL of the PostgreSQL server the tests use (any database on it; tests create their own).

@@ -8,20 +8,13 @@ use secrecy::SecretString;
 use serde_json::json;
 use sqlx::PgPool;
 use wecom_callback::store::{projections, rebuild};
-use wecom_callback::sync::client::{Credentials, WecomApi};
+use wecom_callback::sync::client::WecomApi;
 use wecom_callback::sync::worker::{self, Worker};
 use wiremock::matchers::{body_partial_json, path, query_param};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, MockServer};
 
-use crate::helpers::{MAIN, TestApp, spawn_app_with, unix_now};
+use crate::helpers::{MAIN, TestApp, creds, ok, spawn_app_with, unix_now};
 use crate::sync::{chat_event, contact_event, tag_event};
-
-fn ok(body: serde_json::Value) -> ResponseTemplate {
-    let mut b = body;
-    b["errcode"] = json!(0);
-    b["errmsg"] = json!("ok");
-    ResponseTemplate::new(200).set_body_json(b)
-}
 
 /// The fake WeCom: what enrichment and the resync are told.
 async fn mount_wecom(server: &MockServer) {
@@ -299,14 +292,6 @@ async fn rebuild_gives_back_the_staff_directory_of_events_user_get_and_a_directo
         before, after,
         "staff and departments before and after the rebuild; first difference:\n{first_difference:?}"
     );
-}
-
-fn creds() -> Credentials {
-    Credentials {
-        corp_id: MAIN.receive_id.into(),
-        secret: SecretString::from("s"),
-        source: Default::default(),
-    }
 }
 
 /// An app with a secret whose projector, worker and resync the test drives; a client of the fake WeCom at

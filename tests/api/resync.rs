@@ -4,21 +4,14 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use serde_json::json;
-use wecom_callback::sync::client::{Credentials, WecomApi};
+use wecom_callback::sync::client::WecomApi;
 use wiremock::matchers::{body_partial_json, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    MAIN, POLL_TIMEOUT, apply_all_pending, poll, spawn_app_with, unix_now, wait_applied,
+    MAIN, POLL_TIMEOUT, apply_all_pending, creds, ok, poll, spawn_app_with, unix_now, wait_applied,
 };
 use crate::sync::contact_event;
-
-fn ok(body: serde_json::Value) -> ResponseTemplate {
-    let mut b = body;
-    b["errcode"] = json!(0);
-    b["errmsg"] = json!("ok");
-    ResponseTemplate::new(200).set_body_json(b)
-}
 
 fn entry(user: &str, ext: &str) -> serde_json::Value {
     json!({"external_contact": {"external_userid": ext, "name": format!("name-{ext}"), "type": 1},
@@ -89,14 +82,6 @@ async fn answer_batch(server: &MockServer, answer: impl wiremock::Respond + 'sta
         .respond_with(answer)
         .mount(server)
         .await;
-}
-
-fn creds() -> Credentials {
-    Credentials {
-        corp_id: MAIN.receive_id.into(),
-        secret: SecretString::from("s"),
-        source: Default::default(),
-    }
 }
 
 #[tokio::test]
