@@ -8,7 +8,7 @@ use serde_json::json;
 use wiremock::matchers::{path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{MAIN, TestApp, spawn_app_with, unix_now, wait_applied, wait_for_count};
+use crate::helpers::{MAIN, TestApp, ok, spawn_app_with, unix_now, wait_applied, wait_for_count};
 use crate::sync::contact_event;
 
 async fn app_with_api(server: &MockServer, max_attempts: i32) -> TestApp {
@@ -22,10 +22,19 @@ async fn app_with_api(server: &MockServer, max_attempts: i32) -> TestApp {
     .await
 }
 
-fn token() -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(
-        json!({"errcode": 0, "errmsg": "ok", "access_token": "T", "expires_in": 7200}),
-    )
+/// WeCom's `gettoken` answers with the token `T`.
+async fn mount_token(server: &MockServer) {
+    Mock::given(path("/cgi-bin/gettoken"))
+        .respond_with(ok(json!({"access_token": "T", "expires_in": 7200})))
+        .mount(server)
+        .await;
+}
+
+/// A fake WeCom that grants tokens; each test mounts the rest.
+async fn fake_wecom() -> MockServer {
+    let server = MockServer::start().await;
+    mount_token(&server).await;
+    server
 }
 
 fn detail() -> ResponseTemplate {
@@ -42,11 +51,7 @@ fn detail() -> ResponseTemplate {
 
 #[tokio::test]
 async fn an_add_event_fills_in_the_contact_from_the_api() {
-    let server = MockServer::start().await;
-    Mock::given(path("/cgi-bin/gettoken"))
-        .respond_with(token())
-        .mount(&server)
-        .await;
+    let server = fake_wecom().await;
     Mock::given(path("/cgi-bin/externalcontact/get"))
         .and(query_param("external_userid", "wmE1"))
         .respond_with(detail())
@@ -149,11 +154,7 @@ async fn repeated_jobs_for_one_contact_collapse() {
 
 #[tokio::test]
 async fn a_failing_job_goes_dead_and_the_operator_retries_it() {
-    let server = MockServer::start().await;
-    Mock::given(path("/cgi-bin/gettoken"))
-        .respond_with(token())
-        .mount(&server)
-        .await;
+    let server = fake_wecom().await;
     Mock::given(path("/cgi-bin/externalcontact/get"))
         .respond_with(
             ResponseTemplate::new(200)
@@ -181,10 +182,7 @@ async fn a_failing_job_goes_dead_and_the_operator_retries_it() {
 
     // The operator fixes the permission in the console, then retries.
     server.reset().await;
-    Mock::given(path("/cgi-bin/gettoken"))
-        .respond_with(token())
-        .mount(&server)
-        .await;
+    mount_token(&server).await;
     Mock::given(path("/cgi-bin/externalcontact/get"))
         .respond_with(detail())
         .mount(&server)
@@ -225,11 +223,7 @@ async fn a_failing_job_goes_dead_and_the_operator_retries_it() {
 
 #[tokio::test]
 async fn transient_failures_are_retried_until_the_attempts_cap() {
-    let server = MockServer::start().await;
-    Mock::given(path("/cgi-bin/gettoken"))
-        .respond_with(token())
-        .mount(&server)
-        .await;
+    let server = fake_wecom().await;
     Mock::given(path("/cgi-bin/externalcontact/get"))
         .respond_with(ResponseTemplate::new(500).set_body_string("gateway error"))
         .mount(&server)
