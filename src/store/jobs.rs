@@ -28,6 +28,10 @@ pub struct Job {
 
 const COLUMNS: &str = "id, kind, app, corp_id, subject, status, attempts, run_after, last_error, last_errcode, event_id, updated_at";
 
+/// Inserts one job; a job already queued for the same subject absorbs it.
+const ENQUEUE: &str = "INSERT INTO wecom_jobs (kind, app, corp_id, subject, event_id) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (kind, app, corp_id, subject) WHERE status = 'queued' DO NOTHING";
+
 /// Queues a job in the caller's transaction; a job already queued for the same subject absorbs it.
 pub async fn enqueue(
     tx: &mut Transaction<'_, Postgres>,
@@ -37,17 +41,14 @@ pub async fn enqueue(
     subject: &str,
     event_id: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO wecom_jobs (kind, app, corp_id, subject, event_id) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (kind, app, corp_id, subject) WHERE status = 'queued' DO NOTHING",
-    )
-    .bind(kind)
-    .bind(app)
-    .bind(corp_id)
-    .bind(subject)
-    .bind(event_id)
-    .execute(&mut **tx)
-    .await?;
+    sqlx::query(ENQUEUE)
+        .bind(kind)
+        .bind(app)
+        .bind(corp_id)
+        .bind(subject)
+        .bind(event_id)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -72,17 +73,14 @@ pub async fn enqueue_one(
     subject: &str,
     event_id: Option<i64>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO wecom_jobs (kind, app, corp_id, subject, event_id) VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (kind, app, corp_id, subject) WHERE status = 'queued' DO NOTHING",
-    )
-    .bind(kind)
-    .bind(app)
-    .bind(corp_id)
-    .bind(subject)
-    .bind(event_id)
-    .execute(pool)
-    .await?;
+    sqlx::query(ENQUEUE)
+        .bind(kind)
+        .bind(app)
+        .bind(corp_id)
+        .bind(subject)
+        .bind(event_id)
+        .execute(pool)
+        .await?;
     sqlx::query("SELECT pg_notify($1, '')")
         .bind(QUEUED_CHANNEL)
         .execute(pool)

@@ -337,15 +337,23 @@ pub(crate) enum Replay {
     Unreadable,
 }
 
-/// Classifies `stored` for a rebuild (see [`Replay`]).
-pub(crate) fn classify(stored: &Stored) -> Replay {
-    let obs: Observation = match serde_json::from_value(stored.body.clone()) {
-        Ok(o) => o,
+/// The observation `stored` holds; `None`, with a warning, when its body no longer reads as one (written by a
+/// newer version): it is not replayed.
+fn read(stored: &Stored) -> Option<Observation> {
+    match serde_json::from_value(stored.body.clone()) {
+        Ok(o) => Some(o),
         Err(e) => {
             tracing::warn!(seq = stored.seq, kind = %stored.kind, error = %e,
                 "stored API observation does not read; not replayed");
-            return Replay::Unreadable;
+            None
         }
+    }
+}
+
+/// Classifies `stored` for a rebuild (see [`Replay`]).
+pub(crate) fn classify(stored: &Stored) -> Replay {
+    let Some(obs) = read(stored) else {
+        return Replay::Unreadable;
     };
     let corp = stored.corp_id.as_str();
     match obs {
@@ -375,13 +383,8 @@ pub(crate) async fn replay(
     tx: &mut Transaction<'_, Postgres>,
     stored: &Stored,
 ) -> Result<bool, sqlx::Error> {
-    let obs: Observation = match serde_json::from_value(stored.body.clone()) {
-        Ok(o) => o,
-        Err(e) => {
-            tracing::warn!(seq = stored.seq, kind = %stored.kind, error = %e,
-                "stored API observation does not read; not replayed");
-            return Ok(false);
-        }
+    let Some(obs) = read(stored) else {
+        return Ok(false);
     };
     let corp = stored.corp_id.as_str();
     use crate::store::{directory, enrichment, projections, sweeps};

@@ -173,6 +173,19 @@ const FILTER: &str = "($1::text IS NULL OR app = $1) AND ($2::text IS NULL OR co
     AND ($5::timestamptz IS NULL OR received_at >= $5) AND ($6::timestamptz IS NULL OR received_at < $6) \
     AND ($7::bigint[] IS NULL OR id = ANY($7))";
 
+/// Binds `f` to the parameters $1 to $7 of [`FILTER`], in order, on the query `$q`.
+macro_rules! bind_filter {
+    ($q:expr, $f:expr) => {
+        $q.bind(&$f.app)
+            .bind(&$f.corp_id)
+            .bind(&$f.event)
+            .bind(&$f.change_type)
+            .bind($f.since)
+            .bind($f.until)
+            .bind(&$f.ids)
+    };
+}
+
 /// Stored events matching the filter, newest first.
 pub async fn list_events(
     pool: &PgPool,
@@ -180,18 +193,14 @@ pub async fn list_events(
     limit: i64,
 ) -> Result<Vec<EventSummary>, sqlx::Error> {
     // Only constant SQL fragments are interpolated; every value is a bind.
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT id, app, corp_id, event_time, received_at, msg_type, event, change_type, \
-             NOT EXISTS (SELECT 1 FROM wecom_events_pending q WHERE q.id = wecom_events.id) AS applied, dedupe_key \
-         FROM wecom_events WHERE {FILTER} ORDER BY id DESC LIMIT $8"
-    )))
-    .bind(&f.app)
-    .bind(&f.corp_id)
-    .bind(&f.event)
-    .bind(&f.change_type)
-    .bind(f.since)
-    .bind(f.until)
-    .bind(&f.ids)
+    bind_filter!(
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT id, app, corp_id, event_time, received_at, msg_type, event, change_type, \
+                 NOT EXISTS (SELECT 1 FROM wecom_events_pending q WHERE q.id = wecom_events.id) AS applied, dedupe_key \
+             FROM wecom_events WHERE {FILTER} ORDER BY id DESC LIMIT $8"
+        ))),
+        f
+    )
     .bind(limit)
     .fetch_all(pool)
     .await
@@ -202,16 +211,12 @@ pub(crate) async fn count_events(
     tx: &mut Transaction<'_, Postgres>,
     f: &EventFilter,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM wecom_events WHERE {FILTER}"
-    )))
-    .bind(&f.app)
-    .bind(&f.corp_id)
-    .bind(&f.event)
-    .bind(&f.change_type)
-    .bind(f.since)
-    .bind(f.until)
-    .bind(&f.ids)
+    bind_filter!(
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM wecom_events WHERE {FILTER}"
+        ))),
+        f
+    )
     .fetch_one(&mut **tx)
     .await
 }
@@ -226,17 +231,13 @@ pub(crate) async fn events_after(
     limit: i64,
 ) -> Result<Vec<crate::store::projections::Unapplied>, sqlx::Error> {
     // Only constant SQL fragments are interpolated; every value is a bind.
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT id, app, dedupe_key, corp_id, extract(epoch FROM event_time)::bigint AS t, message \
-         FROM wecom_events WHERE {FILTER} AND id > $8 ORDER BY id LIMIT $9 FOR UPDATE SKIP LOCKED"
-    )))
-    .bind(&f.app)
-    .bind(&f.corp_id)
-    .bind(&f.event)
-    .bind(&f.change_type)
-    .bind(f.since)
-    .bind(f.until)
-    .bind(&f.ids)
+    bind_filter!(
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT id, app, dedupe_key, corp_id, extract(epoch FROM event_time)::bigint AS t, message \
+             FROM wecom_events WHERE {FILTER} AND id > $8 ORDER BY id LIMIT $9 FOR UPDATE SKIP LOCKED"
+        ))),
+        f
+    )
     .bind(after)
     .bind(limit)
     .fetch_all(&mut **tx)

@@ -7,7 +7,9 @@ use wecom_callback::http::server::Application;
 
 use wecom_callback::config::Settings;
 
-use crate::helpers::{MAIN, SUITE, TestAppConfig, sign_callback, test_settings, unix_now};
+use crate::helpers::{
+    MAIN, SUITE, SignedCallback, TestAppConfig, sign_callback, test_settings, unix_now,
+};
 
 /// Starts the service with MAIN against a port nothing listens on (every connection is refused) and
 /// returns its HTTP port.
@@ -33,26 +35,41 @@ fn spawn_apps_on_dead_database(apps: &[TestAppConfig], tweak: impl FnOnce(&mut S
     port
 }
 
-#[tokio::test]
-async fn unreachable_database_gives_503_within_the_deadline() {
-    // A port nothing listens on: every connection attempt is refused.
-    let port = spawn_on_dead_database(|_| {});
-
-    let client = wecom_callback::tls::client_builder()
+/// A plain HTTP client, as WeCom's.
+fn client() -> reqwest::Client {
+    wecom_callback::tls::client_builder()
         .build()
-        .expect("client");
-    let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event></xml>";
-    let cb = sign_callback(&MAIN, xml, unix_now());
-    let started = Instant::now();
-    let r = client
+        .expect("client")
+}
+
+/// POSTs the signed callback `cb` to the app `app` of the service on `port`.
+async fn post_callback(
+    client: &reqwest::Client,
+    port: u16,
+    app: &str,
+    cb: &SignedCallback,
+) -> reqwest::Response {
+    client
         .post(format!(
-            "http://127.0.0.1:{port}/callback/main?{}",
+            "http://127.0.0.1:{port}/callback/{app}?{}",
             cb.query
         ))
         .body(cb.body.clone())
         .send()
         .await
-        .expect("reply");
+        .expect("reply")
+}
+
+#[tokio::test]
+async fn unreachable_database_gives_503_within_the_deadline() {
+    // A port nothing listens on: every connection attempt is refused.
+    let port = spawn_on_dead_database(|_| {});
+
+    let client = client();
+    let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event></xml>";
+    let cb = sign_callback(&MAIN, xml, unix_now());
+    let started = Instant::now();
+    let r = post_callback(&client, port, "main", &cb).await;
     let elapsed = started.elapsed();
     assert_eq!(r.status().as_u16(), 503);
     let body = r.text().await.expect("body");
@@ -83,21 +100,11 @@ async fn with_a_spool_an_outage_is_acknowledged_and_drained_later() {
         s.spool.after = Duration::from_millis(1_000);
     });
 
-    let client = wecom_callback::tls::client_builder()
-        .build()
-        .expect("client");
+    let client = client();
     let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1700000000</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event><ChangeType>del_follow_user</ChangeType><UserID>u</UserID><ExternalUserID>wmSPOOL</ExternalUserID></xml>";
     let cb = sign_callback(&MAIN, xml, unix_now());
     let started = Instant::now();
-    let r = client
-        .post(format!(
-            "http://127.0.0.1:{port}/callback/main?{}",
-            cb.query
-        ))
-        .body(cb.body.clone())
-        .send()
-        .await
-        .expect("reply");
+    let r = post_callback(&client, port, "main", &cb).await;
     assert_eq!(r.status().as_u16(), 200, "spooled, so acknowledged");
     assert!(started.elapsed() < Duration::from_millis(4_500));
     let mode = std::fs::metadata(&spool_dir)
@@ -175,17 +182,7 @@ async fn without_a_spool_or_with_a_full_one_the_answer_is_503() {
     });
     let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>x</Event></xml>";
     let cb = sign_callback(&MAIN, xml, unix_now());
-    let r = wecom_callback::tls::client_builder()
-        .build()
-        .expect("client")
-        .post(format!(
-            "http://127.0.0.1:{port}/callback/main?{}",
-            cb.query
-        ))
-        .body(cb.body.clone())
-        .send()
-        .await
-        .expect("reply");
+    let r = post_callback(&client(), port, "main", &cb).await;
     assert_eq!(
         r.status().as_u16(),
         503,
@@ -232,9 +229,7 @@ async fn auth_events_of_a_suite_instruction_url_are_answered_within_a_second_whi
     let port = spawn_apps_on_dead_database(&[MAIN, SUITE], |s| {
         s.spool.dir = Some(spool_dir.clone());
     });
-    let client = wecom_callback::tls::client_builder()
-        .build()
-        .expect("client");
+    let client = client();
     let t = unix_now();
     for (i, info) in [
         "create_auth",
@@ -252,15 +247,7 @@ async fn auth_events_of_a_suite_instruction_url_are_answered_within_a_second_whi
         );
         let cb = sign_callback(&SUITE, &xml, t);
         let started = Instant::now();
-        let r = client
-            .post(format!(
-                "http://127.0.0.1:{port}/callback/suite?{}",
-                cb.query
-            ))
-            .body(cb.body.clone())
-            .send()
-            .await
-            .expect("reply");
+        let r = post_callback(&client, port, "suite", &cb).await;
         let elapsed = started.elapsed();
         assert_eq!(r.status().as_u16(), 200, "{info}");
         assert_eq!(r.text().await.expect("body"), "success", "{info}: spooled");
@@ -278,15 +265,7 @@ async fn auth_events_of_a_suite_instruction_url_are_answered_within_a_second_whi
     let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1700000000</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event><ChangeType>del_follow_user</ChangeType><UserID>u</UserID><ExternalUserID>wmSLOW</ExternalUserID></xml>";
     let cb = sign_callback(&MAIN, xml, unix_now());
     let started = Instant::now();
-    let r = client
-        .post(format!(
-            "http://127.0.0.1:{port}/callback/main?{}",
-            cb.query
-        ))
-        .body(cb.body.clone())
-        .send()
-        .await
-        .expect("reply");
+    let r = post_callback(&client, port, "main", &cb).await;
     assert_eq!(r.status().as_u16(), 200);
     assert!(
         started.elapsed() >= Duration::from_millis(1_500),

@@ -7,9 +7,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{
-    API_TOKEN, MAIN, TestApp, sign_callback, spawn_app_with, unix_now, wait_applied, wait_for_count,
-};
+use crate::helpers::{API_TOKEN, MAIN, TestApp, spawn_app_with, wait_applied, wait_for_count};
 use crate::sync::contact_event;
 
 const CORP: &str = MAIN.receive_id;
@@ -24,15 +22,6 @@ fn directory_event(t: i64, change: &str, body: &str) -> String {
 
 fn answer(body: Value) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_json(body)
-}
-
-async fn post(app: &TestApp, xml: &str) {
-    let status = app
-        .post("main", &sign_callback(&MAIN, xml, unix_now()))
-        .await
-        .status()
-        .as_u16();
-    assert_eq!(status, 200, "callback accepted");
 }
 
 async fn get(app: &TestApp, path_and_query: &str) -> (u16, Value) {
@@ -145,7 +134,7 @@ async fn a_day_of_directory_events_gives_staff_departments_and_staff_aware_follo
         directory_event(t + 700, "delete_party", "<Id>3</Id>"),
     ];
     for xml in &day {
-        post(&app, xml).await;
+        app.deliver(xml).await;
     }
     wait_applied(&app.pool).await;
     // One user/get per member named by a user event (zhangsan, lisi_new, wangwu).

@@ -8,9 +8,7 @@ use serde_json::json;
 use wiremock::matchers::{path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{
-    MAIN, TestApp, sign_callback, spawn_app_with, unix_now, wait_applied, wait_for_count,
-};
+use crate::helpers::{MAIN, TestApp, ok, spawn_app_with, unix_now, wait_applied, wait_for_count};
 use crate::sync::contact_event;
 
 async fn app_with_api(server: &MockServer, max_attempts: i32) -> TestApp {
@@ -24,10 +22,19 @@ async fn app_with_api(server: &MockServer, max_attempts: i32) -> TestApp {
     .await
 }
 
-fn token() -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(
-        json!({"errcode": 0, "errmsg": "ok", "access_token": "T", "expires_in": 7200}),
-    )
+/// WeCom's `gettoken` answers with the token `T`.
+async fn mount_token(server: &MockServer) {
+    Mock::given(path("/cgi-bin/gettoken"))
+        .respond_with(ok(json!({"access_token": "T", "expires_in": 7200})))
+        .mount(server)
+        .await;
+}
+
+/// A fake WeCom that grants tokens; each test mounts the rest.
+async fn fake_wecom() -> MockServer {
+    let server = MockServer::start().await;
+    mount_token(&server).await;
+    server
 }
 
 fn detail() -> ResponseTemplate {
@@ -44,11 +51,7 @@ fn detail() -> ResponseTemplate {
 
 #[tokio::test]
 async fn an_add_event_fills_in_the_contact_from_the_api() {
-    let server = MockServer::start().await;
-    Mock::given(path("/cgi-bin/gettoken"))
-        .respond_with(token())
-        .mount(&server)
-        .await;
+    let server = fake_wecom().await;
     Mock::given(path("/cgi-bin/externalcontact/get"))
         .and(query_param("external_userid", "wmE1"))
         .respond_with(detail())
@@ -62,13 +65,7 @@ async fn an_add_event_fills_in_the_contact_from_the_api() {
         "wmE1",
         "<State>qr</State>",
     );
-    assert_eq!(
-        app.post("main", &sign_callback(&MAIN, &xml, unix_now()))
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
+    app.deliver(&xml).await;
 
     wait_for_count(
         &app.pool,
@@ -95,13 +92,7 @@ async fn an_add_event_fills_in_the_contact_from_the_api() {
     assert_eq!(tags.expect("tags")[0]["tag_id"], "et1");
     // The API's view never revives a follow deleted by a newer event.
     let del = contact_event(unix_now() + 10, "del_follow_user", "alice", "wmE1", "");
-    assert_eq!(
-        app.post("main", &sign_callback(&MAIN, &del, unix_now()))
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
+    app.deliver(&del).await;
     wait_applied(&app.pool).await;
     wecom_callback::store::enrichment::contact_detail(
         &app.pool,
@@ -163,11 +154,7 @@ async fn repeated_jobs_for_one_contact_collapse() {
 
 #[tokio::test]
 async fn a_failing_job_goes_dead_and_the_operator_retries_it() {
-    let server = MockServer::start().await;
-    Mock::given(path("/cgi-bin/gettoken"))
-        .respond_with(token())
-        .mount(&server)
-        .await;
+    let server = fake_wecom().await;
     Mock::given(path("/cgi-bin/externalcontact/get"))
         .respond_with(
             ResponseTemplate::new(200)
@@ -177,13 +164,7 @@ async fn a_failing_job_goes_dead_and_the_operator_retries_it() {
         .await;
     let app = app_with_api(&server, 3).await;
     let xml = contact_event(1_700_000_000, "add_external_contact", "alice", "wmE1", "");
-    assert_eq!(
-        app.post("main", &sign_callback(&MAIN, &xml, unix_now()))
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
+    app.deliver(&xml).await;
     // A permission error is not retried: dead at once, with the explanation.
     wait_for_count(
         &app.pool,
@@ -201,10 +182,7 @@ async fn a_failing_job_goes_dead_and_the_operator_retries_it() {
 
     // The operator fixes the permission in the console, then retries.
     server.reset().await;
-    Mock::given(path("/cgi-bin/gettoken"))
-        .respond_with(token())
-        .mount(&server)
-        .await;
+    mount_token(&server).await;
     Mock::given(path("/cgi-bin/externalcontact/get"))
         .respond_with(detail())
         .mount(&server)
@@ -245,11 +223,7 @@ async fn a_failing_job_goes_dead_and_the_operator_retries_it() {
 
 #[tokio::test]
 async fn transient_failures_are_retried_until_the_attempts_cap() {
-    let server = MockServer::start().await;
-    Mock::given(path("/cgi-bin/gettoken"))
-        .respond_with(token())
-        .mount(&server)
-        .await;
+    let server = fake_wecom().await;
     Mock::given(path("/cgi-bin/externalcontact/get"))
         .respond_with(ResponseTemplate::new(500).set_body_string("gateway error"))
         .mount(&server)
@@ -257,13 +231,7 @@ async fn transient_failures_are_retried_until_the_attempts_cap() {
     let xml = contact_event(1_700_000_000, "edit_external_contact", "alice", "wmE1", "");
     // Attempts left: queued again with a backoff.
     let app = app_with_api(&server, 3).await;
-    assert_eq!(
-        app.post("main", &sign_callback(&MAIN, &xml, unix_now()))
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
+    app.deliver(&xml).await;
     wait_for_count(
         &app.pool,
         "SELECT count(*) FROM wecom_jobs WHERE status = 'queued' AND attempts = 1 AND run_after > now() AND last_error LIKE '%HTTP 500%'",
@@ -272,13 +240,7 @@ async fn transient_failures_are_retried_until_the_attempts_cap() {
     .await;
     // No attempts left: the same failure makes it dead.
     let app = app_with_api(&server, 1).await;
-    assert_eq!(
-        app.post("main", &sign_callback(&MAIN, &xml, unix_now()))
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
+    app.deliver(&xml).await;
     wait_for_count(
         &app.pool,
         "SELECT count(*) FROM wecom_jobs WHERE status = 'dead' AND attempts = 1",

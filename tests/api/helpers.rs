@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wecom_callback::app::{AppConfig, AppKind};
 use wecom_callback::config::{LogFormat, Settings};
 use wecom_callback::http::server::Application;
+use wecom_callback::sync::client::Credentials;
 use wecom_callback::wecom::crypto::{self, AesKey};
 
 /// The server every test talks to, and its database.
@@ -69,6 +70,23 @@ pub const SUITE: TestAppConfig = TestAppConfig {
 };
 
 /// The read API's bearer token in tests.
+/// A fake WeCom API's successful answer: `body` with `errcode` 0 and `errmsg` "ok".
+pub fn ok(body: serde_json::Value) -> wiremock::ResponseTemplate {
+    let mut b = body;
+    b["errcode"] = serde_json::json!(0);
+    b["errmsg"] = serde_json::json!("ok");
+    wiremock::ResponseTemplate::new(200).set_body_json(b)
+}
+
+/// The API credentials of [`MAIN`]'s corp, with the secret `s`.
+pub fn creds() -> Credentials {
+    Credentials {
+        corp_id: MAIN.receive_id.into(),
+        secret: SecretString::from("s"),
+        source: Default::default(),
+    }
+}
+
 pub const API_TOKEN: &str = "test-api-token-0123456789";
 
 /// Base URL of the PostgreSQL server the tests use (any database on it; tests create their own).
@@ -264,6 +282,17 @@ impl TestApp {
     /// POSTs a signed callback to `app`.
     pub async fn post(&self, app: &str, cb: &SignedCallback) -> reqwest::Response {
         self.post_raw(app, &cb.query, cb.body.clone()).await
+    }
+
+    /// Delivers `xml` as WeCom would to the app `main` (signed and encrypted for [`MAIN`], timestamped now)
+    /// and asserts it was accepted (200).
+    pub async fn deliver(&self, xml: &str) {
+        let status = self
+            .post("main", &sign_callback(&MAIN, xml, unix_now()))
+            .await
+            .status()
+            .as_u16();
+        assert_eq!(status, 200, "the callback was accepted");
     }
 
     pub async fn post_raw(&self, app: &str, query: &str, body: String) -> reqwest::Response {

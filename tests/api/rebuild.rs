@@ -8,20 +8,13 @@ use secrecy::SecretString;
 use serde_json::json;
 use sqlx::PgPool;
 use wecom_callback::store::{projections, rebuild};
-use wecom_callback::sync::client::{Credentials, WecomApi};
+use wecom_callback::sync::client::WecomApi;
 use wecom_callback::sync::worker::{self, Worker};
 use wiremock::matchers::{body_partial_json, path, query_param};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, MockServer};
 
-use crate::helpers::{MAIN, TestApp, sign_callback, spawn_app_with, unix_now};
+use crate::helpers::{MAIN, TestApp, creds, ok, spawn_app_with, unix_now};
 use crate::sync::{chat_event, contact_event, tag_event};
-
-fn ok(body: serde_json::Value) -> ResponseTemplate {
-    let mut b = body;
-    b["errcode"] = json!(0);
-    b["errmsg"] = json!("ok");
-    ResponseTemplate::new(200).set_body_json(b)
-}
 
 /// The fake WeCom: what enrichment and the resync are told.
 async fn mount_wecom(server: &MockServer) {
@@ -214,28 +207,7 @@ async fn rebuild_gives_back_the_staff_directory_of_events_user_get_and_a_directo
     let server = MockServer::start().await;
     mount_directory(&server).await;
     mount_wecom(&server).await;
-    let uri = server.uri();
-    let app = spawn_app_with(&[MAIN], move |s| {
-        s.apps[0].secret = Some(SecretString::from("s"));
-        s.api.base_url = uri;
-        s.api.worker_concurrency = 0;
-        s.api.resync_interval = Duration::ZERO;
-        s.run_projector = false;
-    })
-    .await;
-    let api = WecomApi::new(&server.uri(), app.pool.clone())
-        .expect("client")
-        .with_backoff(Duration::from_millis(1));
-    let w = Worker {
-        pool: app.pool.clone(),
-        api: api.clone(),
-        credentials: HashMap::from([("main".to_owned(), creds())]),
-        max_attempts: 1,
-        metrics: None,
-        idle: Duration::from_millis(10),
-        provider: Default::default(),
-        wake: None,
-    };
+    let (app, api, w) = app_with_worker(&server).await;
     let t = 1_600_000_000;
     for xml in [
         directory_event(
@@ -265,7 +237,7 @@ async fn rebuild_gives_back_the_staff_directory_of_events_user_get_and_a_directo
         ),
         contact_event(t + 5, "add_external_contact", "oldtimer", "wmA", ""),
     ] {
-        post(&app, &xml).await;
+        app.deliver(&xml).await;
     }
     apply_all(&app.pool).await;
     // user/get for every member an event named.
@@ -322,20 +294,32 @@ async fn rebuild_gives_back_the_staff_directory_of_events_user_get_and_a_directo
     );
 }
 
-fn creds() -> Credentials {
-    Credentials {
-        corp_id: MAIN.receive_id.into(),
-        secret: SecretString::from("s"),
-        source: Default::default(),
-    }
-}
-
-async fn post(app: &TestApp, xml: &str) {
-    let status = app
-        .post("main", &sign_callback(&MAIN, xml, unix_now()))
-        .await
-        .status();
-    assert_eq!(status.as_u16(), 200);
+/// An app with a secret whose projector, worker and resync the test drives; a client of the fake WeCom at
+/// `server`; and the enrichment worker the test runs by hand ([`run_jobs`]).
+async fn app_with_worker(server: &MockServer) -> (TestApp, WecomApi, Worker) {
+    let uri = server.uri();
+    let app = spawn_app_with(&[MAIN], move |s| {
+        s.apps[0].secret = Some(SecretString::from("s"));
+        s.api.base_url = uri;
+        s.api.worker_concurrency = 0;
+        s.api.resync_interval = Duration::ZERO;
+        s.run_projector = false;
+    })
+    .await;
+    let api = WecomApi::new(&server.uri(), app.pool.clone())
+        .expect("client")
+        .with_backoff(Duration::from_millis(1));
+    let w = Worker {
+        pool: app.pool.clone(),
+        api: api.clone(),
+        credentials: HashMap::from([("main".to_owned(), creds())]),
+        max_attempts: 1,
+        metrics: None,
+        idle: Duration::from_millis(10),
+        provider: Default::default(),
+        wake: None,
+    };
+    (app, api, w)
 }
 
 /// Applies every stored event, queueing enrichment jobs as the projector of an app with a secret does.
@@ -406,28 +390,7 @@ where
 async fn rebuild_gives_back_what_events_enrichment_and_resyncs_built() {
     let server = MockServer::start().await;
     mount_wecom(&server).await;
-    let uri = server.uri();
-    let app = spawn_app_with(&[MAIN], move |s| {
-        s.apps[0].secret = Some(SecretString::from("s"));
-        s.api.base_url = uri;
-        s.api.worker_concurrency = 0;
-        s.api.resync_interval = Duration::ZERO;
-        s.run_projector = false;
-    })
-    .await;
-    let api = WecomApi::new(&server.uri(), app.pool.clone())
-        .expect("client")
-        .with_backoff(Duration::from_millis(1));
-    let w = Worker {
-        pool: app.pool.clone(),
-        api: api.clone(),
-        credentials: HashMap::from([("main".to_owned(), creds())]),
-        max_attempts: 1,
-        metrics: None,
-        idle: Duration::from_millis(10),
-        provider: Default::default(),
-        wake: None,
-    };
+    let (app, api, w) = app_with_worker(&server).await;
 
     // Events: two follows of alice (one WeCom will no longer list), a chat with members, a chat WeCom will
     // say is gone, a tag WeCom will no longer list.
@@ -453,7 +416,7 @@ async fn rebuild_gives_back_what_events_enrichment_and_resyncs_built() {
         chat_event(t, "create", "wrGONE", ""),
         tag_event(t, "create", "etGONE", "<TagType>tag</TagType>"),
     ] {
-        post(&app, &xml).await;
+        app.deliver(&xml).await;
     }
     apply_all(&app.pool).await;
     // Enrichment: externalcontact/get, groupchat/get, the tag lists.
@@ -461,8 +424,7 @@ async fn rebuild_gives_back_what_events_enrichment_and_resyncs_built() {
     // A late member event, older than the member list enrichment read: applied after that list, it adds a
     // joined row (the list could not mark a row that did not exist yet `left`). A rebuild that replayed the
     // events first and the observations after would mark it `left`: order matters here, and is kept.
-    post(
-        &app,
+    app.deliver(
         &chat_event(
             t + 40,
             "update",
@@ -480,10 +442,13 @@ async fn rebuild_gives_back_what_events_enrichment_and_resyncs_built() {
             .expect("resync");
     }
     // An event after the resyncs: the customer deletes alice. Replayed after the observations, as applied.
-    post(
-        &app,
-        &contact_event(unix_now() + 60, "del_follow_user", "alice", "wmA", ""),
-    )
+    app.deliver(&contact_event(
+        unix_now() + 60,
+        "del_follow_user",
+        "alice",
+        "wmA",
+        "",
+    ))
     .await;
     apply_all(&app.pool).await;
 

@@ -4,22 +4,14 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use serde_json::json;
-use wecom_callback::sync::client::{Credentials, WecomApi};
+use wecom_callback::sync::client::WecomApi;
 use wiremock::matchers::{body_partial_json, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{
-    MAIN, POLL_TIMEOUT, apply_all_pending, poll, sign_callback, spawn_app_with, unix_now,
-    wait_applied,
+    MAIN, POLL_TIMEOUT, apply_all_pending, creds, ok, poll, spawn_app_with, unix_now, wait_applied,
 };
 use crate::sync::contact_event;
-
-fn ok(body: serde_json::Value) -> ResponseTemplate {
-    let mut b = body;
-    b["errcode"] = json!(0);
-    b["errmsg"] = json!("ok");
-    ResponseTemplate::new(200).set_body_json(b)
-}
 
 fn entry(user: &str, ext: &str) -> serde_json::Value {
     json!({"external_contact": {"external_userid": ext, "name": format!("name-{ext}"), "type": 1},
@@ -43,9 +35,7 @@ async fn mount_wecom(server: &MockServer) {
         .await;
     Mock::given(path("/cgi-bin/externalcontact/groupchat/get"))
         .and(body_partial_json(json!({"chat_id": "wrGONE"})))
-        .respond_with(
-            ok(json!({})).set_body_json(json!({"errcode": 40050, "errmsg": "chatid not exist"})),
-        )
+        .respond_with(wecom_error(40050, "chatid not exist"))
         .with_priority(1)
         .mount(server)
         .await;
@@ -78,18 +68,25 @@ async fn mount_wecom(server: &MockServer) {
         .await;
 }
 
-fn creds() -> Credentials {
-    Credentials {
-        corp_id: MAIN.receive_id.into(),
-        secret: SecretString::from("s"),
-        source: Default::default(),
-    }
+/// A fake WeCom answering every call of a resync ([`mount_wecom`]) except `batch/get_by_user`, which each test
+/// mounts (see [`answer_batch`]).
+async fn fake_wecom() -> MockServer {
+    let server = MockServer::start().await;
+    mount_wecom(&server).await;
+    server
+}
+
+/// `batch/get_by_user` answers every call with `answer`.
+async fn answer_batch(server: &MockServer, answer: impl wiremock::Respond + 'static) {
+    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
+        .respond_with(answer)
+        .mount(server)
+        .await;
 }
 
 #[tokio::test]
 async fn resync_pages_through_cursors_tombstones_what_wecom_no_longer_has_and_reports_drift() {
-    let server = MockServer::start().await;
-    mount_wecom(&server).await;
+    let server = fake_wecom().await;
     Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
         .and(body_partial_json(json!({"cursor": ""})))
         .respond_with(ok(json!({"external_contact_list": [entry("alice", "wmC1"), entry("bob", "wmC1")], "next_cursor": "c2"})))
@@ -114,7 +111,7 @@ async fn resync_pages_through_cursors_tombstones_what_wecom_no_longer_has_and_re
         "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1600000000</CreateTime><MsgType>event</MsgType><Event>change_external_chat</Event><ChatId>wrGONE</ChatId><ChangeType>create</ChangeType></xml>".to_owned(),
         "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1600000000</CreateTime><MsgType>event</MsgType><Event>change_external_tag</Event><Id>etGONE</Id><TagType>tag</TagType><ChangeType>create</ChangeType></xml>".to_owned(),
     ] {
-        assert_eq!(app.post("main", &sign_callback(&MAIN, &xml, unix_now())).await.status().as_u16(), 200);
+        app.deliver(&xml).await;
     }
     apply_all_pending(&app.pool).await;
 
@@ -203,13 +200,7 @@ async fn resync_pages_through_cursors_tombstones_what_wecom_no_longer_has_and_re
 
     // An event newer than the run outranks what the resync saw: this deletion wins.
     let del = contact_event(unix_now() + 5, "del_follow_user", "bob", "wmC1", "");
-    assert_eq!(
-        app.post("main", &sign_callback(&MAIN, &del, unix_now()))
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
+    app.deliver(&del).await;
     apply_all_pending(&app.pool).await;
     let status: String =
         sqlx::query_scalar("SELECT status FROM external_contact_follows WHERE userid = 'bob'")
@@ -221,8 +212,7 @@ async fn resync_pages_through_cursors_tombstones_what_wecom_no_longer_has_and_re
 
 #[tokio::test]
 async fn an_interrupted_resync_resumes_where_it_stopped() {
-    let server = MockServer::start().await;
-    mount_wecom(&server).await;
+    let server = fake_wecom().await;
     Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
         .and(body_partial_json(json!({"cursor": ""})))
         .respond_with(ok(
@@ -234,11 +224,7 @@ async fn an_interrupted_resync_resumes_where_it_stopped() {
     Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
         .and(body_partial_json(json!({"cursor": "c2"})))
         // 60020 fails every call: the run stops (an item-level error would be retried and skipped instead).
-        .respond_with(
-            ok(json!({})).set_body_json(
-                json!({"errcode": 60020, "errmsg": "not allow to access from your ip"}),
-            ),
-        )
+        .respond_with(untrusted_ip())
         .up_to_n_times(1)
         .with_priority(1)
         .mount(&server)
@@ -282,14 +268,12 @@ async fn an_interrupted_resync_resumes_where_it_stopped() {
 
 #[tokio::test]
 async fn serve_runs_the_scheduled_resync_and_exports_its_drift() {
-    let server = MockServer::start().await;
-    mount_wecom(&server).await;
-    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
-        .respond_with(ok(
-            json!({"external_contact_list": [entry("alice", "wmC1")], "next_cursor": ""}),
-        ))
-        .mount(&server)
-        .await;
+    let server = fake_wecom().await;
+    answer_batch(
+        &server,
+        ok(json!({"external_contact_list": [entry("alice", "wmC1")], "next_cursor": ""})),
+    )
+    .await;
     let uri = server.uri();
     let app = spawn_app_with(&[MAIN], move |s| {
         s.apps[0].secret = Some(SecretString::from("s"));
@@ -333,14 +317,12 @@ async fn run_with(
 
 #[tokio::test]
 async fn a_second_run_with_nothing_changed_reports_no_drift_and_a_failing_chat_is_skipped() {
-    let server = MockServer::start().await;
-    mount_wecom(&server).await;
-    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
-        .respond_with(ok(
-            json!({"external_contact_list": [entry("alice", "wmC1")], "next_cursor": ""}),
-        ))
-        .mount(&server)
-        .await;
+    let server = fake_wecom().await;
+    answer_batch(
+        &server,
+        ok(json!({"external_contact_list": [entry("alice", "wmC1")], "next_cursor": ""})),
+    )
+    .await;
     let app = spawn_app_with(&[MAIN], |_| {}).await;
     let first = run_with(&app, &server, &options()).await.expect("first");
     assert_eq!(first.follows_created, 1);
@@ -387,12 +369,12 @@ async fn a_second_run_with_nothing_changed_reports_no_drift_and_a_failing_chat_i
 
 #[tokio::test]
 async fn the_sweep_refuses_a_mass_removal_unless_allowed() {
-    let server = MockServer::start().await;
-    mount_wecom(&server).await;
-    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
-        .respond_with(ok(json!({"external_contact_list": [], "next_cursor": ""})))
-        .mount(&server)
-        .await;
+    let server = fake_wecom().await;
+    answer_batch(
+        &server,
+        ok(json!({"external_contact_list": [], "next_cursor": ""})),
+    )
+    .await;
     let app = spawn_app_with(&[MAIN], |_| {}).await;
     for i in 0..12 {
         let xml = contact_event(
@@ -402,13 +384,7 @@ async fn the_sweep_refuses_a_mass_removal_unless_allowed() {
             &format!("wmM{i}"),
             "",
         );
-        assert_eq!(
-            app.post("main", &sign_callback(&MAIN, &xml, unix_now()))
-                .await
-                .status()
-                .as_u16(),
-            200
-        );
+        app.deliver(&xml).await;
     }
     wait_applied(&app.pool).await;
     let refused = run_with(&app, &server, &options()).await.expect("run");
@@ -425,8 +401,7 @@ async fn the_sweep_refuses_a_mass_removal_unless_allowed() {
 
 #[tokio::test]
 async fn two_concurrent_resyncs_of_a_corp_make_the_calls_once() {
-    let server = MockServer::start().await;
-    mount_wecom(&server).await;
+    let server = fake_wecom().await;
     Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
         .respond_with(
             ok(json!({"external_contact_list": [entry("alice", "wmC1")], "next_cursor": ""}))
@@ -453,12 +428,12 @@ async fn two_concurrent_resyncs_of_a_corp_make_the_calls_once() {
 
 #[tokio::test]
 async fn groupchat_list_asks_per_owner_chunk_and_a_stale_run_is_abandoned() {
-    let server = MockServer::start().await;
-    mount_wecom(&server).await;
-    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
-        .respond_with(ok(json!({"external_contact_list": [], "next_cursor": ""})))
-        .mount(&server)
-        .await;
+    let server = fake_wecom().await;
+    answer_batch(
+        &server,
+        ok(json!({"external_contact_list": [], "next_cursor": ""})),
+    )
+    .await;
     Mock::given(path("/cgi-bin/externalcontact/groupchat/list"))
         .and(body_partial_json(
             json!({"owner_filter": {"userid_list": ["alice"]}}),
@@ -527,15 +502,18 @@ fn one_customer_each(req: &wiremock::Request) -> ResponseTemplate {
     ok(json!({"external_contact_list": list, "next_cursor": ""}))
 }
 
+/// WeCom's answer refusing a call with `errcode`.
+fn wecom_error(errcode: i64, errmsg: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({"errcode": errcode, "errmsg": errmsg}))
+}
+
 fn untrusted_ip() -> ResponseTemplate {
-    ResponseTemplate::new(200)
-        .set_body_json(json!({"errcode": 60020, "errmsg": "not allow to access from your ip"}))
+    wecom_error(60020, "not allow to access from your ip")
 }
 
 #[tokio::test]
 async fn a_resume_after_the_staff_list_changed_skips_nobody_and_lists_nobody_twice() {
-    let server = MockServer::start().await;
-    mount_wecom(&server).await;
+    let server = fake_wecom().await;
     // The first run sees alice, bob and carol; by the resume bob has left and aaron (sorting before the
     // members done) and dave have joined: a resume by position in the list would skip or repeat someone.
     Mock::given(path("/cgi-bin/externalcontact/get_follow_user_list"))
@@ -609,8 +587,7 @@ async fn a_resume_after_the_staff_list_changed_skips_nobody_and_lists_nobody_twi
 
 #[tokio::test]
 async fn a_run_that_failed_three_times_is_abandoned_and_a_fresh_run_starts() {
-    let server = MockServer::start().await;
-    mount_wecom(&server).await;
+    let server = fake_wecom().await;
     Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
         .and(body_partial_json(json!({"userid_list": ["bob"]})))
         .respond_with(untrusted_ip())
@@ -672,8 +649,7 @@ async fn a_run_that_failed_three_times_is_abandoned_and_a_fresh_run_starts() {
 
 #[tokio::test]
 async fn a_failed_scheduled_resync_is_retried_after_the_backoff_not_the_interval() {
-    let server = MockServer::start().await;
-    mount_wecom(&server).await;
+    let server = fake_wecom().await;
     // The first two starts fail at once (the IP is not trusted yet), the third succeeds.
     Mock::given(path("/cgi-bin/externalcontact/get_follow_user_list"))
         .respond_with(untrusted_ip())
@@ -681,10 +657,7 @@ async fn a_failed_scheduled_resync_is_retried_after_the_backoff_not_the_interval
         .with_priority(1)
         .mount(&server)
         .await;
-    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
-        .respond_with(one_customer_each)
-        .mount(&server)
-        .await;
+    answer_batch(&server, one_customer_each).await;
     let app = spawn_app_with(&[MAIN], |_| {}).await;
     let api = WecomApi::new(&server.uri(), app.pool.clone())
         .expect("client")
@@ -745,30 +718,21 @@ async fn a_failed_scheduled_resync_is_retried_after_the_backoff_not_the_interval
 #[tokio::test]
 async fn without_the_chat_apis_48002_the_chat_step_is_skipped_with_the_reason_and_the_run_finishes()
 {
-    let server = MockServer::start().await;
-    mount_wecom(&server).await;
+    let server = fake_wecom().await;
     Mock::given(path("/cgi-bin/externalcontact/groupchat/list"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({"errcode": 48002, "errmsg": "api forbidden, hint: [1700000000_1_sim]"}),
+        .respond_with(wecom_error(
+            48002,
+            "api forbidden, hint: [1700000000_1_sim]",
         ))
         .with_priority(1)
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
-        .respond_with(one_customer_each)
-        .mount(&server)
-        .await;
+    answer_batch(&server, one_customer_each).await;
     let app = spawn_app_with(&[MAIN], |_| {}).await;
     // A chat known from an event: with the chat APIs refused nothing may be swept.
     let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1600000000</CreateTime><MsgType>event</MsgType><Event>change_external_chat</Event><ChatId>wrKEEP</ChatId><ChangeType>create</ChangeType></xml>";
-    assert_eq!(
-        app.post("main", &sign_callback(&MAIN, xml, unix_now()))
-            .await
-            .status()
-            .as_u16(),
-        200
-    );
+    app.deliver(xml).await;
     wait_applied(&app.pool).await;
 
     let drift = run_with(&app, &server, &options())
@@ -804,12 +768,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_wecom-callback");
 #[tokio::test]
 async fn the_resync_command_shows_staff_done_of_total_calls_and_eta_on_the_terminal_and_in_the_log()
 {
-    let server = MockServer::start().await;
-    mount_wecom(&server).await;
-    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
-        .respond_with(one_customer_each)
-        .mount(&server)
-        .await;
+    let server = fake_wecom().await;
+    answer_batch(&server, one_customer_each).await;
     let (_guard, url) = crate::helpers::fresh_database();
     let out = tokio::process::Command::new(BIN)
         .arg("resync")
@@ -854,21 +814,18 @@ async fn the_resync_command_shows_staff_done_of_total_calls_and_eta_on_the_termi
 #[tokio::test]
 async fn a_secret_refused_the_directory_skips_the_directory_step_with_the_reason_and_the_run_finishes()
  {
-    let server = MockServer::start().await;
-    mount_wecom(&server).await;
+    let server = fake_wecom().await;
     // The 通讯录 secret from an IP WeCom does not trust (since 2022): 48009 on every directory call.
     Mock::given(path("/cgi-bin/user/list_id"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({"errcode": 48009, "errmsg": "api forbidden for ip, hint: [1700000000_2_sim]"}),
+        .respond_with(wecom_error(
+            48009,
+            "api forbidden for ip, hint: [1700000000_2_sim]",
         ))
         .with_priority(1)
         .expect(1)
         .mount(&server)
         .await;
-    Mock::given(path("/cgi-bin/externalcontact/batch/get_by_user"))
-        .respond_with(one_customer_each)
-        .mount(&server)
-        .await;
+    answer_batch(&server, one_customer_each).await;
     let app = spawn_app_with(&[MAIN], |_| {}).await;
     let drift = run_with(&app, &server, &options())
         .await
@@ -899,8 +856,7 @@ async fn a_secret_refused_the_directory_skips_the_directory_step_with_the_reason
 
 #[tokio::test]
 async fn members_gone_from_the_directory_are_marked_left_only_behind_the_mass_removal_guard() {
-    let server = MockServer::start().await;
-    mount_wecom(&server).await;
+    let server = fake_wecom().await;
     Mock::given(path("/cgi-bin/user/list_id"))
         .respond_with(ok(
             json!({"dept_user": [{"userid": "alice", "department": 1}], "next_cursor": ""}),
@@ -922,13 +878,7 @@ async fn members_gone_from_the_directory_are_marked_left_only_behind_the_mass_re
              <Department>1</Department></xml>",
             corp = MAIN.receive_id
         );
-        assert_eq!(
-            app.post("main", &sign_callback(&MAIN, &xml, unix_now()))
-                .await
-                .status()
-                .as_u16(),
-            200
-        );
+        app.deliver(&xml).await;
     }
     wait_applied(&app.pool).await;
     let refused = run_with(&app, &server, &options()).await.expect("run");
@@ -964,8 +914,7 @@ async fn members_gone_from_the_directory_are_marked_left_only_behind_the_mass_re
 #[tokio::test]
 async fn departments_gone_from_department_list_are_marked_deleted_but_an_empty_list_deletes_nothing()
  {
-    let server = MockServer::start().await;
-    mount_wecom(&server).await;
+    let server = fake_wecom().await;
     let app = spawn_app_with(&[MAIN], |_| {}).await;
     let t = 1_600_000_000;
     for (id, name) in [(2, "销售"), (3, "客服")] {
@@ -975,13 +924,7 @@ async fn departments_gone_from_department_list_are_marked_deleted_but_an_empty_l
              <ParentId>1</ParentId><Order>1</Order></xml>",
             corp = MAIN.receive_id
         );
-        assert_eq!(
-            app.post("main", &sign_callback(&MAIN, &xml, unix_now()))
-                .await
-                .status()
-                .as_u16(),
-            200
-        );
+        app.deliver(&xml).await;
     }
     wait_applied(&app.pool).await;
     let deleted = |pool: sqlx::PgPool| async move {

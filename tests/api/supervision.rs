@@ -10,10 +10,10 @@ use serde_json::json;
 use wecom_callback::http::server::RunError;
 use wecom_callback::ingest::spool::{Spool, SpooledRequest};
 use wiremock::matchers::path;
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, MockServer};
 
-use crate::helpers::wait_applied;
 use crate::helpers::{MAIN, TestApp, build_app_with, sign_callback, spawn_app_with, unix_now};
+use crate::helpers::{ok, wait_applied};
 use crate::sync::contact_event;
 
 /// Polls `check` every 25 ms until it returns true; fails the test after `secs` seconds.
@@ -47,13 +47,6 @@ async fn wait_restarted_once(app: &TestApp, task: &str) {
 
 async fn readyz(app: &TestApp) -> u16 {
     app.get("/readyz").await.status().as_u16()
-}
-
-fn ok(body: serde_json::Value) -> ResponseTemplate {
-    let mut b = body;
-    b["errcode"] = json!(0);
-    b["errmsg"] = json!("ok");
-    ResponseTemplate::new(200).set_body_json(b)
 }
 
 async fn mount_token(server: &MockServer) {

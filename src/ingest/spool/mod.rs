@@ -13,19 +13,28 @@
 //! default, or `drain` run against a live replica's spool) refuses to start instead of draining the other's
 //! segments. The kernel releases the lock when the holder dies, however it dies, so a dead replica's spool can
 //! be finished by anyone (`wecom-callback drain --spool-dir PATH`).
+//!
+//! Here: the handle ([`Spool`]) and the segment format; the directory lock is in `lock`, the writer thread
+//! (one fsync per group of appends) in `writer`.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, BufRead, BufReader, Read, Seek, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+mod lock;
+mod writer;
+
+pub use lock::LOCK_FILE;
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::ingest::spool::lock::lock_dir;
+use crate::ingest::spool::writer::{Cmd, Writer};
 use crate::tasks::{Tasks, panic_message};
 
 /// A verified callback request as it arrived.
@@ -88,59 +97,6 @@ pub enum OpenError {
     },
 }
 
-/// The lock file in the spool directory; it holds `pid {pid} on host {host}` of the process that uses it.
-pub const LOCK_FILE: &str = "lock.pid";
-
-/// Takes the directory's lock: an exclusive `flock` on [`LOCK_FILE`], kept for as long as the returned file is
-/// open. Refuses (naming the holder) when another open file description holds it, in this or another process.
-fn lock_dir(dir: &Path) -> Result<File, OpenError> {
-    let io_err = |source| OpenError::Io {
-        dir: dir.to_owned(),
-        source,
-    };
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(dir.join(LOCK_FILE))
-        .map_err(io_err)?;
-    match file.try_lock() {
-        Ok(()) => {}
-        Err(TryLockError::WouldBlock) => {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
-            let text = text.trim();
-            return Err(OpenError::Locked {
-                dir: dir.to_owned(),
-                holder: if text.is_empty() {
-                    "another process".to_owned()
-                } else {
-                    text.to_owned()
-                },
-            });
-        }
-        Err(TryLockError::Error(e)) => return Err(io_err(e)),
-    }
-    // Ours now: say who we are, for the message a second process prints.
-    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let holder = format!("pid {} on host {}\n", std::process::id(), host.trim());
-    file.set_len(0).map_err(io_err)?;
-    file.rewind().map_err(io_err)?;
-    file.write_all(holder.as_bytes()).map_err(io_err)?;
-    Ok(file)
-}
-
-type AppendReply = oneshot::Sender<Result<(), SpoolError>>;
-
-enum Cmd {
-    Append(Vec<u8>, AppendReply),
-    Seal(oneshot::Sender<io::Result<Vec<PathBuf>>>),
-    /// End the thread (after the commands before it).
-    Stop,
-}
-
 /// The writer thread's name in [`crate::tasks`].
 const TASK: &str = "spool";
 
@@ -155,14 +111,6 @@ pub struct Spool {
     /// (not the writer thread): every append waits on a handle, so nothing acknowledged is written after the
     /// release, and a reopen right after the drop succeeds.
     _lock: Arc<File>,
-}
-
-fn segment_name(seq: u64) -> String {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    format!("{ms:013}-{seq:06}.spool")
 }
 
 fn segments(dir: &Path) -> io::Result<Vec<PathBuf>> {
@@ -329,118 +277,11 @@ pub fn read_segment(path: &Path) -> io::Result<(Vec<SpooledRequest>, usize)> {
     Ok((ok, bad))
 }
 
-struct Writer {
-    dir: PathBuf,
-    active: Option<(PathBuf, File)>,
-    seq: u64,
-    bytes: Arc<AtomicU64>,
-    max_bytes: u64,
-}
-
-impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
-        let mut pending_seal = None;
-        let mut stop = false;
-        while let Some(cmd) = rx.blocking_recv() {
-            match cmd {
-                Cmd::Stop => return,
-                Cmd::Seal(reply) => {
-                    let _ = reply.send(self.seal());
-                }
-                Cmd::Append(line, reply) => {
-                    let mut batch = vec![(line, reply)];
-                    // Everything already waiting shares one fsync.
-                    while batch.len() < 1024 {
-                        match rx.try_recv() {
-                            Ok(Cmd::Append(l, r)) => batch.push((l, r)),
-                            Ok(Cmd::Seal(r)) => {
-                                pending_seal = Some(r);
-                                break;
-                            }
-                            Ok(Cmd::Stop) => {
-                                stop = true;
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    self.write_batch(batch);
-                    if let Some(r) = pending_seal.take() {
-                        let _ = r.send(self.seal());
-                    }
-                    if stop {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    fn write_batch(&mut self, batch: Vec<(Vec<u8>, AppendReply)>) {
-        let mut accepted = Vec::with_capacity(batch.len());
-        let mut buf = Vec::new();
-        for (line, reply) in batch {
-            let used = self.bytes.load(Ordering::Relaxed) + buf.len() as u64;
-            if used + line.len() as u64 > self.max_bytes {
-                let _ = reply.send(Err(SpoolError::Full {
-                    used,
-                    max: self.max_bytes,
-                }));
-                continue;
-            }
-            buf.extend_from_slice(&line);
-            accepted.push(reply);
-        }
-        if accepted.is_empty() {
-            return;
-        }
-        match self.append_durably(&buf) {
-            Ok(()) => {
-                self.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
-                for r in accepted {
-                    let _ = r.send(Ok(()));
-                }
-            }
-            Err(e) => {
-                // The segment may now end in a partial line; start a fresh one so later appends stay parseable.
-                self.active = None;
-                let kind = e.kind();
-                let msg = e.to_string();
-                for r in accepted {
-                    let _ = r.send(Err(SpoolError::Io(io::Error::new(kind, msg.clone()))));
-                }
-            }
-        }
-    }
-
-    fn append_durably(&mut self, buf: &[u8]) -> io::Result<()> {
-        if self.active.is_none() {
-            self.seq += 1;
-            let path = self.dir.join(segment_name(self.seq));
-            let file = OpenOptions::new()
-                .create_new(true)
-                .append(true)
-                .mode(0o600)
-                .open(&path)?;
-            // The new directory entry must survive a crash as well as the data.
-            File::open(&self.dir)?.sync_all()?;
-            self.active = Some((path, file));
-        }
-        let Some((_, file)) = self.active.as_mut() else {
-            return Err(io::Error::other("no active segment"));
-        };
-        file.write_all(buf)?;
-        file.sync_data()
-    }
-
-    fn seal(&mut self) -> io::Result<Vec<PathBuf>> {
-        self.active = None;
-        segments(&self.dir)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs::OpenOptions;
+    use std::io::Write;
+
     use super::*;
 
     fn req(n: i64) -> SpooledRequest {
@@ -482,36 +323,6 @@ mod tests {
             spool.remove(s).expect("remove");
         }
         assert_eq!(spool.bytes(), 0);
-        fs::remove_dir_all(&dir).expect("cleanup");
-    }
-
-    #[tokio::test]
-    async fn a_second_open_of_the_same_directory_is_refused_naming_the_holder() {
-        let dir = std::env::temp_dir().join(format!("spool-test-{}", uuid::Uuid::new_v4()));
-        let spool = Spool::open(&dir, 1 << 20).expect("open");
-        // flock is per open file: a second open in this process conflicts just as another process would.
-        let Err(e) = Spool::open(&dir, 1 << 20) else {
-            panic!("a second open of a locked spool succeeded");
-        };
-        let msg = e.to_string();
-        assert!(matches!(e, OpenError::Locked { .. }), "{msg}");
-        assert!(
-            msg.contains(&format!("pid {}", std::process::id())),
-            "{msg}"
-        );
-        assert!(msg.contains("drain --spool-dir"), "{msg}");
-        // The clone keeps it locked; the last drop releases it.
-        let clone = spool.clone();
-        drop(spool);
-        assert!(
-            Spool::open(&dir, 1 << 20).is_err(),
-            "a clone still holds it"
-        );
-        drop(clone);
-        let again = Spool::open(&dir, 1 << 20).expect("released with the last handle");
-        // The lock file is not a segment.
-        assert!(again.seal().await.expect("seal").is_empty());
-        assert_eq!(again.bytes(), 0);
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 

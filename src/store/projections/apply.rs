@@ -1,0 +1,164 @@
+//! Applying stored events: taking the pending ones (the projector), or given rows (`rebuild`, `replay`),
+//! and planning them into one merged batch for [`super::execute`].
+
+use std::collections::HashSet;
+
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::store::projections::{APPLY_LOCK, Unapplied, execute};
+use crate::sync::plan::{self, Batch, EventMeta, Plan};
+use crate::wecom::message;
+
+/// Applies up to `limit` unapplied events in one transaction. Returns how many were taken.
+pub async fn apply_pending(pool: &PgPool, limit: i64) -> Result<usize, sqlx::Error> {
+    apply_pending_with(pool, limit, &HashSet::new()).await
+}
+
+/// Like [`apply_pending`], and queues WeCom API enrichment jobs (in the same transaction) for events of the
+/// apps in `enrich` (those configured with a secret).
+pub async fn apply_pending_with(
+    pool: &PgPool,
+    limit: i64,
+    enrich: &HashSet<String>,
+) -> Result<usize, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // The synced tables are derived from committed events: if this commit is lost in a crash, the events are
+    // still unapplied and are applied again. So it need not wait for its WAL flush, which would otherwise
+    // compete with the receiver's commits (the ones behind `success`) for the disk.
+    // The advisory lock is shared with other appliers, exclusive against a rebuild (which would otherwise
+    // deadlock with us). Both in one statement: one round trip less per batch.
+    sqlx::query(
+        "SELECT set_config('synchronous_commit', 'off', true), pg_advisory_xact_lock_shared($1)",
+    )
+    .bind(APPLY_LOCK)
+    .execute(&mut *tx)
+    .await?;
+    let n = apply_batch(&mut tx, limit, enrich).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// Takes up to `limit` unapplied events inside `tx`, marks them applied and applies them.
+async fn apply_batch(
+    tx: &mut Transaction<'_, Postgres>,
+    limit: i64,
+    enrich: &HashSet<String>,
+) -> Result<usize, sqlx::Error> {
+    // Taking and marking in one statement: the pending rows are deleted (narrow rows, no index to insert
+    // into) and the events read in the same round trip. The delete is part of this transaction, so it counts
+    // only if the writes below commit too; until then other appliers skip the locked rows.
+    let mut rows: Vec<Unapplied> = sqlx::query_as(
+        "WITH taken AS ( \
+             DELETE FROM wecom_events_pending q \
+             WHERE q.id IN (SELECT id FROM wecom_events_pending ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             RETURNING q.id) \
+         SELECT e.id, e.app, e.dedupe_key, e.corp_id, extract(epoch FROM e.event_time)::bigint AS t, e.message \
+         FROM wecom_events e JOIN taken USING (id)",
+    )
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await?;
+    // RETURNING has no order; plans are merged in id order (history, jobs and notifications keep it).
+    rows.sort_unstable_by_key(|r| r.id);
+    // A late event of a corp that cancelled its authorisation must not re-create its deleted rows.
+    let cancelled = crate::store::corps::cancelled_ids(&mut **tx).await?;
+    let (ids, batch, directory, provider) = plan_rows(rows, enrich, &cancelled);
+    execute(tx, &batch).await?;
+    if !directory.is_empty() {
+        crate::store::directory::execute(tx, &directory).await?;
+    }
+    // Suite events act on their first application only: a rebuild or replay must not exchange an old
+    // AuthCode or cancel a corp that authorised again since.
+    if !provider.is_empty() {
+        crate::store::suites::execute(tx, &provider).await?;
+    }
+    Ok(ids.len())
+}
+
+/// Plans `rows` (in id order) into one merged [`Batch`] and the staff directory's plan; returns the ids taken
+/// with them. Events of the `cancelled` corps ([`crate::store::corps::cancelled_ids`]) plan no rows: their
+/// data is deleted, and only their suite events (a new authorisation) still count.
+fn plan_rows(
+    rows: Vec<Unapplied>,
+    enrich: &HashSet<String>,
+    cancelled: &HashSet<String>,
+) -> (
+    Vec<i64>,
+    Batch,
+    crate::sync::directory::DirectoryPlan,
+    crate::sync::provider::plan::ProviderPlan,
+) {
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut batch = Batch::default();
+    // Suite events (tickets, authorisations) of the apps that call the API: see `sync::provider::plan`.
+    let mut provider = crate::sync::provider::plan::ProviderPlan::default();
+    // The staff directory (通讯录) has its own planner and executor: see `sync::directory`.
+    let mut directory = crate::sync::directory::DirectoryPlan::default();
+    for row in rows {
+        ids.push(row.id);
+        // Stored messages were parsed once already; one that no longer parses is skipped, never retried forever.
+        let Ok(parsed) = message::parse_message(row.message.as_bytes()) else {
+            tracing::warn!(
+                event_id = row.id,
+                "stored message does not parse; not applied"
+            );
+            continue;
+        };
+        let typed = crate::wecom::events::interpret(&parsed);
+        if enrich.contains(&row.app) {
+            provider.add(row.id, &row.app, &typed);
+        }
+        let Some(corp) = row.corp_id.or(typed.corp_id.clone()) else {
+            continue;
+        };
+        if cancelled.contains(&corp) {
+            continue;
+        }
+        let meta = EventMeta {
+            id: row.id,
+            app: &row.app,
+            corp_id: &corp,
+            time: row.t.unwrap_or(0),
+            dedupe_key: &row.dedupe_key,
+            enrich: enrich.contains(&row.app),
+        };
+        batch.add(plan::plan_event(&meta, &typed));
+        directory.extend(crate::sync::directory::plan_event(&meta, &typed));
+    }
+    (ids, batch, directory, provider)
+}
+
+/// Plans and executes `rows` as one merged [`Batch`] inside `tx` (skipping the `cancelled` corps' events, see
+/// [`plan_rows`]): the apply path of `rebuild` and `replay`,
+/// sharing [`plan_rows`] and [`execute`] with the projector's [`apply_batch`]. Events still pending stay
+/// pending: the projector applies them again afterwards (harmless: applying is idempotent) and only then do
+/// their first-application effects happen (enrichment jobs, suite authorisations), which a rebuild, having no
+/// secrets' app list, would otherwise lose. Returns how many rows were taken.
+pub(crate) async fn apply_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: Vec<Unapplied>,
+    enrich: &HashSet<String>,
+    cancelled: &HashSet<String>,
+) -> Result<usize, sqlx::Error> {
+    apply_rows_with(tx, rows, enrich, cancelled, Vec::new()).await
+}
+
+/// [`apply_rows`], with `extra` plans (a rebuild's replayed API observations that commute with events: see
+/// [`crate::store::observations::Replay::Plan`]) merged into the same batch.
+pub(crate) async fn apply_rows_with(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: Vec<Unapplied>,
+    enrich: &HashSet<String>,
+    cancelled: &HashSet<String>,
+    extra: Vec<Plan>,
+) -> Result<usize, sqlx::Error> {
+    let (ids, mut batch, directory, _first_application_only) = plan_rows(rows, enrich, cancelled);
+    for plan in extra {
+        batch.add(plan);
+    }
+    execute(tx, &batch).await?;
+    if !directory.is_empty() {
+        crate::store::directory::execute(tx, &directory).await?;
+    }
+    Ok(ids.len())
+}

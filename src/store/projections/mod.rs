@@ -1,0 +1,141 @@
+//! Applying stored events to the projection tables (external contacts, follows, group chats, corp tags). The
+//! rules are in [`crate::sync::plan`]; this module reads the events, executes their plans and marks them
+//! applied.
+//!
+//! Every stored event is applied exactly once: a worker takes unapplied events (their ids in
+//! `wecom_events_pending`, `FOR UPDATE SKIP LOCKED`, so replicas share the work), applies them and deletes
+//! their pending rows in one transaction.
+//! A crash between storing and applying leaves the event unapplied, and the next pass takes it.
+//!
+//! Order safety: see the migration. Each group of columns is a "last writer wins" register keyed by the
+//! event's version `(event_time, rank, dedupe_key)`, so the tables do not depend on the order events arrive
+//! in, and duplicates change nothing.
+//!
+//! The entry points are by path: `apply` (stored events, for the projector, `rebuild` and `replay`) ends in
+//! `execute` here, one statement per table; `observe` (an API observation) runs the customer and follow
+//! statements itself, to tell what they changed. The statements are by table: `contacts` (customers and
+//! transfer attempts), `follows`, `chats` (chats and their members) and `tags`; the history and NOTIFY are
+//! here.
+
+mod apply;
+mod chats;
+mod contacts;
+mod follows;
+mod observe;
+mod tags;
+
+pub use apply::{apply_pending, apply_pending_with};
+pub(crate) use apply::{apply_rows, apply_rows_with};
+pub use observe::{Observed, apply_observation};
+pub(crate) use observe::{observation_tx, observe_in};
+
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::store::projections::chats::{chats, members};
+use crate::store::projections::contacts::{contact_details, contacts, transfers};
+use crate::store::projections::follows::follows;
+use crate::store::projections::tags::tags;
+use crate::sync::plan::{Batch, HistoryRow};
+
+/// Advisory lock key separating appliers (shared) from a rebuild (exclusive).
+pub(crate) const APPLY_LOCK: i64 = 0x5745_434f_4d01;
+
+/// The channel backends LISTEN on.
+pub const CHANNEL: &str = "wecom_contact_changed";
+
+/// A stored event as the applier reads it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct Unapplied {
+    pub(crate) id: i64,
+    app: String,
+    dedupe_key: String,
+    corp_id: Option<String>,
+    /// Event time, unix seconds.
+    t: Option<i64>,
+    message: String,
+}
+
+/// Executes a merged batch inside `tx`: one multi-row statement per table, rows in key order (see
+/// [`Batch`]). The SQL repeats the planner's last-writer-wins rule against the stored rows.
+async fn execute(tx: &mut Transaction<'_, Postgres>, b: &Batch) -> Result<(), sqlx::Error> {
+    if !b.history.is_empty() {
+        history(tx, &b.history).await?;
+    }
+    if !b.contacts.is_empty() {
+        contacts(tx, b.contacts.values()).await?;
+    }
+    if !b.contact_details.is_empty() {
+        contact_details(tx, b.contact_details.values()).await?;
+    }
+    if !b.transfers.is_empty() {
+        transfers(tx, &b.transfers).await?;
+    }
+    if !b.follows.is_empty() {
+        follows(tx, b.follows.values(), false).await?;
+    }
+    if !b.chats.is_empty() {
+        chats(tx, b.chats.values()).await?;
+    }
+    if !b.members.is_empty() {
+        members(tx, b.members.values()).await?;
+    }
+    if !b.tags.is_empty() {
+        tags(tx, b.tags.values()).await?;
+    }
+    if !b.jobs.is_empty() {
+        crate::store::jobs::enqueue_many(tx, b.jobs.values()).await?;
+    }
+    // Customer identity (issue 13): an add may resolve a pending id. Queues nothing without open pending ids.
+    if !b.jobs.is_empty() {
+        crate::store::identity::queue_resolutions(tx, b).await?;
+    }
+    if !b.notifications.is_empty() {
+        notify(tx, &b.notifications).await?;
+    }
+    Ok(())
+}
+
+fn ts(t: i64) -> f64 {
+    t as f64
+}
+
+async fn history(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[HistoryRow],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO external_contact_history (event_id, corp_id, kind, subject_id, userid, change_type, event_time, details) \
+         SELECT u.event_id, u.corp_id, u.kind, u.subject_id, u.userid, u.change_type, to_timestamp(u.event_time), u.details \
+         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::jsonb[]) \
+           AS u(event_id, corp_id, kind, subject_id, userid, change_type, event_time, details) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(rows.iter().map(|h| h.event_id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|h| h.corp_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|h| h.kind.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|h| h.subject_id.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|h| h.userid.as_deref()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|h| h.change_type.as_str()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|h| ts(h.event_time)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|h| &h.details).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Sends `payloads` on the change channel when (and only if) `tx` commits, in order.
+pub(crate) async fn notify(
+    tx: &mut Transaction<'_, Postgres>,
+    payloads: &[serde_json::Value],
+) -> Result<(), sqlx::Error> {
+    // Delivered by PostgreSQL when (and only if) the transaction commits, in this order; each change is also
+    // staged for the change feed in the same transaction (see `store::feed`).
+    crate::store::feed::record(tx, payloads).await
+}
+
+/// How many stored events wait to be applied.
+pub async fn pending_count(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM wecom_events_pending")
+        .fetch_one(pool)
+        .await
+}
