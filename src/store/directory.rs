@@ -76,6 +76,14 @@ pub async fn execute(
         .await?;
     }
     for r in &plan.renames {
+        // Exclusive against appliers writing follows of the old userid (see `follows_of_renamed`): one of
+        // the two sees the other's commit.
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2 || '/' || $3))")
+            .bind(RENAME_LOCK)
+            .bind(&r.corp_id)
+            .bind(&r.from)
+            .execute(&mut **tx)
+            .await?;
         // The follows of the old userid move to the new one, except where the new userid already has a
         // row for that customer (events under the new userid came first: they are the newer truth).
         sqlx::query(
@@ -95,6 +103,54 @@ pub async fn execute(
     }
     // NOTIFY and the change feed (see `store::feed`).
     crate::store::projections::notify(tx, &plan.notifications()).await
+}
+
+/// First key of the per-member rename locks (the second: a hash of corp id and userid).
+const RENAME_LOCK: i32 = 0x5745_5245;
+
+/// Moves the follows just written under a userid that has been renamed to its successor, as the rename
+/// itself moves those it finds: a follow event of the old userid applied after the rename (a late
+/// delivery, or a concurrent batch) must not leave the customer with a userid that no longer exists.
+/// `written`: the (corp id, userid) of every follow the batch wrote.
+///
+/// A concurrent rename and follow write must not both miss each other: the rename takes the member's lock
+/// exclusively before moving, this takes it shared (in a statement of its own, so the move below reads
+/// after any rename that held it) — whichever comes second sees the first's commit.
+pub(crate) async fn follows_of_renamed(
+    tx: &mut Transaction<'_, Postgres>,
+    written: &[(&str, &str)],
+) -> Result<(), sqlx::Error> {
+    if written.is_empty() {
+        return Ok(());
+    }
+    let mut keys: Vec<(&str, &str)> = written.to_vec();
+    keys.sort_unstable();
+    keys.dedup();
+    let corps: Vec<&str> = keys.iter().map(|k| k.0).collect();
+    let userids: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    sqlx::query(
+        "SELECT count(pg_advisory_xact_lock_shared($1, hashtext(k.c || '/' || k.u))) \
+         FROM UNNEST($2::text[], $3::text[]) AS k(c, u)",
+    )
+    .bind(RENAME_LOCK)
+    .bind(&corps)
+    .bind(&userids)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE external_contact_follows f SET userid = s.renamed_to \
+         FROM UNNEST($1::text[], $2::text[]) AS k(c, u) \
+         JOIN staff s ON s.corp_id = k.c AND s.userid = k.u \
+         WHERE s.renamed_to IS NOT NULL AND s.renamed_to <> s.userid \
+           AND f.corp_id = s.corp_id AND f.userid = s.userid AND NOT EXISTS ( \
+             SELECT 1 FROM external_contact_follows g \
+             WHERE g.corp_id = f.corp_id AND g.userid = s.renamed_to AND g.external_userid = f.external_userid)",
+    )
+    .bind(&corps)
+    .bind(&userids)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 fn ts(t: i64) -> Option<DateTime<Utc>> {

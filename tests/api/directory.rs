@@ -353,25 +353,19 @@ async fn what_reaches_the_old_userid_after_its_rename_carries_over_to_the_new_on
     let app = spawn_app_with(&[MAIN], |_| {}).await;
     let t = 1_764_547_200;
     // The rename first, then the (older) creation that carries the name and position.
-    post(
-        &app,
-        &directory_event(
-            t + 300,
-            "update_user",
-            "<UserID>lisi</UserID><NewUserID>lisi_new</NewUserID><Department>2</Department>",
-        ),
-    )
+    app.deliver(&directory_event(
+        t + 300,
+        "update_user",
+        "<UserID>lisi</UserID><NewUserID>lisi_new</NewUserID><Department>2</Department>",
+    ))
     .await;
     wait_applied(&app.pool).await;
-    post(
-        &app,
-        &directory_event(
-            t + 120,
-            "create_user",
-            "<UserID>lisi</UserID><Name><![CDATA[李四]]></Name><Department>2,3</Department>\
+    app.deliver(&directory_event(
+        t + 120,
+        "create_user",
+        "<UserID>lisi</UserID><Name><![CDATA[李四]]></Name><Department>2,3</Department>\
              <Position><![CDATA[主管]]></Position>",
-        ),
-    )
+    ))
     .await;
     wait_applied(&app.pool).await;
     type Row = (String, Option<String>, Option<Vec<i64>>, Option<String>);
@@ -398,6 +392,53 @@ async fn what_reaches_the_old_userid_after_its_rename_carries_over_to_the_new_on
                 Some(vec![2]),
                 Some("主管".into())
             ),
+        ]
+    );
+}
+
+/// A follow event of the old userid applied after the rename (a late delivery) lands on the new userid, as
+/// the follows the rename found did.
+#[tokio::test]
+async fn a_follow_of_the_old_userid_applied_after_its_rename_moves_to_the_new_one() {
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    let t = 1_764_547_200;
+    app.deliver(&contact_event(
+        t + 100,
+        "add_external_contact",
+        "lisi",
+        "wmA",
+        "",
+    ))
+    .await;
+    app.deliver(&directory_event(
+        t + 300,
+        "update_user",
+        "<UserID>lisi</UserID><NewUserID>lisi_new</NewUserID><Department>2</Department>",
+    ))
+    .await;
+    wait_applied(&app.pool).await;
+    // Added before the rename, delivered after it.
+    app.deliver(&contact_event(
+        t + 200,
+        "add_external_contact",
+        "lisi",
+        "wmB",
+        "",
+    ))
+    .await;
+    wait_applied(&app.pool).await;
+    let follows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT external_userid, userid FROM external_contact_follows WHERE corp_id = $1 ORDER BY 1",
+    )
+    .bind(CORP)
+    .fetch_all(&app.pool)
+    .await
+    .expect("follows");
+    assert_eq!(
+        follows,
+        vec![
+            ("wmA".into(), "lisi_new".into()),
+            ("wmB".into(), "lisi_new".into())
         ]
     );
 }

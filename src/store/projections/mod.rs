@@ -72,6 +72,13 @@ async fn execute(tx: &mut Transaction<'_, Postgres>, b: &Batch) -> Result<(), sq
     }
     if !b.follows.is_empty() {
         follows(tx, b.follows.values(), false).await?;
+        // A follow of a userid renamed meanwhile goes to its successor (see the function).
+        let written: Vec<(&str, &str)> = b
+            .follows
+            .values()
+            .map(|f| (f.corp_id.as_str(), f.userid.as_str()))
+            .collect();
+        crate::store::directory::follows_of_renamed(tx, &written).await?;
     }
     if !b.chats.is_empty() {
         chats(tx, b.chats.values()).await?;
