@@ -15,7 +15,11 @@
 //!
 //! **Appliers.** `appliers` loops apply concurrently, each in its own transaction, exactly as replicas do
 //! (`FOR UPDATE SKIP LOCKED` shares the events, key-ordered writes rule out deadlocks). One applier alternates
-//! between planning in Rust and waiting for PostgreSQL, so on a backlog a second one keeps both busy.
+//! between planning in Rust and waiting for PostgreSQL, so on a backlog a second one keeps both busy — if
+//! they do not wait on each other: two appliers taking the oldest events touch the same hot rows, and the
+//! second waits for the first's commit on each. So applier k of n takes only the events of shard k of n
+//! ([`projections::Shard`]: a hash of the customer, chat, tag or member the event is about), and each has
+//! its own wake-up, fanned out from the writer's.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -51,15 +55,30 @@ pub async fn run(
     batching: ProjectorSettings,
     token: CancellationToken,
 ) {
-    let loops = (0..batching.appliers.max(1))
-        .map(|_| apply_loop(&pool, &committed, &enrich, &batching, &token));
-    futures_util::future::join_all(loops).await;
+    let n = batching.appliers.max(1);
+    // Every applier must hear of every commit (each takes only its shard); a permit stored per applier means
+    // one busy applying when the commit came still sees it.
+    let wakes: Vec<Notify> = (0..n).map(|_| Notify::new()).collect();
+    let fan_out = async {
+        loop {
+            tokio::select! {
+                () = token.cancelled() => return,
+                () = committed.notified() => wakes.iter().for_each(Notify::notify_one),
+            }
+        }
+    };
+    let loops = wakes.iter().enumerate().map(|(index, wake)| {
+        let shard = projections::Shard { index, of: n };
+        apply_loop(&pool, wake, shard, &enrich, &batching, &token)
+    });
+    tokio::join!(fan_out, futures_util::future::join_all(loops));
 }
 
 /// One applier: batches sized by [`next_limit`], coalescing after a wake-up (see the module comment).
 async fn apply_loop(
     pool: &PgPool,
     committed: &Notify,
+    shard: projections::Shard,
     enrich: &HashSet<String>,
     batching: &ProjectorSettings,
     token: &CancellationToken,
@@ -68,7 +87,7 @@ async fn apply_loop(
     let mut limit = batching.min_batch;
     while !token.is_cancelled() {
         let size = i64::try_from(limit).unwrap_or(i64::MAX);
-        match projections::apply_pending_with(pool, size, enrich).await {
+        match projections::apply_pending_shard(pool, size, enrich, shard).await {
             Ok(n) => {
                 failures = 0;
                 if n > 0 {

@@ -21,6 +21,30 @@ pub async fn apply_pending_with(
     limit: i64,
     enrich: &HashSet<String>,
 ) -> Result<usize, sqlx::Error> {
+    apply_pending_shard(pool, limit, enrich, Shard::ALL).await
+}
+
+/// Which pending events an applier takes: those whose `shard` (a hash of the key their writes centre on,
+/// see migration `20261204200000_pending_shards`) is `index` modulo `of`. Applier k of n takes shard k of
+/// n, so concurrent appliers rarely wait on each other's row locks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub of: usize,
+}
+
+impl Shard {
+    /// Every pending event.
+    pub const ALL: Shard = Shard { index: 0, of: 1 };
+}
+
+/// [`apply_pending_with`], taking only the events of `shard`.
+pub async fn apply_pending_shard(
+    pool: &PgPool,
+    limit: i64,
+    enrich: &HashSet<String>,
+    shard: Shard,
+) -> Result<usize, sqlx::Error> {
     let mut tx = pool.begin().await?;
     // The synced tables are derived from committed events: if this commit is lost in a crash, the events are
     // still unapplied and are applied again. So it need not wait for its WAL flush, which would otherwise
@@ -33,7 +57,7 @@ pub async fn apply_pending_with(
     .bind(APPLY_LOCK)
     .execute(&mut *tx)
     .await?;
-    let n = apply_batch(&mut tx, limit, enrich).await?;
+    let n = apply_batch(&mut tx, limit, enrich, shard).await?;
     tx.commit().await?;
     Ok(n)
 }
@@ -43,6 +67,7 @@ async fn apply_batch(
     tx: &mut Transaction<'_, Postgres>,
     limit: i64,
     enrich: &HashSet<String>,
+    shard: Shard,
 ) -> Result<usize, sqlx::Error> {
     // Taking and marking in one statement: the pending rows are deleted (narrow rows, no index to insert
     // into) and the events read in the same round trip. The delete is part of this transaction, so it counts
@@ -50,12 +75,16 @@ async fn apply_batch(
     let mut rows: Vec<Unapplied> = sqlx::query_as(
         "WITH taken AS ( \
              DELETE FROM wecom_events_pending q \
-             WHERE q.id IN (SELECT id FROM wecom_events_pending ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+             WHERE q.id IN (SELECT id FROM wecom_events_pending \
+                 WHERE $2::int = 1 OR shard % $2::int = $3::int \
+                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
              RETURNING q.id) \
          SELECT e.id, e.app, e.dedupe_key, e.corp_id, extract(epoch FROM e.event_time)::bigint AS t, e.message \
          FROM wecom_events e JOIN taken USING (id)",
     )
     .bind(limit)
+    .bind(i32::try_from(shard.of.max(1)).unwrap_or(1))
+    .bind(i32::try_from(shard.index).unwrap_or(0))
     .fetch_all(&mut **tx)
     .await?;
     // RETURNING has no order; plans are merged in id order (history, jobs and notifications keep it).
