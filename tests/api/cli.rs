@@ -111,7 +111,7 @@ async fn serve_runs_from_the_environment_alone_and_stops_gracefully() {
         .build()
         .expect("client");
     let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&base, Duration::from_secs(20)).await;
+    wait_ready(&base, Duration::from_secs(60)).await;
     // The single app answers on /callback as well as /callback/default.
     let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event><ChangeType>edit_external_contact</ChangeType><UserID>u</UserID><ExternalUserID>wm1</ExternalUserID></xml>";
     for path in ["/callback", "/callback/default"] {
@@ -163,6 +163,7 @@ async fn json_logs_carry_the_request_id_and_no_plaintext() {
         .local_addr()
         .expect("addr")
         .port();
+    let spool = std::env::temp_dir().join(format!("spool-{port}"));
     let mut child = clean_env(&mut Command::new(BIN))
         .args(["serve"])
         .env("WECOM_TOKEN", MAIN.token)
@@ -172,10 +173,7 @@ async fn json_logs_carry_the_request_id_and_no_plaintext() {
         .env("WECOM_LISTEN", format!("127.0.0.1:{port}"))
         .env("WECOM_LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
-        .env(
-            "WECOM_SPOOL_DIR",
-            std::env::temp_dir().join(format!("spool-{port}")),
-        )
+        .env("WECOM_SPOOL_DIR", &spool)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -183,7 +181,7 @@ async fn json_logs_carry_the_request_id_and_no_plaintext() {
     let client = wecom_callback::tls::client_builder()
         .build()
         .expect("client");
-    wait_ready(&format!("http://127.0.0.1:{port}"), Duration::from_secs(20)).await;
+    wait_ready(&format!("http://127.0.0.1:{port}"), Duration::from_secs(60)).await;
     let xml = "<xml><ToUserName>wx5823bf96d3bd56c7</ToUserName><CreateTime>1</CreateTime><MsgType>event</MsgType><Event>change_external_contact</Event><ChangeType>edit_external_contact</ChangeType><UserID>u</UserID><ExternalUserID>wmSECRETPERSON</ExternalUserID></xml>";
     let cb = sign_callback(&MAIN, xml, unix_now());
     let r = client
@@ -206,6 +204,7 @@ async fn json_logs_carry_the_request_id_and_no_plaintext() {
     })
     .await
     .expect("join");
+    let _ = std::fs::remove_dir_all(&spool);
     let lines: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))

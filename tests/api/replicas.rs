@@ -64,7 +64,7 @@ async fn a_second_serve_on_the_same_spool_refuses_to_start_naming_the_first() {
         .stderr(Stdio::null())
         .spawn()
         .expect("starts");
-    wait_ready(&format!("http://127.0.0.1:{port}"), Duration::from_secs(20)).await;
+    wait_ready(&format!("http://127.0.0.1:{port}"), Duration::from_secs(60)).await;
 
     let second = command(&url, &["serve"])
         .env("WECOM_LISTEN", format!("127.0.0.1:{}", free_port()))
@@ -100,7 +100,7 @@ async fn a_second_serve_on_the_same_spool_refuses_to_start_naming_the_first() {
         .stderr(Stdio::null())
         .spawn()
         .expect("starts");
-    wait_ready(&format!("http://127.0.0.1:{port}"), Duration::from_secs(20)).await;
+    wait_ready(&format!("http://127.0.0.1:{port}"), Duration::from_secs(60)).await;
     let _ = third.kill();
     let _ = third.wait();
     let _ = std::fs::remove_dir_all(&spool);
