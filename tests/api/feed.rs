@@ -160,17 +160,35 @@ async fn entries_carry_cause_and_state_notify_names_them_and_expired_cursors_get
         .listen("wecom_contact_changed")
         .await
         .expect("listen");
+    // The tag only once the contact is in the feed: the two concern different keys, so concurrent appliers
+    // (sharded by key) could otherwise commit them in either order, and the checks below name positions.
     post_events(
         &app,
-        &[
-            contact_event(T, "add_external_contact", "alice", "wmA", ""),
-            tag_event(
-                T + 1,
-                "create",
-                "tagX",
-                "<TagType><![CDATA[tag]]></TagType>",
-            ),
-        ],
+        &[contact_event(T, "add_external_contact", "alice", "wmA", "")],
+    )
+    .await;
+    poll(
+        "the contact's entry",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || async {
+            let (e, _) = page(&app, 0, "").await;
+            if e.len() == 1 {
+                Ok(())
+            } else {
+                Err(format!("{e:?}"))
+            }
+        },
+    )
+    .await;
+    post_events(
+        &app,
+        &[tag_event(
+            T + 1,
+            "create",
+            "tagX",
+            "<TagType><![CDATA[tag]]></TagType>",
+        )],
     )
     .await;
     let mut notified: BTreeMap<String, i64> = BTreeMap::new();
