@@ -90,6 +90,9 @@ fn serve_refuses_a_bad_configuration_and_says_how_to_fix_it() {
 #[tokio::test]
 async fn serve_runs_from_the_environment_alone_and_stops_gracefully() {
     let (_guard, url) = fresh_database();
+    // Its own spool: the default (~/.local/state/…) is shared with every other serve on the machine (another
+    // test run, a developer's scripts/run), and a second serve on a spool refuses to start.
+    let spool = std::env::temp_dir().join(format!("spool-serve-{}", uuid::Uuid::new_v4()));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -103,6 +106,7 @@ async fn serve_runs_from_the_environment_alone_and_stops_gracefully() {
         .env("DATABASE_URL", &url)
         .env("WECOM_LISTEN", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "info")
+        .env("WECOM_SPOOL_DIR", &spool)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -142,6 +146,7 @@ async fn serve_runs_from_the_environment_alone_and_stops_gracefully() {
     })
     .await
     .expect("join");
+    let _ = std::fs::remove_dir_all(&spool);
     assert!(
         status.0.success(),
         "exit {:?}; log:\n{}",
