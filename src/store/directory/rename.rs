@@ -1,0 +1,136 @@
+//! Renamed userids: what the directory knows under an old userid, and the follows written under it, reach its
+//! successor whatever order the events are applied in.
+
+use sqlx::{Postgres, Transaction};
+
+use crate::sync::directory::{DirectoryPlan, Rename};
+
+/// Carries each renamed member's fields over to its successor where they are newer.
+///
+/// What the directory knows under an old userid carries over to the new one where it is newer than what
+/// the new row has (a renaming update_user carries little more than the ids). Done for every row this plan
+/// wrote that names a successor, not only at the rename: a write to the old userid that arrives (or is
+/// applied by a concurrent batch) after the rename still reaches the new row, so the result does not
+/// depend on the order events are applied in. Whoever writes the old row second waits for the first's
+/// commit on its row lock, so this statement then sees both.
+pub(super) async fn carry_over(
+    tx: &mut Transaction<'_, Postgres>,
+    plan: &DirectoryPlan,
+) -> Result<(), sqlx::Error> {
+    let mut written: Vec<(&str, &str)> = plan
+        .staff
+        .iter()
+        .map(|w| (w.corp_id.as_str(), w.userid.as_str()))
+        .collect();
+    written.sort_unstable();
+    written.dedup();
+    if !written.is_empty() {
+        sqlx::query(
+            "UPDATE staff n SET \
+               name = CASE WHEN o.name_version > COALESCE(n.name_version, '') THEN o.name ELSE n.name END, \
+               name_version = GREATEST(n.name_version, o.name_version), \
+               department_ids = CASE WHEN o.department_version > COALESCE(n.department_version, '') \
+                                THEN o.department_ids ELSE n.department_ids END, \
+               main_department = CASE WHEN o.department_version > COALESCE(n.department_version, '') \
+                                 THEN o.main_department ELSE n.main_department END, \
+               department_version = GREATEST(n.department_version, o.department_version), \
+               position = CASE WHEN o.position_version > COALESCE(n.position_version, '') \
+                          THEN o.position ELSE n.position END, \
+               position_version = GREATEST(n.position_version, o.position_version), \
+               open_userid = CASE WHEN o.open_userid_version > COALESCE(n.open_userid_version, '') \
+                             THEN o.open_userid ELSE n.open_userid END, \
+               open_userid_version = GREATEST(n.open_userid_version, o.open_userid_version), \
+               updated_at = now() \
+             FROM UNNEST($1::text[], $2::text[]) AS k(corp_id, userid) \
+             JOIN staff o ON o.corp_id = k.corp_id AND o.userid = k.userid \
+             WHERE o.renamed_to IS NOT NULL AND o.renamed_to <> o.userid \
+               AND n.corp_id = o.corp_id AND n.userid = o.renamed_to \
+               AND (o.name_version > COALESCE(n.name_version, '') \
+                 OR o.department_version > COALESCE(n.department_version, '') \
+                 OR o.position_version > COALESCE(n.position_version, '') \
+                 OR o.open_userid_version > COALESCE(n.open_userid_version, ''))",
+        )
+        .bind(written.iter().map(|k| k.0).collect::<Vec<_>>())
+        .bind(written.iter().map(|k| k.1).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Moves the old userid's follows to the new one, under the member's rename lock.
+pub(super) async fn rename(
+    tx: &mut Transaction<'_, Postgres>,
+    r: &Rename,
+) -> Result<(), sqlx::Error> {
+    // Exclusive against appliers writing follows of the old userid (see `follows_of_renamed`): one of
+    // the two sees the other's commit.
+    sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2 || '/' || $3))")
+        .bind(RENAME_LOCK)
+        .bind(&r.corp_id)
+        .bind(&r.from)
+        .execute(&mut **tx)
+        .await?;
+    // The follows of the old userid move to the new one, except where the new userid already has a
+    // row for that customer (events under the new userid came first: they are the newer truth).
+    sqlx::query(
+        "UPDATE external_contact_follows f SET userid = $3 \
+         WHERE f.corp_id = $1 AND f.userid = $2 AND NOT EXISTS ( \
+           SELECT 1 FROM external_contact_follows g \
+           WHERE g.corp_id = $1 AND g.userid = $3 AND g.external_userid = f.external_userid)",
+    )
+    .bind(&r.corp_id)
+    .bind(&r.from)
+    .bind(&r.to)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// First key of the per-member rename locks (the second: a hash of corp id and userid).
+const RENAME_LOCK: i32 = 0x5745_5245;
+
+/// Moves the follows just written under a userid that has been renamed to its successor, as the rename
+/// itself moves those it finds: a follow event of the old userid applied after the rename (a late
+/// delivery, or a concurrent batch) must not leave the customer with a userid that no longer exists.
+/// `written`: the (corp id, userid) of every follow the batch wrote.
+///
+/// A concurrent rename and follow write must not both miss each other: the rename takes the member's lock
+/// exclusively before moving, this takes it shared (in a statement of its own, so the move below reads
+/// after any rename that held it) — whichever comes second sees the first's commit.
+pub(crate) async fn follows_of_renamed(
+    tx: &mut Transaction<'_, Postgres>,
+    written: &[(&str, &str)],
+) -> Result<(), sqlx::Error> {
+    if written.is_empty() {
+        return Ok(());
+    }
+    let mut keys: Vec<(&str, &str)> = written.to_vec();
+    keys.sort_unstable();
+    keys.dedup();
+    let corps: Vec<&str> = keys.iter().map(|k| k.0).collect();
+    let userids: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    sqlx::query(
+        "SELECT count(pg_advisory_xact_lock_shared($1, hashtext(k.c || '/' || k.u))) \
+         FROM UNNEST($2::text[], $3::text[]) AS k(c, u)",
+    )
+    .bind(RENAME_LOCK)
+    .bind(&corps)
+    .bind(&userids)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE external_contact_follows f SET userid = s.renamed_to \
+         FROM UNNEST($1::text[], $2::text[]) AS k(c, u) \
+         JOIN staff s ON s.corp_id = k.c AND s.userid = k.u \
+         WHERE s.renamed_to IS NOT NULL AND s.renamed_to <> s.userid \
+           AND f.corp_id = s.corp_id AND f.userid = s.userid AND NOT EXISTS ( \
+             SELECT 1 FROM external_contact_follows g \
+             WHERE g.corp_id = f.corp_id AND g.userid = s.renamed_to AND g.external_userid = f.external_userid)",
+    )
+    .bind(&corps)
+    .bind(&userids)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
