@@ -346,6 +346,15 @@ async fn a_day_of_directory_events_gives_staff_departments_and_staff_aware_follo
     assert_eq!(status, 404);
 }
 
+/// The `update_user` at `t` that renames lisi to lisi_new (and moves them to department 2).
+fn lisi_renamed(t: i64) -> String {
+    directory_event(
+        t,
+        "update_user",
+        "<UserID>lisi</UserID><NewUserID>lisi_new</NewUserID><Department>2</Department>",
+    )
+}
+
 /// The carry-over of a renamed userid does not depend on the order events are applied in: a write to the old
 /// userid applied after the rename (a late delivery, or a concurrent batch) still reaches the new row.
 #[tokio::test]
@@ -353,12 +362,7 @@ async fn what_reaches_the_old_userid_after_its_rename_carries_over_to_the_new_on
     let app = spawn_app_with(&[MAIN], |_| {}).await;
     let t = 1_764_547_200;
     // The rename first, then the (older) creation that carries the name and position.
-    app.deliver(&directory_event(
-        t + 300,
-        "update_user",
-        "<UserID>lisi</UserID><NewUserID>lisi_new</NewUserID><Department>2</Department>",
-    ))
-    .await;
+    app.deliver(&lisi_renamed(t + 300)).await;
     wait_applied(&app.pool).await;
     app.deliver(&directory_event(
         t + 120,
@@ -410,12 +414,7 @@ async fn a_follow_of_the_old_userid_applied_after_its_rename_moves_to_the_new_on
         "",
     ))
     .await;
-    app.deliver(&directory_event(
-        t + 300,
-        "update_user",
-        "<UserID>lisi</UserID><NewUserID>lisi_new</NewUserID><Department>2</Department>",
-    ))
-    .await;
+    app.deliver(&lisi_renamed(t + 300)).await;
     wait_applied(&app.pool).await;
     // Added before the rename, delivered after it.
     app.deliver(&contact_event(

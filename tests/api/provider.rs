@@ -594,16 +594,7 @@ async fn cancel_auth_deletes_the_corps_rows_at_once_keeps_its_events_and_stops_i
     )
     .await;
 
-    push(
-        &app,
-        &CRM,
-        &auth_xml(
-            CRM.receive_id,
-            "cancel_auth",
-            &format!("<AuthCorpId><![CDATA[{CORP}]]></AuthCorpId>"),
-        ),
-    )
-    .await;
+    push(&app, &CRM, &cancel_xml()).await;
     wait_for_count(
         &app.pool,
         "SELECT count(*) FROM wecom_provider_corps WHERE state = 'cancelled' AND rows_deleted_at IS NOT NULL",
@@ -689,16 +680,7 @@ async fn a_cancelled_corps_events_go_after_their_retention() {
     )
     .await;
     authorise(&app, &CRM).await;
-    push(
-        &app,
-        &CRM,
-        &auth_xml(
-            CRM.receive_id,
-            "cancel_auth",
-            &format!("<AuthCorpId><![CDATA[{CORP}]]></AuthCorpId>"),
-        ),
-    )
-    .await;
+    push(&app, &CRM, &cancel_xml()).await;
     wait_for_count(
         &app.pool,
         "SELECT count(*) FROM wecom_events WHERE corp_id = 'wwAUTHCORP1'",
@@ -724,6 +706,40 @@ fn cancel_xml() -> String {
         "cancel_auth",
         &format!("<AuthCorpId><![CDATA[{CORP}]]></AuthCorpId>"),
     )
+}
+
+/// Pushes [`cancel_xml`] and waits until the corp's rows are deleted.
+async fn cancel_and_wait_for_purge(app: &TestApp) {
+    push(app, &CRM, &cancel_xml()).await;
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_provider_corps WHERE rows_deleted_at IS NOT NULL",
+        1,
+    )
+    .await;
+}
+
+/// Waits until WeCom's fake has been asked for `api_path` (`what`: what the test waits for, for the failure).
+async fn wait_until_asked(server: &MockServer, what: &str, api_path: &str) {
+    poll(
+        what,
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+        || async {
+            let asked = server
+                .received_requests()
+                .await
+                .unwrap_or_default()
+                .iter()
+                .any(|r| r.url.path() == api_path);
+            if asked {
+                Ok(())
+            } else {
+                Err("not yet".to_owned())
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -1246,41 +1262,13 @@ async fn a_resync_running_when_cancel_auth_arrives_stops_and_leaves_nothing_behi
         ),
     )
     .await;
-    poll(
+    wait_until_asked(
+        &server,
         "the first resync waiting for its customer page",
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || async {
-            let asked = server
-                .received_requests()
-                .await
-                .unwrap_or_default()
-                .iter()
-                .any(|r| r.url.path() == "/cgi-bin/externalcontact/batch/get_by_user");
-            if asked {
-                Ok(())
-            } else {
-                Err("not yet".to_owned())
-            }
-        },
+        "/cgi-bin/externalcontact/batch/get_by_user",
     )
     .await;
-    push(
-        &app,
-        &CRM,
-        &auth_xml(
-            CRM.receive_id,
-            "cancel_auth",
-            &format!("<AuthCorpId><![CDATA[{CORP}]]></AuthCorpId>"),
-        ),
-    )
-    .await;
-    wait_for_count(
-        &app.pool,
-        "SELECT count(*) FROM wecom_provider_corps WHERE rows_deleted_at IS NOT NULL",
-        1,
-    )
-    .await;
+    cancel_and_wait_for_purge(&app).await;
     // The resync job ends once the slow page is answered (and would have written it).
     wait_for_count(
         &app.pool,
@@ -1352,41 +1340,13 @@ async fn an_enrichment_answered_after_cancel_auth_leaves_nothing_behind() {
         ),
     )
     .await;
-    poll(
+    wait_until_asked(
+        &server,
         "the detail job waiting for WeCom",
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || async {
-            let asked = server
-                .received_requests()
-                .await
-                .unwrap_or_default()
-                .iter()
-                .any(|r| r.url.path() == "/cgi-bin/externalcontact/get");
-            if asked {
-                Ok(())
-            } else {
-                Err("not yet".to_owned())
-            }
-        },
+        "/cgi-bin/externalcontact/get",
     )
     .await;
-    push(
-        &app,
-        &CRM,
-        &auth_xml(
-            CRM.receive_id,
-            "cancel_auth",
-            &format!("<AuthCorpId><![CDATA[{CORP}]]></AuthCorpId>"),
-        ),
-    )
-    .await;
-    wait_for_count(
-        &app.pool,
-        "SELECT count(*) FROM wecom_provider_corps WHERE rows_deleted_at IS NOT NULL",
-        1,
-    )
-    .await;
+    cancel_and_wait_for_purge(&app).await;
     wait_for_count(
         &app.pool,
         "SELECT count(*) FROM wecom_jobs WHERE subject = 'wmLATE' AND status IN ('queued', 'running')",
