@@ -20,10 +20,17 @@
 //! second waits for the first's commit on each. So applier k of n takes only the events of shard k of n
 //! ([`projections::Shard`]: a hash of the customer, chat, tag or member the event is about), and each has
 //! its own wake-up, fanned out from the writer's.
+//!
+//! **An event that cannot be applied stops nobody.** A failed batch is retried at half its size, down to one
+//! event. When one event fails alone with a database error (a value the tables refuse, say), the applier
+//! holds it back: it stays stored and pending (the status page counts it as unapplied, and its age as the
+//! projector's lag), the log names it and why at `warn`, and the shard's later events are applied past it
+//! (the tables do not depend on the order events are applied in). Held events are tried again every
+//! [`HELD_RETRY`], so a fix (a migration, a restarted database) lets them through without a restart.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -34,6 +41,23 @@ use crate::store::projections;
 
 /// Poll interval for events stored by other replicas.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+
+/// How long an event that failed alone is passed over before it is tried again.
+pub const HELD_RETRY: Duration = Duration::from_secs(300);
+
+/// Whether applying failed on what an event carries (a value out of range, a constraint, a trigger's
+/// refusal: SQLSTATE classes 22, 23, 54 and P0), not on the connection or the server (a restart, a timeout),
+/// so that a batch of one that fails so is that event's doing.
+fn refused_by_the_tables(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    db.code().is_some_and(|c| {
+        ["22", "23", "54", "P0"]
+            .iter()
+            .any(|class| c.starts_with(class))
+    })
+}
 
 /// The batch size after a batch of `limit` took `taken` events: doubled after a full batch (a backlog),
 /// halved toward the minimum after a short one (caught up).
@@ -85,9 +109,15 @@ async fn apply_loop(
 ) {
     let mut failures = 0u32;
     let mut limit = batching.min_batch;
+    // Events that failed alone, passed over until `held_since + HELD_RETRY`.
+    let mut held: Vec<i64> = Vec::new();
+    let mut held_since = Instant::now();
     while !token.is_cancelled() {
+        if !held.is_empty() && held_since.elapsed() >= HELD_RETRY {
+            held.clear();
+        }
         let size = i64::try_from(limit).unwrap_or(i64::MAX);
-        match projections::apply_pending_shard(pool, size, enrich, shard).await {
+        match projections::apply_pending_except(pool, size, enrich, shard, &held).await {
             Ok(n) => {
                 failures = 0;
                 if n > 0 {
@@ -113,14 +143,49 @@ async fn apply_loop(
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                if failures == 1 || failures.is_multiple_of(60) {
-                    tracing::warn!(error = %e, "applying events failed; retrying (events stay stored and will be applied)");
+                if limit == 1 && refused_by_the_tables(&e) {
+                    match projections::oldest_pending(pool, shard, &held).await {
+                        Ok(Some(id)) => {
+                            if held.is_empty() {
+                                held_since = Instant::now();
+                            }
+                            held.push(id);
+                            failures = 0;
+                            tracing::warn!(
+                                event_id = id,
+                                shard = shard.index,
+                                of = shard.of,
+                                error = %e,
+                                "stored event {id} cannot be applied to the synced tables: {e}. It stays stored and \
+                                 unapplied; later events are applied past it and it is tried again in {} s. See it with \
+                                 `wecom-callback events --ids {id}` / 事件 {id} 无法写入同步表，已保留待重试，其后事件照常处理",
+                                HELD_RETRY.as_secs()
+                            );
+                            continue;
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::debug!(error = %e, "cannot find the event that failed alone")
+                        }
+                    }
                 }
-                // A batch that failed (a statement timeout on a huge batch, say) is retried smaller.
-                limit = batching.min_batch;
-                tokio::select! {
-                    () = token.cancelled() => return,
-                    () = tokio::time::sleep(IDLE_POLL) => {}
+                if failures == 1 || failures.is_multiple_of(60) {
+                    tracing::warn!(
+                        error = %e,
+                        shard = shard.index,
+                        of = shard.of,
+                        "applying events failed; retrying (events stay stored and will be applied)"
+                    );
+                }
+                // Retried at half the size (a statement timeout on a huge batch, or one event the tables
+                // refuse, which a batch of one then isolates); at once while halving, after a pause at one.
+                let halving = limit > 1;
+                limit = (limit / 2).max(1);
+                if !halving {
+                    tokio::select! {
+                        () = token.cancelled() => return,
+                        () = tokio::time::sleep(IDLE_POLL) => {}
+                    }
                 }
             }
         }

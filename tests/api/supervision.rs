@@ -92,6 +92,61 @@ async fn a_panicking_projector_is_restarted_and_applies_events_stored_after_the_
     );
 }
 
+/// An event the tables refuse (here a trigger stands in for a value PostgreSQL rejects) stalls neither its
+/// shard nor the others: it is held back, stays stored and pending, and every later event is applied.
+#[tokio::test]
+async fn an_event_the_tables_refuse_is_held_back_and_the_events_after_it_are_applied() {
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.external_userid = 'wmPOISON' THEN RAISE EXCEPTION 'refused for the test'; END IF; \
+           RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_poison BEFORE INSERT OR UPDATE ON external_contact_follows \
+           FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("trigger");
+    app.deliver(&add_event("wmPOISON")).await;
+    // Forty customers after it: about half hash to the poisoned event's shard.
+    for i in 0..40 {
+        app.deliver(&add_event(&format!("wmOK{i:02}"))).await;
+    }
+    wait_until("every event but the refused one applied", 60, || async {
+        let (pending, follows): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM wecom_events_pending), \
+                    (SELECT count(*) FROM external_contact_follows WHERE external_userid LIKE 'wmOK%')",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .expect("counts");
+        pending == 1 && follows == 40
+    })
+    .await;
+    let held: String = sqlx::query_scalar(
+        "SELECT e.message FROM wecom_events e JOIN wecom_events_pending q USING (id)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("the held event");
+    assert!(
+        held.contains("wmPOISON"),
+        "the refused event is the one left pending"
+    );
+    let poisoned: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM external_contact_follows WHERE external_userid = 'wmPOISON'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("count");
+    assert_eq!(poisoned, 0);
+    assert_eq!(
+        readyz(&app).await,
+        200,
+        "a held event does not take the replica out of service"
+    );
+}
+
 #[tokio::test]
 async fn a_panicking_worker_loop_is_restarted_and_runs_jobs_again() {
     let server = MockServer::start().await;
