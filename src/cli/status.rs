@@ -120,6 +120,14 @@ pub fn text(r: &report::Report) -> String {
             "  projector          {} unapplied, lag {} s",
             a.projector.unapplied, a.projector.lag_secs
         );
+        if let (Some(id), Some(error)) = (a.projector.held_event_id, &a.projector.held_error) {
+            let _ = writeln!(
+                s,
+                "                     {} held back (the tables refuse them), oldest event {id}: {error}; \
+                 see it with `wecom-callback events --ids {id}`",
+                a.projector.held
+            );
+        }
         let _ = writeln!(
             s,
             "  jobs               {} queued, {} running, {} dead{}",

@@ -152,6 +152,12 @@ pub struct EventSummary {
     pub unapplied: i64,
     /// When the oldest of those arrived: the projector's lag is now minus this.
     pub oldest_unapplied_at: Option<DateTime<Utc>>,
+    /// Of the unapplied, those held back because the tables refused them (see
+    /// [`crate::store::projections::hold_oldest`]).
+    pub held: i64,
+    /// The oldest held event, and why it was refused.
+    pub held_event_id: Option<i64>,
+    pub held_error: Option<String>,
 }
 
 /// Event summaries per app.
@@ -161,7 +167,11 @@ pub async fn events(pool: &PgPool) -> Result<Vec<EventSummary>, sqlx::Error> {
              (SELECT COALESCE(l.event, l.msg_type) FROM wecom_events l WHERE l.app = e.app \
               ORDER BY l.id DESC LIMIT 1) AS last_kind, \
              count(q.id) AS unapplied, \
-             min(e.received_at) FILTER (WHERE q.id IS NOT NULL) AS oldest_unapplied_at \
+             min(e.received_at) FILTER (WHERE q.id IS NOT NULL) AS oldest_unapplied_at, \
+             count(q.id) FILTER (WHERE q.held_error IS NOT NULL) AS held, \
+             min(q.id) FILTER (WHERE q.held_error IS NOT NULL) AS held_event_id, \
+             (SELECT h.held_error FROM wecom_events_pending h JOIN wecom_events he USING (id) \
+              WHERE he.app = e.app AND h.held_error IS NOT NULL ORDER BY h.id LIMIT 1) AS held_error \
          FROM wecom_events e LEFT JOIN wecom_events_pending q ON q.id = e.id GROUP BY e.app ORDER BY e.app",
     )
     .fetch_all(pool)

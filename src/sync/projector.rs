@@ -22,15 +22,15 @@
 //! its own wake-up, fanned out from the writer's.
 //!
 //! **An event that cannot be applied stops nobody.** A failed batch is retried at half its size, down to one
-//! event. When one event fails alone with a database error (a value the tables refuse, say), the applier
-//! holds it back: it stays stored and pending (the status page counts it as unapplied, and its age as the
-//! projector's lag), the log names it and why at `warn`, and the shard's later events are applied past it
-//! (the tables do not depend on the order events are applied in). Held events are tried again every
-//! [`HELD_RETRY`], so a fix (a migration, a restarted database) lets them through without a restart.
+//! event. When one event fails alone on what it carries (a value the tables refuse, say), the applier holds
+//! it back ([`projections::hold_oldest`]): it stays stored and pending, with why (the status page shows
+//! it), the log names it at `warn`, and the shard's later events are applied past it (the tables do not
+//! depend on the order events are applied in). A held event is tried again after [`HELD_RETRY`], so a fix
+//! (a migration, a trigger dropped) lets it through without a restart.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::sync::Notify;
@@ -109,15 +109,9 @@ async fn apply_loop(
 ) {
     let mut failures = 0u32;
     let mut limit = batching.min_batch;
-    // Events that failed alone, passed over until `held_since + HELD_RETRY`.
-    let mut held: Vec<i64> = Vec::new();
-    let mut held_since = Instant::now();
     while !token.is_cancelled() {
-        if !held.is_empty() && held_since.elapsed() >= HELD_RETRY {
-            held.clear();
-        }
         let size = i64::try_from(limit).unwrap_or(i64::MAX);
-        match projections::apply_pending_except(pool, size, enrich, shard, &held).await {
+        match projections::apply_pending_shard(pool, size, enrich, shard).await {
             Ok(n) => {
                 failures = 0;
                 if n > 0 {
@@ -144,12 +138,8 @@ async fn apply_loop(
             Err(e) => {
                 failures = failures.saturating_add(1);
                 if limit == 1 && refused_by_the_tables(&e) {
-                    match projections::oldest_pending(pool, shard, &held).await {
+                    match projections::hold_oldest(pool, shard, &e.to_string(), HELD_RETRY).await {
                         Ok(Some(id)) => {
-                            if held.is_empty() {
-                                held_since = Instant::now();
-                            }
-                            held.push(id);
                             failures = 0;
                             tracing::warn!(
                                 event_id = id,

@@ -12,7 +12,9 @@ use wecom_callback::ingest::spool::{Spool, SpooledRequest};
 use wiremock::matchers::path;
 use wiremock::{Mock, MockServer};
 
-use crate::helpers::{MAIN, TestApp, build_app_with, sign_callback, spawn_app_with, unix_now};
+use crate::helpers::{
+    API_TOKEN, MAIN, TestApp, build_app_with, sign_callback, spawn_app_with, unix_now,
+};
 use crate::helpers::{ok, wait_applied};
 use crate::sync::contact_event;
 
@@ -123,8 +125,8 @@ async fn an_event_the_tables_refuse_is_held_back_and_the_events_after_it_are_app
         pending == 1 && follows == 40
     })
     .await;
-    let held: String = sqlx::query_scalar(
-        "SELECT e.message FROM wecom_events e JOIN wecom_events_pending q USING (id)",
+    let (held_id, held, why): (i64, String, Option<String>) = sqlx::query_as(
+        "SELECT e.id, e.message, q.held_error FROM wecom_events e JOIN wecom_events_pending q USING (id)",
     )
     .fetch_one(&app.pool)
     .await
@@ -132,6 +134,53 @@ async fn an_event_the_tables_refuse_is_held_back_and_the_events_after_it_are_app
     assert!(
         held.contains("wmPOISON"),
         "the refused event is the one left pending"
+    );
+    assert!(
+        why.as_deref()
+            .is_some_and(|w| w.contains("refused for the test")),
+        "why it is held is kept: {why:?}"
+    );
+    // The operator sees it: in /status.json and on the page, with the event's id and the command to see it.
+    let report: serde_json::Value = app
+        .client
+        .get(format!("{}/status.json", app.address))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .expect("status.json")
+        .json()
+        .await
+        .expect("json");
+    let main = report["apps"]
+        .as_array()
+        .expect("apps")
+        .iter()
+        .find(|a| a["name"] == "main")
+        .expect("main")
+        .clone();
+    assert_eq!(main["projector"]["unapplied"], 1);
+    assert_eq!(main["projector"]["held"], 1);
+    assert_eq!(main["projector"]["held_event_id"], held_id);
+    assert!(
+        main["projector"]["held_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused for the test")),
+        "{main}"
+    );
+    let page = app
+        .client
+        .get(format!("{}/status", app.address))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .expect("status")
+        .text()
+        .await
+        .expect("page");
+    assert!(
+        page.contains("data-held")
+            && page.contains(&format!("wecom-callback events --ids {held_id}")),
+        "the page names the held event"
     );
     let poisoned: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM external_contact_follows WHERE external_userid = 'wmPOISON'",

@@ -101,6 +101,10 @@ pub struct ProjectorStatus {
     pub unapplied: i64,
     /// Seconds since the oldest unapplied event arrived (0 when none).
     pub lag_secs: i64,
+    /// Unapplied events held back because the tables refused them, the oldest of them and why.
+    pub held: i64,
+    pub held_event_id: Option<i64>,
+    pub held_error: Option<String>,
 }
 
 /// The app's WeCom API jobs.
@@ -189,6 +193,9 @@ pub async fn gather(
             lag_secs: ev
                 .and_then(|e| e.oldest_unapplied_at)
                 .map_or(0, |t| (now - t).num_seconds().max(0)),
+            held: ev.map_or(0, |e| e.held),
+            held_event_id: ev.and_then(|e| e.held_event_id),
+            held_error: ev.and_then(|e| e.held_error.as_deref()).map(short),
         };
         let j = jobs.iter().find(|j| j.app == name);
         let jobs = JobsStatus {

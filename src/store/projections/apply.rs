@@ -45,19 +45,6 @@ pub async fn apply_pending_shard(
     enrich: &HashSet<String>,
     shard: Shard,
 ) -> Result<usize, sqlx::Error> {
-    apply_pending_except(pool, limit, enrich, shard, &[]).await
-}
-
-/// [`apply_pending_shard`], passing over the pending events `held` (ones that failed alone, see
-/// `sync::projector`): they stay pending. Applying out of id order is safe, as the tables do not depend on
-/// the order events are applied in (see the module doc of `sync::plan`).
-pub async fn apply_pending_except(
-    pool: &PgPool,
-    limit: i64,
-    enrich: &HashSet<String>,
-    shard: Shard,
-    held: &[i64],
-) -> Result<usize, sqlx::Error> {
     let mut tx = pool.begin().await?;
     // The synced tables are derived from committed events: if this commit is lost in a crash, the events are
     // still unapplied and are applied again. So it need not wait for its WAL flush, which would otherwise
@@ -70,18 +57,18 @@ pub async fn apply_pending_except(
     .bind(APPLY_LOCK)
     .execute(&mut *tx)
     .await?;
-    let n = apply_batch(&mut tx, limit, enrich, shard, held).await?;
+    let n = apply_batch(&mut tx, limit, enrich, shard).await?;
     tx.commit().await?;
     Ok(n)
 }
 
-/// Takes up to `limit` unapplied events inside `tx` (not the `held` ones), marks them applied and applies them.
+/// Takes up to `limit` unapplied events inside `tx` (passing over held ones, see [`hold_oldest`]), marks them
+/// applied and applies them.
 async fn apply_batch(
     tx: &mut Transaction<'_, Postgres>,
     limit: i64,
     enrich: &HashSet<String>,
     shard: Shard,
-    held: &[i64],
 ) -> Result<usize, sqlx::Error> {
     // Taking and marking in one statement: the pending rows are deleted (narrow rows, no index to insert
     // into) and the events read in the same round trip. The delete is part of this transaction, so it counts
@@ -90,7 +77,8 @@ async fn apply_batch(
         "WITH taken AS ( \
              DELETE FROM wecom_events_pending q \
              WHERE q.id IN (SELECT id FROM wecom_events_pending \
-                 WHERE ($2::int = 1 OR shard % $2::int = $3::int) AND id <> ALL($4::bigint[]) \
+                 WHERE ($2::int = 1 OR shard % $2::int = $3::int) \
+                   AND (held_until IS NULL OR held_until <= now()) \
                  ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
              RETURNING q.id) \
          SELECT e.id, e.app, e.dedupe_key, e.corp_id, extract(epoch FROM e.event_time)::bigint AS t, e.message \
@@ -99,7 +87,6 @@ async fn apply_batch(
     .bind(limit)
     .bind(i32::try_from(shard.of.max(1)).unwrap_or(1))
     .bind(i32::try_from(shard.index).unwrap_or(0))
-    .bind(held)
     .fetch_all(&mut **tx)
     .await?;
     // RETURNING has no order; plans are merged in id order (history, jobs and notifications keep it).
@@ -207,19 +194,27 @@ pub(crate) async fn apply_rows_with(
     Ok(ids.len())
 }
 
-/// The oldest pending event of `shard` that is not `held`: the one a batch of one takes.
-pub async fn oldest_pending(
+/// Holds back the event a batch of one of `shard` takes (its oldest pending event that is not held), after
+/// that batch failed with `error`: it stays pending, passed over until `retry` from now, and `error` is kept
+/// for the status page. Returns its id (`None` when there is none: applied meanwhile by another replica).
+/// Applying out of id order is safe: the tables do not depend on the order events are applied in.
+pub async fn hold_oldest(
     pool: &PgPool,
     shard: Shard,
-    held: &[i64],
+    error: &str,
+    retry: std::time::Duration,
 ) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT id FROM wecom_events_pending \
-         WHERE ($1::int = 1 OR shard % $1::int = $2::int) AND id <> ALL($3::bigint[]) ORDER BY id LIMIT 1",
+        "UPDATE wecom_events_pending SET held_until = now() + make_interval(secs => $3), held_error = $4 \
+         WHERE id = (SELECT id FROM wecom_events_pending \
+             WHERE ($1::int = 1 OR shard % $1::int = $2::int) AND (held_until IS NULL OR held_until <= now()) \
+             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+         RETURNING id",
     )
     .bind(i32::try_from(shard.of.max(1)).unwrap_or(1))
     .bind(i32::try_from(shard.index).unwrap_or(0))
-    .bind(held)
+    .bind(retry.as_secs_f64())
+    .bind(error)
     .fetch_optional(pool)
     .await
 }

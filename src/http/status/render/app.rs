@@ -133,6 +133,23 @@ pub(super) fn section(h: &mut String, a: &AppStatus, lang: Lang) {
         a.projector.lag_secs,
         t(lang, " s", " 秒")
     );
+    if let (Some(id), Some(error)) = (a.projector.held_event_id, &a.projector.held_error) {
+        let _ = write!(
+            h,
+            "<p class=\"bad\" data-held>{} <b>{}</b> · {} <code>{}</code>: {} · {} <code>wecom-callback events --ids {}</code></p>",
+            t(
+                lang,
+                "held back (the tables refuse them; later events go on):",
+                "暂缓应用（同步表拒绝写入，其后事件照常处理）："
+            ),
+            a.projector.held,
+            t(lang, "oldest: event", "最早：事件"),
+            id,
+            esc(error),
+            t(lang, "see it with", "查看："),
+            id
+        );
+    }
     let _ = write!(
         h,
         "<h3>{}</h3><p>{} <b data-jobs-queued>{}</b> · {} {} · {} <b class=\"{}\" data-jobs-dead>{}</b></p>",
