@@ -154,6 +154,40 @@ pub async fn is_cancelled(pool: &PgPool, corp_id: &str) -> Result<bool, sqlx::Er
     Ok(!states.is_empty() && states.iter().all(|(s, _)| *s == CorpState::Cancelled))
 }
 
+/// [`cancelled_ids`] among `corps`, read under a share lock on their authorisation rows and held until `tx`
+/// ends: an applier planning their events in `tx` and a concurrent cancellation (`cancel_auth`, applied by
+/// another applier) are serialised. The cancellation waits until this transaction commits, so what it wrote
+/// is there for the purge to delete; or this waits until the cancellation commits and sees it, and plans
+/// nothing. Without the lock, an applier that read "authorised" could commit its rows after the purge.
+/// Corps that no suite knows (a self-built app's) have no row, take no lock and are never cancelled.
+pub async fn lock_cancelled(
+    tx: &mut Transaction<'_, Postgres>,
+    corps: &[&str],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    if corps.is_empty() {
+        return Ok(Default::default());
+    }
+    // Locked in key order, so two appliers locking overlapping corps never wait on each other in a cycle.
+    let states: Vec<(String, CorpState)> = sqlx::query_as(
+        "SELECT corp_id, state FROM wecom_provider_corps WHERE corp_id = ANY($1) \
+         ORDER BY suite_id, corp_id FOR SHARE",
+    )
+    .bind(corps)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut cancelled = std::collections::HashSet::new();
+    let mut authorised = std::collections::HashSet::new();
+    for (corp, state) in states {
+        if state == CorpState::Cancelled {
+            cancelled.insert(corp);
+        } else {
+            authorised.insert(corp);
+        }
+    }
+    cancelled.retain(|c| !authorised.contains(c));
+    Ok(cancelled)
+}
+
 /// After work for `corp_id` that may have overlapped its cancellation (a resync page, an enrichment job):
 /// when the corp is cancelled everywhere and its rows were purged already, deletes what that work wrote
 /// after the purge. Returns the rows deleted. The corp's rows are locked against a new authorisation

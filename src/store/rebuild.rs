@@ -362,8 +362,9 @@ pub async fn replay(
             break;
         };
         last = end;
-        // Looked up per batch: a corp may cancel while a long replay runs.
-        let cancelled = crate::store::corps::cancelled_ids(&mut *tx).await?;
+        // Looked up per batch, under a share lock like the projector's: a corp may cancel while a long
+        // replay runs.
+        let cancelled = crate::store::projections::lock_cancelled_of(&mut tx, &rows).await?;
         done += apply_rows(&mut tx, rows, &HashSet::new(), &cancelled).await? as u64;
         tx.commit().await?;
         progress(Progress {

@@ -1361,6 +1361,64 @@ async fn an_enrichment_answered_after_cancel_auth_leaves_nothing_behind() {
     .await;
 }
 
+/// Two appliers: one commits the corp's cancellation (its `cancel_auth`) while the other takes a contact event
+/// of the corp. The second must wait for the first and then plan nothing: had it planned from "authorised"
+/// and committed after the purge, its rows would outlive the cancellation (seen once in the simulated corp).
+#[tokio::test]
+async fn a_contact_event_applied_while_the_cancellation_commits_waits_for_it_and_writes_nothing() {
+    let server = MockServer::start().await;
+    mount_provider(&server, CRM.receive_id, "TICKET-1").await;
+    mount_empty_corp(&server, "CORP-TOKEN").await;
+    let app = provider_app(
+        &server,
+        &[CRM],
+        vec![suite(&CRM, SuiteKind::ThirdParty)],
+        |_| {},
+    )
+    .await;
+    authorise(&app, &CRM).await;
+    wait_applied(&app.pool).await;
+    let suite_id: String =
+        sqlx::query_scalar("SELECT suite_id FROM wecom_provider_corps WHERE corp_id = $1")
+            .bind(CORP)
+            .fetch_one(&app.pool)
+            .await
+            .expect("the authorised corp");
+
+    // The other applier's transaction, cancelling, not yet committed.
+    let mut cancelling = app.pool.begin().await.expect("begin");
+    wecom_callback::store::corps::cancel(&mut cancelling, &suite_id, CORP)
+        .await
+        .expect("cancel");
+    push(&app, &CRM, &contact_event("wmRACE")).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_events_pending")
+        .fetch_one(&app.pool)
+        .await
+        .expect("pending");
+    assert_eq!(
+        pending, 1,
+        "the contact event was applied while its corp's cancellation was being committed"
+    );
+    cancelling.commit().await.expect("commit the cancellation");
+    wait_applied(&app.pool).await;
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM external_contacts WHERE external_userid = 'wmRACE'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("contacts");
+    assert_eq!(
+        rows, 0,
+        "an event applied after the cancellation planned rows"
+    );
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM wecom_jobs WHERE subject = 'wmRACE'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("jobs");
+    assert_eq!(jobs, 0, "an enrichment was queued for a cancelled corp");
+}
+
 #[tokio::test]
 async fn a_suite_mini_program_login_goes_through_the_suite_token_for_any_authorised_corp() {
     let server = MockServer::start().await;

@@ -91,8 +91,9 @@ async fn apply_batch(
     .await?;
     // RETURNING has no order; plans are merged in id order (history, jobs and notifications keep it).
     rows.sort_unstable_by_key(|r| r.id);
-    // A late event of a corp that cancelled its authorisation must not re-create its deleted rows.
-    let cancelled = crate::store::corps::cancelled_ids(&mut **tx).await?;
+    // A late event of a corp that cancelled its authorisation must not re-create its deleted rows; nor may
+    // an event applied while another applier commits the cancellation (see `lock_cancelled`).
+    let cancelled = lock_cancelled_of(tx, &rows).await?;
     let (ids, batch, directory, provider) = plan_rows(rows, enrich, &cancelled);
     execute(tx, &batch).await?;
     if !directory.is_empty() {
@@ -104,6 +105,28 @@ async fn apply_batch(
         crate::store::suites::execute(tx, &provider).await?;
     }
     Ok(ids.len())
+}
+
+/// The corps of `rows` (their stored corp id, or for an event stored without one, its message's) that are
+/// cancelled, read under [`crate::store::corps::lock_cancelled`]'s share lock.
+pub(crate) async fn lock_cancelled_of(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[Unapplied],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let mut corps: Vec<String> = rows
+        .iter()
+        .filter_map(|r| {
+            r.corp_id.clone().or_else(|| {
+                message::parse_message(r.message.as_bytes())
+                    .ok()
+                    .and_then(|m| m.corp_id().map(str::to_owned))
+            })
+        })
+        .collect();
+    corps.sort_unstable();
+    corps.dedup();
+    let corps: Vec<&str> = corps.iter().map(String::as_str).collect();
+    crate::store::corps::lock_cancelled(tx, &corps).await
 }
 
 /// Plans `rows` (in id order) into one merged [`Batch`] and the staff directory's plan; returns the ids taken

@@ -25,7 +25,7 @@ mod observe;
 mod tags;
 
 pub use apply::{Shard, apply_pending, apply_pending_shard, apply_pending_with, hold_oldest};
-pub(crate) use apply::{apply_rows, apply_rows_with};
+pub(crate) use apply::{apply_rows, apply_rows_with, lock_cancelled_of};
 pub use observe::{Observed, apply_observation};
 pub(crate) use observe::{observation_tx, observe_in};
 
