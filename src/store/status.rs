@@ -153,7 +153,7 @@ pub struct EventSummary {
     /// When the oldest of those arrived: the projector's lag is now minus this.
     pub oldest_unapplied_at: Option<DateTime<Utc>>,
     /// Of the unapplied, those held back because the tables refused them (see
-    /// [`crate::store::projections::hold_oldest`]).
+    /// [`crate::store::projections::hold`]).
     pub held: i64,
     /// The oldest held event, and why it was refused.
     pub held_event_id: Option<i64>,

@@ -23,7 +23,7 @@
 //!
 //! **An event that cannot be applied stops nobody.** A failed batch is retried at half its size, down to one
 //! event. When one event fails alone on what it carries (a value the tables refuse, say), the applier holds
-//! it back ([`projections::hold_oldest`]): it stays stored and pending, with why (the status page shows
+//! it back ([`projections::hold`]): it stays stored and pending, with why (the status page shows
 //! it), the log names it at `warn`, and the shard's later events are applied past it (the tables do not
 //! depend on the order events are applied in). A held event is tried again after [`HELD_RETRY`], so a fix
 //! (a migration, a trigger dropped) lets it through without a restart.
@@ -135,11 +135,16 @@ async fn apply_loop(
                     }
                 }
             }
-            Err(e) => {
+            Err(failed) => {
                 failures = failures.saturating_add(1);
-                if limit == 1 && refused_by_the_tables(&e) {
-                    match projections::hold_oldest(pool, shard, &e.to_string(), HELD_RETRY).await {
-                        Ok(Some(id)) => {
+                let e = failed.source;
+                // The batch's one event, named by the batch itself: the oldest pending event may be another
+                // one by now (a smaller id committed meanwhile).
+                if let [id] = failed.taken[..]
+                    && refused_by_the_tables(&e)
+                {
+                    match projections::hold(pool, id, &e.to_string(), HELD_RETRY).await {
+                        Ok(true) => {
                             failures = 0;
                             tracing::warn!(
                                 event_id = id,
@@ -153,9 +158,9 @@ async fn apply_loop(
                             );
                             continue;
                         }
-                        Ok(None) => {}
+                        Ok(false) => {}
                         Err(e) => {
-                            tracing::debug!(error = %e, "cannot find the event that failed alone")
+                            tracing::debug!(error = %e, event_id = id, "cannot hold back the event that failed alone")
                         }
                     }
                 }

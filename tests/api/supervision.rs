@@ -196,6 +196,83 @@ async fn an_event_the_tables_refuse_is_held_back_and_the_events_after_it_are_app
     );
 }
 
+/// A failed batch names the events it took, so the projector holds back the one that failed alone, not
+/// whichever is oldest by the time it looks (a smaller id may have committed meanwhile).
+#[tokio::test]
+async fn a_failed_batch_names_its_events_and_only_the_named_one_is_held() {
+    use wecom_callback::store::projections::{self, Shard};
+    let app = spawn_app_with(&[MAIN], |s| s.run_projector = false).await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.external_userid = 'wmPOISON' THEN RAISE EXCEPTION 'refused for the test'; END IF; \
+           RETURN NEW; END $$; \
+         CREATE TRIGGER refuse_poison BEFORE INSERT OR UPDATE ON external_contact_follows \
+           FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("trigger");
+    app.deliver(&add_event("wmFIRST")).await;
+    app.deliver(&add_event("wmPOISON")).await;
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM wecom_events ORDER BY id")
+        .fetch_all(&app.pool)
+        .await
+        .expect("ids");
+    let [first, poison] = ids[..] else {
+        panic!("two events stored: {ids:?}")
+    };
+    let none = std::collections::HashSet::new();
+    let failed = projections::apply_pending_shard(&app.pool, 10, &none, Shard::ALL)
+        .await
+        .expect_err("the batch with the refused event fails");
+    assert_eq!(failed.taken, vec![first, poison]);
+    assert!(
+        failed.to_string().contains("refused for the test"),
+        "{failed}"
+    );
+    // The first event is applied alone; then, as if it had committed only now, it is pending again below
+    // the refused one while the refused one fails alone.
+    assert_eq!(
+        projections::apply_pending_shard(&app.pool, 1, &none, Shard::ALL)
+            .await
+            .expect("the first event applies alone"),
+        1
+    );
+    let failed = projections::apply_pending_shard(&app.pool, 1, &none, Shard::ALL)
+        .await
+        .expect_err("the refused event fails alone");
+    assert_eq!(failed.taken, vec![poison]);
+    sqlx::query("INSERT INTO wecom_events_pending (id) VALUES ($1)")
+        .bind(first)
+        .execute(&app.pool)
+        .await
+        .expect("re-queue the first");
+    assert!(
+        projections::hold(&app.pool, poison, "refused", Duration::from_secs(300))
+            .await
+            .expect("hold")
+    );
+    assert!(
+        !projections::hold(&app.pool, poison, "refused", Duration::from_secs(300))
+            .await
+            .expect("hold again"),
+        "an event held already is not held again"
+    );
+    let held: Vec<i64> =
+        sqlx::query_scalar("SELECT id FROM wecom_events_pending WHERE held_until IS NOT NULL")
+            .fetch_all(&app.pool)
+            .await
+            .expect("held");
+    assert_eq!(held, vec![poison], "only the event that failed is held");
+    assert_eq!(
+        projections::apply_pending_shard(&app.pool, 10, &none, Shard::ALL)
+            .await
+            .expect("the rest applies"),
+        1,
+        "the event below the held one is applied past it"
+    );
+}
+
 #[tokio::test]
 async fn a_panicking_worker_loop_is_restarted_and_runs_jobs_again() {
     let server = MockServer::start().await;

@@ -21,7 +21,9 @@ pub async fn apply_pending_with(
     limit: i64,
     enrich: &HashSet<String>,
 ) -> Result<usize, sqlx::Error> {
-    apply_pending_shard(pool, limit, enrich, Shard::ALL).await
+    apply_pending_shard(pool, limit, enrich, Shard::ALL)
+        .await
+        .map_err(|e| e.source)
 }
 
 /// Which pending events an applier takes: those whose `shard` (a hash of the key their writes centre on,
@@ -38,14 +40,34 @@ impl Shard {
     pub const ALL: Shard = Shard { index: 0, of: 1 };
 }
 
+/// A failed batch: why, and the events it had taken (none when taking them failed), so that a batch of one
+/// that fails names its event exactly (see [`hold`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct BatchFailed {
+    /// The ids of the events the batch had taken, in id order.
+    pub taken: Vec<i64>,
+    #[source]
+    pub source: sqlx::Error,
+}
+
+impl BatchFailed {
+    fn untaken(source: sqlx::Error) -> BatchFailed {
+        BatchFailed {
+            taken: Vec::new(),
+            source,
+        }
+    }
+}
+
 /// [`apply_pending_with`], taking only the events of `shard`.
 pub async fn apply_pending_shard(
     pool: &PgPool,
     limit: i64,
     enrich: &HashSet<String>,
     shard: Shard,
-) -> Result<usize, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+) -> Result<usize, BatchFailed> {
+    let mut tx = pool.begin().await.map_err(BatchFailed::untaken)?;
     // The synced tables are derived from committed events: if this commit is lost in a crash, the events are
     // still unapplied and are applied again. So it need not wait for its WAL flush, which would otherwise
     // compete with the receiver's commits (the ones behind `success`) for the disk.
@@ -56,19 +78,24 @@ pub async fn apply_pending_shard(
     )
     .bind(APPLY_LOCK)
     .execute(&mut *tx)
-    .await?;
-    let n = apply_batch(&mut tx, limit, enrich, shard).await?;
-    tx.commit().await?;
-    Ok(n)
+    .await
+    .map_err(BatchFailed::untaken)?;
+    let mut taken = Vec::new();
+    let applied = match apply_batch(&mut tx, limit, enrich, shard, &mut taken).await {
+        Ok(n) => tx.commit().await.map(|()| n),
+        Err(e) => Err(e),
+    };
+    applied.map_err(|source| BatchFailed { taken, source })
 }
 
-/// Takes up to `limit` unapplied events inside `tx` (passing over held ones, see [`hold_oldest`]), marks them
-/// applied and applies them.
+/// Takes up to `limit` unapplied events inside `tx` (passing over held ones, see [`hold`]), marks them
+/// applied and applies them; their ids are in `taken` once taken.
 async fn apply_batch(
     tx: &mut Transaction<'_, Postgres>,
     limit: i64,
     enrich: &HashSet<String>,
     shard: Shard,
+    taken: &mut Vec<i64>,
 ) -> Result<usize, sqlx::Error> {
     // Taking and marking in one statement: the pending rows are deleted (narrow rows, no index to insert
     // into) and the events read in the same round trip. The delete is part of this transaction, so it counts
@@ -91,6 +118,7 @@ async fn apply_batch(
     .await?;
     // RETURNING has no order; plans are merged in id order (history, jobs and notifications keep it).
     rows.sort_unstable_by_key(|r| r.id);
+    taken.extend(rows.iter().map(|r| r.id));
     // A late event of a corp that cancelled its authorisation must not re-create its deleted rows; nor may
     // an event applied while another applier commits the cancellation (see `lock_cancelled`).
     let cancelled = lock_cancelled_of(tx, &rows).await?;
@@ -217,27 +245,24 @@ pub(crate) async fn apply_rows_with(
     Ok(ids.len())
 }
 
-/// Holds back the event a batch of one of `shard` takes (its oldest pending event that is not held), after
-/// that batch failed with `error`: it stays pending, passed over until `retry` from now, and `error` is kept
-/// for the status page. Returns its id (`None` when there is none: applied meanwhile by another replica).
-/// Applying out of id order is safe: the tables do not depend on the order events are applied in.
-pub async fn hold_oldest(
+/// Holds back the event `id`, whose batch of one failed with `error`: it stays pending, passed over until
+/// `retry` from now, and `error` is kept for the status page. Returns whether it was still pending and not
+/// held (false: applied meanwhile by another replica, or held already). Applying out of id order is safe:
+/// the tables do not depend on the order events are applied in.
+pub async fn hold(
     pool: &PgPool,
-    shard: Shard,
+    id: i64,
     error: &str,
     retry: std::time::Duration,
-) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE wecom_events_pending SET held_until = now() + make_interval(secs => $3), held_error = $4 \
-         WHERE id = (SELECT id FROM wecom_events_pending \
-             WHERE ($1::int = 1 OR shard % $1::int = $2::int) AND (held_until IS NULL OR held_until <= now()) \
-             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) \
-         RETURNING id",
+) -> Result<bool, sqlx::Error> {
+    let held = sqlx::query(
+        "UPDATE wecom_events_pending SET held_until = now() + make_interval(secs => $2), held_error = $3 \
+         WHERE id = $1 AND (held_until IS NULL OR held_until <= now())",
     )
-    .bind(i32::try_from(shard.of.max(1)).unwrap_or(1))
-    .bind(i32::try_from(shard.index).unwrap_or(0))
+    .bind(id)
     .bind(retry.as_secs_f64())
     .bind(error)
-    .fetch_optional(pool)
-    .await
+    .execute(pool)
+    .await?;
+    Ok(held.rows_affected() == 1)
 }

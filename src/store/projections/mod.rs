@@ -24,7 +24,7 @@ mod follows;
 mod observe;
 mod tags;
 
-pub use apply::{Shard, apply_pending, apply_pending_shard, apply_pending_with, hold_oldest};
+pub use apply::{BatchFailed, Shard, apply_pending, apply_pending_shard, apply_pending_with, hold};
 pub(crate) use apply::{apply_rows, apply_rows_with, lock_cancelled_of};
 pub use observe::{Observed, apply_observation};
 pub(crate) use observe::{observation_tx, observe_in};
