@@ -87,11 +87,16 @@ async fn run_job(w: &Worker, creds: &Credentials, job: &jobs::Job) -> Result<(),
             };
             enrichment::contact_detail(&w.pool, &job.corp_id, &detail, now).await?;
         }
-        JobKind::GroupChat => {
-            if let Some(chat) = w.api.group_chat(creds, &job.subject).await? {
-                enrichment::group_chat(&w.pool, &job.corp_id, &chat, now).await?;
+        JobKind::GroupChat => match w.api.group_chat(creds, &job.subject).await {
+            Ok(Some(chat)) => enrichment::group_chat(&w.pool, &job.corp_id, &chat, now).await?,
+            Ok(None) => {}
+            // 40050: WeCom has no such chat any more (dismissed after the event was sent): nothing to
+            // fetch. Its dismissal comes as its own event, or the resync finds it gone.
+            Err(ApiError::Wecom(e)) if e.errcode == 40050 => {
+                tracing::info!(job = job.id, chat_id = %job.subject, "groupchat/get: the chat no longer exists (40050); nothing to fetch");
             }
-        }
+            Err(e) => return Err(e),
+        },
         JobKind::CorpTags => {
             let tags = w.api.corp_tag_list(creds).await?;
             enrichment::corp_tags(&w.pool, &job.corp_id, &tags, now).await?;

@@ -476,6 +476,30 @@ impl Sim {
 
     /// Settles, resyncs (trusting our IP first, as an operator would), settles and returns the report of
     /// differences (empty when the tables equal the truth).
+    /// Jobs that died on an answer that is no fault of the corp's set-up: WeCom's ordinary answers about a
+    /// moving corp (a chat dismissed, a relation deleted before it was fetched) must end a job, not kill it.
+    /// A job that died on 60020 (the app's IP not trusted, which the scenario may set up) is the corp's doing.
+    async fn dead_jobs(&self) -> Vec<String> {
+        let dead: Vec<(String, String, Option<i64>, Option<String>)> = match sqlx::query_as(
+            "SELECT kind, subject, last_errcode, last_error FROM wecom_jobs \
+             WHERE status = 'dead' AND last_errcode IS DISTINCT FROM 60020 ORDER BY id",
+        )
+        .fetch_all(&self.app.pool)
+        .await
+        {
+            Ok(d) => d,
+            Err(e) => return vec![format!("reading the jobs failed: {e}")],
+        };
+        dead.into_iter()
+            .map(|(kind, subject, code, error)| {
+                format!(
+                    "job {kind} {subject} died: errcode {code:?}: {}",
+                    error.unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+
     pub async fn finish(&mut self) -> Result<(), String> {
         self.settle().await;
         let mut diff = Vec::new();
@@ -514,6 +538,7 @@ impl Sim {
                 Err(e) => diff.push(format!("rebuild failed: {e}")),
             }
         }
+        diff.extend(self.dead_jobs().await);
         let calls = {
             let calls = self.fake.calls.lock().expect("calls");
             let mut paths: Vec<String> = calls
