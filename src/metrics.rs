@@ -1,6 +1,7 @@
 //! Prometheus metrics, served at `GET /metrics` in the text exposition format.
 //!
-//! Gauges that describe the database or the spool (`wecom_apply_pending_events`, `wecom_jobs_queued`,
+//! Gauges that describe the database or the spool (`wecom_apply_pending_events`, `wecom_apply_held_events`,
+//! `wecom_jobs_queued`,
 //! `wecom_jobs_dead`, `wecom_spool_bytes`) are computed at scrape time by [`Metrics::gather`], never set by the
 //! tasks doing the work: a task that died would otherwise leave its last, reassuring value behind.
 
@@ -31,6 +32,8 @@ pub struct Metrics {
     pub spool_bytes: IntGauge,
     /// Stored events not yet applied to the synced tables (set at scrape time by [`Metrics::gather`]).
     pub apply_pending: IntGauge,
+    /// Of those, events held back because the tables refused them (set at scrape time).
+    pub apply_held: IntGauge,
     /// Jobs waiting, and dead jobs waiting for an operator (set at scrape time by [`Metrics::gather`]).
     pub jobs_queued: IntGauge,
     pub jobs_dead: IntGauge,
@@ -88,6 +91,11 @@ impl Metrics {
         let apply_pending = IntGauge::new(
             "apply_pending_events",
             "Stored events not yet applied to the synced tables",
+        )
+        .expect("a valid metric definition");
+        let apply_held = IntGauge::new(
+            "apply_held_events",
+            "Unapplied events held back because the synced tables refused them (see the status page)",
         )
         .expect("a valid metric definition");
         let jobs_queued = IntGauge::new("jobs_queued", "WeCom API jobs waiting")
@@ -176,6 +184,7 @@ impl Metrics {
             Box::new(latency.clone()),
             Box::new(spool_bytes.clone()),
             Box::new(apply_pending.clone()),
+            Box::new(apply_held.clone()),
         ] {
             // Names are constants and distinct, so registration cannot collide.
             let _ = registry.register(m);
@@ -186,6 +195,7 @@ impl Metrics {
             latency,
             spool_bytes,
             apply_pending,
+            apply_held,
             jobs_queued,
             jobs_dead,
             task_restarts,
@@ -215,11 +225,14 @@ impl Metrics {
                 .set(i64::try_from(spool.bytes()).unwrap_or(i64::MAX));
         }
         let queries =
-            futures_util::future::join(projections::pending_count(pool), jobs::depth(pool));
+            futures_util::future::join(projections::pending_and_held(pool), jobs::depth(pool));
         match tokio::time::timeout(GATHER_TIMEOUT, queries).await {
             Ok((pending, depth)) => {
                 match pending {
-                    Ok(n) => self.apply_pending.set(n),
+                    Ok((n, held)) => {
+                        self.apply_pending.set(n);
+                        self.apply_held.set(held);
+                    }
                     Err(e) => {
                         tracing::debug!(error = %e, "cannot count pending events for /metrics; keeping the last value")
                     }

@@ -182,6 +182,13 @@ async fn an_event_the_tables_refuse_is_held_back_and_the_events_after_it_are_app
             && page.contains(&format!("wecom-callback events --ids {held_id}")),
         "the page names the held event"
     );
+    // And a scraper sees it, apart from the backlog.
+    let metrics = metrics(&app).await;
+    assert!(
+        metrics.lines().any(|l| l == "wecom_apply_held_events 1")
+            && metrics.lines().any(|l| l == "wecom_apply_pending_events 1"),
+        "{metrics}"
+    );
     let poisoned: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM external_contact_follows WHERE external_userid = 'wmPOISON'",
     )

@@ -140,9 +140,17 @@ pub(crate) async fn notify(
     crate::store::feed::record(tx, payloads).await
 }
 
-/// How many stored events wait to be applied.
+/// Stored events not yet applied.
 pub async fn pending_count(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM wecom_events_pending")
-        .fetch_one(pool)
-        .await
+    pending_and_held(pool).await.map(|(pending, _)| pending)
+}
+
+/// Stored events not yet applied, and of them those held back because the tables refused them (see
+/// [`hold`]).
+pub async fn pending_and_held(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE held_error IS NOT NULL) FROM wecom_events_pending",
+    )
+    .fetch_one(pool)
+    .await
 }
