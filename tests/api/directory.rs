@@ -441,3 +441,115 @@ async fn a_follow_of_the_old_userid_applied_after_its_rename_moves_to_the_new_on
         ]
     );
 }
+
+/// An `update_user` at `t` renaming `from` to `to`.
+fn renamed(t: i64, from: &str, to: &str) -> String {
+    directory_event(
+        t,
+        "update_user",
+        &format!("<UserID>{from}</UserID><NewUserID>{to}</NewUserID><Department>2</Department>"),
+    )
+}
+
+/// The corp's follows as (external_userid, userid), by customer.
+async fn follows_of(app: &TestApp) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT external_userid, userid FROM external_contact_follows WHERE corp_id = $1 ORDER BY 1",
+    )
+    .bind(CORP)
+    .fetch_all(&app.pool)
+    .await
+    .expect("follows")
+}
+
+/// Renamed twice (lisi → lisi_new → lisi_3), the renames applied in either order: the follows, the one
+/// delivered late under the first userid included, end with the last userid.
+#[tokio::test]
+async fn a_userid_renamed_twice_takes_every_follow_to_the_last_one_whatever_the_order() {
+    let t = 1_764_547_200;
+    for first_rename_late in [false, true] {
+        let app = spawn_app_with(&[MAIN], |_| {}).await;
+        app.deliver(&contact_event(
+            t + 100,
+            "add_external_contact",
+            "lisi",
+            "wmA",
+            "",
+        ))
+        .await;
+        wait_applied(&app.pool).await;
+        let one = renamed(t + 300, "lisi", "lisi_new");
+        let two = renamed(t + 400, "lisi_new", "lisi_3");
+        let order = if first_rename_late {
+            [&two, &one]
+        } else {
+            [&one, &two]
+        };
+        for e in order {
+            app.deliver(e).await;
+            wait_applied(&app.pool).await;
+        }
+        // Added before the renames, delivered after both.
+        app.deliver(&contact_event(
+            t + 200,
+            "add_external_contact",
+            "lisi",
+            "wmB",
+            "",
+        ))
+        .await;
+        wait_applied(&app.pool).await;
+        assert_eq!(
+            follows_of(&app).await,
+            vec![
+                ("wmA".into(), "lisi_3".into()),
+                ("wmB".into(), "lisi_3".into())
+            ],
+            "first rename delivered late: {first_rename_late}"
+        );
+    }
+}
+
+/// Renamed and renamed back (lisi → lisi_new → lisi), in either order: the member lives as lisi again, so
+/// the follows stay with (or come back to) lisi, and a follow written under lisi afterwards stays there.
+#[tokio::test]
+async fn a_userid_renamed_back_keeps_its_follows() {
+    let t = 1_764_547_200;
+    for back_first in [false, true] {
+        let app = spawn_app_with(&[MAIN], |_| {}).await;
+        app.deliver(&contact_event(
+            t + 100,
+            "add_external_contact",
+            "lisi",
+            "wmA",
+            "",
+        ))
+        .await;
+        wait_applied(&app.pool).await;
+        let away = renamed(t + 300, "lisi", "lisi_new");
+        let back = renamed(t + 400, "lisi_new", "lisi");
+        let order = if back_first {
+            [&back, &away]
+        } else {
+            [&away, &back]
+        };
+        for e in order {
+            app.deliver(e).await;
+            wait_applied(&app.pool).await;
+        }
+        app.deliver(&contact_event(
+            t + 500,
+            "add_external_contact",
+            "lisi",
+            "wmB",
+            "",
+        ))
+        .await;
+        wait_applied(&app.pool).await;
+        assert_eq!(
+            follows_of(&app).await,
+            vec![("wmA".into(), "lisi".into()), ("wmB".into(), "lisi".into())],
+            "renamed back first: {back_first}"
+        );
+    }
+}

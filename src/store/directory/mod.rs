@@ -113,7 +113,7 @@ async fn staff_write(
     .bind(status.map(|s| s.value.status))
     .bind(status.map(|s| s.version.as_str()))
     .bind(status.and_then(|s| s.value.left_at).and_then(ts))
-    .bind(w.renamed_to.as_ref().map(|r| r.value.as_str()))
+    .bind(w.renamed_to.as_ref().and_then(|r| r.value.as_deref()))
     .bind(w.renamed_to.as_ref().map(|r| r.version.as_str()))
     .bind(fetch.map(|f| f.unavailable.clone()))
     .bind(fetch.map(|f| f.version.as_str()))

@@ -17,15 +17,19 @@ pub(super) async fn carry_over(
     tx: &mut Transaction<'_, Postgres>,
     plan: &DirectoryPlan,
 ) -> Result<(), sqlx::Error> {
-    let mut written: Vec<(&str, &str)> = plan
+    let mut written: Vec<(String, String)> = plan
         .staff
         .iter()
-        .map(|w| (w.corp_id.as_str(), w.userid.as_str()))
+        .map(|w| (w.corp_id.clone(), w.userid.clone()))
         .collect();
-    written.sort_unstable();
-    written.dedup();
-    if !written.is_empty() {
-        sqlx::query(
+    // A member renamed more than once (a → b → c): what reaches a carries over to b, then from b to c.
+    for _ in 0..MAX_HOPS {
+        written.sort_unstable();
+        written.dedup();
+        if written.is_empty() {
+            break;
+        }
+        written = sqlx::query_as(
             "UPDATE staff n SET \
                name = CASE WHEN o.name_version > COALESCE(n.name_version, '') THEN o.name ELSE n.name END, \
                name_version = GREATEST(n.name_version, o.name_version), \
@@ -48,11 +52,12 @@ pub(super) async fn carry_over(
                AND (o.name_version > COALESCE(n.name_version, '') \
                  OR o.department_version > COALESCE(n.department_version, '') \
                  OR o.position_version > COALESCE(n.position_version, '') \
-                 OR o.open_userid_version > COALESCE(n.open_userid_version, ''))",
+                 OR o.open_userid_version > COALESCE(n.open_userid_version, '')) \
+             RETURNING n.corp_id, n.userid",
         )
-        .bind(written.iter().map(|k| k.0).collect::<Vec<_>>())
-        .bind(written.iter().map(|k| k.1).collect::<Vec<_>>())
-        .execute(&mut **tx)
+        .bind(written.iter().map(|k| k.0.as_str()).collect::<Vec<_>>())
+        .bind(written.iter().map(|k| k.1.as_str()).collect::<Vec<_>>())
+        .fetch_all(&mut **tx)
         .await?;
     }
     Ok(())
@@ -72,28 +77,39 @@ pub(super) async fn rename(
         .execute(&mut **tx)
         .await?;
     // The follows of the old userid move to the new one, except where the new userid already has a
-    // row for that customer (events under the new userid came first: they are the newer truth).
-    sqlx::query(
+    // row for that customer (events under the new userid came first: they are the newer truth). Only if
+    // this rename is still where the member went: a newer event (a rename back, applied first) outdates it.
+    let moved = sqlx::query(
         "UPDATE external_contact_follows f SET userid = $3 \
-         WHERE f.corp_id = $1 AND f.userid = $2 AND NOT EXISTS ( \
-           SELECT 1 FROM external_contact_follows g \
-           WHERE g.corp_id = $1 AND g.userid = $3 AND g.external_userid = f.external_userid)",
+         WHERE f.corp_id = $1 AND f.userid = $2 \
+           AND EXISTS (SELECT 1 FROM staff s WHERE s.corp_id = $1 AND s.userid = $2 AND s.renamed_to = $3) \
+           AND NOT EXISTS ( \
+             SELECT 1 FROM external_contact_follows g \
+             WHERE g.corp_id = $1 AND g.userid = $3 AND g.external_userid = f.external_userid)",
     )
     .bind(&r.corp_id)
     .bind(&r.from)
     .bind(&r.to)
     .execute(&mut **tx)
     .await?;
+    // Renamed again since (applied first): they go on to where the member is now.
+    if moved.rows_affected() > 0 {
+        follows_of_renamed(tx, &[(r.corp_id.as_str(), r.to.as_str())]).await?;
+    }
     Ok(())
 }
+
+/// How many renames of one member are followed from a userid (a → b → c …); the versions rule out a cycle,
+/// this bounds the work if the data ever held one.
+const MAX_HOPS: usize = 8;
 
 /// First key of the per-member rename locks (the second: a hash of corp id and userid).
 const RENAME_LOCK: i32 = 0x5745_5245;
 
-/// Moves the follows just written under a userid that has been renamed to its successor, as the rename
-/// itself moves those it finds: a follow event of the old userid applied after the rename (a late
-/// delivery, or a concurrent batch) must not leave the customer with a userid that no longer exists.
-/// `written`: the (corp id, userid) of every follow the batch wrote.
+/// Moves the follows just written under a userid that has been renamed to its successor, and on along the
+/// renames after it (a → b → c), as the rename itself moves those it finds: a follow event of the old userid
+/// applied after the rename (a late delivery, or a concurrent batch) must not leave the customer with a
+/// userid that no longer exists. `written`: the (corp id, userid) of every follow the batch wrote.
 ///
 /// A concurrent rename and follow write must not both miss each other: the rename takes the member's lock
 /// exclusively before moving, this takes it shared (in a statement of its own, so the move below reads
@@ -105,32 +121,42 @@ pub(crate) async fn follows_of_renamed(
     if written.is_empty() {
         return Ok(());
     }
-    let mut keys: Vec<(&str, &str)> = written.to_vec();
-    keys.sort_unstable();
-    keys.dedup();
-    let corps: Vec<&str> = keys.iter().map(|k| k.0).collect();
-    let userids: Vec<&str> = keys.iter().map(|k| k.1).collect();
-    sqlx::query(
-        "SELECT count(pg_advisory_xact_lock_shared($1, hashtext(k.c || '/' || k.u))) \
-         FROM UNNEST($2::text[], $3::text[]) AS k(c, u)",
-    )
-    .bind(RENAME_LOCK)
-    .bind(&corps)
-    .bind(&userids)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "UPDATE external_contact_follows f SET userid = s.renamed_to \
-         FROM UNNEST($1::text[], $2::text[]) AS k(c, u) \
-         JOIN staff s ON s.corp_id = k.c AND s.userid = k.u \
-         WHERE s.renamed_to IS NOT NULL AND s.renamed_to <> s.userid \
-           AND f.corp_id = s.corp_id AND f.userid = s.userid AND NOT EXISTS ( \
-             SELECT 1 FROM external_contact_follows g \
-             WHERE g.corp_id = f.corp_id AND g.userid = s.renamed_to AND g.external_userid = f.external_userid)",
-    )
-    .bind(&corps)
-    .bind(&userids)
-    .execute(&mut **tx)
-    .await?;
+    let mut keys: Vec<(String, String)> = written
+        .iter()
+        .map(|(c, u)| ((*c).to_owned(), (*u).to_owned()))
+        .collect();
+    // Hop by hop (a → b → c): each hop's userids are locked before their renames are read.
+    for _ in 0..MAX_HOPS {
+        keys.sort_unstable();
+        keys.dedup();
+        if keys.is_empty() {
+            break;
+        }
+        let corps: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+        let userids: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+        sqlx::query(
+            "SELECT count(pg_advisory_xact_lock_shared($1, hashtext(k.c || '/' || k.u))) \
+             FROM UNNEST($2::text[], $3::text[]) AS k(c, u)",
+        )
+        .bind(RENAME_LOCK)
+        .bind(&corps)
+        .bind(&userids)
+        .execute(&mut **tx)
+        .await?;
+        keys = sqlx::query_as(
+            "UPDATE external_contact_follows f SET userid = s.renamed_to \
+             FROM UNNEST($1::text[], $2::text[]) AS k(c, u) \
+             JOIN staff s ON s.corp_id = k.c AND s.userid = k.u \
+             WHERE s.renamed_to IS NOT NULL AND s.renamed_to <> s.userid \
+               AND f.corp_id = s.corp_id AND f.userid = s.userid AND NOT EXISTS ( \
+                 SELECT 1 FROM external_contact_follows g \
+                 WHERE g.corp_id = f.corp_id AND g.userid = s.renamed_to AND g.external_userid = f.external_userid) \
+             RETURNING f.corp_id, f.userid",
+        )
+        .bind(&corps)
+        .bind(&userids)
+        .fetch_all(&mut **tx)
+        .await?;
+    }
     Ok(())
 }

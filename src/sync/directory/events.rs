@@ -81,7 +81,7 @@ fn user_event(
     let current = match u.new_userid.as_deref().filter(|n| *n != u.userid) {
         Some(new) => {
             let mut old = StaffWrite::new(meta.corp_id, &u.userid);
-            old.renamed_to = Some(stamp(v, new.to_owned()));
+            old.renamed_to = Some(stamp(v, Some(new.to_owned())));
             plan.staff.push(old);
             plan.renames.push(Rename {
                 corp_id: meta.corp_id.to_owned(),
@@ -93,6 +93,9 @@ fn user_event(
         None => u.userid.as_str(),
     };
     let mut w = StaffWrite::new(meta.corp_id, current);
+    // The member lives under `current` as of this event: a rename away from it that is older no longer
+    // holds (renamed back, or the userid reused), and its follows must stay here.
+    w.renamed_to = Some(stamp(v, None));
     w.name = u.name.clone().map(|n| stamp(v, n));
     // `Department` is the one field every callback still carries; an event without it says nothing.
     if !u.department.is_empty() {
@@ -234,8 +237,13 @@ mod tests {
         );
         assert_eq!(p.staff[0].userid, "a");
         assert_eq!(
-            p.staff[0].renamed_to.as_ref().map(|r| r.value.as_str()),
-            Some("b")
+            p.staff[0].renamed_to.as_ref().map(|r| r.value.as_deref()),
+            Some(Some("b"))
+        );
+        assert_eq!(
+            p.staff[1].renamed_to.as_ref().map(|r| r.value.as_deref()),
+            Some(None),
+            "the new userid is where the member lives now"
         );
         assert_eq!(p.staff[1].userid, "b");
         assert_eq!(p.jobs[0].subject, "b", "user/get asks for the new userid");

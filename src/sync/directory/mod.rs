@@ -69,8 +69,10 @@ pub struct StaffWrite {
     pub position: Option<Stamped<String>>,
     pub open_userid: Option<Stamped<String>>,
     pub status: Option<Stamped<StatusWrite>>,
-    /// WeCom changed this member's userid to this one.
-    pub renamed_to: Option<Stamped<String>>,
+    /// Where the member lives as of the version: `Some(userid)` when WeCom changed this member's userid to
+    /// that one, `None` when an event shows the member under this userid (created, updated, or renamed
+    /// to it), which outdates an older rename away from it (a userid renamed back, or reused).
+    pub renamed_to: Option<Stamped<Option<String>>>,
     pub fetch: Option<FetchWrite>,
     /// The resync run that listed the member.
     pub resync_run: Option<i64>,
@@ -148,7 +150,8 @@ impl DirectoryPlan {
     pub fn notifications(&self) -> Vec<serde_json::Value> {
         let mut out = Vec::with_capacity(self.staff.len() + self.departments.len());
         for w in &self.staff {
-            let change = if w.renamed_to.is_some() {
+            let renamed_to = w.renamed_to.as_ref().and_then(|r| r.value.as_deref());
+            let change = if renamed_to.is_some() {
                 "renamed"
             } else if w
                 .status
@@ -166,7 +169,7 @@ impl DirectoryPlan {
                 "corp_id": w.corp_id,
                 "userid": w.userid,
                 "change": change,
-                "renamed_to": w.renamed_to.as_ref().map(|r| r.value.as_str()),
+                "renamed_to": renamed_to,
                 "event_id": null,
             }));
         }
