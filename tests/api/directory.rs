@@ -440,6 +440,21 @@ async fn a_follow_of_the_old_userid_applied_after_its_rename_moves_to_the_new_on
             ("wmB".into(), "lisi_new".into())
         ]
     );
+    // The feed says each follow moved, with the row as it is now.
+    let moved: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT subject, data->>'previous_userid', state->>'userid' FROM wecom_change_entries \
+         WHERE data->>'change' = 'userid_renamed' AND data->>'userid' = 'lisi_new' ORDER BY id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("feed");
+    assert_eq!(
+        moved,
+        vec![
+            ("wmA".into(), "lisi".into(), Some("lisi_new".into())),
+            ("wmB".into(), "lisi".into(), Some("lisi_new".into()))
+        ]
+    );
 }
 
 /// An `update_user` at `t` renaming `from` to `to`.

@@ -76,27 +76,94 @@ pub(super) async fn rename(
         .bind(&r.from)
         .execute(&mut **tx)
         .await?;
-    // The follows of the old userid move to the new one, except where the new userid already has a
-    // row for that customer (events under the new userid came first: they are the newer truth). Only if
-    // this rename is still where the member went: a newer event (a rename back, applied first) outdates it.
-    let moved = sqlx::query(
-        "UPDATE external_contact_follows f SET userid = $3 \
-         WHERE f.corp_id = $1 AND f.userid = $2 \
-           AND EXISTS (SELECT 1 FROM staff s WHERE s.corp_id = $1 AND s.userid = $2 AND s.renamed_to = $3) \
-           AND NOT EXISTS ( \
-             SELECT 1 FROM external_contact_follows g \
-             WHERE g.corp_id = $1 AND g.userid = $3 AND g.external_userid = f.external_userid)",
+    // The follows of the old userid move to the new one. Only if this rename is still where the member
+    // went: a newer event (a rename back, applied first) outdates it.
+    let current: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM staff WHERE corp_id = $1 AND userid = $2 AND renamed_to = $3)",
     )
     .bind(&r.corp_id)
     .bind(&r.from)
     .bind(&r.to)
-    .execute(&mut **tx)
+    .fetch_one(&mut **tx)
     .await?;
+    if !current {
+        return Ok(());
+    }
+    let moved = move_follows(tx, &[(r.corp_id.clone(), r.from.clone(), r.to.clone())]).await?;
     // Renamed again since (applied first): they go on to where the member is now.
-    if moved.rows_affected() > 0 {
+    if !moved.is_empty() {
         follows_of_renamed(tx, &[(r.corp_id.as_str(), r.to.as_str())]).await?;
     }
     Ok(())
+}
+
+/// Moves every follow of each (corp id, old userid, new userid) to the new userid: where the new userid has
+/// a row for the customer already (events under it came first), the two are merged register by register,
+/// each version winning as in the follow statement, so the result is the same whichever was written first;
+/// then the old rows go. A change feed entry (and NOTIFY) says so for each moved follow:
+/// `{"kind": "contact", "change": "userid_renamed", "userid": new, "previous_userid": old, …}`. Returns the
+/// (corp id, new userid) of the follows moved.
+async fn move_follows(
+    tx: &mut Transaction<'_, Postgres>,
+    renames: &[(String, String, String)],
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    if renames.is_empty() {
+        return Ok(Vec::new());
+    }
+    let corps: Vec<&str> = renames.iter().map(|r| r.0.as_str()).collect();
+    let from: Vec<&str> = renames.iter().map(|r| r.1.as_str()).collect();
+    let to: Vec<&str> = renames.iter().map(|r| r.2.as_str()).collect();
+    let columns = crate::store::projections::FOLLOW_COLUMNS;
+    let merge = crate::store::projections::follow_merge_clause();
+    // Built from constants only; every value is a bind. The old rows are deleted and re-inserted under the
+    // new userid in one statement (a data-modifying CTE), merging into a row the new userid has already.
+    let sql = format!(
+        "WITH k AS (SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) AS k(corp_id, old, new)), \
+         gone AS ( \
+           DELETE FROM external_contact_follows o USING k \
+           WHERE o.corp_id = k.corp_id AND o.userid = k.old AND k.old <> k.new \
+           RETURNING o.*, k.new) \
+         INSERT INTO external_contact_follows AS f ({columns}) \
+         SELECT g.corp_id, g.new, g.external_userid, g.status, g.status_version, g.deleted_at, g.delete_source, \
+           g.listed_version, g.state, g.welcome_code, g.added_at, g.add_version, g.last_change_type, \
+           g.last_event_at, g.last_version, g.last_event_id, g.remark, g.description, g.remark_mobiles, \
+           g.add_way, g.oper_userid, g.tags, g.detail_synced_at, g.detail_version, g.resync_run \
+         FROM gone g ORDER BY g.corp_id, g.new, g.external_userid \
+         ON CONFLICT (corp_id, userid, external_userid) DO UPDATE SET {merge} \
+         RETURNING f.corp_id, f.userid, f.external_userid"
+    );
+    let moved: Vec<(String, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(&corps)
+        .bind(&from)
+        .bind(&to)
+        .fetch_all(&mut **tx)
+        .await?;
+    let previous = |corp: &str, new: &str| {
+        renames
+            .iter()
+            .find(|r| r.0 == corp && r.2 == new)
+            .map(|r| r.1.clone())
+    };
+    let payloads: Vec<serde_json::Value> = moved
+        .iter()
+        .map(|(corp, userid, ext)| {
+            serde_json::json!({
+                "kind": "contact",
+                "source": "event",
+                "corp_id": corp,
+                "external_userid": ext,
+                "userid": userid,
+                "change": "userid_renamed",
+                "previous_userid": previous(corp, userid),
+                "event_id": null,
+            })
+        })
+        .collect();
+    crate::store::projections::notify(tx, &payloads).await?;
+    let mut out: Vec<(String, String)> = moved.into_iter().map(|(c, u, _)| (c, u)).collect();
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
 }
 
 /// How many renames of one member are followed from a userid (a → b → c …); the versions rule out a cycle,
@@ -143,20 +210,18 @@ pub(crate) async fn follows_of_renamed(
         .bind(&userids)
         .execute(&mut **tx)
         .await?;
-        keys = sqlx::query_as(
-            "UPDATE external_contact_follows f SET userid = s.renamed_to \
-             FROM UNNEST($1::text[], $2::text[]) AS k(c, u) \
+        let renames: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT s.corp_id, s.userid, s.renamed_to FROM UNNEST($1::text[], $2::text[]) AS k(c, u) \
              JOIN staff s ON s.corp_id = k.c AND s.userid = k.u \
              WHERE s.renamed_to IS NOT NULL AND s.renamed_to <> s.userid \
-               AND f.corp_id = s.corp_id AND f.userid = s.userid AND NOT EXISTS ( \
-                 SELECT 1 FROM external_contact_follows g \
-                 WHERE g.corp_id = f.corp_id AND g.userid = s.renamed_to AND g.external_userid = f.external_userid) \
-             RETURNING f.corp_id, f.userid",
+               AND EXISTS (SELECT 1 FROM external_contact_follows f \
+                           WHERE f.corp_id = s.corp_id AND f.userid = s.userid)",
         )
         .bind(&corps)
         .bind(&userids)
         .fetch_all(&mut **tx)
         .await?;
+        keys = move_follows(tx, &renames).await?;
     }
     Ok(())
 }

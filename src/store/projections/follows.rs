@@ -21,31 +21,15 @@ pub(super) async fn follows<'a>(
     rows: impl Iterator<Item = &'a FollowWrite> + Clone,
     returning: bool,
 ) -> Result<Vec<((String, String, String), String, bool)>, sqlx::Error> {
-    let detail_cols = [
-        "remark",
-        "description",
-        "remark_mobiles",
-        "add_way",
-        "oper_userid",
-        "tags",
-        "detail_synced_at",
-    ]
-    .map(|c| format!("{c} = CASE WHEN {DETAIL_WINS} THEN EXCLUDED.{c} ELSE f.{c} END, "))
-    .concat();
-    let status_cols = ["status", "deleted_at", "delete_source"]
-        .map(|c| format!("{c} = CASE WHEN {STATUS_WINS} THEN EXCLUDED.{c} ELSE f.{c} END, "))
-        .concat();
     let returning = if returning {
         "RETURNING f.corp_id, f.userid, f.external_userid, f.status, (xmax = 0)"
     } else {
         ""
     };
+    let merge = merge_clause();
     // Built from the constants above only; every value is a bound parameter.
     let sql = format!(
-        "INSERT INTO external_contact_follows AS f (corp_id, userid, external_userid, status, status_version, \
-             deleted_at, delete_source, listed_version, state, welcome_code, added_at, add_version, last_change_type, \
-             last_event_at, last_version, last_event_id, remark, description, remark_mobiles, add_way, oper_userid, \
-             tags, detail_synced_at, detail_version, resync_run) \
+        "INSERT INTO external_contact_follows AS f ({COLUMNS}) \
          SELECT u.corp_id, u.userid, u.external_userid, u.status, u.status_version, to_timestamp(u.deleted_at), \
              u.delete_source, u.listed_version, u.state, u.welcome_code, to_timestamp(u.added_at), u.add_version, \
              u.last_change_type, to_timestamp(u.last_event_at), u.last_version, u.last_event_id, u.remark, \
@@ -61,21 +45,7 @@ pub(super) async fn follows<'a>(
              state, welcome_code, added_at, add_version, last_change_type, last_event_at, last_version, last_event_id, \
              remark, description, remark_mobiles, add_way, oper_userid, tags, detail_synced_at, detail_version, \
              resync_run) \
-         ON CONFLICT (corp_id, userid, external_userid) DO UPDATE SET \
-           {status_cols} \
-           status_version = CASE WHEN {STATUS_WINS} THEN EXCLUDED.status_version ELSE f.status_version END, \
-           listed_version = GREATEST(f.listed_version, EXCLUDED.listed_version), \
-           state = CASE WHEN EXCLUDED.add_version > COALESCE(f.add_version, '') THEN EXCLUDED.state ELSE f.state END, \
-           welcome_code = CASE WHEN EXCLUDED.add_version > COALESCE(f.add_version, '') THEN EXCLUDED.welcome_code ELSE f.welcome_code END, \
-           added_at = CASE WHEN EXCLUDED.add_version > COALESCE(f.add_version, '') THEN EXCLUDED.added_at ELSE f.added_at END, \
-           add_version = GREATEST(f.add_version, EXCLUDED.add_version), \
-           last_change_type = CASE WHEN EXCLUDED.last_version > f.last_version THEN EXCLUDED.last_change_type ELSE f.last_change_type END, \
-           last_event_at = CASE WHEN EXCLUDED.last_version > f.last_version THEN EXCLUDED.last_event_at ELSE f.last_event_at END, \
-           last_event_id = CASE WHEN EXCLUDED.last_version > f.last_version THEN EXCLUDED.last_event_id ELSE f.last_event_id END, \
-           last_version = GREATEST(f.last_version, EXCLUDED.last_version), \
-           {detail_cols} \
-           detail_version = GREATEST(f.detail_version, EXCLUDED.detail_version), \
-           resync_run = COALESCE(EXCLUDED.resync_run, f.resync_run) \
+         ON CONFLICT (corp_id, userid, external_userid) DO UPDATE SET {merge} \
          {returning}"
     );
     let detail = |f: &'a FollowWrite| f.detail.as_ref();
@@ -196,4 +166,46 @@ pub(super) async fn follows<'a>(
         .into_iter()
         .map(|(c, u, e, s, created)| ((c, u, e), s, created))
         .collect())
+}
+
+/// Every column the follow statement writes (the legacy `transfer_fail_*` columns are no longer written).
+pub(crate) const COLUMNS: &str = "corp_id, userid, external_userid, status, status_version, deleted_at, \
+     delete_source, listed_version, state, welcome_code, added_at, add_version, last_change_type, last_event_at, \
+     last_version, last_event_id, remark, description, remark_mobiles, add_way, oper_userid, tags, \
+     detail_synced_at, detail_version, resync_run";
+
+/// The `DO UPDATE SET` list of an upsert into `external_contact_follows AS f`: each register takes the
+/// `EXCLUDED` row's value where its version wins (the planner's rule, `plan::merge_state`). Shared by the
+/// follow statement and the merge of a renamed userid's follows into its successor's.
+pub(crate) fn merge_clause() -> String {
+    let detail_cols = [
+        "remark",
+        "description",
+        "remark_mobiles",
+        "add_way",
+        "oper_userid",
+        "tags",
+        "detail_synced_at",
+    ]
+    .map(|c| format!("{c} = CASE WHEN {DETAIL_WINS} THEN EXCLUDED.{c} ELSE f.{c} END, "))
+    .concat();
+    let status_cols = ["status", "deleted_at", "delete_source"]
+        .map(|c| format!("{c} = CASE WHEN {STATUS_WINS} THEN EXCLUDED.{c} ELSE f.{c} END, "))
+        .concat();
+    format!(
+        "{status_cols} \
+           status_version = CASE WHEN {STATUS_WINS} THEN EXCLUDED.status_version ELSE f.status_version END, \
+           listed_version = GREATEST(f.listed_version, EXCLUDED.listed_version), \
+           state = CASE WHEN EXCLUDED.add_version > COALESCE(f.add_version, '') THEN EXCLUDED.state ELSE f.state END, \
+           welcome_code = CASE WHEN EXCLUDED.add_version > COALESCE(f.add_version, '') THEN EXCLUDED.welcome_code ELSE f.welcome_code END, \
+           added_at = CASE WHEN EXCLUDED.add_version > COALESCE(f.add_version, '') THEN EXCLUDED.added_at ELSE f.added_at END, \
+           add_version = GREATEST(f.add_version, EXCLUDED.add_version), \
+           last_change_type = CASE WHEN EXCLUDED.last_version > f.last_version THEN EXCLUDED.last_change_type ELSE f.last_change_type END, \
+           last_event_at = CASE WHEN EXCLUDED.last_version > f.last_version THEN EXCLUDED.last_event_at ELSE f.last_event_at END, \
+           last_event_id = CASE WHEN EXCLUDED.last_version > f.last_version THEN EXCLUDED.last_event_id ELSE f.last_event_id END, \
+           last_version = GREATEST(f.last_version, EXCLUDED.last_version), \
+           {detail_cols} \
+           detail_version = GREATEST(f.detail_version, EXCLUDED.detail_version), \
+           resync_run = COALESCE(EXCLUDED.resync_run, f.resync_run)"
+    )
 }

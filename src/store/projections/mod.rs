@@ -21,6 +21,7 @@ mod apply;
 mod chats;
 mod contacts;
 mod follows;
+pub(crate) use follows::{COLUMNS as FOLLOW_COLUMNS, merge_clause as follow_merge_clause};
 mod observe;
 mod tags;
 

@@ -106,5 +106,12 @@ pub(crate) async fn observe_in(
     if notify_changes && !notifications.is_empty() {
         notify(tx, &notifications).await?;
     }
+    // An answer fetched before a rename was applied lists the old userid: its follows go on to the
+    // successor, as an event's do.
+    let keys: Vec<(&str, &str)> = written
+        .iter()
+        .map(|((corp, userid, _), _, _)| (corp.as_str(), userid.as_str()))
+        .collect();
+    crate::store::directory::follows_of_renamed(tx, &keys).await?;
     Ok(observed)
 }

@@ -142,17 +142,39 @@ async fn directory(pool: &PgPool, truth: &Truth, resynced: bool, out: &mut Vec<S
     {
         out.push(format!("department {id}: in the table, not in the truth"));
     }
-    let staff: Vec<(String, Option<String>, StaffDepartments, String)> = sqlx::query_as(
-        "SELECT userid, name, department_ids, status FROM staff WHERE corp_id = $1 ORDER BY userid",
+    // userid, name, departments, status, renamed_to.
+    type Read = (
+        String,
+        Option<String>,
+        StaffDepartments,
+        String,
+        Option<String>,
+    );
+    let staff: Vec<Read> = sqlx::query_as(
+        "SELECT userid, name, department_ids, status, renamed_to FROM staff WHERE corp_id = $1 \
+             ORDER BY userid",
     )
     .bind(CORP)
     .fetch_all(pool)
     .await
     .expect("read staff");
+    // A userid renamed away keeps its row, saying where the member went.
+    let renamed: BTreeMap<String, String> = staff
+        .iter()
+        .filter_map(|(u, _, _, _, r)| r.clone().map(|r| (u.clone(), r)))
+        .collect();
     let rows: BTreeMap<String, StaffRow> = staff
         .into_iter()
-        .map(|(u, n, d, s)| (u, (n, d, s)))
+        .filter(|(_, _, _, _, r)| r.is_none())
+        .map(|(u, n, d, s, _)| (u, (n, d, s)))
         .collect();
+    for (old, to) in &renamed {
+        if truth.staff.contains_key(old) {
+            out.push(format!(
+                "staff {old}: a member of the truth, but the table says renamed to {to}"
+            ));
+        }
+    }
     // A member who left before any listing, event or follow named them: nothing could tell the service.
     let with_follows: BTreeSet<String> = sqlx::query_scalar(
         "SELECT DISTINCT userid FROM external_contact_follows WHERE corp_id = $1",
@@ -274,6 +296,9 @@ async fn follows(
                 Some("deleted_by_customer"),
                 Some("pending"),
             ],
+            // An unlicensed member's follows are never listed (batch/get_by_user's fail_info), so the resync
+            // sweeps none of them: a lost callback about one cannot be learned.
+            (_, false) if truth.staff.get(user).is_some_and(|s| !s.licensed) => vec![],
             // Not listed anywhere: anything but a live relation.
             (_, false) => vec![
                 None,
