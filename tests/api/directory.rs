@@ -568,3 +568,45 @@ async fn a_userid_renamed_back_keeps_its_follows() {
         );
     }
 }
+
+/// A userid reused (A → C, C → D, then B → C): late follows of A and B for one customer, applied in one batch,
+/// both go to C. The move takes one rename at a time there: PostgreSQL refuses one statement merging two
+/// rows into one, and a refused batch would stop its shard.
+#[tokio::test]
+async fn late_follows_of_two_userids_renamed_to_one_apply_in_one_batch() {
+    let app = spawn_app_with(&[MAIN], |s| s.run_projector = false).await;
+    let t = 1_764_547_200;
+    for e in [
+        contact_event(t + 100, "add_external_contact", "lisi", "wmX", ""),
+        contact_event(t + 110, "add_external_contact", "wangwu", "wmX", ""),
+        renamed(t + 300, "lisi", "c_user"),
+        renamed(t + 400, "c_user", "d_user"),
+        renamed(t + 500, "wangwu", "c_user"),
+    ] {
+        app.deliver(&e).await;
+        crate::helpers::apply_all_pending(&app.pool).await;
+    }
+    // Late, and in one batch.
+    app.deliver(&contact_event(
+        t + 150,
+        "edit_external_contact",
+        "lisi",
+        "wmX",
+        "",
+    ))
+    .await;
+    app.deliver(&contact_event(
+        t + 160,
+        "edit_external_contact",
+        "wangwu",
+        "wmX",
+        "",
+    ))
+    .await;
+    assert_eq!(crate::helpers::apply_all_pending(&app.pool).await, 2);
+    let follows = follows_of(&app).await;
+    assert!(
+        follows.iter().all(|(_, u)| u != "lisi" && u != "wangwu"),
+        "no follow is left under a userid renamed away: {follows:?}"
+    );
+}

@@ -110,6 +110,23 @@ async fn move_follows(
     if renames.is_empty() {
         return Ok(Vec::new());
     }
+    // Two old userids renamed to the same one (a userid reused after its member was renamed away) could
+    // merge two rows into one in a single statement, which PostgreSQL refuses: one rename at a time then.
+    let mut targets: Vec<(&str, &str)> = renames
+        .iter()
+        .map(|r| (r.0.as_str(), r.2.as_str()))
+        .collect();
+    targets.sort_unstable();
+    targets.dedup();
+    if renames.len() > 1 && targets.len() < renames.len() {
+        let mut out = Vec::new();
+        for r in renames {
+            out.extend(Box::pin(move_follows(tx, std::slice::from_ref(r))).await?);
+        }
+        out.sort_unstable();
+        out.dedup();
+        return Ok(out);
+    }
     let corps: Vec<&str> = renames.iter().map(|r| r.0.as_str()).collect();
     let from: Vec<&str> = renames.iter().map(|r| r.1.as_str()).collect();
     let to: Vec<&str> = renames.iter().map(|r| r.2.as_str()).collect();
