@@ -477,45 +477,34 @@ async fn follows_of(app: &TestApp) -> Vec<(String, String)> {
     .expect("follows")
 }
 
+/// The follows after: lisi adds wmA (at `t` + 100), the `renames` are delivered in that order, then lisi adds
+/// wmB at `late_add` (each applied before the next is delivered).
+async fn follows_after_renames(renames: [&String; 2], late_add: i64) -> Vec<(String, String)> {
+    let t = 1_764_547_200;
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    let add = |at: i64, ext: &str| contact_event(at, "add_external_contact", "lisi", ext, "");
+    app.deliver(&add(t + 100, "wmA")).await;
+    wait_applied(&app.pool).await;
+    for e in renames {
+        app.deliver(e).await;
+        wait_applied(&app.pool).await;
+    }
+    app.deliver(&add(late_add, "wmB")).await;
+    wait_applied(&app.pool).await;
+    follows_of(&app).await
+}
+
 /// Renamed twice (lisi → lisi_new → lisi_3), the renames applied in either order: the follows, the one
 /// delivered late under the first userid included, end with the last userid.
 #[tokio::test]
 async fn a_userid_renamed_twice_takes_every_follow_to_the_last_one_whatever_the_order() {
     let t = 1_764_547_200;
-    for first_rename_late in [false, true] {
-        let app = spawn_app_with(&[MAIN], |_| {}).await;
-        app.deliver(&contact_event(
-            t + 100,
-            "add_external_contact",
-            "lisi",
-            "wmA",
-            "",
-        ))
-        .await;
-        wait_applied(&app.pool).await;
-        let one = renamed(t + 300, "lisi", "lisi_new");
-        let two = renamed(t + 400, "lisi_new", "lisi_3");
-        let order = if first_rename_late {
-            [&two, &one]
-        } else {
-            [&one, &two]
-        };
-        for e in order {
-            app.deliver(e).await;
-            wait_applied(&app.pool).await;
-        }
-        // Added before the renames, delivered after both.
-        app.deliver(&contact_event(
-            t + 200,
-            "add_external_contact",
-            "lisi",
-            "wmB",
-            "",
-        ))
-        .await;
-        wait_applied(&app.pool).await;
+    let one = renamed(t + 300, "lisi", "lisi_new");
+    let two = renamed(t + 400, "lisi_new", "lisi_3");
+    for (order, first_rename_late) in [([&one, &two], false), ([&two, &one], true)] {
+        // wmB: added before the renames, delivered after both.
         assert_eq!(
-            follows_of(&app).await,
+            follows_after_renames(order, t + 200).await,
             vec![
                 ("wmA".into(), "lisi_3".into()),
                 ("wmB".into(), "lisi_3".into())
@@ -530,39 +519,11 @@ async fn a_userid_renamed_twice_takes_every_follow_to_the_last_one_whatever_the_
 #[tokio::test]
 async fn a_userid_renamed_back_keeps_its_follows() {
     let t = 1_764_547_200;
-    for back_first in [false, true] {
-        let app = spawn_app_with(&[MAIN], |_| {}).await;
-        app.deliver(&contact_event(
-            t + 100,
-            "add_external_contact",
-            "lisi",
-            "wmA",
-            "",
-        ))
-        .await;
-        wait_applied(&app.pool).await;
-        let away = renamed(t + 300, "lisi", "lisi_new");
-        let back = renamed(t + 400, "lisi_new", "lisi");
-        let order = if back_first {
-            [&back, &away]
-        } else {
-            [&away, &back]
-        };
-        for e in order {
-            app.deliver(e).await;
-            wait_applied(&app.pool).await;
-        }
-        app.deliver(&contact_event(
-            t + 500,
-            "add_external_contact",
-            "lisi",
-            "wmB",
-            "",
-        ))
-        .await;
-        wait_applied(&app.pool).await;
+    let away = renamed(t + 300, "lisi", "lisi_new");
+    let back = renamed(t + 400, "lisi_new", "lisi");
+    for (order, back_first) in [([&away, &back], false), ([&back, &away], true)] {
         assert_eq!(
-            follows_of(&app).await,
+            follows_after_renames(order, t + 500).await,
             vec![("wmA".into(), "lisi".into()), ("wmB".into(), "lisi".into())],
             "renamed back first: {back_first}"
         );

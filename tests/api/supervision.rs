@@ -96,9 +96,8 @@ async fn a_panicking_projector_is_restarted_and_applies_events_stored_after_the_
 
 /// An event the tables refuse (here a trigger stands in for a value PostgreSQL rejects) stalls neither its
 /// shard nor the others: it is held back, stays stored and pending, and every later event is applied.
-#[tokio::test]
-async fn an_event_the_tables_refuse_is_held_back_and_the_events_after_it_are_applied() {
-    let app = spawn_app_with(&[MAIN], |_| {}).await;
+/// A trigger of the operator's that refuses every follow of wmPOISON ("refused for the test").
+async fn refuse_poison(app: &TestApp) {
     sqlx::raw_sql(
         "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
            IF NEW.external_userid = 'wmPOISON' THEN RAISE EXCEPTION 'refused for the test'; END IF; \
@@ -109,6 +108,12 @@ async fn an_event_the_tables_refuse_is_held_back_and_the_events_after_it_are_app
     .execute(&app.pool)
     .await
     .expect("trigger");
+}
+
+#[tokio::test]
+async fn an_event_the_tables_refuse_is_held_back_and_the_events_after_it_are_applied() {
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    refuse_poison(&app).await;
     app.deliver(&add_event("wmPOISON")).await;
     // Forty customers after it: about half hash to the poisoned event's shard.
     for i in 0..40 {
@@ -209,16 +214,7 @@ async fn an_event_the_tables_refuse_is_held_back_and_the_events_after_it_are_app
 async fn a_failed_batch_names_its_events_and_only_the_named_one_is_held() {
     use wecom_callback::store::projections::{self, Shard};
     let app = spawn_app_with(&[MAIN], |s| s.run_projector = false).await;
-    sqlx::raw_sql(
-        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-           IF NEW.external_userid = 'wmPOISON' THEN RAISE EXCEPTION 'refused for the test'; END IF; \
-           RETURN NEW; END $$; \
-         CREATE TRIGGER refuse_poison BEFORE INSERT OR UPDATE ON external_contact_follows \
-           FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
-    )
-    .execute(&app.pool)
-    .await
-    .expect("trigger");
+    refuse_poison(&app).await;
     app.deliver(&add_event("wmFIRST")).await;
     app.deliver(&add_event("wmPOISON")).await;
     let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM wecom_events ORDER BY id")

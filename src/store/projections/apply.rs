@@ -141,19 +141,23 @@ pub(crate) async fn lock_cancelled_of(
     tx: &mut Transaction<'_, Postgres>,
     rows: &[Unapplied],
 ) -> Result<HashSet<String>, sqlx::Error> {
-    let mut corps: Vec<String> = rows
+    // Borrowed where stored (nearly every row); parsed only for the few stored without one.
+    let parsed: Vec<String> = rows
         .iter()
+        .filter(|r| r.corp_id.is_none())
         .filter_map(|r| {
-            r.corp_id.clone().or_else(|| {
-                message::parse_message(r.message.as_bytes())
-                    .ok()
-                    .and_then(|m| m.corp_id().map(str::to_owned))
-            })
+            message::parse_message(r.message.as_bytes())
+                .ok()
+                .and_then(|m| m.corp_id().map(str::to_owned))
         })
+        .collect();
+    let mut corps: Vec<&str> = rows
+        .iter()
+        .filter_map(|r| r.corp_id.as_deref())
+        .chain(parsed.iter().map(String::as_str))
         .collect();
     corps.sort_unstable();
     corps.dedup();
-    let corps: Vec<&str> = corps.iter().map(String::as_str).collect();
     crate::store::corps::lock_cancelled(tx, &corps).await
 }
 
