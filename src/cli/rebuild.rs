@@ -9,8 +9,9 @@ use crate::store;
 /// Options of `rebuild`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Events read and applied per batch (also API observations read per batch). Large on purpose: see
-    /// `store::rebuild::REBUILD_BATCH`; lower it only to bound memory.
+    /// Events read and planned per batch (also API observations read per batch); up to ten batches' worth of
+    /// merged rows are held before they are written. Large on purpose (see `store::rebuild::REBUILD_BATCH`):
+    /// about 1 GB resident at the default, 350 MB at 10,000; lower it only to bound memory.
     #[arg(long, default_value_t = store::rebuild::REBUILD_BATCH, value_parser = clap::value_parser!(i64).range(1..=100_000))]
     pub batch_size: i64,
 }

@@ -3,22 +3,23 @@
 //! through the projector's set-based path ([`crate::store::projections`]).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::store::observations::{self, Replay};
-use crate::store::projections::{APPLY_LOCK, Unapplied, apply_rows, apply_rows_with};
-use crate::sync::plan::Plan;
+use crate::store::projections::{self, APPLY_LOCK, Planned, Unapplied, apply_rows, plan_batch};
+use crate::sync::plan::Batch;
 
 /// How many events a `replay` reads and applies per batch (one short transaction each).
 pub const MAINTENANCE_BATCH: i64 = 2000;
 
-/// How many events a `rebuild` reads and applies per batch. Far more than a replay's: the rebuild is one
-/// transaction, so every batch that touches a row leaves one more version of it that nothing can prune
-/// before the commit, and later look-ups of that row walk them all; a chat or tag touched in every batch
-/// gains hundreds. Larger batches also merge more events per row. Measured on 1,000,000 events (5,000 chats,
-/// 2,000 tags; BENCHMARKS.md): 105 s at 2,000, 84 s at 20,000, 60 s at 50,000, 56 s at 100,000 (with about
-/// 650 MB resident, against about half that at 50,000).
+/// How many events a `rebuild` reads and plans per batch; it holds up to ten batches' worth of merged rows
+/// before writing them (see [`rebuild_all`]), so this also bounds its memory. Far more than a replay's: the
+/// rebuild is one transaction, so every write of a row leaves one more version of it that nothing can prune
+/// before the commit, and later look-ups of that row walk them all. Measured on 1,000,000 events and 50,000
+/// observations (BENCHMARKS.md, 2-core VM): 45-52 s and about 1 GB resident at 50,000; 83 s and about
+/// 350 MB at 10,000.
 pub const REBUILD_BATCH: i64 = 50_000;
 
 /// Secondary indexes of the rebuilt tables that no statement of the rebuild reads: dropped after the
@@ -86,11 +87,16 @@ impl Rebuilt {
 /// see [`crate::store::observations`]), so the result equals the incrementally maintained tables, API-learned
 /// rows and columns included.
 ///
-/// The event log is read in batches of `batch` events by id (keyset: `id > last ORDER BY id`) and each batch
-/// is applied through the projector's set-based path. Each observation is replayed through the code that
-/// applied it first, right after the events that had been applied before it (its `events_before`), in the
-/// order observations were recorded: the few order-dependent rules (sweeps, member lists, a listing reviving
-/// a removed follow) see what they saw.
+/// The event log is read in batches of `batch` events by id (keyset: `id > last ORDER BY id`), each planned
+/// on a blocking thread while the one before is written. A batch's history rows and transfer attempts are
+/// written at once; its merged rows join those of the batches before (and of the observations that commute
+/// with events), by the projector's last-writer-wins rule, and are written when ten batches' worth are held,
+/// before a batch that changes the staff directory, before an order-dependent observation and at the end:
+/// merging per row is associative and commutative, so this equals applying the batches one by one, with
+/// each row written once instead of once per batch. Each order-dependent observation (sweeps, marks, member
+/// lists, a listing reviving a removed follow) is replayed through the code that applied it first, right
+/// after the events that had been applied before it (its `events_before`), in the order observations were
+/// recorded: they see what they saw.
 ///
 /// Everything happens in one transaction with `statement_timeout` off: readers keep seeing the old tables
 /// until the commit, then the new ones; appliers and API writers of every replica wait (advisory lock) until
@@ -146,14 +152,15 @@ pub async fn rebuild_all(
         reached: 0,
         batch,
         total,
-        cancelled,
+        cancelled: Arc::new(cancelled),
     };
     let mut cursor = (i64::MIN, 0);
-    // Observations that commute with events (see `Replay::Plan`) wait here to be merged into the next event
-    // batch, so a log with an `externalcontact/get` answer every few events keeps its batches whole. Before
-    // an order-dependent observation, every waiting plan is written first (the replay order is kept where it
-    // matters).
-    let mut pending = Pending::default();
+    // Everything planned and not yet written: the merged registers of every event batch and every
+    // observation that commutes with events (see `Replay::Plan`), so each row is written once per
+    // `merged_limit` rows planned rather than once per batch that touches it. Before an order-dependent
+    // observation, and before a batch that changes the staff directory, the merged rows are written first
+    // (the replay order is kept where it matters).
+    let mut merged = Merged::new(batch);
     loop {
         let stored = observations::after(&mut tx, cursor, batch).await?;
         if stored.is_empty() {
@@ -167,31 +174,21 @@ pub async fn rebuild_all(
             }
             match observations::classify(o) {
                 Replay::Plan(plan) => {
-                    pending.push(o, *plan);
-                    if pending.plans.len() as i64 >= batch {
-                        out.events += events
-                            .apply_until(
-                                &mut tx,
-                                Some(o.events_before),
-                                &mut pending,
-                                out.events,
-                                &mut progress,
-                            )
-                            .await?;
-                        pending.write(&mut tx, &mut out).await?;
-                    }
+                    merged.batch.add(*plan);
+                    *out.observations.entry(o.kind.clone()).or_default() += 1;
+                    merged.write_if_full(&mut tx).await?;
                 }
                 Replay::InOrder => {
                     out.events += events
                         .apply_until(
                             &mut tx,
                             Some(o.events_before),
-                            &mut pending,
+                            &mut merged,
                             out.events,
                             &mut progress,
                         )
                         .await?;
-                    pending.write(&mut tx, &mut out).await?;
+                    merged.write(&mut tx).await?;
                     if observations::replay(&mut tx, o).await? {
                         *out.observations.entry(o.kind.clone()).or_default() += 1;
                     } else {
@@ -203,9 +200,9 @@ pub async fn rebuild_all(
         }
     }
     out.events += events
-        .apply_until(&mut tx, None, &mut pending, out.events, &mut progress)
+        .apply_until(&mut tx, None, &mut merged, out.events, &mut progress)
         .await?;
-    pending.write(&mut tx, &mut out).await?;
+    merged.write(&mut tx).await?;
     for (_, definition) in &deferred {
         sqlx::query(sqlx::AssertSqlSafe(definition.clone()))
             .execute(&mut *tx)
@@ -230,43 +227,46 @@ pub async fn rebuild_all(
     Ok(out)
 }
 
-/// Replayed observation plans waiting for the next event batch (see [`rebuild_all`]).
-#[derive(Default)]
-struct Pending {
-    plans: Vec<Plan>,
-    /// Per kind, counted into [`Rebuilt::observations`] when written.
-    kinds: Vec<String>,
+/// What a rebuild has planned and not yet written (see [`rebuild_all`]).
+struct Merged {
+    /// The merged registers; its history and transfer attempts are written per event batch, and its
+    /// notifications dropped (the feed is off for a rebuild).
+    batch: Batch,
+    /// Rows held before they are written: ten event batches' worth, which bounds the memory a rebuild
+    /// takes with the batch size (`--batch-size`).
+    limit: usize,
+    /// Rows per statement when writing.
+    slice: usize,
 }
 
-impl Pending {
-    fn push(&mut self, stored: &observations::Stored, plan: Plan) {
-        self.plans.push(plan);
-        self.kinds.push(stored.kind.clone());
+impl Merged {
+    fn new(batch: i64) -> Merged {
+        let batch = usize::try_from(batch).unwrap_or(1).max(1);
+        Merged {
+            batch: Batch::default(),
+            limit: batch.saturating_mul(10),
+            slice: batch,
+        }
     }
 
-    /// Hands the waiting plans to an event batch.
-    fn take(&mut self, out: &mut Vec<Plan>) {
-        out.append(&mut self.plans);
+    /// Writes the merged rows, `slice` rows of each table per statement.
+    async fn write(&mut self, tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
+        self.batch.notifications = Vec::new();
+        while !self.batch.is_empty() {
+            let part = self.batch.take_first(self.slice);
+            projections::execute_log(tx, &part).await?;
+            projections::execute_rows(tx, &part).await?;
+        }
+        Ok(())
     }
 
-    /// Writes the plans no event batch took (as one batch), and counts every plan since the last call.
-    async fn write(
+    /// [`Merged::write`] once more than `limit` rows are held.
+    async fn write_if_full(
         &mut self,
         tx: &mut Transaction<'_, Postgres>,
-        out: &mut Rebuilt,
     ) -> Result<(), sqlx::Error> {
-        if !self.plans.is_empty() {
-            apply_rows_with(
-                tx,
-                Vec::new(),
-                &HashSet::new(),
-                &HashSet::new(),
-                std::mem::take(&mut self.plans),
-            )
-            .await?;
-        }
-        for kind in self.kinds.drain(..) {
-            *out.observations.entry(kind).or_default() += 1;
+        if self.batch.rows() > self.limit {
+            self.write(tx).await?;
         }
         Ok(())
     }
@@ -274,24 +274,31 @@ impl Pending {
 
 /// Where a rebuild is in the event log.
 struct EventCursor {
-    /// The last event id applied.
+    /// The last event id read.
     last: i64,
     /// Every event up to this id is applied (so a bound at or below it needs no query).
     reached: i64,
     batch: i64,
     total: u64,
-    /// The corps whose events plan no rows ([`crate::store::corps::cancelled_ids`]).
-    cancelled: HashSet<String>,
+    /// The corps whose events plan no rows ([`crate::store::corps::cancelled_ids`]); shared with the
+    /// planning threads.
+    cancelled: Arc<HashSet<String>>,
 }
 
 impl EventCursor {
-    /// Applies the events after `last` up to `upper` (all when `None`) in batches, the `pending` plans merged
-    /// into the first; returns how many events.
+    /// Applies the events after `last` up to `upper` (all when `None`) in batches, merging them into
+    /// `merged`; returns how many events.
+    ///
+    /// Each batch is planned on a blocking thread while the batch before it is written: planning (parsing
+    /// every message, merging the plans) is most of the rebuild process's own CPU, and PostgreSQL's work on
+    /// the previous batch does not depend on it. A batch's history and transfer attempts are written at once;
+    /// its registers join `merged`, which is written when full and before a batch that changes the staff
+    /// directory (whose renames move the follows written before them).
     async fn apply_until(
         &mut self,
         tx: &mut Transaction<'_, Postgres>,
         upper: Option<i64>,
-        pending: &mut Pending,
+        merged: &mut Merged,
         done_before: u64,
         progress: &mut impl FnMut(Progress),
     ) -> Result<u64, sqlx::Error> {
@@ -300,6 +307,8 @@ impl EventCursor {
             return Ok(0);
         }
         let mut done = 0;
+        let mut planning: Option<tokio::task::JoinHandle<Planned>> = None;
+        let mut freeing: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             let rows: Vec<Unapplied> = sqlx::query_as(
                 "SELECT id, app, dedupe_key, corp_id, extract(epoch FROM event_time)::bigint AS t, message \
@@ -310,22 +319,64 @@ impl EventCursor {
             .bind(self.batch)
             .fetch_all(&mut **tx)
             .await?;
-            let Some(end) = rows.last().map(|r| r.id) else {
-                break;
-            };
-            self.last = end;
-            let mut extra = Vec::new();
-            pending.take(&mut extra);
-            // History is not re-fetched from WeCom on a rebuild: no enrichment jobs.
-            done +=
-                apply_rows_with(tx, rows, &HashSet::new(), &self.cancelled, extra).await? as u64;
-            progress(Progress {
-                done: done_before + done,
-                total: self.total.max(done_before + done),
+            let next = rows.last().map(|r| r.id).map(|end| {
+                self.last = end;
+                let cancelled = Arc::clone(&self.cancelled);
+                // History is not re-fetched from WeCom on a rebuild: no enrichment jobs.
+                tokio::task::spawn_blocking(move || {
+                    plan_batch(rows, &HashSet::new(), &cancelled).without_notifications()
+                })
             });
+            if let Some(handle) = planning.take() {
+                let (events, mut batch, directory) = joined(handle).await?.into_parts();
+                let log = Batch {
+                    history: std::mem::take(&mut batch.history),
+                    transfers: std::mem::take(&mut batch.transfers),
+                    ..Batch::default()
+                };
+                projections::execute_log(tx, &log).await?;
+                merged.batch.absorb(batch);
+                if directory.is_empty() {
+                    merged.write_if_full(tx).await?;
+                } else {
+                    merged.write(tx).await?;
+                    crate::store::directory::execute(tx, &directory).await?;
+                }
+                done += events as u64;
+                progress(Progress {
+                    done: done_before + done,
+                    total: self.total.max(done_before + done),
+                });
+                // Freeing a batch's rows is CPU too: done beside the next batch's writes.
+                if let Some(previous) =
+                    freeing.replace(tokio::task::spawn_blocking(move || drop(log)))
+                {
+                    joined(previous).await?;
+                }
+            }
+            match next {
+                Some(handle) => planning = Some(handle),
+                None => break,
+            }
+        }
+        if let Some(last) = freeing {
+            joined(last).await?;
         }
         self.reached = bound;
         Ok(done)
+    }
+}
+
+/// What a blocking thread of the rebuild returns. Planning (and freeing) is pure: a panic there is a bug,
+/// raised here as if it had run on this thread.
+async fn joined<T>(handle: tokio::task::JoinHandle<T>) -> Result<T, sqlx::Error> {
+    match handle.await {
+        Ok(value) => Ok(value),
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Only a runtime shutting down cancels a blocking task.
+            Err(_) => Err(sqlx::Error::WorkerCrashed),
+        },
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::store::projections::{APPLY_LOCK, Unapplied, execute};
-use crate::sync::plan::{self, Batch, EventMeta, Plan};
+use crate::sync::plan::{self, Batch, EventMeta};
 use crate::wecom::message;
 
 /// Applies up to `limit` unapplied events in one transaction. Returns how many were taken.
@@ -215,7 +215,7 @@ fn plan_rows(
 }
 
 /// Plans and executes `rows` as one merged [`Batch`] inside `tx` (skipping the `cancelled` corps' events, see
-/// [`plan_rows`]): the apply path of `rebuild` and `replay`,
+/// [`plan_rows`]): the apply path of `replay` (and, planned on another thread, `rebuild`: see [`plan_batch`]),
 /// sharing [`plan_rows`] and [`execute`] with the projector's [`apply_batch`]. Events still pending stay
 /// pending: the projector applies them again afterwards (harmless: applying is idempotent) and only then do
 /// their first-application effects happen (enrichment jobs, suite authorisations), which a rebuild, having no
@@ -226,27 +226,57 @@ pub(crate) async fn apply_rows(
     enrich: &HashSet<String>,
     cancelled: &HashSet<String>,
 ) -> Result<usize, sqlx::Error> {
-    apply_rows_with(tx, rows, enrich, cancelled, Vec::new()).await
+    plan_batch(rows, enrich, cancelled).execute(tx).await
 }
 
-/// [`apply_rows`], with `extra` plans (a rebuild's replayed API observations that commute with events: see
-/// [`crate::store::observations::Replay::Plan`]) merged into the same batch.
-pub(crate) async fn apply_rows_with(
-    tx: &mut Transaction<'_, Postgres>,
+/// Stored events planned and merged into one batch, not yet written: planning is pure, so a rebuild plans
+/// its next batch on another thread while this one executes (see [`plan_batch`]).
+pub(crate) struct Planned {
+    /// How many events were taken (planned or skipped).
+    events: usize,
+    batch: Batch,
+    directory: crate::sync::directory::DirectoryPlan,
+}
+
+impl Planned {
+    /// Writes the batch inside `tx`; returns how many events it holds.
+    pub(crate) async fn execute(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+    ) -> Result<usize, sqlx::Error> {
+        execute(tx, &self.batch).await?;
+        if !self.directory.is_empty() {
+            crate::store::directory::execute(tx, &self.directory).await?;
+        }
+        Ok(self.events)
+    }
+
+    /// How many events, their merged plan and their staff directory plan.
+    pub(crate) fn into_parts(self) -> (usize, Batch, crate::sync::directory::DirectoryPlan) {
+        (self.events, self.batch, self.directory)
+    }
+
+    /// Drops the batch's change notifications: a rebuild, whose feed is off (see
+    /// [`crate::store::feed::off_for`]), would otherwise stage and serialize one payload per change only for
+    /// PostgreSQL to discard them all (a seventh of a rebuild's time, measured).
+    pub(crate) fn without_notifications(mut self) -> Planned {
+        self.batch.notifications = Vec::new();
+        self
+    }
+}
+
+/// Plans `rows` as [`apply_rows`] does, without writing anything.
+pub(crate) fn plan_batch(
     rows: Vec<Unapplied>,
     enrich: &HashSet<String>,
     cancelled: &HashSet<String>,
-    extra: Vec<Plan>,
-) -> Result<usize, sqlx::Error> {
-    let (ids, mut batch, directory, _first_application_only) = plan_rows(rows, enrich, cancelled);
-    for plan in extra {
-        batch.add(plan);
+) -> Planned {
+    let (ids, batch, directory, _first_application_only) = plan_rows(rows, enrich, cancelled);
+    Planned {
+        events: ids.len(),
+        batch,
+        directory,
     }
-    execute(tx, &batch).await?;
-    if !directory.is_empty() {
-        crate::store::directory::execute(tx, &directory).await?;
-    }
-    Ok(ids.len())
 }
 
 /// Holds back the event `id`, whose batch of one failed with `error`: it stays pending, passed over until

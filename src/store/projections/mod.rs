@@ -26,7 +26,7 @@ mod observe;
 mod tags;
 
 pub use apply::{BatchFailed, Shard, apply_pending, apply_pending_shard, apply_pending_with, hold};
-pub(crate) use apply::{apply_rows, apply_rows_with, lock_cancelled_of};
+pub(crate) use apply::{Planned, apply_rows, lock_cancelled_of, plan_batch};
 pub use observe::{Observed, apply_observation};
 pub(crate) use observe::{observation_tx, observe_in};
 
@@ -59,26 +59,47 @@ pub(crate) struct Unapplied {
 /// Executes a merged batch inside `tx`: one multi-row statement per table, rows in key order (see
 /// [`Batch`]). The SQL repeats the planner's last-writer-wins rule against the stored rows.
 async fn execute(tx: &mut Transaction<'_, Postgres>, b: &Batch) -> Result<(), sqlx::Error> {
+    execute_log(tx, b).await?;
+    execute_rows(tx, b).await
+}
+
+/// The rows of `b` that are one per event and read nothing (history, transfer attempts): written whenever,
+/// so a rebuild writes them per batch of events while it keeps merging the rest (see [`execute_rows`]).
+pub(crate) async fn execute_log(
+    tx: &mut Transaction<'_, Postgres>,
+    b: &Batch,
+) -> Result<(), sqlx::Error> {
     if !b.history.is_empty() {
         history(tx, &b.history).await?;
     }
+    if !b.transfers.is_empty() {
+        transfers(tx, &b.transfers).await?;
+    }
+    Ok(())
+}
+
+/// The merged registers of `b` (and its jobs and notifications), each table's statement its own per-row
+/// rule.
+pub(crate) async fn execute_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    b: &Batch,
+) -> Result<(), sqlx::Error> {
     if !b.contacts.is_empty() {
         contacts(tx, b.contacts.values()).await?;
     }
     if !b.contact_details.is_empty() {
         contact_details(tx, b.contact_details.values()).await?;
     }
-    if !b.transfers.is_empty() {
-        transfers(tx, &b.transfers).await?;
-    }
     if !b.follows.is_empty() {
         follows(tx, b.follows.values(), false).await?;
         // A follow of a userid renamed meanwhile goes to its successor (see the function).
-        let written: Vec<(&str, &str)> = b
+        // One pair per member: the keys are sorted by (corp, userid, customer), so duplicates are adjacent.
+        let mut written: Vec<(&str, &str)> = b
             .follows
             .values()
             .map(|f| (f.corp_id.as_str(), f.userid.as_str()))
             .collect();
+        written.dedup();
         crate::store::directory::follows_of_renamed(tx, &written).await?;
     }
     if !b.chats.is_empty() {
