@@ -83,7 +83,13 @@ pub async fn apply_pending_shard(
     let mut taken = Vec::new();
     let applied = match apply_batch(&mut tx, limit, enrich, shard, &mut taken).await {
         Ok(n) => tx.commit().await.map(|()| n),
-        Err(e) => Err(e),
+        Err(e) => {
+            // Rolled back before returning, not on drop (which only queues it): the taken events' locks
+            // are released by the time the caller retries or holds one of them. A failed rollback means
+            // a broken connection, which the pool discards, releasing them too.
+            let _ = tx.rollback().await;
+            Err(e)
+        }
     };
     applied.map_err(|source| BatchFailed { taken, source })
 }
