@@ -3,7 +3,9 @@
 
 use sqlx::{Postgres, Transaction};
 
+use crate::domain::JobKind;
 use crate::sync::directory::{DirectoryPlan, Rename};
+use crate::sync::plan::JobRequest;
 
 /// Carries each renamed member's fields over to its successor where they are newer.
 ///
@@ -89,10 +91,52 @@ pub(super) async fn rename(
     if !current {
         return Ok(());
     }
+    chats_of_renamed(tx, r).await?;
     let moved = move_follows(tx, &[(r.corp_id.clone(), r.from.clone(), r.to.clone())]).await?;
     // Renamed again since (applied first): they go on to where the member is now.
     if !moved.is_empty() {
         follows_of_renamed(tx, &[(r.corp_id.as_str(), r.to.as_str())]).await?;
+    }
+    Ok(())
+}
+
+/// The live group chats the old userid owns or is a joined member of. WeCom names the member by the new
+/// userid in them from now on, without a chat callback and without a new member version, so a later
+/// `groupchat/get` at the same member version would skip the list ([`crate::store::enrichment`]): their
+/// `members_synced_version` is cleared, so the next read (the resync's, or one queued here) rewrites the
+/// members and the owner. With an API, that read is queued now. Rows are locked in chat id order, as the
+/// appliers lock them.
+async fn chats_of_renamed(
+    tx: &mut Transaction<'_, Postgres>,
+    r: &Rename,
+) -> Result<(), sqlx::Error> {
+    let chats: Vec<String> = sqlx::query_scalar(
+        "WITH c AS ( \
+           SELECT g.chat_id FROM external_group_chats g \
+           WHERE g.corp_id = $1 AND g.status = 'active' AND (g.owner = $2 OR EXISTS ( \
+             SELECT 1 FROM external_group_chat_members m \
+             WHERE m.corp_id = g.corp_id AND m.chat_id = g.chat_id AND m.member_id = $2 AND m.status = 'joined')) \
+           ORDER BY g.chat_id FOR UPDATE) \
+         UPDATE external_group_chats g SET members_synced_version = NULL \
+         FROM c WHERE g.corp_id = $1 AND g.chat_id = c.chat_id \
+         RETURNING g.chat_id",
+    )
+    .bind(&r.corp_id)
+    .bind(&r.from)
+    .fetch_all(&mut **tx)
+    .await?;
+    if let Some(refetch) = r.refetch_chats.as_ref().filter(|_| !chats.is_empty()) {
+        let jobs: Vec<JobRequest> = chats
+            .iter()
+            .map(|chat| JobRequest {
+                kind: JobKind::GroupChat,
+                app: refetch.app.clone(),
+                corp_id: r.corp_id.clone(),
+                subject: chat.clone(),
+                event_id: refetch.event_id,
+            })
+            .collect();
+        crate::store::jobs::enqueue_many(tx, jobs.iter()).await?;
     }
     Ok(())
 }

@@ -3,8 +3,8 @@
 
 use crate::domain::{JobKind, StaffStatus};
 use crate::sync::directory::{
-    DepartmentWrite, Departments, DirectoryPlan, Rename, StaffWrite, StatusWrite, stamp,
-    status_write,
+    ChatRefetch, DepartmentWrite, Departments, DirectoryPlan, Rename, StaffWrite, StatusWrite,
+    stamp, status_write,
 };
 use crate::sync::plan::{EventMeta, JobRequest, Version};
 use crate::wecom::events::{ContactEvent, EventKind, PartyChange, TypedEvent, UserChange};
@@ -87,6 +87,10 @@ fn user_event(
                 corp_id: meta.corp_id.to_owned(),
                 from: u.userid.clone(),
                 to: new.to_owned(),
+                refetch_chats: meta.enrich.then(|| ChatRefetch {
+                    app: meta.app.to_owned(),
+                    event_id: meta.id,
+                }),
             });
             new
         }
@@ -232,7 +236,11 @@ mod tests {
             vec![Rename {
                 corp_id: "corp".into(),
                 from: "a".into(),
-                to: "b".into()
+                to: "b".into(),
+                refetch_chats: Some(ChatRefetch {
+                    app: "main".into(),
+                    event_id: 1
+                }),
             }]
         );
         assert_eq!(p.staff[0].userid, "a");

@@ -107,12 +107,23 @@ pub struct DepartmentWrite {
     pub deleted: Stamped<bool>,
 }
 
-/// A userid WeCom changed (`NewUserID`): the follows of the old userid belong to the new one.
+/// A userid WeCom changed (`NewUserID`): the follows of the old userid belong to the new one, and the group
+/// chats it owns or sits in name the new one from then on (WeCom sends no chat callback for that, and the
+/// chat's member version stays the same).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rename {
     pub corp_id: String,
     pub from: String,
     pub to: String,
+    /// Set when the corp has an API: who queues `groupchat/get` for those chats.
+    pub refetch_chats: Option<ChatRefetch>,
+}
+
+/// The app whose API reads a renamed member's group chats again, and the rename event that asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatRefetch {
+    pub app: String,
+    pub event_id: i64,
 }
 
 /// Everything a directory event or observation implies.

@@ -666,6 +666,16 @@ impl Truth {
                     .into_iter()
                     .map(|(u, e)| if &u == from { (to.clone(), e) } else { (u, e) })
                     .collect();
+                // The member owns and sits in their group chats under the new userid: WeCom's
+                // `groupchat/get` names them so from now on (and sends no chat callback for it).
+                for c in self.chats.values_mut() {
+                    if c.owner == *from {
+                        c.owner = to.clone();
+                    }
+                    if c.members.remove(from) {
+                        c.members.insert(to.clone());
+                    }
+                }
             }
             Step::Depart { user } => {
                 if let Some(s) = self.staff.get_mut(user) {

@@ -374,6 +374,36 @@ async fn simcorp_without_a_trusted_ip_the_jobs_die_and_the_resync_catches_up() {
     expect_clean(sim).await;
 }
 
+/// A member who owns a group chat and sits in it is renamed (`update_user` with `NewUserID`): WeCom names
+/// them by the new userid in `groupchat/get` from then on and sends no chat callback. The chat's `owner` and
+/// member row must follow before any resync (found by the model once its rename moved chats too).
+#[tokio::test]
+async fn simcorp_found_10_a_renamed_members_chats_name_the_new_userid() {
+    let mut sim = scripted(2, &[]).await;
+    sim.check_before_resync = true;
+    sim.step(add(0, 0), Delivery::Now).await;
+    sim.step(
+        Step::ChatCreate {
+            chat: "wrR".into(),
+            name: "改名群".into(),
+            owner: u(0),
+            members: vec![u(0), u(1), c(0)],
+        },
+        Delivery::Now,
+    )
+    .await;
+    sim.settle().await;
+    sim.step(
+        Step::UserRename {
+            from: u(0),
+            to: "renamed0".into(),
+        },
+        Delivery::Now,
+    )
+    .await;
+    expect_clean(sim).await;
+}
+
 #[tokio::test]
 async fn simcorp_directory_members_joining_departments_and_a_member_who_left_with_customers() {
     let mut sim = scripted(3, &[]).await;
