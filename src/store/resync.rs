@@ -71,6 +71,9 @@ pub struct Progress {
     pub directory_listed: u64,
     /// Whether `user/list_id` was read to its last page (only then are members swept).
     pub directory_complete: bool,
+    /// Whether `get_unassigned_list` was read to its last page in this run (only then do the follows of
+    /// members gone from the directory end, see `sweeps::follows_listed_nowhere`).
+    pub unassigned_listed: bool,
     /// API calls made by this run so far.
     pub calls: u64,
     /// The errors of skipped items, newest last (at most [`MAX_ERRORS`] kept).

@@ -131,6 +131,30 @@ pub async fn remove_unassigned(
     Ok(changed.len() as u64)
 }
 
+/// The still `active` or `pending` follows of members who are `left` (gone from the directory) and not in
+/// `users` (this run's follow-user list), in key order: with a complete `get_unassigned_list` behind it,
+/// relations WeCom lists nowhere (see the resync's directory step). Removed through [`remove_unassigned`],
+/// whose version checks keep a follow an event newer than the run decided.
+pub async fn follows_listed_nowhere(
+    pool: &PgPool,
+    corp_id: &str,
+    run: &Run,
+    users: &[String],
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT f.userid, f.external_userid FROM external_contact_follows f \
+         JOIN staff s ON s.corp_id = f.corp_id AND s.userid = f.userid \
+         WHERE f.corp_id = $1 AND f.status IN ('active', 'pending') AND s.status = 'left' \
+           AND NOT (f.userid = ANY($2)) AND (f.resync_run IS NULL OR f.resync_run < $3) \
+         ORDER BY f.userid, f.external_userid",
+    )
+    .bind(corp_id)
+    .bind(users)
+    .bind(run.id)
+    .fetch_all(pool)
+    .await
+}
+
 /// The statement of [`remove_unassigned`], also the rebuild's replay of a recorded one. Returns the changed
 /// `(userid, external_userid, previous status)`, in key order.
 pub(crate) async fn reremove_unassigned(

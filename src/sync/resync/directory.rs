@@ -20,8 +20,8 @@ impl Walk<'_> {
     /// The directory step. When WeCom refuses the secret the directory ([`DIRECTORY_REFUSED`]), retrying the
     /// run would only be refused the same way: the step is recorded as skipped (no member swept) and the run
     /// finishes, so it neither fails nor counts toward abandonment.
-    pub(super) async fn directory(&mut self) -> Result<(), ResyncError> {
-        match self.directory_step().await {
+    pub(super) async fn directory(&mut self, users: &[String]) -> Result<(), ResyncError> {
+        match self.directory_step(users).await {
             Err(ResyncError::Api(ApiError::Wecom(w))) if DIRECTORY_REFUSED.contains(&w.errcode) => {
                 let why = match w.errcode {
                     48009 => {
@@ -66,7 +66,7 @@ impl Walk<'_> {
         }
     }
 
-    async fn directory_step(&mut self) -> Result<(), ResyncError> {
+    async fn directory_step(&mut self, users: &[String]) -> Result<(), ResyncError> {
         let corp = self.creds.corp_id.clone();
         let (api, creds) = (self.api, self.creds);
         // Departments: one call, read again on a resume (it is cheap and a resume wants today's).
@@ -161,7 +161,31 @@ impl Walk<'_> {
             let listed = usize::try_from(self.run.progress.directory_listed).unwrap_or(usize::MAX);
             self.report_of(listed, listed);
         }
-        self.sweep_staff().await
+        self.sweep_staff().await?;
+        self.follows_listed_nowhere(users).await
+    }
+
+    /// The follows of members gone from the directory that WeCom lists nowhere: not under a member of this
+    /// run's follow-user list, not in its `get_unassigned_list` (which names every customer of a member who
+    /// left and waits for 离职继承; a customer already reassigned is no longer the leaver's). What remains is a
+    /// relation WeCom no longer has: reassigned away, or kept under a userid that was renamed while its
+    /// callback was lost (WeCom lists those customers under the new userid). They become `removed` (source
+    /// `resync`), as the unassigned ones do. Only after a complete directory listing and a complete
+    /// unassigned listing in this run; a member this run's listing still names is not touched.
+    async fn follows_listed_nowhere(&mut self, users: &[String]) -> Result<(), ResyncError> {
+        let p = &self.run.progress;
+        if !(p.directory_complete && p.unassigned_listed) {
+            return Ok(());
+        }
+        let corp = &self.creds.corp_id;
+        let pairs = sweeps::follows_listed_nowhere(self.pool, corp, self.run, users).await?;
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let removed = sweeps::remove_unassigned(self.pool, corp, self.run, &pairs).await?;
+        self.run.progress.drift.follows_removed += removed;
+        self.save().await?;
+        Ok(())
     }
 
     /// The staff sweep over a complete listing, behind the same mass-removal guard as the follow sweep.

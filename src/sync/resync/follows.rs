@@ -106,7 +106,10 @@ impl Walk<'_> {
             })
             .await;
         let pairs = match listed {
-            Ok(Ok(pairs)) => pairs,
+            Ok(Ok(pairs)) => {
+                self.run.progress.unassigned_listed = true;
+                pairs
+            }
             Ok(Err(e)) => {
                 self.skip(
                     "get_unassigned_list; the follows of members who left were not removed",

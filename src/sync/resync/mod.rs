@@ -24,7 +24,10 @@
 //!    fetched, older than [`Options::staff_detail_max_age`] or `left`; after the last page, members no longer
 //!    listed become `left` (the staff sweep, never after an empty listing and behind the same mass-removal
 //!    guard). When WeCom refuses the secret the directory (48002, 60011, 48009) the step is recorded as
-//!    skipped, with what to do, and the run finishes.
+//!    skipped, with what to do, and the run finishes. Last, when both the listing and `get_unassigned_list`
+//!    were read to the end, the follows of members now `left` that WeCom lists nowhere (not under a
+//!    follow user, not as unassigned: reassigned away, or under a userid renamed without a callback) become
+//!    `removed`.
 //!
 //! A failing item (a staff chunk, an owner chunk, one chat, one tag list) is retried, then recorded in the
 //! run's progress (`errors`) and skipped; errors that fail every call (the IP is not trusted, the secret or

@@ -259,7 +259,7 @@ impl Walk<'_> {
             self.run.progress.step = Step::Directory;
             self.save().await?;
         }
-        self.directory().await?;
+        self.directory(&users).await?;
         Ok(self.run.progress.drift.clone())
     }
 }

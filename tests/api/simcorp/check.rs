@@ -203,7 +203,11 @@ async fn directory(pool: &PgPool, truth: &Truth, resynced: bool, out: &mut Vec<S
             ));
         }
     }
-    for user in rows.keys().filter(|u| !truth.staff.contains_key(*u)) {
+    for (user, (_, _, status)) in rows.iter().filter(|(u, _)| !truth.staff.contains_key(*u)) {
+        // A userid renamed away whose callback was lost: gone from the directory, as far as anyone can tell.
+        if truth.former_userids.contains(user) && (status == "left" || !resynced) {
+            continue;
+        }
         out.push(format!("staff {user}: in the table, not in the truth"));
     }
     let active: Vec<(String, String, Option<String>)> = sqlx::query_as(
@@ -272,7 +276,14 @@ async fn follows(
     for ((user, ext), f) in &truth.follows {
         let who = format!("follow {user}/{ext}");
         let row = by_pair.get(&(user.clone(), ext.clone())).copied();
-        let decided = f.status_cb.is_some_and(|id| delivered.contains(&id));
+        // Decided by its callback, and (when the member was renamed after it) by every rename since.
+        let decided = f.status_cb.is_some_and(|id| {
+            delivered.contains(&id)
+                && f.rename_cbs
+                    .iter()
+                    .filter(|r| **r > id)
+                    .all(|r| delivered.contains(r))
+        });
         let sees = truth.resync_sees(user, f);
         let status = row.map(|r| r.status.as_str());
         // What the service could know about the relation's status.
@@ -365,6 +376,17 @@ async fn follows(
     }
     for r in &rows {
         let pair = (r.userid.clone(), r.external_userid.clone());
+        // A relation under a userid renamed away while the callback was lost: WeCom lists its customers
+        // under the new userid only, so the resync can only end it.
+        if truth.former_userids.contains(&r.userid)
+            && matches!(
+                r.status.as_str(),
+                "removed" | "deleted_by_staff" | "deleted_by_customer"
+            )
+            && resynced
+        {
+            continue;
+        }
         // A row claims a relation (live or ended); WeCom never had this one.
         if !truth.follows.contains_key(&pair) {
             let why = if truth.mentioned.contains(&pair) {

@@ -360,19 +360,9 @@ impl Sim {
                 let mut t = self.truth.lock().expect("truth");
                 history.next(&mut t)
             };
-            self.apply(&step, |cb| {
-                let mut net = net;
-                // A userid change is late or duplicated here, never lost: when its callback is lost, nothing
-                // tells the service the old userid's follows are the new one's (WeCom lists them under the new
-                // userid only, the old one nowhere, not even as unassigned), and the resync does not yet
-                // remove follows of a userid gone from the directory that WeCom lists nowhere (README, known
-                // limits).
-                if cb.what.starts_with("user-rename") {
-                    net.loss = 0.0;
-                }
-                history.plan_delivery(&net)
-            })
-            .await;
+            // A userid change may be lost like any callback: the resync then ends the old userid's
+            // follows, which WeCom lists nowhere (simcorp_found_11).
+            self.apply(&step, |_| history.plan_delivery(&net)).await;
         }
         self.deliver_due(usize::MAX).await;
     }

@@ -96,6 +96,9 @@ pub struct Follow {
     pub status_cb: Option<u64>,
     /// The callback of the latest add or half-add.
     pub add_cb: Option<u64>,
+    /// The `update_user` callbacks that renamed the member since (their ids): only with every one delivered
+    /// can the service know the relation is the new userid's.
+    pub rename_cbs: Vec<u64>,
     /// Details changed without a callback since the last edit callback (only a resync can know).
     pub silent: bool,
     /// What the relation was when its member left the corp (`rel` is then `Unassigned`).
@@ -172,6 +175,8 @@ pub struct Truth {
     pub transient_pct: u64,
     /// Self-built (the default), or authorised through the simulated suite.
     pub auth: Auth,
+    /// Userids members were renamed away from (and not renamed back to): WeCom knows them nowhere.
+    pub former_userids: BTreeSet<String>,
     next_cb: u64,
     next_chat: u32,
     next_tag: u32,
@@ -421,6 +426,7 @@ impl Truth {
             get_page: 500,
             transient_pct: 0,
             auth: Auth::SelfBuilt,
+            former_userids: BTreeSet::new(),
             next_cb: 1,
             next_chat: 1,
             next_tag: 1,
@@ -526,6 +532,7 @@ impl Truth {
                 tags: Vec::new(),
                 status_cb: None,
                 add_cb: None,
+                rename_cbs: Vec::new(),
                 silent: false,
                 before_departure: None,
             })
@@ -630,6 +637,7 @@ impl Truth {
                     tags: Vec::new(),
                     status_cb: Some(id),
                     add_cb: Some(id),
+                    rename_cbs: Vec::new(),
                     silent: false,
                     before_departure: None,
                 };
@@ -649,8 +657,10 @@ impl Truth {
                     header(now, "change_contact", "update_user"),
                     member.department
                 );
-                self.cb(&mut out, xml, format!("user-rename {from} {to}"));
+                let rename_cb = self.cb(&mut out, xml, format!("user-rename {from} {to}"));
                 self.staff.insert(to.clone(), member);
+                self.former_userids.insert(from.clone());
+                self.former_userids.remove(to);
                 let moved: Vec<(String, String)> = self
                     .follows
                     .keys()
@@ -658,7 +668,8 @@ impl Truth {
                     .cloned()
                     .collect();
                 for key in moved {
-                    if let Some(f) = self.follows.remove(&key) {
+                    if let Some(mut f) = self.follows.remove(&key) {
+                        f.rename_cbs.push(rename_cb);
                         self.follows.insert((to.clone(), key.1), f);
                     }
                 }

@@ -404,6 +404,29 @@ async fn simcorp_found_10_a_renamed_members_chats_name_the_new_userid() {
     expect_clean(sim).await;
 }
 
+/// A member is renamed and the callback is lost: WeCom lists the customers under the new userid only, and the
+/// old userid nowhere (not in the directory, not as a member who left with customers waiting for 离职继承).
+/// After the resync the old userid's follows must not still look like relations.
+#[tokio::test]
+async fn simcorp_found_11_after_a_lost_rename_the_resync_ends_the_old_userids_follows() {
+    let mut sim = scripted(2, &[]).await;
+    // Nothing can tell the service before a resync.
+    sim.check_before_resync = false;
+    sim.step(add(0, 0), Delivery::Now).await;
+    sim.step(add(0, 1), Delivery::Now).await;
+    sim.step(add(1, 1), Delivery::Now).await;
+    sim.settle().await;
+    sim.step(
+        Step::UserRename {
+            from: u(0),
+            to: "renamed0".into(),
+        },
+        Delivery::Lost,
+    )
+    .await;
+    expect_clean(sim).await;
+}
+
 #[tokio::test]
 async fn simcorp_directory_members_joining_departments_and_a_member_who_left_with_customers() {
     let mut sim = scripted(3, &[]).await;
