@@ -1,0 +1,97 @@
+//! Corp tags: marked when listed, deleted when neither tag list has them.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use super::commit_sweep;
+use crate::store::observations::{self, Observation};
+use crate::store::projections;
+use crate::store::resync::{Run, run_version, version_at};
+
+/// Marks the tags listed in `ids` seen by this run.
+pub async fn mark_tags(
+    pool: &PgPool,
+    corp_id: &str,
+    ids: &[String],
+    run: &Run,
+) -> Result<u64, sqlx::Error> {
+    let mut tx = projections::observation_tx(pool).await?;
+    let n = mark_tags_in(&mut tx, corp_id, ids, run.id).await?;
+    let obs = Observation::MarkTags {
+        ids: ids.to_vec(),
+        run_id: run.id,
+        run_started_at: run.started_at,
+    };
+    let mut covers = ids.to_vec();
+    covers.sort();
+    covers.dedup();
+    observations::record(&mut tx, corp_id, &obs, false, &covers).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// [`mark_tags`] inside `tx` (also the rebuild's replay).
+pub(crate) async fn mark_tags_in(
+    tx: &mut Transaction<'_, Postgres>,
+    corp_id: &str,
+    ids: &[String],
+    run_id: i64,
+) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE external_corp_tags SET resync_run = GREATEST(resync_run, $3) WHERE corp_id = $1 AND id = ANY($2)",
+    )
+    .bind(corp_id)
+    .bind(ids)
+    .bind(run_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+/// Tags neither tag list of this run named become deleted (call only when both lists were read).
+pub async fn sweep_tags(pool: &PgPool, corp_id: &str, run: &Run) -> Result<u64, sqlx::Error> {
+    let mut tx = projections::observation_tx(pool).await?;
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM external_corp_tags \
+         WHERE corp_id = $1 AND NOT deleted AND (resync_run IS NULL OR resync_run < $2) AND status_version < $3 \
+         ORDER BY id FOR UPDATE",
+    )
+    .bind(corp_id)
+    .bind(run.id)
+    .bind(run_version(run))
+    .fetch_all(&mut *tx)
+    .await?;
+    let swept = resweep_tags(&mut tx, corp_id, run.id, run.started_at, &ids).await?;
+    commit_sweep(tx, corp_id, swept, |ids| Observation::SweepTags {
+        ids,
+        run_id: run.id,
+        run_started_at: run.started_at,
+    })
+    .await
+}
+
+/// Deletes the tags `ids` of run `run_id` (as [`sweep_tags`] does), each only if not deleted yet, not seen
+/// by a later run and not decided by anything newer. Returns the ids it changed; also the rebuild's replay.
+pub(crate) async fn resweep_tags(
+    tx: &mut Transaction<'_, Postgres>,
+    corp_id: &str,
+    run_id: i64,
+    started_at: DateTime<Utc>,
+    ids: &[String],
+) -> Result<Vec<String>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "UPDATE external_corp_tags SET deleted = true, status_version = $3 \
+         WHERE corp_id = $1 AND NOT deleted AND (resync_run IS NULL OR resync_run < $2) AND status_version < $3 \
+           AND id = ANY($4) \
+         RETURNING id",
+    )
+    .bind(corp_id)
+    .bind(run_id)
+    .bind(version_at(started_at))
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await
+}
