@@ -309,18 +309,30 @@ pub async fn finish(pool: &PgPool, run: &Run, drift: &Drift) -> Result<(), sqlx:
     Ok(())
 }
 
-/// Writes one `batch/get_by_user` entry (a contact and one follow), marking the follow seen by this run. The
-/// rules are the planner's ([`plan::observe_follow_entry`]); the tag ids are named from `external_corp_tags`.
+/// One `batch/get_by_user` entry: a contact and one follow, as WeCom listed them at `fetched_at` (when the
+/// page's request was sent).
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    pub contact: &'a ExternalContact,
+    pub follow: &'a FollowInfo,
+    pub fetched_at: DateTime<Utc>,
+}
+
+/// Writes one `batch/get_by_user` entry, marking the follow seen by this run. The rules are the planner's
+/// ([`plan::observe_follow_entry`]); the tag ids are named from `external_corp_tags`.
 pub async fn upsert_entry(
     pool: &PgPool,
     corp_id: &str,
     run: &Run,
-    contact: &ExternalContact,
-    follow: &FollowInfo,
+    entry: Entry<'_>,
     drift: &mut Drift,
 ) -> Result<(), sqlx::Error> {
+    let Entry {
+        contact,
+        follow,
+        fetched_at,
+    } = entry;
     let known = tag_names(pool, corp_id, follow.tag_id.as_ref()).await?;
-    let fetched_at = Utc::now();
     let plan = plan::observe_follow_entry(corp_id, contact, follow, fetched_at, run.id, &known);
     if plan.contact_details.is_empty() {
         // No customer id: nothing is written.

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::JobKind;
 use crate::metrics::Metrics;
 use crate::store::{enrichment, identity, jobs};
-use crate::sync::client::{ApiError, Credentials, WecomApi};
+use crate::sync::client::{ApiError, Credentials, Fetched, WecomApi};
 use crate::tasks::{Faults, Tasks};
 
 /// How long a worker owns a job before another may take it over (a crashed worker's job is not lost).
@@ -76,7 +76,7 @@ pub async fn execute(w: &Worker, job: &jobs::Job) -> Result<(), ApiError> {
 
 /// Runs one job with `creds`.
 async fn run_job(w: &Worker, creds: &Credentials, job: &jobs::Job) -> Result<(), ApiError> {
-    let now = chrono::Utc::now();
+    // Every answer is stored as of its request (`Fetched::at`): of two fetches the later request wins.
     match job.kind {
         JobKind::ContactDetail => {
             let detail = match w.api.external_contact(creds, &job.subject).await {
@@ -85,11 +85,14 @@ async fn run_job(w: &Worker, creds: &Credentials, job: &jobs::Job) -> Result<(),
                 Err(ApiError::Wecom(e)) if e.errcode == 84061 => return Ok(()),
                 Err(e) => return Err(e),
             };
-            enrichment::contact_detail(&w.pool, &job.corp_id, &detail, now).await?;
+            enrichment::contact_detail(&w.pool, &job.corp_id, &detail.value, detail.at).await?;
         }
         JobKind::GroupChat => match w.api.group_chat(creds, &job.subject).await {
-            Ok(Some(chat)) => enrichment::group_chat(&w.pool, &job.corp_id, &chat, now).await?,
-            Ok(None) => {}
+            Ok(Fetched {
+                value: Some(chat),
+                at,
+            }) => enrichment::group_chat(&w.pool, &job.corp_id, &chat, at).await?,
+            Ok(Fetched { value: None, .. }) => {}
             // 40050: WeCom has no such chat any more (dismissed after the event was sent): nothing to
             // fetch. Its dismissal comes as its own event, or the resync finds it gone.
             Err(ApiError::Wecom(e)) if e.errcode == 40050 => {
@@ -99,11 +102,13 @@ async fn run_job(w: &Worker, creds: &Credentials, job: &jobs::Job) -> Result<(),
         },
         JobKind::CorpTags => {
             let tags = w.api.corp_tag_list(creds).await?;
-            enrichment::corp_tags(&w.pool, &job.corp_id, &tags, now).await?;
+            enrichment::corp_tags(&w.pool, &job.corp_id, &tags.value, tags.at).await?;
             // Rule-group (规则组) tags are listed only here. A refusal that asking again will not fix (e.g.
             // the secret may not read them) must not kill the corp-tag job: the resync records it too.
             match w.api.strategy_tag_list(creds).await {
-                Ok(rules) => enrichment::corp_tags(&w.pool, &job.corp_id, &rules, now).await?,
+                Ok(rules) => {
+                    enrichment::corp_tags(&w.pool, &job.corp_id, &rules.value, rules.at).await?
+                }
                 Err(e) if retryable(&e) => return Err(e),
                 Err(e) => {
                     tracing::warn!(error = %e, "get_strategy_tag_list failed; rule-group tags not refreshed")
@@ -111,7 +116,7 @@ async fn run_job(w: &Worker, creds: &Credentials, job: &jobs::Job) -> Result<(),
             }
         }
         JobKind::ResolvePendingIds => resolve_pending_ids(w, creds, job).await?,
-        JobKind::StaffDetail => staff_detail(w, creds, job, now).await?,
+        JobKind::StaffDetail => staff_detail(w, creds, job).await?,
         JobKind::CorpResync => {
             crate::sync::provider::auth::corp_resync(&w.pool, &w.api, &job.app, creds).await?
         }
@@ -162,13 +167,8 @@ async fn resolve_pending_ids(
 /// `user/get` for a member a 通讯录 event named. What the secret may not read is recorded, not failed on
 /// (WeCom's 2022 restrictions); a member WeCom no longer has (60111) is left to the `delete_user` event or
 /// the directory resync.
-async fn staff_detail(
-    w: &Worker,
-    creds: &Credentials,
-    job: &jobs::Job,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<(), ApiError> {
-    let member = match w.api.user_get(creds, &job.subject).await {
+async fn staff_detail(w: &Worker, creds: &Credentials, job: &jobs::Job) -> Result<(), ApiError> {
+    let Fetched { value: member, at } = match w.api.user_get(creds, &job.subject).await {
         Ok(m) => m,
         Err(ApiError::Wecom(e)) if e.errcode == 60111 => return Ok(()),
         Err(e) => return Err(e),
@@ -179,7 +179,7 @@ async fn staff_detail(
         ..member
     };
     // In the observation log too, so a rebuild reproduces the staff row.
-    crate::store::directory::observe_member(&w.pool, &job.corp_id, &member, now).await?;
+    crate::store::directory::observe_member(&w.pool, &job.corp_id, &member, at).await?;
     Ok(())
 }
 

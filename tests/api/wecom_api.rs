@@ -290,11 +290,15 @@ async fn a_contact_with_followers_on_several_pages_comes_back_merged() {
         .and(path("/cgi-bin/externalcontact/get"))
         .and(query_param("external_userid", "wmE1"))
         .and(query_param("cursor", "P2"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "errcode": 0, "errmsg": "ok",
-            "external_contact": {"external_userid": "wmE1", "name": "second page copy"},
-            "follow_user": [{"userid": "bob"}, {"userid": "carol"}], "next_cursor": ""
-        })))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({
+                    "errcode": 0, "errmsg": "ok",
+                    "external_contact": {"external_userid": "wmE1", "name": "second page copy"},
+                    "follow_user": [{"userid": "bob"}, {"userid": "carol"}], "next_cursor": ""
+                }))
+                .set_delay(Duration::from_millis(400)),
+        )
         .expect(1)
         .with_priority(1)
         .mount(&server)
@@ -311,11 +315,17 @@ async fn a_contact_with_followers_on_several_pages_comes_back_merged() {
         .with_priority(2)
         .mount(&server)
         .await;
-    let d = client(&server, &app.pool)
-        .await
-        .external_contact(&creds(), "wmE1")
-        .await
-        .expect("detail");
+    let c = client(&server, &app.pool).await;
+    let before = chrono::Utc::now();
+    let fetched = c.external_contact(&creds(), "wmE1").await.expect("detail");
+    let after = chrono::Utc::now();
+    // As of the first page's request: the second page's 400 ms come after it.
+    assert!(
+        fetched.at >= before && fetched.at <= after - chrono::Duration::milliseconds(390),
+        "fetched at {} for a call from {before} to {after}",
+        fetched.at
+    );
+    let d = fetched.value;
     let c = d.external_contact.expect("contact");
     assert_eq!(c.name.as_deref(), Some("李雷"), "the first page's contact");
     let users: Vec<_> = d

@@ -9,7 +9,7 @@ use super::types::{
     self, BatchByUserPage, CorpTagList, ExternalContactDetail, FollowUserList, GroupChat,
     GroupChatAnswer, GroupChatListPage, Jscode2Session, UnassignedPage,
 };
-use super::{ApiError, Credentials, EmptyRequest, NO_BODY, TokenSource, WecomApi};
+use super::{ApiError, Credentials, EmptyRequest, Fetched, NO_BODY, TokenSource, WecomApi};
 
 impl WecomApi {
     /// One page of a paged endpoint (see [`super::paging`]).
@@ -18,7 +18,7 @@ impl WecomApi {
         creds: &Credentials,
         endpoint: Endpoint<'_>,
         cursor: &str,
-    ) -> Result<P, ApiError> {
+    ) -> Result<Fetched<P>, ApiError> {
         match endpoint {
             Endpoint::ExternalContact { external_userid } => {
                 let mut query = vec![("external_userid", external_userid)];
@@ -26,7 +26,7 @@ impl WecomApi {
                 if !cursor.is_empty() {
                     query.push(("cursor", cursor));
                 }
-                self.call_json(creds, "/cgi-bin/externalcontact/get", &query, NO_BODY)
+                self.call_fetched(creds, "/cgi-bin/externalcontact/get", &query, NO_BODY)
                     .await
             }
             Endpoint::BatchByUser { userids } => {
@@ -35,7 +35,7 @@ impl WecomApi {
                     cursor,
                     limit: 100,
                 };
-                self.call_json(
+                self.call_fetched(
                     creds,
                     "/cgi-bin/externalcontact/batch/get_by_user",
                     &[],
@@ -52,7 +52,7 @@ impl WecomApi {
                     cursor,
                     limit: 1000,
                 };
-                self.call_json(
+                self.call_fetched(
                     creds,
                     "/cgi-bin/externalcontact/groupchat/list",
                     &[],
@@ -65,7 +65,7 @@ impl WecomApi {
                     cursor,
                     page_size: 1000,
                 };
-                self.call_json(
+                self.call_fetched(
                     creds,
                     "/cgi-bin/externalcontact/get_unassigned_list",
                     &[],
@@ -89,12 +89,13 @@ impl WecomApi {
         Ok(answer.follow_user)
     }
 
-    /// `externalcontact/get`, every page: the contact (from the first page) with the followers of all pages.
+    /// `externalcontact/get`, every page: the contact (from the first page) with the followers of all pages,
+    /// as of the first page's request.
     pub async fn external_contact(
         &self,
         creds: &Credentials,
         external_userid: &str,
-    ) -> Result<ExternalContactDetail, ApiError> {
+    ) -> Result<Fetched<ExternalContactDetail>, ApiError> {
         let mut pages: Pages<'_, ExternalContactDetail> = Pages::new(
             self,
             creds,
@@ -102,7 +103,9 @@ impl WecomApi {
             "",
         );
         let mut merged: Option<ExternalContactDetail> = None;
+        let mut at = None;
         while let Some(page) = pages.next().await? {
+            at = at.or(pages.fetched_at());
             match &mut merged {
                 None => merged = Some(page),
                 Some(all) => {
@@ -111,8 +114,11 @@ impl WecomApi {
                 }
             }
         }
-        // The walk always reads a first page, so `merged` is set; the default only satisfies the types.
-        Ok(merged.unwrap_or_default())
+        // The walk always reads a first page, so both are set; the defaults only satisfy the types.
+        Ok(Fetched {
+            value: merged.unwrap_or_default(),
+            at: at.unwrap_or_else(chrono::Utc::now),
+        })
     }
 
     /// `externalcontact/batch/get_by_user` for at most 100 `userids`, page by page from `cursor` (`""`: the
@@ -144,8 +150,11 @@ impl WecomApi {
     }
 
     /// `externalcontact/get_corp_tag_list`: every tag group and tag.
-    pub async fn corp_tag_list(&self, creds: &Credentials) -> Result<CorpTagList, ApiError> {
-        self.call_json(
+    pub async fn corp_tag_list(
+        &self,
+        creds: &Credentials,
+    ) -> Result<Fetched<CorpTagList>, ApiError> {
+        self.call_fetched(
             creds,
             "/cgi-bin/externalcontact/get_corp_tag_list",
             &[],
@@ -156,8 +165,11 @@ impl WecomApi {
 
     /// `externalcontact/get_strategy_tag_list`: every rule-group (规则组) tag group and tag, which
     /// `get_corp_tag_list` does not list. Same shape, with `strategy_id` on each group.
-    pub async fn strategy_tag_list(&self, creds: &Credentials) -> Result<CorpTagList, ApiError> {
-        self.call_json(
+    pub async fn strategy_tag_list(
+        &self,
+        creds: &Credentials,
+    ) -> Result<Fetched<CorpTagList>, ApiError> {
+        self.call_fetched(
             creds,
             "/cgi-bin/externalcontact/get_strategy_tag_list",
             &[],
@@ -172,9 +184,9 @@ impl WecomApi {
         &self,
         creds: &Credentials,
         chat_id: &str,
-    ) -> Result<Option<GroupChat>, ApiError> {
-        let answer: GroupChatAnswer = self
-            .call_json(
+    ) -> Result<Fetched<Option<GroupChat>>, ApiError> {
+        let answer: Fetched<GroupChatAnswer> = self
+            .call_fetched(
                 creds,
                 "/cgi-bin/externalcontact/groupchat/get",
                 &[],
@@ -184,7 +196,10 @@ impl WecomApi {
                 }),
             )
             .await?;
-        Ok(answer.group_chat)
+        Ok(Fetched {
+            value: answer.value.group_chat,
+            at: answer.at,
+        })
     }
 
     /// `miniprogram/jscode2session`: exchanges a `wx.qy.login` code for the corp and user. The token must come
@@ -218,8 +233,8 @@ impl WecomApi {
         &self,
         creds: &Credentials,
         userid: &str,
-    ) -> Result<types::StaffMember, ApiError> {
-        self.call_json(creds, "/cgi-bin/user/get", &[("userid", userid)], NO_BODY)
+    ) -> Result<Fetched<types::StaffMember>, ApiError> {
+        self.call_fetched(creds, "/cgi-bin/user/get", &[("userid", userid)], NO_BODY)
             .await
     }
 
@@ -227,11 +242,14 @@ impl WecomApi {
     pub async fn department_list(
         &self,
         creds: &Credentials,
-    ) -> Result<Vec<types::Department>, ApiError> {
-        let answer: types::DepartmentList = self
-            .call_json(creds, "/cgi-bin/department/list", &[], NO_BODY)
+    ) -> Result<Fetched<Vec<types::Department>>, ApiError> {
+        let answer: Fetched<types::DepartmentList> = self
+            .call_fetched(creds, "/cgi-bin/department/list", &[], NO_BODY)
             .await?;
-        Ok(answer.department)
+        Ok(Fetched {
+            value: answer.value.department,
+            at: answer.at,
+        })
     }
 
     /// One page of `user/list_id` (every member's userid and departments), from `cursor` (empty: the first).

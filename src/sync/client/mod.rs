@@ -19,6 +19,8 @@ pub mod types;
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -246,11 +248,26 @@ impl WecomApi {
         T: DeserializeOwned,
         B: Serialize + ?Sized,
     {
+        Ok(self.exchange_fetched(path, query, body).await?.value)
+    }
+
+    /// One HTTP exchange, with the instant its request was sent.
+    async fn exchange_fetched<T, B>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&B>,
+    ) -> Result<Fetched<T>, ApiError>
+    where
+        T: DeserializeOwned,
+        B: Serialize + ?Sized,
+    {
         let url = format!("{}{}", self.base, path);
         let req = match body {
             Some(b) => self.http.post(&url).query(query).json(b),
             None => self.http.get(&url).query(query),
         };
+        let at = Utc::now();
         let resp = req.send().await.map_err(|e| ApiError::Unreachable {
             base: self.base.clone(),
             detail: transport_detail(&e),
@@ -267,6 +284,7 @@ impl WecomApi {
             serde_json::from_slice(&bytes).map_err(|e| ApiError::BadResponse(e.to_string()))?;
         match envelope.errcode.unwrap_or(0) {
             0 => serde_json::from_slice(&bytes)
+                .map(|value| Fetched { value, at })
                 .map_err(|e| ApiError::BadResponse(format!("{path}: {e}"))),
             code => {
                 if let Some(m) = &self.metrics {
@@ -288,7 +306,7 @@ impl WecomApi {
         path: &str,
         query: &[(&str, &str)],
         body: Option<&B>,
-    ) -> Result<T, ApiError>
+    ) -> Result<Fetched<T>, ApiError>
     where
         T: DeserializeOwned,
         B: Serialize + ?Sized,
@@ -296,7 +314,7 @@ impl WecomApi {
         let mut attempt = 0;
         loop {
             let permit = self.limiter.acquire(corp_id, path).await?;
-            let answer = self.exchange(path, query, body).await;
+            let answer = self.exchange_fetched(path, query, body).await;
             self.limiter.release(permit).await;
             if let Err(ApiError::Wecom(e)) = &answer {
                 self.limiter.observed(corp_id, e.errcode).await;
@@ -330,7 +348,8 @@ impl WecomApi {
                 ],
                 NO_BODY,
             )
-            .await?;
+            .await?
+            .value;
         let token = answer
             .access_token
             .ok_or_else(|| ApiError::BadResponse("gettoken without access_token".into()))?;
@@ -382,6 +401,21 @@ impl WecomApi {
         query: &[(&str, &str)],
         body: Option<&B>,
     ) -> Result<T, ApiError>
+    where
+        T: DeserializeOwned,
+        B: Serialize + ?Sized,
+    {
+        Ok(self.call_fetched(creds, path, query, body).await?.value)
+    }
+
+    /// [`WecomApi::call_json`], with the instant the answered request was sent (see [`Fetched`]).
+    async fn call_fetched<T, B>(
+        &self,
+        creds: &Credentials,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&B>,
+    ) -> Result<Fetched<T>, ApiError>
     where
         T: DeserializeOwned,
         B: Serialize + ?Sized,
@@ -445,6 +479,18 @@ impl WecomApi {
             }
         }
     }
+}
+
+/// An answer and the instant its request was sent: what WeCom said as of then. Two fetches of the same thing
+/// are ordered by it (the later request's answer wins), so it is taken just before the HTTP request that was
+/// answered, never when the answer is stored: a page written entry by entry would otherwise date its last
+/// entries after a newer fetch made meanwhile, and put back what that fetch had replaced.
+#[derive(Debug, Clone)]
+pub struct Fetched<T> {
+    /// What WeCom answered.
+    pub value: T,
+    /// When the request was sent.
+    pub at: DateTime<Utc>,
 }
 
 /// For GET calls: no body.

@@ -4,10 +4,12 @@
 use std::future::Future;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use serde::de::DeserializeOwned;
 
 use super::types::Paged;
-use super::{ApiError, Credentials, WecomApi};
+use super::{ApiError, Credentials, Fetched, WecomApi};
 
 /// Where a paged walk is: the cursor to ask for next, or done.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +60,7 @@ pub struct Pages<'a, P> {
     endpoint: Endpoint<'a>,
     cursor: Cursor,
     pause: Duration,
+    fetched_at: Option<DateTime<Utc>>,
     page: std::marker::PhantomData<fn() -> P>,
 }
 
@@ -77,6 +80,7 @@ where
             endpoint,
             cursor: Cursor::at(cursor),
             pause: Duration::ZERO,
+            fetched_at: None,
             page: std::marker::PhantomData,
         }
     }
@@ -92,17 +96,34 @@ where
         self.cursor.pending()
     }
 
+    /// When the request of the page [`Pages::next`] returned last was sent: what the page says is as of
+    /// then (see [`super::Fetched`]). `None` before the first page.
+    pub fn fetched_at(&self) -> Option<DateTime<Utc>> {
+        self.fetched_at
+    }
+
     /// The next page, or `None` after the last one.
     pub async fn next(&mut self) -> Result<Option<P>, ApiError> {
         let (api, creds, endpoint, pause) = (self.api, self.creds, self.endpoint, self.pause);
-        self.cursor
+        let page = self
+            .cursor
             .next(|cursor| async move {
                 if !pause.is_zero() {
                     tokio::time::sleep(pause).await;
                 }
-                api.page(creds, endpoint, &cursor).await
+                api.page::<P>(creds, endpoint, &cursor).await
             })
-            .await
+            .await?;
+        Ok(page.map(|page| {
+            self.fetched_at = Some(page.at);
+            page.value
+        }))
+    }
+}
+
+impl<P: Paged> Paged for Fetched<P> {
+    fn next_cursor(&self) -> &str {
+        self.value.next_cursor()
     }
 }
 

@@ -126,7 +126,8 @@ impl WecomApi {
                     suite_ticket: &ticket.ticket,
                 }),
             )
-            .await;
+            .await
+            .map(|f| f.value);
         let answer = match answer {
             Err(ApiError::Wecom(e)) if e.errcode == 40085 => {
                 return Err(ApiError::NoSuiteTicket(format!(
@@ -188,7 +189,11 @@ impl WecomApi {
             let token = self.suite_access_token(suite_id, secret).await?;
             let mut q: Vec<(&str, &str)> = vec![("suite_access_token", token.as_str())];
             q.extend_from_slice(query);
-            match self.exchange_with_retries(suite_id, path, &q, body).await {
+            match self
+                .exchange_with_retries(suite_id, path, &q, body)
+                .await
+                .map(|f| f.value)
+            {
                 Err(ApiError::Wecom(e)) if is_suite_token_error(e.errcode) && !refreshed => {
                     tracing::warn!(
                         errcode = e.errcode,

@@ -6,7 +6,7 @@ use std::time::Instant;
 use crate::store::enrichment;
 use crate::store::resync as runs;
 use crate::store::sweeps;
-use crate::sync::client::ApiError;
+use crate::sync::client::{ApiError, Fetched};
 use crate::sync::resync::walk::Walk;
 use crate::sync::resync::{API_NOT_AUTHORISED, ResyncError};
 
@@ -76,10 +76,10 @@ impl Walk<'_> {
                 let before = runs::chat_fingerprint(self.pool, &corp, chat_id).await?;
                 let got = self.attempt(|| api.group_chat(creds, chat_id)).await?;
                 match got {
-                    Ok(Some(g)) => {
-                        enrichment::group_chat(self.pool, &corp, &g, chrono::Utc::now()).await?
+                    Ok(Fetched { value: Some(g), at }) => {
+                        enrichment::group_chat(self.pool, &corp, &g, at).await?
                     }
-                    Ok(None) => {}
+                    Ok(Fetched { value: None, .. }) => {}
                     Err(e) => {
                         if created {
                             self.run.progress.drift.chats_created += 1;
@@ -111,11 +111,11 @@ impl Walk<'_> {
         let mut gone = Vec::new();
         for chat_id in sweeps::unowned_unseen_chats(self.pool, &corp, self.run).await? {
             match self.attempt(|| api.group_chat(creds, &chat_id)).await? {
-                Ok(Some(g)) => {
-                    enrichment::group_chat(self.pool, &corp, &g, chrono::Utc::now()).await?;
+                Ok(Fetched { value: Some(g), at }) => {
+                    enrichment::group_chat(self.pool, &corp, &g, at).await?;
                     sweeps::mark_chat(self.pool, &corp, &chat_id, self.run).await?;
                 }
-                Ok(None) => {}
+                Ok(Fetched { value: None, .. }) => {}
                 Err(ApiError::Wecom(e)) if e.errcode == 40050 => gone.push(chat_id),
                 Err(e) => self.skip(&format!("groupchat/get {chat_id} (owner unknown)"), &e),
             }

@@ -6,8 +6,8 @@ use std::time::Instant;
 use crate::store::directory as store_dir;
 use crate::store::resync as runs;
 use crate::store::sweeps;
-use crate::sync::client::ApiError;
 use crate::sync::client::types::StaffMember;
+use crate::sync::client::{ApiError, Fetched};
 use crate::sync::resync::ResyncError;
 use crate::sync::resync::walk::Walk;
 
@@ -73,7 +73,7 @@ impl Walk<'_> {
         match self.directory_call(|| api.department_list(creds)).await? {
             Ok(list) => {
                 let before = store_dir::department_fingerprints(self.pool, &corp).await?;
-                store_dir::observe_departments(self.pool, &corp, &list, chrono::Utc::now()).await?;
+                store_dir::observe_departments(self.pool, &corp, &list.value, list.at).await?;
                 let after = store_dir::department_fingerprints(self.pool, &corp).await?;
                 let d = &mut self.run.progress.drift;
                 for (id, fp) in &after {
@@ -131,11 +131,10 @@ impl Walk<'_> {
                 store_dir::needing_detail(self.pool, &corp, &userids, stale_before).await?
             {
                 match self.directory_call(|| api.user_get(creds, &userid)).await? {
-                    Ok(member) => {
+                    Ok(Fetched { value: member, at }) => {
                         // Some answers omit the userid asked for; the member asked for is the subject.
                         let member = StaffMember { userid, ..member };
-                        store_dir::observe_member(self.pool, &corp, &member, chrono::Utc::now())
-                            .await?;
+                        store_dir::observe_member(self.pool, &corp, &member, at).await?;
                     }
                     // Listed a moment ago, gone now: the next run's listing decides.
                     Err(ApiError::Wecom(w)) if w.errcode == 60111 => {}

@@ -169,11 +169,18 @@ impl Walk<'_> {
             let before = runs::follow_fingerprints(self.pool, corp, &pairs)
                 .await
                 .map_err(|e| ChunkError::Stop(e.into()))?;
+            // Every entry is as of the page's request, however long writing the page takes.
+            let fetched_at = pages.fetched_at().unwrap_or_else(chrono::Utc::now);
             let mut seen = Drift::default();
             for entry in &page.external_contact_list {
                 if let (Some(contact), Some(follow)) = (&entry.external_contact, &entry.follow_info)
                 {
-                    runs::upsert_entry(self.pool, corp, self.run, contact, follow, &mut seen)
+                    let entry = runs::Entry {
+                        contact,
+                        follow,
+                        fetched_at,
+                    };
+                    runs::upsert_entry(self.pool, corp, self.run, entry, &mut seen)
                         .await
                         .map_err(|e| ChunkError::Stop(e.into()))?;
                 }

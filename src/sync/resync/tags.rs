@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use crate::store::enrichment;
 use crate::store::resync as runs;
 use crate::store::sweeps;
-use crate::sync::client::types::CorpTagList;
+use crate::sync::client::Fetched;
 use crate::sync::resync::ResyncError;
 use crate::sync::resync::walk::Walk;
 
@@ -27,7 +27,7 @@ impl Walk<'_> {
                     }
                 })
                 .await?;
-            let list: CorpTagList = match got {
+            let Fetched { value: list, at } = match got {
                 Ok(list) => list,
                 Err(e) => {
                     let what = if strategy {
@@ -40,7 +40,7 @@ impl Walk<'_> {
                     continue;
                 }
             };
-            enrichment::corp_tags(self.pool, &corp, &list, chrono::Utc::now()).await?;
+            enrichment::corp_tags(self.pool, &corp, &list, at).await?;
             for group in &list.tag_group {
                 ids.extend(group.group_id.clone());
                 ids.extend(group.tag.iter().filter_map(|t| t.id.clone()));

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use wiremock::matchers::any;
@@ -19,24 +20,34 @@ use super::model::{
 pub struct FakeWecom {
     pub server: MockServer,
     pub calls: Arc<Mutex<HashMap<String, u64>>>,
+    /// Per path: how long the answer travels. The truth is read when the request arrives, so a delayed
+    /// answer says what was true then, however the corp changed while it travelled.
+    pub latency: Arc<Mutex<HashMap<String, Duration>>>,
 }
 
 struct Responder {
     truth: Arc<Mutex<Truth>>,
     calls: Arc<Mutex<HashMap<String, u64>>>,
+    latency: Arc<Mutex<HashMap<String, Duration>>>,
 }
 
 pub async fn start(truth: Arc<Mutex<Truth>>) -> FakeWecom {
     let server = MockServer::start().await;
     let calls = Arc::new(Mutex::new(HashMap::new()));
+    let latency = Arc::new(Mutex::new(HashMap::new()));
     Mock::given(any())
         .respond_with(Responder {
             truth,
             calls: calls.clone(),
+            latency: latency.clone(),
         })
         .mount(&server)
         .await;
-    FakeWecom { server, calls }
+    FakeWecom {
+        server,
+        calls,
+        latency,
+    }
 }
 
 fn ok(mut body: Value) -> ResponseTemplate {
@@ -106,7 +117,10 @@ impl Respond for Responder {
                 .entry(format!("errcode:{code}"))
                 .or_insert(0) += 1;
         }
-        answer.0
+        match self.latency.lock().expect("latency").get(&path) {
+            Some(d) => answer.0.set_delay(*d),
+            None => answer.0,
+        }
     }
 }
 

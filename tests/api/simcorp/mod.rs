@@ -415,6 +415,22 @@ impl Sim {
     pub async fn resync(&mut self) {
         // A resync in the same second as the last change could not tell which came first.
         sleep_to_next_second().await;
+        let run = self.start_resync();
+        self.join_resync(run).await;
+    }
+
+    /// Delays the fake's answers to `path` by `latency` (the truth is read as the request arrives).
+    pub fn set_latency(&self, path: &str, latency: Duration) {
+        self.fake
+            .latency
+            .lock()
+            .expect("latency")
+            .insert(path.to_owned(), latency);
+    }
+
+    /// Starts a full resync in the background, as `serve` would run it, while the corp goes on changing
+    /// ([`Sim::step`] meanwhile); [`Sim::join_resync`] waits for it.
+    pub fn start_resync(&mut self) -> tokio::task::JoinHandle<String> {
         let api = WecomApi::new(&self.fake.server.uri(), self.app.pool.clone())
             .expect("client")
             .with_backoff(Duration::from_millis(5))
@@ -442,12 +458,26 @@ impl Sim {
                 },
             )
         };
-        let r =
-            wecom_callback::sync::resync::resync(&self.app.pool, &api, app, &creds, Duration::ZERO)
-                .await;
-        self.log.push(format!("  t={} resync: {r:?}", unix_now()));
+        let pool = self.app.pool.clone();
+        self.log.push(format!("  t={} resync starts", unix_now()));
+        tokio::spawn(async move {
+            match wecom_callback::sync::resync::resync(&pool, &api, app, &creds, Duration::ZERO)
+                .await
+            {
+                Ok(r) => format!("{r:?}"),
+                Err(e) => format!("FAILED: {e}"),
+            }
+        })
+    }
+
+    /// Waits for a resync [`Sim::start_resync`] started; its error (if any) is reported by the check.
+    pub async fn join_resync(&mut self, run: tokio::task::JoinHandle<String>) {
+        let r = run
+            .await
+            .unwrap_or_else(|e| format!("FAILED: the task: {e}"));
+        self.log.push(format!("  t={} resync: {r}", unix_now()));
         self.resyncs += 1;
-        if let Err(e) = r {
+        if let Some(e) = r.strip_prefix("FAILED: ") {
             self.resync_errors
                 .push(format!("resync #{} failed: {e}", self.resyncs));
         }

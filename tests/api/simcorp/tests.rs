@@ -427,6 +427,47 @@ async fn simcorp_found_11_after_a_lost_rename_the_resync_ends_the_old_userids_fo
     expect_clean(sim).await;
 }
 
+/// A member edits a customer while a resync is listing them: the page WeCom answered before the edit is
+/// still being written when the edit's `externalcontact/get` is stored. The page is as of its request, so it
+/// must not put the old remark back (it did: each entry was dated when it was written; found once the
+/// simulated corp went on changing during a resync, with answers that take time to arrive).
+#[tokio::test]
+async fn simcorp_found_12_an_edit_during_the_resync_is_not_undone_by_an_older_page() {
+    let mut sim = scripted(2, &[]).await;
+    sim.step(add(0, 0), Delivery::Now).await;
+    sim.step(edit(0, 0, &[]), Delivery::Now).await;
+    sim.settle().await;
+    sim.set_latency(
+        "/cgi-bin/externalcontact/batch/get_by_user",
+        std::time::Duration::from_millis(2500),
+    );
+    let page = "/cgi-bin/externalcontact/batch/get_by_user";
+    let run = sim.start_resync();
+    // Once the page's request has arrived (the truth it answers from is read), while its answer travels.
+    let asked = std::time::Instant::now();
+    while sim.api_calls_to(page) == 0 {
+        assert!(
+            asked.elapsed().as_secs() < 20,
+            "the resync never listed the follows"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    sim.step(
+        Step::Edit {
+            user: u(0),
+            ext: c(0),
+            remark: "资源已对接".into(),
+            description: "edited during the resync".into(),
+            tags: vec![],
+        },
+        Delivery::Now,
+    )
+    .await;
+    sim.join_resync(run).await;
+    // The tables are checked now (a quiet resync in `finish` would hide it) and after finish's resync.
+    expect_clean(sim).await;
+}
+
 #[tokio::test]
 async fn simcorp_directory_members_joining_departments_and_a_member_who_left_with_customers() {
     let mut sim = scripted(3, &[]).await;
