@@ -283,8 +283,27 @@ pub(crate) async fn corp_tags_in(
     .await?
     .into_iter()
     .collect();
+    // Groups an event deleted after this answer was asked for: the tags it places in them were deleted with
+    // them (see `projections::tags::tags_of_deleted_groups`, which covers the other order).
+    let groups: Vec<&str> = answer
+        .tag_group
+        .iter()
+        .filter_map(|g| g.group_id.as_deref())
+        .collect();
+    let deleted_groups: std::collections::HashMap<String, String> = sqlx::query_as(
+        "SELECT id, status_version FROM external_corp_tags \
+         WHERE corp_id = $1 AND id = ANY($2) AND deleted AND status_version > $3",
+    )
+    .bind(corp_id)
+    .bind(&groups)
+    .bind(&version)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .collect();
     for group in &answer.tag_group {
         let group_id = &group.group_id;
+        let group_deleted = group_id.as_ref().and_then(|g| deleted_groups.get(g));
         // WeCom documents `group_order` (docs/protocol.md §7.4); some answers say `order`.
         let group_order = group.group_order.or(group.order);
         let strategy = group.strategy_id.map(|s| s.to_string());
@@ -295,11 +314,18 @@ pub(crate) async fn corp_tags_in(
             &None,
             group_order,
             group.deleted,
+            &version,
         )];
         for tag in &group.tag {
-            rows.push((&tag.id, "tag", &tag.name, group_id, tag.order, tag.deleted));
+            let (deleted, status) = match group_deleted {
+                Some(v) => (true, v),
+                None => (tag.deleted, &version),
+            };
+            rows.push((
+                &tag.id, "tag", &tag.name, group_id, tag.order, deleted, status,
+            ));
         }
-        for (id, kind, name, parent, order, deleted) in rows {
+        for (id, kind, name, parent, order, deleted, status) in rows {
             let Some(id) = id else { continue };
             outcome.covers.push(match &strategy {
                 Some(_) => format!("{id}#rule"),
@@ -309,7 +335,7 @@ pub(crate) async fn corp_tags_in(
                 "INSERT INTO external_corp_tags AS t (corp_id, id, type, deleted, status_version, last_change_type, \
                      last_event_at, last_version, name, group_id, sort_order, detail_synced_at, group_name, \
                      group_order, strategy_id, strategy_version) \
-                 VALUES ($1, $2, $3, $4, $5, 'api_sync', $6, $5, $7, $8, $9, $6, $10, $11, $12, \
+                 VALUES ($1, $2, $3, $4, $13, 'api_sync', $6, $5, $7, $8, $9, $6, $10, $11, $12, \
                      CASE WHEN $12::text IS NULL THEN NULL ELSE $5 END) \
                  ON CONFLICT (corp_id, id) DO UPDATE SET type = COALESCE(t.type, EXCLUDED.type), \
                      deleted = CASE WHEN EXCLUDED.status_version > t.status_version THEN EXCLUDED.deleted ELSE t.deleted END, \
@@ -335,6 +361,7 @@ pub(crate) async fn corp_tags_in(
             .bind(&group.group_name)
             .bind(group_order)
             .bind(&strategy)
+            .bind(status)
             .fetch_optional(&mut **tx)
             .await?;
             if let Some((created, deleted)) = written {

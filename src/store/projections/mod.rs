@@ -35,7 +35,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use crate::store::projections::chats::{chats, members};
 use crate::store::projections::contacts::{contact_details, contacts, transfers};
 use crate::store::projections::follows::follows;
-use crate::store::projections::tags::tags;
+use crate::store::projections::tags::{tags, tags_of_deleted_groups};
 use crate::sync::plan::{Batch, HistoryRow};
 
 /// Advisory lock key separating appliers (shared) from a rebuild (exclusive).
@@ -108,8 +108,10 @@ pub(crate) async fn execute_rows(
     if !b.members.is_empty() {
         members(tx, b.members.values()).await?;
     }
+    let mut cascaded = Vec::new();
     if !b.tags.is_empty() {
         tags(tx, b.tags.values()).await?;
+        cascaded = tags_of_deleted_groups(tx, b.tags.values()).await?;
     }
     if !b.jobs.is_empty() {
         crate::store::jobs::enqueue_many(tx, b.jobs.values()).await?;
@@ -120,6 +122,9 @@ pub(crate) async fn execute_rows(
     }
     if !b.notifications.is_empty() {
         notify(tx, &b.notifications).await?;
+    }
+    if !cascaded.is_empty() {
+        notify(tx, &cascaded).await?;
     }
     Ok(())
 }

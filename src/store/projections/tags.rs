@@ -1,5 +1,7 @@
-//! The corp tag statement: each tag's registers (type, strategy, deleted, last change).
+//! The corp tag statements: each tag's registers (type, strategy, deleted, last change), and the tags of a
+//! deleted group.
 
+use serde_json::{Value, json};
 use sqlx::{Postgres, Transaction};
 
 use crate::store::projections::ts;
@@ -46,4 +48,50 @@ pub(super) async fn tags<'a>(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Deletes the tags of every group `rows` delete, and returns their change notifications. WeCom deletes a
+/// group's tags with it and calls back about the group only (`change_external_tag` `delete`, `TagType`
+/// `tag_group`), so nothing else would until the next resync. Only the tags a list has placed in the group
+/// are known to be in it; a list older than the deletion that places one there later writes it deleted
+/// (`store::enrichment::corp_tags_in`), so either order ends the same. The tag's status takes the group's
+/// version: a list answered after the deletion never names it again.
+pub(super) async fn tags_of_deleted_groups<'a>(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: impl Iterator<Item = &'a TagWrite>,
+) -> Result<Vec<Value>, sqlx::Error> {
+    let groups: Vec<&TagWrite> = rows
+        .filter(|t| t.deleted && t.tag_type.as_ref().is_some_and(|x| x.value == "tag_group"))
+        .collect();
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    let deleted: Vec<(String, String, String, Option<i64>)> = sqlx::query_as(
+        "UPDATE external_corp_tags AS t SET deleted = true, status_version = u.version \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(corp_id, group_id, version, event_id) \
+         WHERE t.corp_id = u.corp_id AND t.group_id = u.group_id AND t.id <> u.group_id \
+           AND t.status_version < u.version AND NOT t.deleted \
+         RETURNING t.corp_id, t.id, u.group_id, u.event_id",
+    )
+    .bind(groups.iter().map(|t| t.corp_id.as_str()).collect::<Vec<_>>())
+    .bind(groups.iter().map(|t| t.id.as_str()).collect::<Vec<_>>())
+    .bind(groups.iter().map(|t| t.status_version.as_str()).collect::<Vec<_>>())
+    .bind(groups.iter().map(|t| t.last.event_id).collect::<Vec<_>>())
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(deleted
+        .into_iter()
+        .map(|(corp_id, id, group_id, event_id)| {
+            json!({
+                "kind": "tag",
+                "source": "event",
+                "corp_id": corp_id,
+                "id": id,
+                "tag_type": "tag",
+                "change": "delete",
+                "group_id": group_id,
+                "event_id": event_id,
+            })
+        })
+        .collect())
 }

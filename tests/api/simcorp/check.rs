@@ -545,7 +545,9 @@ async fn tags(pool: &PgPool, truth: &Truth, resynced: bool, out: &mut Vec<String
                 &t.name,
                 Some(gid),
                 t.order,
-                // Deleted with its group, without a callback of its own: only a resync can know.
+                // Deleted with its group, without a callback of its own: the service deletes the tags a list
+                // placed in the group (simcorp_found_13); one no list named before the group went (created
+                // and deleted between two lists) only a resync can know.
                 (resynced || !t.silent).then_some(t.deleted),
                 g.strategy,
             ));

@@ -1,7 +1,8 @@
 //! A fake WeCom API that answers from the truth at the moment of each call: WeCom's paths, JSON shapes,
 //! paging, limits and errors (81017, 84061, 60020 until a trusted IP is set, seeded transient 45033 / -1).
-//! Offset cursors (`cur:N`) where the simulation never changes the list during a walk (the resync runs after
-//! the history); a keyset cursor for `externalcontact/get`, which the worker walks while the corp changes.
+//! Keyset cursors (`after:KEY`) for the lists the corp may change during a walk (`externalcontact/get`,
+//! `batch/get_by_user`, `groupchat/list`), offset cursors (`cur:N`) for the directory, which no step
+//! changes during a resync. Answers may be delayed per path ([`FakeWecom::latency`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -79,6 +80,20 @@ fn offset(cursor: Option<&str>) -> usize {
         .and_then(|c| c.strip_prefix("cur:"))
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
+}
+
+/// A keyset page of `items` (sorted by key): those after the cursor's key (`after:KEY`), and the cursor
+/// after the last one returned. The corp changes during a resync's walk, and with an offset a relation
+/// ending between two pages would shift the rest, so that one listed all along would be skipped.
+fn keyset<T: Clone>(items: &[(String, T)], cursor: Option<&str>, limit: usize) -> (Vec<T>, String) {
+    let after = cursor.and_then(|c| c.strip_prefix("after:")).unwrap_or("");
+    let rest: Vec<&(String, T)> = items.iter().filter(|(k, _)| k.as_str() > after).collect();
+    let page: Vec<T> = rest.iter().take(limit).map(|(_, v)| v.clone()).collect();
+    let next = match rest.get(limit.saturating_sub(1)) {
+        Some((k, _)) if rest.len() > limit => format!("after:{k}"),
+        _ => String::new(),
+    };
+    (page, next)
 }
 
 fn page<T: Clone>(items: &[T], from: usize, limit: usize) -> (Vec<T>, String) {
@@ -313,14 +328,19 @@ fn batch_get_by_user(truth: &Truth, body: &Value) -> ResponseTemplate {
                     if f.rel.listed() {
                         let mut info = follow_common(u, f);
                         info["tag_id"] = json!(f.tags);
-                        entries.push(json!({"external_contact": contact_json(truth, ext), "follow_info": info}));
+                        entries.push((
+                            format!("{u}\u{1}{ext}"),
+                            json!({"external_contact": contact_json(truth, ext), "follow_info": info}),
+                        ));
                     }
                 }
             }
             None => {}
         }
     }
-    let (list, next) = page(&entries, offset(body["cursor"].as_str()), limit);
+    // `users` in the request's order, each one's follows in key order: sorted as a whole.
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let (list, next) = keyset(&entries, body["cursor"].as_str(), limit);
     let mut answer = json!({"external_contact_list": list, "next_cursor": next});
     if !unlicensed.is_empty() {
         answer["fail_info"] = json!({"unlicensed_userid_list": unlicensed});
@@ -407,14 +427,14 @@ fn groupchat_list(truth: &Truth, body: &Value) -> ResponseTemplate {
     if !(1..=1000).contains(&limit) {
         return err(40058, "limit must be 1..=1000");
     }
-    let chats: Vec<Value> = truth
+    let chats: Vec<(String, Value)> = truth
         .chats
         .iter()
         .filter(|(_, c)| !c.dismissed)
         .filter(|(_, c)| owners.as_ref().is_none_or(|o| o.contains(&c.owner)))
-        .map(|(id, _)| json!({"chat_id": id, "status": 0}))
+        .map(|(id, _)| (id.clone(), json!({"chat_id": id, "status": 0})))
         .collect();
-    let (list, next) = page(&chats, offset(body["cursor"].as_str()), limit);
+    let (list, next) = keyset(&chats, body["cursor"].as_str(), limit);
     ok(json!({"group_chat_list": list, "next_cursor": next}))
 }
 

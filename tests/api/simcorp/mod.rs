@@ -367,6 +367,42 @@ impl Sim {
         self.deliver_due(usize::MAX).await;
     }
 
+    /// Starts a full resync and goes on with the history while it runs (at most `max_steps` steps, each
+    /// with a callback, none lost), WeCom's answers taking `latency` to arrive; then delivers what is late.
+    pub async fn run_during_resync(
+        &mut self,
+        history: &mut Gen,
+        net: Network,
+        max_steps: usize,
+        latency: &[(&str, Duration)],
+    ) {
+        if !self.truth.lock().expect("truth").trusted_ip {
+            self.step(Step::TrustIp, Delivery::Now).await;
+        }
+        self.settle().await;
+        for (path, d) in latency {
+            self.set_latency(path, *d);
+        }
+        let net = Network { loss: 0.0, ..net };
+        let run = self.start_resync();
+        history.during_resync = true;
+        let mut steps = 0;
+        while !run.is_finished() && steps < max_steps {
+            let step = {
+                let mut t = self.truth.lock().expect("truth");
+                history.next(&mut t)
+            };
+            self.apply(&step, |_| history.plan_delivery(&net)).await;
+            steps += 1;
+        }
+        history.during_resync = false;
+        self.log
+            .push(format!("  {steps} step(s) made while the resync ran"));
+        self.join_resync(run).await;
+        self.deliver_due(usize::MAX).await;
+        self.fake.latency.lock().expect("latency").clear();
+    }
+
     async fn deliver_due(&mut self, upto: usize) {
         let mut due: Vec<(usize, Callback)> = Vec::new();
         let mut rest = Vec::new();
