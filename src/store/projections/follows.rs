@@ -10,6 +10,13 @@ use crate::sync::plan::FollowWrite;
 /// follow the resync swept as removed.
 const STATUS_WINS: &str = "(EXCLUDED.status_version > f.status_version OR (f.status = 'removed' \
      AND EXCLUDED.listed_version IS NOT NULL AND EXCLUDED.listed_version > f.status_version))";
+/// A fetched `tags` without the tags an event deleted after the fetch was asked for: the fetch may predate
+/// the deletion, which took them off every relation already (`projections::tags::untag_deleted`), so
+/// either order ends the same. Evaluated only for rows that carry tags (fetches, not events).
+const TAGS_NOT_DELETED: &str = "CASE WHEN u.tags IS NULL OR jsonb_typeof(u.tags) <> 'array' THEN u.tags ELSE \
+     (SELECT COALESCE(jsonb_agg(x.e ORDER BY x.n), '[]'::jsonb) FROM jsonb_array_elements(u.tags) WITH ORDINALITY AS x(e, n) \
+      WHERE NOT EXISTS (SELECT 1 FROM external_corp_tags d WHERE d.corp_id = u.corp_id \
+        AND d.id = x.e->>'tag_id' AND d.deleted AND d.status_version > u.detail_version)) END";
 /// The detail register's condition: a newer fetch.
 const DETAIL_WINS: &str = "EXCLUDED.detail_version > COALESCE(f.detail_version, '')";
 
@@ -36,7 +43,8 @@ pub(super) async fn follows<'a>(
              u.description, \
              CASE WHEN u.remark_mobiles IS NULL THEN NULL \
                   ELSE ARRAY(SELECT jsonb_array_elements_text(u.remark_mobiles)) END, \
-             u.add_way::integer, u.oper_userid, u.tags, u.detail_synced_at, u.detail_version, u.resync_run \
+             u.add_way::integer, u.oper_userid, {TAGS_NOT_DELETED}, u.detail_synced_at, u.detail_version, \
+             u.resync_run \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], $7::text[], $8::text[], \
              $9::text[], $10::text[], $11::float8[], $12::text[], $13::text[], $14::float8[], $15::text[], $16::bigint[], \
              $17::text[], $18::text[], $19::jsonb[], $20::bigint[], $21::text[], $22::jsonb[], $23::timestamptz[], \

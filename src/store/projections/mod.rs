@@ -35,7 +35,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use crate::store::projections::chats::{chats, members};
 use crate::store::projections::contacts::{contact_details, contacts, transfers};
 use crate::store::projections::follows::follows;
-use crate::store::projections::tags::{tags, tags_of_deleted_groups};
+use crate::store::projections::tags::{tags, tags_of_deleted_groups, untag_deleted};
 use crate::sync::plan::{Batch, HistoryRow};
 
 /// Advisory lock key separating appliers (shared) from a rebuild (exclusive).
@@ -112,6 +112,8 @@ pub(crate) async fn execute_rows(
     if !b.tags.is_empty() {
         tags(tx, b.tags.values()).await?;
         cascaded = tags_of_deleted_groups(tx, b.tags.values()).await?;
+        let untagged = untag_deleted(tx, b.tags.values(), &cascaded).await?;
+        cascaded.extend(untagged);
     }
     if !b.jobs.is_empty() {
         crate::store::jobs::enqueue_many(tx, b.jobs.values()).await?;

@@ -1,5 +1,5 @@
-//! The corp tag statements: each tag's registers (type, strategy, deleted, last change), and the tags of a
-//! deleted group.
+//! The corp tag statements: each tag's registers (type, strategy, deleted, last change), the tags of a
+//! deleted group, and deleted tags taken off the relations.
 
 use serde_json::{Value, json};
 use sqlx::{Postgres, Transaction};
@@ -94,4 +94,58 @@ pub(super) async fn tags_of_deleted_groups<'a>(
             })
         })
         .collect())
+}
+
+/// Takes the tags `rows` delete (and `cascaded`, a deleted group's) off every relation of their corp, and
+/// returns the relations' change notifications. WeCom does the same without calling back about any
+/// relation, so their `tags` would keep a deleted tag until each is fetched again. A fetch asked for before
+/// the deletion and written after it leaves them off too (`projections::follows`). Scans the corp's
+/// relations that carry tags: tag deletions are rare.
+pub(super) async fn untag_deleted<'a>(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: impl Iterator<Item = &'a TagWrite>,
+    cascaded: &[Value],
+) -> Result<Vec<Value>, sqlx::Error> {
+    let mut by_corp: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for t in
+        rows.filter(|t| t.deleted && !t.tag_type.as_ref().is_some_and(|x| x.value == "tag_group"))
+    {
+        by_corp
+            .entry(t.corp_id.as_str())
+            .or_default()
+            .push(t.id.as_str());
+    }
+    for n in cascaded {
+        if let (Some(corp), Some(id)) = (n["corp_id"].as_str(), n["id"].as_str()) {
+            by_corp.entry(corp).or_default().push(id);
+        }
+    }
+    let mut out = Vec::new();
+    for (corp, ids) in by_corp {
+        let untagged: Vec<(String, String)> = sqlx::query_as(
+            "UPDATE external_contact_follows AS f SET tags = \
+               (SELECT COALESCE(jsonb_agg(x.e ORDER BY x.n), '[]'::jsonb) \
+                FROM jsonb_array_elements(f.tags) WITH ORDINALITY AS x(e, n) WHERE NOT (x.e->>'tag_id' = ANY($2))) \
+             WHERE f.corp_id = $1 AND jsonb_typeof(f.tags) = 'array' \
+               AND EXISTS (SELECT 1 FROM jsonb_array_elements(f.tags) AS e WHERE e->>'tag_id' = ANY($2)) \
+             RETURNING f.userid, f.external_userid",
+        )
+        .bind(corp)
+        .bind(&ids)
+        .fetch_all(&mut **tx)
+        .await?;
+        out.extend(untagged.into_iter().map(|(userid, external_userid)| {
+            json!({
+                "kind": "contact",
+                "source": "event",
+                "corp_id": corp,
+                "external_userid": external_userid,
+                "userid": userid,
+                "change": "tags_deleted",
+                "tag_ids": ids,
+                "event_id": null,
+            })
+        }));
+    }
+    Ok(out)
 }

@@ -62,7 +62,7 @@ pub async fn diff(
     follows(pool, truth, delivered, resynced, &mut out).await;
     contacts(pool, truth, resynced, &mut out).await;
     chats(pool, truth, &mut out).await;
-    tags(pool, truth, resynced, &mut out).await;
+    tags(pool, truth, &mut out).await;
     feed(pool, &mut out).await;
     directory(pool, truth, resynced, &mut out).await;
     out
@@ -517,7 +517,7 @@ struct TagRow {
     sort_order: Option<i64>,
 }
 
-async fn tags(pool: &PgPool, truth: &Truth, resynced: bool, out: &mut Vec<String>) {
+async fn tags(pool: &PgPool, truth: &Truth, out: &mut Vec<String>) {
     let rows: Vec<TagRow> = sqlx::query_as(
         "SELECT id, type, deleted, name, group_id, sort_order FROM external_corp_tags WHERE corp_id = $1",
     )
@@ -526,7 +526,7 @@ async fn tags(pool: &PgPool, truth: &Truth, resynced: bool, out: &mut Vec<String
     .await
     .expect("read tags");
     let rows: BTreeMap<String, TagRow> = rows.into_iter().map(|r| (r.id.clone(), r)).collect();
-    // (id, kind, name, parent group, order, deleted (None: not checked), rule group)
+    // (id, kind, name, parent group, order, deleted, rule group)
     let mut want = Vec::new();
     for (gid, g) in &truth.groups {
         want.push((
@@ -535,7 +535,7 @@ async fn tags(pool: &PgPool, truth: &Truth, resynced: bool, out: &mut Vec<String
             &g.name,
             None,
             g.order,
-            Some(g.deleted),
+            g.deleted,
             g.strategy,
         ));
         for t in &g.tags {
@@ -546,9 +546,10 @@ async fn tags(pool: &PgPool, truth: &Truth, resynced: bool, out: &mut Vec<String
                 Some(gid),
                 t.order,
                 // Deleted with its group, without a callback of its own: the service deletes the tags a list
-                // placed in the group (simcorp_found_13); one no list named before the group went (created
-                // and deleted between two lists) only a resync can know.
-                (resynced || !t.silent).then_some(t.deleted),
+                // placed in the group (simcorp_found_13). (One no list named before the group went, created
+                // and deleted between two lists, only a resync could know; the history's pacing leaves the
+                // create events' list time to be read.)
+                t.deleted,
                 g.strategy,
             ));
         }
@@ -566,7 +567,6 @@ async fn tags(pool: &PgPool, truth: &Truth, resynced: bool, out: &mut Vec<String
             format!("{kind} {id}")
         };
         let row = rows.get(id);
-        let Some(deleted) = deleted else { continue };
         if deleted {
             if row.is_some_and(|r| !r.deleted) {
                 out.push(format!("{what}: not deleted, truth deleted"));

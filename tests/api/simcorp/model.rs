@@ -129,8 +129,6 @@ pub struct Tag {
     pub order: i64,
     pub deleted: bool,
     pub create_time: i64,
-    /// Deleted with its group: no callback names the tag (only a resync can know).
-    pub silent: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -797,7 +795,6 @@ impl Truth {
                                 order: i as i64 + 1,
                                 deleted: false,
                                 create_time: now,
-                                silent: false,
                             })
                             .collect(),
                     },
@@ -847,9 +844,9 @@ impl Truth {
                 let mut gone = Vec::new();
                 if let Some(g) = self.groups.get_mut(group) {
                     g.deleted = true;
+                    // No callback of their own: the group's tells (simcorp_found_13).
                     for t in g.tags.iter_mut().filter(|t| !t.deleted) {
                         t.deleted = true;
-                        t.silent = true;
                         gone.push(t.id.clone());
                     }
                 }
@@ -905,12 +902,11 @@ impl Truth {
         out
     }
 
-    /// Removes deleted tags from every relation (WeCom sends no edit callback for that).
+    /// Removes deleted tags from every relation. WeCom sends no edit callback for that, but the deletion's
+    /// callback tells (simcorp_found_14).
     fn untag(&mut self, ids: &[String]) {
         for f in self.follows.values_mut() {
-            let before = f.tags.len();
             f.tags.retain(|t| !ids.contains(t));
-            f.silent |= f.tags.len() != before;
         }
     }
 
@@ -1118,9 +1114,9 @@ const FULL_KINDS: &[(Kind, u32)] = &[
     (Kind::Tick, 2),
 ];
 
-/// The changes made while a resync runs: every one with a callback and no silent consequence, so that with
-/// every callback delivered the tables can equal the truth right after that resync (a silent change made
-/// while it runs is seen or not depending on timing; the next resync's business).
+/// The changes made while a resync runs: every one with a callback, so that with every callback delivered
+/// the tables can equal the truth right after that resync (a silent change made while it runs is seen or
+/// not depending on timing; the next resync's business).
 const DURING_RESYNC_KINDS: &[(Kind, u32)] = &[
     (Kind::Add, 30),
     (Kind::HalfAdd, 5),
@@ -1136,9 +1132,8 @@ const DURING_RESYNC_KINDS: &[(Kind, u32)] = &[
     (Kind::ChatDismiss, 2),
     (Kind::GroupCreate, 3),
     (Kind::TagRename, 3),
-    // Not TagDelete or GroupDelete: WeCom takes a deleted tag off every relation without a callback, so a
-    // relation the resync listed before the deletion keeps the tag until a later fetch of it (a known limit,
-    // README "Tags"). Their own rows are right (simcorp_found_13).
+    (Kind::TagDelete, 2),
+    (Kind::GroupDelete, 1),
     (Kind::Shuffle, 2),
 ];
 

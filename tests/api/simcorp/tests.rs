@@ -584,6 +584,81 @@ async fn simcorp_found_13_a_deleted_groups_tags_are_deleted_with_it() {
     expect_clean(sim).await;
 }
 
+/// A tag is deleted: WeCom takes it off every customer and calls back about the tag only (no
+/// `edit_external_contact`). The relations' `tags` must drop it at once: those already written, and one a
+/// fetch asked for before the deletion (answered after it) would write (found once the simulated corp
+/// deleted tags while a resync ran; before, the check let relations keep a deleted tag until a resync).
+#[tokio::test]
+async fn simcorp_found_14_a_deleted_tag_leaves_every_relation() {
+    let mut sim = scripted(1, &[]).await;
+    sim.step(
+        Step::GroupCreate {
+            group: "etG".into(),
+            name: "意向".into(),
+            tags: vec![("etA".into(), "高".into()), ("etB".into(), "低".into())],
+            strategy: None,
+        },
+        Delivery::Now,
+    )
+    .await;
+    sim.step(add(0, 0), Delivery::Now).await;
+    sim.step(add(0, 1), Delivery::Now).await;
+    sim.step(Step::Tick, Delivery::Now).await;
+    sim.step(edit(0, 0, &["etA", "etB"]), Delivery::Now).await;
+    sim.settle().await;
+    let tags_of = |sim: &Sim, ext: usize| {
+        let pool = sim.app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT e->>'tag_id' FROM external_contact_follows f, jsonb_array_elements(f.tags) e \
+                 WHERE f.external_userid = $1 ORDER BY 1",
+            )
+            .bind(c(ext))
+            .fetch_all(&pool)
+            .await
+            .expect("tags")
+        }
+    };
+    assert_eq!(tags_of(&sim, 0).await, ["etA", "etB"]);
+    sim.step(Step::TagDelete { id: "etB".into() }, Delivery::Now)
+        .await;
+    sim.settle().await;
+    assert_eq!(
+        tags_of(&sim, 0).await,
+        ["etA"],
+        "etB taken off the relation"
+    );
+
+    // The edit's externalcontact/get is asked for before etA is deleted and answered after.
+    let get = "/cgi-bin/externalcontact/get";
+    let asked_before = sim.api_calls_to(get);
+    sim.set_latency(get, std::time::Duration::from_millis(2500));
+    sim.step(edit(0, 1, &["etA"]), Delivery::Now).await;
+    let started = std::time::Instant::now();
+    while sim.api_calls_to(get) == asked_before {
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "the edit was never fetched"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    sim.step(Step::TagDelete { id: "etA".into() }, Delivery::Now)
+        .await;
+    sim.settle().await;
+    assert_eq!(
+        tags_of(&sim, 0).await,
+        Vec::<String>::new(),
+        "etA taken off"
+    );
+    assert_eq!(
+        tags_of(&sim, 1).await,
+        Vec::<String>::new(),
+        "the older fetch's etA"
+    );
+    sim.set_latency(get, std::time::Duration::ZERO);
+    expect_clean(sim).await;
+}
+
 #[tokio::test]
 async fn simcorp_directory_members_joining_departments_and_a_member_who_left_with_customers() {
     let mut sim = scripted(3, &[]).await;
