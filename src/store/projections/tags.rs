@@ -108,7 +108,7 @@ pub(super) async fn untag_deleted<'a>(
 ) -> Result<Vec<Value>, sqlx::Error> {
     let mut by_corp: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
     for t in
-        rows.filter(|t| t.deleted && !t.tag_type.as_ref().is_some_and(|x| x.value == "tag_group"))
+        rows.filter(|t| t.deleted && t.tag_type.as_ref().is_none_or(|x| x.value != "tag_group"))
     {
         by_corp
             .entry(t.corp_id.as_str())
