@@ -108,12 +108,13 @@ pub(crate) async fn execute_rows(
     if !b.members.is_empty() {
         members(tx, b.members.values()).await?;
     }
-    let mut cascaded = Vec::new();
+    // A tag deletion's consequences WeCom does not call back about: the group's tags, the relations' tags.
+    let mut consequences = Vec::new();
     if !b.tags.is_empty() {
         tags(tx, b.tags.values()).await?;
-        cascaded = tags_of_deleted_groups(tx, b.tags.values()).await?;
-        let untagged = untag_deleted(tx, b.tags.values(), &cascaded).await?;
-        cascaded.extend(untagged);
+        let group_tags = tags_of_deleted_groups(tx, b.tags.values()).await?;
+        consequences.extend(group_tags.iter().map(|t| t.notification()));
+        consequences.extend(untag_deleted(tx, b.tags.values(), &group_tags).await?);
     }
     if !b.jobs.is_empty() {
         crate::store::jobs::enqueue_many(tx, b.jobs.values()).await?;
@@ -125,8 +126,8 @@ pub(crate) async fn execute_rows(
     if !b.notifications.is_empty() {
         notify(tx, &b.notifications).await?;
     }
-    if !cascaded.is_empty() {
-        notify(tx, &cascaded).await?;
+    if !consequences.is_empty() {
+        notify(tx, &consequences).await?;
     }
     Ok(())
 }

@@ -59,14 +59,14 @@ pub(super) async fn tags<'a>(
 pub(super) async fn tags_of_deleted_groups<'a>(
     tx: &mut Transaction<'_, Postgres>,
     rows: impl Iterator<Item = &'a TagWrite>,
-) -> Result<Vec<Value>, sqlx::Error> {
+) -> Result<Vec<GroupTag>, sqlx::Error> {
     let groups: Vec<&TagWrite> = rows
         .filter(|t| t.deleted && t.tag_type.as_ref().is_some_and(|x| x.value == "tag_group"))
         .collect();
     if groups.is_empty() {
         return Ok(Vec::new());
     }
-    let deleted: Vec<(String, String, String, Option<i64>)> = sqlx::query_as(
+    sqlx::query_as(
         "UPDATE external_corp_tags AS t SET deleted = true, status_version = u.version \
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS u(corp_id, group_id, version, event_id) \
          WHERE t.corp_id = u.corp_id AND t.group_id = u.group_id AND t.id <> u.group_id \
@@ -78,22 +78,32 @@ pub(super) async fn tags_of_deleted_groups<'a>(
     .bind(groups.iter().map(|t| t.status_version.as_str()).collect::<Vec<_>>())
     .bind(groups.iter().map(|t| t.last.event_id).collect::<Vec<_>>())
     .fetch_all(&mut **tx)
-    .await?;
-    Ok(deleted
-        .into_iter()
-        .map(|(corp_id, id, group_id, event_id)| {
-            json!({
-                "kind": "tag",
-                "source": "event",
-                "corp_id": corp_id,
-                "id": id,
-                "tag_type": "tag",
-                "change": "delete",
-                "group_id": group_id,
-                "event_id": event_id,
-            })
+    .await
+}
+
+/// A tag deleted with its group (see [`tags_of_deleted_groups`]).
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct GroupTag {
+    corp_id: String,
+    id: String,
+    group_id: String,
+    event_id: Option<i64>,
+}
+
+impl GroupTag {
+    /// Its change notification: a tag `delete`, naming the group.
+    pub(super) fn notification(&self) -> Value {
+        json!({
+            "kind": "tag",
+            "source": "event",
+            "corp_id": self.corp_id,
+            "id": self.id,
+            "tag_type": "tag",
+            "change": "delete",
+            "group_id": self.group_id,
+            "event_id": self.event_id,
         })
-        .collect())
+    }
 }
 
 /// Takes the tags `rows` delete (and `cascaded`, a deleted group's) off every relation of their corp, and
@@ -104,7 +114,7 @@ pub(super) async fn tags_of_deleted_groups<'a>(
 pub(super) async fn untag_deleted<'a>(
     tx: &mut Transaction<'_, Postgres>,
     rows: impl Iterator<Item = &'a TagWrite>,
-    cascaded: &[Value],
+    cascaded: &[GroupTag],
 ) -> Result<Vec<Value>, sqlx::Error> {
     let mut by_corp: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
     for t in
@@ -115,10 +125,8 @@ pub(super) async fn untag_deleted<'a>(
             .or_default()
             .push(t.id.as_str());
     }
-    for n in cascaded {
-        if let (Some(corp), Some(id)) = (n["corp_id"].as_str(), n["id"].as_str()) {
-            by_corp.entry(corp).or_default().push(id);
-        }
+    for t in cascaded {
+        by_corp.entry(&t.corp_id).or_default().push(&t.id);
     }
     let mut out = Vec::new();
     for (corp, ids) in by_corp {

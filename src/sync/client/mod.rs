@@ -11,7 +11,9 @@
 
 mod de;
 mod endpoints;
+mod fetched;
 pub use endpoints::MAX_PENDING_ID_LOOKUP;
+pub use fetched::Fetched;
 pub mod limiter;
 pub mod paging;
 pub mod provider;
@@ -19,7 +21,7 @@ pub mod types;
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
@@ -479,18 +481,6 @@ impl WecomApi {
             }
         }
     }
-}
-
-/// An answer and the instant its request was sent: what WeCom said as of then. Two fetches of the same thing
-/// are ordered by it (the later request's answer wins), so it is taken just before the HTTP request that was
-/// answered, never when the answer is stored: a page written entry by entry would otherwise date its last
-/// entries after a newer fetch made meanwhile, and put back what that fetch had replaced.
-#[derive(Debug, Clone)]
-pub struct Fetched<T> {
-    /// What WeCom answered.
-    pub value: T,
-    /// When the request was sent.
-    pub at: DateTime<Utc>,
 }
 
 /// For GET calls: no body.

@@ -455,6 +455,20 @@ impl Sim {
         self.join_resync(run).await;
     }
 
+    /// Waits (at most 20 s) until the fake has been asked for `path` more than `before` times: the request
+    /// has arrived and the truth it answers from is read, while a delayed answer still travels.
+    pub async fn until_asked(&self, path: &str, before: u64, what: &str) {
+        let started = Instant::now();
+        while self.api_calls_to(path) <= before {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "seed {}: {what}",
+                self.seed
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Delays the fake's answers to `path` by `latency` (the truth is read as the request arrives).
     pub fn set_latency(&self, path: &str, latency: Duration) {
         self.fake

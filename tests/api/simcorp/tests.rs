@@ -476,14 +476,8 @@ async fn simcorp_found_12_an_edit_during_the_resync_is_not_undone_by_an_older_pa
     let page = "/cgi-bin/externalcontact/batch/get_by_user";
     let run = sim.start_resync();
     // Once the page's request has arrived (the truth it answers from is read), while its answer travels.
-    let asked = std::time::Instant::now();
-    while sim.api_calls_to(page) == 0 {
-        assert!(
-            asked.elapsed().as_secs() < 20,
-            "the resync never listed the follows"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    sim.until_asked(page, 0, "the resync never listed the follows")
+        .await;
     sim.step(
         Step::Edit {
             user: u(0),
@@ -559,14 +553,8 @@ async fn simcorp_found_13_a_deleted_groups_tags_are_deleted_with_it() {
     sim.set_latency(list, std::time::Duration::from_millis(2500));
     sim.step(group("etG2", &["etC", "etD"]), Delivery::Now)
         .await;
-    let started = std::time::Instant::now();
-    while sim.api_calls_to(list) == asked_before {
-        assert!(
-            started.elapsed().as_secs() < 20,
-            "no tag list was asked for"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    sim.until_asked(list, asked_before, "no tag list was asked for")
+        .await;
     sim.step(
         Step::GroupDelete {
             group: "etG2".into(),
@@ -634,14 +622,8 @@ async fn simcorp_found_14_a_deleted_tag_leaves_every_relation() {
     let asked_before = sim.api_calls_to(get);
     sim.set_latency(get, std::time::Duration::from_millis(2500));
     sim.step(edit(0, 1, &["etA"]), Delivery::Now).await;
-    let started = std::time::Instant::now();
-    while sim.api_calls_to(get) == asked_before {
-        assert!(
-            started.elapsed().as_secs() < 20,
-            "the edit was never fetched"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    sim.until_asked(get, asked_before, "the edit was never fetched")
+        .await;
     sim.step(Step::TagDelete { id: "etA".into() }, Delivery::Now)
         .await;
     sim.settle().await;
