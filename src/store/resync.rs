@@ -108,9 +108,15 @@ pub struct Drift {
     pub follows_removed: u64,
     /// Follows the sweep would have removed but did not: more than the allowed share (see the run's errors).
     pub follows_removal_refused: u64,
+    /// Follows `batch/get_by_user` left out that `externalcontact/get` still listed: kept, not swept (the
+    /// listing skipped them while the corp changed).
+    pub follows_unlisted_kept: u64,
     pub chats_created: u64,
     pub chats_updated: u64,
     pub chats_dismissed: u64,
+    /// Active chats `groupchat/list` did not list (no known owner, or its paging skipped them while the
+    /// corp changed) that `groupchat/get` still found: kept, not dismissed.
+    pub chats_unlisted_kept: u64,
     pub tags_created: u64,
     pub tags_updated: u64,
     pub tags_deleted: u64,
@@ -122,6 +128,8 @@ pub struct Drift {
     pub staff_left: u64,
     /// Members the staff sweep would have marked `left` but did not: more than the allowed share.
     pub staff_removal_refused: u64,
+    /// Members `user/list_id` did not list that `user/get` still had: kept, not marked `left`.
+    pub staff_unlisted_kept: u64,
     pub departments_created: u64,
     pub departments_updated: u64,
     /// Items skipped after errors (staff chunks, owner chunks, chats, tag lists, directory pages, members).

@@ -66,6 +66,12 @@ async fn mount_wecom(server: &MockServer) {
         .respond_with(ok(json!({"dept_user": [], "next_cursor": ""})))
         .mount(server)
         .await;
+    // The sweep confirms each removal: by default WeCom knows no such relation (a test's own answer wins).
+    Mock::given(path("/cgi-bin/externalcontact/get"))
+        .respond_with(wecom_error(84061, "not external contact"))
+        .with_priority(10)
+        .mount(server)
+        .await;
 }
 
 /// A fake WeCom answering every call of a resync ([`mount_wecom`]) except `batch/get_by_user`, which each test
@@ -397,6 +403,86 @@ async fn the_sweep_refuses_a_mass_removal_unless_allowed() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let allowed = run_with(&app, &server, &allow).await.expect("run");
     assert_eq!(allowed.follows_removed, 12);
+}
+
+/// Not being listed by `batch/get_by_user` is not proof that a relation ended (its opaque cursor may skip an
+/// entry while the corp changes): each removal is confirmed with `externalcontact/get`. Listed there: kept.
+/// 84061: removed. Unanswerable: skipped, kept until the next run.
+#[tokio::test]
+async fn the_follow_sweep_removes_only_what_externalcontact_get_confirms() {
+    let server = fake_wecom().await;
+    answer_batch(
+        &server,
+        ok(json!({"external_contact_list": [entry("alice", "wmA")], "next_cursor": ""})),
+    )
+    .await;
+    Mock::given(path("/cgi-bin/externalcontact/get"))
+        .and(wiremock::matchers::query_param("external_userid", "wmB"))
+        .respond_with(ok(json!({
+            "external_contact": {"external_userid": "wmB", "name": "仍在", "type": 1},
+            "follow_user": [{"userid": "alice", "remark": "still here", "createtime": 1600000000}],
+            "next_cursor": ""})))
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/get"))
+        .and(wiremock::matchers::query_param("external_userid", "wmD"))
+        .respond_with(wecom_error(-1, "system busy"))
+        .mount(&server)
+        .await;
+    let app = spawn_app_with(&[MAIN], |_| {}).await;
+    for ext in ["wmA", "wmB", "wmC", "wmD"] {
+        app.deliver(&contact_event(
+            1_600_000_000,
+            "add_external_contact",
+            "alice",
+            ext,
+            "",
+        ))
+        .await;
+    }
+    wait_applied(&app.pool).await;
+    let drift = run_with(&app, &server, &options()).await.expect("run");
+    let statuses: Vec<(String, String)> = sqlx::query_as(
+        "SELECT external_userid, status::text FROM external_contact_follows ORDER BY external_userid",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("follows");
+    let expected = [
+        ("wmA", "active"),
+        ("wmB", "active"),
+        ("wmC", "removed"),
+        ("wmD", "active"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(e, s)| ((*e).to_owned(), (*s).to_owned()))
+        .collect();
+    assert_eq!(statuses, expected);
+    assert_eq!(drift.follows_removed, 1, "wmC");
+    assert_eq!(drift.follows_unlisted_kept, 1, "wmB");
+    assert_eq!(drift.skipped, 1, "wmD could not be asked");
+    let remark: Option<String> = sqlx::query_scalar(
+        "SELECT remark FROM external_contact_follows WHERE external_userid = 'wmB'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("wmB");
+    assert_eq!(
+        remark.as_deref(),
+        Some("still here"),
+        "the confirming answer is written"
+    );
+    let errors: serde_json::Value = sqlx::query_scalar(
+        "SELECT progress->'errors' FROM wecom_resync_runs ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("errors");
+    assert!(
+        errors.to_string().contains("externalcontact/get wmD"),
+        "{errors}"
+    );
 }
 
 #[tokio::test]
@@ -865,7 +951,14 @@ async fn members_gone_from_the_directory_are_marked_left_only_behind_the_mass_re
         .mount(&server)
         .await;
     Mock::given(path("/cgi-bin/user/get"))
+        .and(wiremock::matchers::query_param("userid", "alice"))
         .respond_with(ok(json!({"userid": "alice", "name": "Alice", "status": 1})))
+        .mount(&server)
+        .await;
+    // Each departure is confirmed: WeCom has none of the others any more.
+    Mock::given(path("/cgi-bin/user/get"))
+        .respond_with(wecom_error(60111, "userid not found"))
+        .with_priority(10)
         .mount(&server)
         .await;
     let app = spawn_app_with(&[MAIN], |_| {}).await;

@@ -67,27 +67,27 @@ pub(crate) async fn mark_chat_in(
     Ok((created, before.is_some_and(|b| b != status)))
 }
 
-/// Chats of `owners` (the owners this run listed completely) that WeCom no longer lists become dismissed, and
-/// so do `gone` (chats without a known owner that `groupchat/get` says do not exist). A chat without a known
-/// owner is otherwise never swept: no listing of this run covered it for sure.
+/// Dismisses the chats `ids` (those of [`unseen_chats`] that `groupchat/get` says do not exist), each only if
+/// still active, unseen by this run and not decided by anything newer. Recorded for a rebuild.
 pub async fn sweep_chats(
     pool: &PgPool,
     corp_id: &str,
     run: &Run,
-    owners: &[String],
-    gone: &[String],
+    ids: &[String],
 ) -> Result<u64, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
     let mut tx = projections::observation_tx(pool).await?;
     let ids: Vec<String> = sqlx::query_scalar(
         "SELECT chat_id FROM external_group_chats \
          WHERE corp_id = $1 AND status = 'active' AND (resync_run IS NULL OR resync_run < $2) \
-           AND status_version < $3 AND (owner = ANY($4) OR chat_id = ANY($5)) ORDER BY chat_id FOR UPDATE",
+           AND status_version < $3 AND chat_id = ANY($4) ORDER BY chat_id FOR UPDATE",
     )
     .bind(corp_id)
     .bind(run.id)
     .bind(run_version(run))
-    .bind(owners)
-    .bind(gone)
+    .bind(ids)
     .fetch_all(&mut *tx)
     .await?;
     let swept = resweep_chats(&mut tx, corp_id, run.id, run.started_at, &ids).await?;
@@ -126,18 +126,21 @@ pub(crate) async fn resweep_chats(
     .await
 }
 
-/// Active chats without a known owner that this run has not listed (a listing by owner cannot cover them).
-pub async fn unowned_unseen_chats(
+/// The active chats this run has not listed, of `owners` (those it listed completely) or of no known owner
+/// (no listing by owner covers those), in id order: each is asked for before [`sweep_chats`] dismisses it.
+pub async fn unseen_chats(
     pool: &PgPool,
     corp_id: &str,
     run: &Run,
+    owners: &[String],
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar(
-        "SELECT chat_id FROM external_group_chats WHERE corp_id = $1 AND status = 'active' AND owner IS NULL \
-           AND (resync_run IS NULL OR resync_run < $2) ORDER BY chat_id",
+        "SELECT chat_id FROM external_group_chats WHERE corp_id = $1 AND status = 'active' \
+           AND (owner IS NULL OR owner = ANY($3)) AND (resync_run IS NULL OR resync_run < $2) ORDER BY chat_id",
     )
     .bind(corp_id)
     .bind(run.id)
+    .bind(owners)
     .fetch_all(pool)
     .await
 }

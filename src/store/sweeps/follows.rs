@@ -10,43 +10,61 @@ use crate::store::observations::{self, Observation};
 use crate::store::projections;
 use crate::store::resync::{Run, run_version, version_at};
 
-/// Tombstones the follows of `users` (the staff this run listed completely) that WeCom no longer lists
-/// (status `removed`, source `resync`), unless an event newer than the run's start said otherwise. Only
-/// `active` follows: WeCom lists no half-added (`pending`) relation, so not seeing one says nothing. A row seen
-/// by a later run (another app of the corp) is not this run's to sweep. `dry_run` only counts.
-pub async fn sweep_follows(
+/// The follows the sweep would tombstone: the `active` follows of `users` (the staff this run listed
+/// completely) that this run did not list, in key order. Only `active` follows: WeCom lists no half-added
+/// (`pending`) relation, so not seeing one says nothing. A row seen by a later run (another app of the corp)
+/// is not this run's to sweep, nor one an event newer than the run decided.
+pub async fn follow_sweep_candidates(
     pool: &PgPool,
     corp_id: &str,
     run: &Run,
     users: &[String],
-    dry_run: bool,
-) -> Result<u64, sqlx::Error> {
-    // $1 corp, $2 run, $3 the run's version, $4 users.
-    const SCOPE: &str = "corp_id = $1 AND status = 'active' AND (resync_run IS NULL OR resync_run < $2) \
-         AND status_version < $3 AND userid = ANY($4)";
-    if dry_run {
-        // Only the constant SCOPE is interpolated; every value is a bind.
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM external_contact_follows WHERE {SCOPE}"
-        )))
-        .bind(corp_id)
-        .bind(run.id)
-        .bind(run_version(run))
-        .bind(users)
-        .fetch_one(pool)
-        .await?;
-        return Ok(n.max(0) as u64);
-    }
-    let mut tx = projections::observation_tx(pool).await?;
-    // The rows in scope, locked in key order; the sweep itself is the keyed statement a rebuild replays.
-    let keys: Vec<(String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT userid, external_userid FROM external_contact_follows WHERE {SCOPE} \
-         ORDER BY userid, external_userid FOR UPDATE"
-    )))
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT userid, external_userid FROM external_contact_follows \
+         WHERE corp_id = $1 AND status = 'active' AND (resync_run IS NULL OR resync_run < $2) \
+           AND status_version < $3 AND userid = ANY($4) ORDER BY userid, external_userid",
+    )
     .bind(corp_id)
     .bind(run.id)
     .bind(run_version(run))
     .bind(users)
+    .fetch_all(pool)
+    .await
+}
+
+/// Tombstones the follows `keys` (candidates of [`follow_sweep_candidates`] whose removal was confirmed):
+/// status `removed`, source `resync`, each only if still a candidate (an event since may have decided it).
+/// Notified, and recorded in the observation log for a rebuild. Returns how many it changed.
+pub async fn sweep_follows(
+    pool: &PgPool,
+    corp_id: &str,
+    run: &Run,
+    keys: &[(String, String)],
+) -> Result<u64, sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let mut sorted: Vec<&(String, String)> = keys.iter().collect();
+    sorted.sort();
+    sorted.dedup();
+    let (users, exts): (Vec<&str>, Vec<&str>) =
+        sorted.iter().map(|(u, e)| (u.as_str(), e.as_str())).unzip();
+    let mut tx = projections::observation_tx(pool).await?;
+    // The rows locked in key order (as the projector writes them); the sweep itself is the keyed statement a
+    // rebuild replays.
+    let keys: Vec<(String, String)> = sqlx::query_as(
+        "SELECT f.userid, f.external_userid FROM external_contact_follows f \
+         JOIN UNNEST($4::text[], $5::text[]) AS k(userid, external_userid) \
+           ON f.userid = k.userid AND f.external_userid = k.external_userid \
+         WHERE f.corp_id = $1 AND f.status = 'active' AND (f.resync_run IS NULL OR f.resync_run < $2) \
+           AND f.status_version < $3 ORDER BY f.userid, f.external_userid FOR UPDATE OF f",
+    )
+    .bind(corp_id)
+    .bind(run.id)
+    .bind(run_version(run))
+    .bind(&users)
+    .bind(&exts)
     .fetch_all(&mut *tx)
     .await?;
     let swept = resweep_follows(&mut tx, corp_id, run.id, run.started_at, &keys).await?;

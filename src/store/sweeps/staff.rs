@@ -9,43 +9,54 @@ use crate::store::projections;
 use crate::store::resync::Run;
 use crate::sync::plan::Version;
 
-/// The staff sweep: members this run's complete `user/list_id` did not list become `left` (a member who left
-/// is gone from the directory; WeCom sends no event when a resigned member's account is removed by a sync
-/// tool), unless an event newer than the run said otherwise. A renamed userid's old row is not a member and
-/// is left alone. Their follows then show as the follows of a member who left (`v_customer_followers.staff_left`,
-/// not in `v_staff_active_customers`), as after a `delete_user`. `dry_run` only counts.
-pub async fn sweep_staff(
+/// $1 corp, $2 run, $3 the run's version. Members of the directory this run did not list, and userids with
+/// follows that the directory never knew: a member who left before any listing or 通讯录 event named them
+/// (their follows must not look like a present member's). A renamed userid's old row is not a member and is
+/// left alone.
+const STAFF_SCOPE: &str = "SELECT userid FROM staff WHERE corp_id = $1 AND status <> 'left' AND renamed_to IS NULL \
+       AND (resync_run IS NULL OR resync_run < $2) AND status_version < $3 \
+     UNION SELECT f.userid FROM external_contact_follows f WHERE f.corp_id = $1 \
+       AND NOT EXISTS (SELECT 1 FROM staff s WHERE s.corp_id = $1 AND s.userid = f.userid)";
+
+/// The members the staff sweep would mark `left` after this run's complete `user/list_id`, in userid order.
+pub async fn staff_sweep_candidates(
     pool: &PgPool,
     corp_id: &str,
     run: &Run,
-    dry_run: bool,
-) -> Result<u64, sqlx::Error> {
-    // $1 corp, $2 run, $3 the run's version. Members of the directory this run did not list, and userids
-    // with follows that the directory never knew: a member who left before any listing or 通讯录 event
-    // named them (their follows must not look like a present member's).
-    const SCOPE: &str = "SELECT userid FROM staff WHERE corp_id = $1 AND status <> 'left' AND renamed_to IS NULL \
-           AND (resync_run IS NULL OR resync_run < $2) AND status_version < $3 \
-         UNION SELECT f.userid FROM external_contact_follows f WHERE f.corp_id = $1 \
-           AND NOT EXISTS (SELECT 1 FROM staff s WHERE s.corp_id = $1 AND s.userid = f.userid)";
-    if dry_run {
-        // Only the constant SCOPE is interpolated; every value is a bind.
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM ({SCOPE}) AS k"
-        )))
-        .bind(corp_id)
-        .bind(run.id)
-        .bind(staff_version(run.started_at))
-        .fetch_one(pool)
-        .await?;
-        return Ok(n.max(0) as u64);
-    }
-    let mut tx = projections::observation_tx(pool).await?;
-    let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT userid FROM ({SCOPE}) AS k ORDER BY userid"
+) -> Result<Vec<String>, sqlx::Error> {
+    // Only the constant STAFF_SCOPE is interpolated; every value is a bind.
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT userid FROM ({STAFF_SCOPE}) AS k ORDER BY userid"
     )))
     .bind(corp_id)
     .bind(run.id)
     .bind(staff_version(run.started_at))
+    .fetch_all(pool)
+    .await
+}
+
+/// The staff sweep: the members `userids` (candidates of [`staff_sweep_candidates`] whose departure was
+/// confirmed) become `left` (a member who left is gone from the directory; WeCom sends no event when a
+/// resigned member's account is removed by a sync tool), each only if still a candidate (an event newer than
+/// the run may have said otherwise). Their follows then show as the follows of a member who left
+/// (`v_customer_followers.staff_left`, not in `v_staff_active_customers`), as after a `delete_user`.
+pub async fn sweep_staff(
+    pool: &PgPool,
+    corp_id: &str,
+    run: &Run,
+    userids: &[String],
+) -> Result<u64, sqlx::Error> {
+    if userids.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = projections::observation_tx(pool).await?;
+    let ids: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT userid FROM ({STAFF_SCOPE}) AS k WHERE userid = ANY($4) ORDER BY userid"
+    )))
+    .bind(corp_id)
+    .bind(run.id)
+    .bind(staff_version(run.started_at))
+    .bind(userids)
     .fetch_all(&mut *tx)
     .await?;
     let swept = resweep_staff(&mut tx, corp_id, run.id, run.started_at, &ids).await?;

@@ -107,23 +107,39 @@ impl Walk<'_> {
             .filter(|u| p.owners_done.contains(*u))
             .cloned()
             .collect();
-        // Chats whose owner we never learned: asked one by one (40050: WeCom has no such chat).
+        // Not listed is not proof: `groupchat/list`'s cursor is opaque, and were it an offset, a chat dismissed
+        // between two pages would shift the rest so that one listed all along is skipped. So every active chat
+        // this run did not list, of an owner listed completely or of no known owner (no listing by owner
+        // covers those), is asked for: dismissed only when WeCom has no such chat (40050).
         let mut gone = Vec::new();
-        for chat_id in sweeps::unowned_unseen_chats(self.pool, &corp, self.run).await? {
+        let mut kept = 0u64;
+        for chat_id in sweeps::unseen_chats(self.pool, &corp, self.run, &listed).await? {
             match self.attempt(|| api.group_chat(creds, &chat_id)).await? {
                 Ok(Fetched { value: Some(g), at }) => {
                     enrichment::group_chat(self.pool, &corp, &g, at).await?;
                     sweeps::mark_chat(self.pool, &corp, &chat_id, self.run).await?;
+                    kept += 1;
                 }
                 Ok(Fetched { value: None, .. }) => {}
                 Err(ApiError::Wecom(e)) if e.errcode == 40050 => gone.push(chat_id),
-                Err(e) => self.skip(&format!("groupchat/get {chat_id} (owner unknown)"), &e),
+                Err(e) => self.skip(
+                    &format!("groupchat/get {chat_id} (not listed; kept until the next resync)"),
+                    &e,
+                ),
             }
         }
-        if !listed.is_empty() || !gone.is_empty() {
-            let dismissed = sweeps::sweep_chats(self.pool, &corp, self.run, &listed, &gone).await?;
-            self.run.progress.drift.chats_dismissed += dismissed;
+        if kept > 0 {
+            tracing::info!(
+                app = self.app,
+                run = self.run.id,
+                kept,
+                "groupchat/get found chats that groupchat/list left out (no known owner, or the listing skipped \
+                 them while the corp changed); they were kept, not dismissed"
+            );
         }
+        self.run.progress.drift.chats_unlisted_kept += kept;
+        let dismissed = sweeps::sweep_chats(self.pool, &corp, self.run, &gone).await?;
+        self.run.progress.drift.chats_dismissed += dismissed;
         Ok(())
     }
 }

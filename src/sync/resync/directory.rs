@@ -203,10 +203,11 @@ impl Walk<'_> {
             }
             return Ok(());
         }
-        let candidates = sweeps::sweep_staff(self.pool, corp, self.run, true).await?;
-        if self.refuses_mass_removal(candidates, present) {
+        let candidates = sweeps::staff_sweep_candidates(self.pool, corp, self.run).await?;
+        let count = candidates.len() as u64;
+        if self.refuses_mass_removal(count, present) {
             let e = format!(
-                "the staff sweep was refused: it would mark {candidates} of the corp's {present} members \
+                "the staff sweep was refused: it would mark {count} of the corp's {present} members \
                  left (more than {pct} %, api.resync_max_removal_share). user/list_id not listing that many \
                  usually means the secret sees less of the directory (a narrowed 可见范围, another secret), \
                  not that they left. Check the app's visible range; if they really left, run \
@@ -214,13 +215,58 @@ impl Walk<'_> {
                 pct = self.options.max_removal_share * 100.0
             );
             self.note(e);
-            self.run.progress.drift.staff_removal_refused = candidates;
+            self.run.progress.drift.staff_removal_refused = count;
             self.save().await?;
             return Ok(());
         }
-        let left = sweeps::sweep_staff(self.pool, corp, self.run, false).await?;
+        let confirmed = self.confirm_departures(candidates).await?;
+        let left =
+            sweeps::sweep_staff(self.pool, &self.creds.corp_id, self.run, &confirmed).await?;
         self.run.progress.drift.staff_left += left;
         self.save().await?;
         Ok(())
+    }
+
+    /// Which of the staff sweep's `candidates` WeCom confirms gone, asked one by one with `user/get`. Not
+    /// being listed by `user/list_id` is not proof: its cursor is opaque, and were it an offset, a member
+    /// leaving between two pages would shift the rest so that one listed all along is skipped. A member the
+    /// answer still has is written and kept; 60111 (no such userid) confirms; any other answer (60011: outside
+    /// the app's visible range, say) is skipped like every failing item, the member kept until the next run.
+    async fn confirm_departures(
+        &mut self,
+        candidates: Vec<String>,
+    ) -> Result<Vec<String>, ResyncError> {
+        let (api, creds) = (self.api, self.creds);
+        let corp = self.creds.corp_id.clone();
+        let mut confirmed = Vec::new();
+        let mut kept = 0u64;
+        for userid in candidates {
+            match self.attempt(|| api.user_get(creds, &userid)).await? {
+                Ok(Fetched { value: member, at }) => {
+                    let member = StaffMember { userid, ..member };
+                    store_dir::observe_member(self.pool, &corp, &member, at).await?;
+                    kept += 1;
+                }
+                Err(ApiError::Wecom(w)) if w.errcode == 60111 => confirmed.push(userid),
+                Err(e) => self.skip(
+                    &format!(
+                        "user/get {userid} (confirming that a member user/list_id did not list left; kept \
+                         until the next resync)"
+                    ),
+                    &e,
+                ),
+            }
+        }
+        if kept > 0 {
+            tracing::warn!(
+                app = self.app,
+                run = self.run.id,
+                kept,
+                "user/list_id left out members that user/get still has (WeCom's paging skipped them while the \
+                 directory changed); they were kept, not marked left"
+            );
+        }
+        self.run.progress.drift.staff_unlisted_kept += kept;
+        Ok(confirmed)
     }
 }

@@ -1,11 +1,13 @@
 //! The follows step: `batch/get_by_user` per chunk of staff (resumable at its cursor), the follow sweep
 //! behind the mass-removal guard, and the follows of members who left (`get_unassigned_list`).
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
+use crate::store::enrichment;
 use crate::store::resync::{self as runs, Drift};
 use crate::store::sweeps;
-use crate::sync::client::ApiError;
+use crate::sync::client::{ApiError, Fetched};
 use crate::sync::resync::walk::{Walk, fails_everything, transient};
 use crate::sync::resync::{API_NOT_AUTHORISED, ResyncError};
 
@@ -209,7 +211,8 @@ impl Walk<'_> {
         }
     }
 
-    /// The follow sweep over the staff this run listed completely, behind the mass-removal guard.
+    /// The follow sweep over the staff this run listed completely, behind the mass-removal guard, removing
+    /// only what [`Self::confirm_removals`] confirms.
     async fn sweep_follows(&mut self, users: &[String]) -> Result<(), ResyncError> {
         let p = &self.run.progress;
         let scope: Vec<String> = users
@@ -226,11 +229,12 @@ impl Walk<'_> {
             return Ok(());
         }
         let corp = &self.creds.corp_id;
-        let candidates = sweeps::sweep_follows(self.pool, corp, self.run, &scope, true).await?;
+        let candidates = sweeps::follow_sweep_candidates(self.pool, corp, self.run, &scope).await?;
         let active = sweeps::active_follows(self.pool, corp).await?;
-        if self.refuses_mass_removal(candidates, active) {
+        let count = candidates.len() as u64;
+        if self.refuses_mass_removal(count, active) {
             let e = format!(
-                "the follow sweep was refused: it would mark {candidates} of the corp's {active} active follows \
+                "the follow sweep was refused: it would mark {count} of the corp's {active} active follows \
                  removed (more than {pct} %, api.resync_max_removal_share). WeCom not listing that many usually \
                  means a listing problem (a changed visible range or secret, unlicensed staff), not that \
                  customers left. Check the app's visible range and licences; if the removals are real, run \
@@ -238,12 +242,71 @@ impl Walk<'_> {
                 pct = self.options.max_removal_share * 100.0
             );
             self.note(e);
-            self.run.progress.drift.follows_removal_refused = candidates;
+            self.run.progress.drift.follows_removal_refused = count;
             return Ok(());
         }
-        let removed = sweeps::sweep_follows(self.pool, corp, self.run, &scope, false).await?;
+        let confirmed = self.confirm_removals(&candidates).await?;
+        let removed = sweeps::sweep_follows(self.pool, corp, self.run, &confirmed).await?;
         self.run.progress.drift.follows_removed += removed;
         Ok(())
+    }
+
+    /// Which of the sweep's `candidates` WeCom confirms ended, asked per customer with `externalcontact/get`
+    /// (which lists every follower). Not being listed by `batch/get_by_user` is not proof: its cursor is
+    /// opaque, and were it an offset, a relation ending between two pages of the walk would shift the rest
+    /// so that one listed all along is skipped. A follow the answer still lists is kept (and written, fresh);
+    /// 84061 or 40096 (no relation with anyone) confirms them all; a customer that cannot be asked is skipped
+    /// like every failing item, its follows kept until the next run.
+    async fn confirm_removals(
+        &mut self,
+        candidates: &[(String, String)],
+    ) -> Result<Vec<(String, String)>, ResyncError> {
+        let mut by_customer: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (userid, ext) in candidates {
+            by_customer.entry(ext).or_default().push(userid);
+        }
+        let (api, creds) = (self.api, self.creds);
+        let mut confirmed = Vec::new();
+        let mut kept = 0u64;
+        for (ext, users) in by_customer {
+            match self.attempt(|| api.external_contact(creds, ext)).await? {
+                Ok(Fetched { value, at }) => {
+                    enrichment::contact_detail(self.pool, &self.creds.corp_id, &value, at).await?;
+                    for userid in users {
+                        if value
+                            .follow_user
+                            .iter()
+                            .any(|f| f.userid.as_deref() == Some(userid))
+                        {
+                            kept += 1;
+                        } else {
+                            confirmed.push((userid.to_owned(), ext.to_owned()));
+                        }
+                    }
+                }
+                Err(ApiError::Wecom(w)) if matches!(w.errcode, 84061 | 40096) => confirmed
+                    .extend(users.into_iter().map(|u| (u.to_owned(), ext.to_owned()))),
+                Err(e) => self.skip(
+                    &format!(
+                        "externalcontact/get {ext} (confirming that {} follow(s) WeCom's listing left out \
+                         ended; kept until the next resync)",
+                        users.len()
+                    ),
+                    &e,
+                ),
+            }
+        }
+        if kept > 0 {
+            tracing::warn!(
+                app = self.app,
+                run = self.run.id,
+                kept,
+                "batch/get_by_user left out follows that externalcontact/get still lists (WeCom's paging \
+                 skipped them while the corp changed); they were kept, not swept"
+            );
+        }
+        self.run.progress.drift.follows_unlisted_kept += kept;
+        Ok(confirmed)
     }
 }
 

@@ -12,18 +12,20 @@
 //!    them). Members in `fail_info.unlicensed_userid_list` are remembered as unlicensed.
 //! 4. The follow sweep: follows WeCom no longer lists become `removed`, but only `active` ones (WeCom lists no
 //!    half-added relation), only of the staff this run listed completely (not unlicensed, not a failed
-//!    chunk), never after an empty follow-user list, and never more than `max_removal_share` of the corp's
-//!    active follows unless the operator allows it.
+//!    chunk), never after an empty follow-user list, never more than `max_removal_share` of the corp's
+//!    active follows unless the operator allows it, and each confirmed with `externalcontact/get` (a list's
+//!    cursor is opaque: were it an offset, a change between two pages would make the walk skip an entry).
 //! 5. `groupchat/list` with `owner_filter` per chunk of ≤ 100 owners (without it WeCom answers 81017 when
 //!    the app sees more than 1000 members), then `groupchat/get` per chat (members and admins reconciled);
-//!    chats of the owners listed completely that WeCom no longer lists become dismissed. When the app may not
+//!    chats of the owners listed completely (or of no known owner) that WeCom no longer lists are asked for
+//!    with `groupchat/get`, and dismissed on 40050. When the app may not
 //!    call the 客户群 APIs (48002) the step is recorded as skipped, with what to do, and the run finishes.
 //!
 //! 6. The directory (通讯录): `department/list`, then `user/list_id` page by page (its cursor saved after every
 //!    page), each page's members marked listed and `user/get` asked for those whose row is missing, never
 //!    fetched, older than [`Options::staff_detail_max_age`] or `left`; after the last page, members no longer
-//!    listed become `left` (the staff sweep, never after an empty listing and behind the same mass-removal
-//!    guard). When WeCom refuses the secret the directory (48002, 60011, 48009) the step is recorded as
+//!    listed become `left` (the staff sweep, never after an empty listing, behind the same mass-removal
+//!    guard, each confirmed with `user/get`). When WeCom refuses the secret the directory (48002, 60011, 48009) the step is recorded as
 //!    skipped, with what to do, and the run finishes. Last, when both the listing and `get_unassigned_list`
 //!    were read to the end, the follows of members now `left` that WeCom lists nowhere (not under a
 //!    follow user, not as unassigned: reassigned away, or under a userid renamed without a callback) become

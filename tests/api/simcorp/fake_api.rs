@@ -1,8 +1,10 @@
 //! A fake WeCom API that answers from the truth at the moment of each call: WeCom's paths, JSON shapes,
 //! paging, limits and errors (81017, 84061, 60020 until a trusted IP is set, seeded transient 45033 / -1).
-//! Keyset cursors (`after:KEY`) for the lists the corp may change during a walk (`externalcontact/get`,
-//! `batch/get_by_user`, `groupchat/list`), offset cursors (`cur:N`) for the directory, which no step
-//! changes during a resync. Answers may be delayed per path ([`FakeWecom::latency`]).
+//! Cursors: `batch/get_by_user` and `groupchat/list` page by keyset (`after:KEY`) or, where the truth says
+//! so ([`Truth::offset_cursors`]), by offset (`cur:N`), which skips an entry when the corp changes between two
+//! pages; `externalcontact/get` by keyset (its pages hold 500 followers: a customer with more is rare);
+//! offsets for the directory, which no step changes during a resync. Answers may be delayed per path
+//! ([`FakeWecom::latency`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -94,6 +96,23 @@ fn keyset<T: Clone>(items: &[(String, T)], cursor: Option<&str>, limit: usize) -
         _ => String::new(),
     };
     (page, next)
+}
+
+/// A page of a list the corp may change during a walk, at most [`Truth::list_page`] long, by the truth's kind
+/// of cursor.
+fn list_page<T: Clone>(
+    truth: &Truth,
+    items: &[(String, T)],
+    cursor: Option<&str>,
+    limit: usize,
+) -> (Vec<T>, String) {
+    let limit = limit.min(truth.list_page).max(1);
+    if truth.offset_cursors {
+        let values: Vec<T> = items.iter().map(|(_, v)| v.clone()).collect();
+        page(&values, offset(cursor), limit)
+    } else {
+        keyset(items, cursor, limit)
+    }
 }
 
 fn page<T: Clone>(items: &[T], from: usize, limit: usize) -> (Vec<T>, String) {
@@ -340,7 +359,7 @@ fn batch_get_by_user(truth: &Truth, body: &Value) -> ResponseTemplate {
     }
     // `users` in the request's order, each one's follows in key order: sorted as a whole.
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let (list, next) = keyset(&entries, body["cursor"].as_str(), limit);
+    let (list, next) = list_page(truth, &entries, body["cursor"].as_str(), limit);
     let mut answer = json!({"external_contact_list": list, "next_cursor": next});
     if !unlicensed.is_empty() {
         answer["fail_info"] = json!({"unlicensed_userid_list": unlicensed});
@@ -434,7 +453,7 @@ fn groupchat_list(truth: &Truth, body: &Value) -> ResponseTemplate {
         .filter(|(_, c)| owners.as_ref().is_none_or(|o| o.contains(&c.owner)))
         .map(|(id, _)| (id.clone(), json!({"chat_id": id, "status": 0})))
         .collect();
-    let (list, next) = keyset(&chats, body["cursor"].as_str(), limit);
+    let (list, next) = list_page(truth, &chats, body["cursor"].as_str(), limit);
     ok(json!({"group_chat_list": list, "next_cursor": next}))
 }
 

@@ -310,8 +310,19 @@ impl Sim {
         if matches!(step, Step::Tick) {
             sleep_to_next_second().await;
         }
-        // One change per subject per second.
-        let subjects = step.subjects();
+        // One change per subject per second. A rename moves the member's relations to the new userid: it
+        // changes each of them too (a relation ended and re-added under the new userid in the rename's second
+        // could not be ordered).
+        let mut subjects = step.subjects();
+        if let Step::UserRename { from, to } = step {
+            let truth = self.truth.lock().expect("truth");
+            for (u, e) in truth.follows.keys() {
+                if u == from || u == to {
+                    subjects.push(format!("f:{from}:{e}"));
+                    subjects.push(format!("f:{to}:{e}"));
+                }
+            }
+        }
         while subjects
             .iter()
             .any(|s| self.last_touch.get(s) == Some(&unix_now()))
@@ -387,6 +398,8 @@ impl Sim {
         let run = self.start_resync();
         history.during_resync = true;
         let mut steps = 0;
+        // Spread over seconds, so the changes land between the walk's pages, not all before its first answer.
+        let pace = Duration::from_millis(15 + self.seed % 30);
         while !run.is_finished() && steps < max_steps {
             let step = {
                 let mut t = self.truth.lock().expect("truth");
@@ -394,10 +407,17 @@ impl Sim {
             };
             self.apply(&step, |_| history.plan_delivery(&net)).await;
             steps += 1;
+            tokio::time::sleep(pace).await;
         }
         history.during_resync = false;
         self.log
             .push(format!("  {steps} step(s) made while the resync ran"));
+        if std::env::var("SIMCORP_VERBOSE").is_ok() {
+            eprintln!(
+                "SIMCORP seed {}: {steps} step(s) made while the resync ran",
+                self.seed
+            );
+        }
         self.join_resync(run).await;
         self.deliver_due(usize::MAX).await;
         self.fake.latency.lock().expect("latency").clear();

@@ -169,6 +169,13 @@ pub struct Truth {
     pub hide_follow_users: bool,
     /// Page size of externalcontact/get's follow_user (WeCom: 500).
     pub get_page: usize,
+    /// Most entries per page of batch/get_by_user and groupchat/list, whatever `limit` asks (WeCom: the
+    /// limit); small, so that a walk has pages the corp can change between.
+    pub list_page: usize,
+    /// batch/get_by_user and groupchat/list page with offsets (`cur:N`), not keysets: a relation ending or a
+    /// chat dismissed between two pages shifts the rest, and the walk skips one that was there all along.
+    /// WeCom's cursor is opaque; the service must be right either way.
+    pub offset_cursors: bool,
     /// Percent of API calls answered with a transient 45033 or -1.
     pub transient_pct: u64,
     /// Self-built (the default), or authorised through the simulated suite.
@@ -422,6 +429,8 @@ impl Truth {
             trusted_ip: true,
             hide_follow_users: false,
             get_page: 500,
+            list_page: 100,
+            offset_cursors: false,
             transient_pct: 0,
             auth: Auth::SelfBuilt,
             former_userids: BTreeSet::new(),
@@ -1034,6 +1043,9 @@ pub fn corp_for(seed: u64, profile: Profile) -> (Truth, Gen, Network) {
         truth.trusted_ip = seed.is_multiple_of(2) || rng.random_bool(0.5);
         truth.transient_pct = 5;
         truth.get_page = 2;
+        truth.list_page = 3;
+        // Independent of the seed's parity (which decides the losses).
+        truth.offset_cursors = (seed / 2) % 2 == 1;
     }
     let history = Gen {
         rng,
@@ -1118,12 +1130,14 @@ const FULL_KINDS: &[(Kind, u32)] = &[
 /// the tables can equal the truth right after that resync (a silent change made while it runs is seen or
 /// not depending on timing; the next resync's business).
 const DURING_RESYNC_KINDS: &[(Kind, u32)] = &[
-    (Kind::Add, 30),
+    // As many relations end as begin: with offset cursors, a walk's page then shifts back as often as on,
+    // skipping entries as often as repeating them.
+    (Kind::Add, 15),
     (Kind::HalfAdd, 5),
     (Kind::Edit, 20),
-    (Kind::StaffDelete, 8),
+    (Kind::StaffDelete, 14),
     (Kind::CustomerDelete, 8),
-    (Kind::Transfer, 5),
+    (Kind::Transfer, 8),
     (Kind::ChatCreate, 5),
     (Kind::ChatRename, 4),
     (Kind::ChatOwner, 2),

@@ -641,6 +641,132 @@ async fn simcorp_found_14_a_deleted_tag_leaves_every_relation() {
     expect_clean(sim).await;
 }
 
+/// WeCom's list cursors are opaque. Were `batch/get_by_user`'s an offset, a relation ending between two pages
+/// of the resync's walk shifts the rest, and the walk skips one that was there all along: the follow sweep
+/// must not remove it on that listing's word (found once the simulated corp paged by offset: the skipped
+/// follow was swept `removed` while WeCom had it active). Each removal is confirmed with externalcontact/get.
+#[tokio::test]
+async fn simcorp_found_15_a_follow_an_offset_page_skipped_is_not_swept() {
+    let mut sim = scripted(1, &[]).await;
+    for ext in 0..4 {
+        sim.step(add(0, ext), Delivery::Now).await;
+    }
+    sim.settle().await;
+    {
+        let mut truth = sim.truth.lock().expect("truth");
+        truth.list_page = 2;
+        truth.offset_cursors = true;
+    }
+    let page = "/cgi-bin/externalcontact/batch/get_by_user";
+    let asked_before = sim.api_calls_to(page);
+    sim.set_latency(page, std::time::Duration::from_millis(1500));
+    let run = sim.start_resync();
+    // The first page ([c0, c1], next at offset 2) is read; while it travels, the member deletes c0 (WeCom
+    // lists a relation the customer ended, not one the member ended), so the second page reads [c1, c2, c3]
+    // from offset 2: [c3]. c2 was listed by nobody.
+    sim.until_asked(page, asked_before, "the resync never listed the follows")
+        .await;
+    sim.step(
+        Step::StaffDelete {
+            user: u(0),
+            ext: c(0),
+        },
+        Delivery::Now,
+    )
+    .await;
+    sim.join_resync(run).await;
+    sim.set_latency(page, std::time::Duration::ZERO);
+    let status: String = sqlx::query_scalar(
+        "SELECT status::text FROM external_contact_follows WHERE userid = $1 AND external_userid = $2",
+    )
+    .bind(u(0))
+    .bind(c(2))
+    .fetch_one(&sim.app.pool)
+    .await
+    .expect("c2's follow");
+    assert_eq!(status, "active", "the follow the walk skipped");
+    expect_clean(sim).await;
+}
+
+/// The same for chats: were `groupchat/list`'s cursor an offset, a chat dismissed between two pages makes the
+/// walk skip a live one, which the chat sweep must not dismiss on that listing's word: each chat the run
+/// did not list is asked for with groupchat/get, and dismissed only on 40050.
+#[tokio::test]
+async fn simcorp_found_16_a_chat_an_offset_page_skipped_is_not_dismissed() {
+    let mut sim = scripted(1, &[]).await;
+    for n in 1..=4 {
+        sim.step(
+            Step::ChatCreate {
+                chat: format!("wrP{n}"),
+                name: format!("群{n}"),
+                owner: u(0),
+                members: vec![u(0)],
+            },
+            Delivery::Now,
+        )
+        .await;
+    }
+    sim.settle().await;
+    {
+        let mut truth = sim.truth.lock().expect("truth");
+        truth.list_page = 2;
+        truth.offset_cursors = true;
+    }
+    let list = "/cgi-bin/externalcontact/groupchat/list";
+    let asked_before = sim.api_calls_to(list);
+    sim.set_latency(list, std::time::Duration::from_millis(1500));
+    let run = sim.start_resync();
+    sim.until_asked(list, asked_before, "the resync never listed the chats")
+        .await;
+    sim.step(
+        Step::ChatDismiss {
+            chat: "wrP1".into(),
+        },
+        Delivery::Now,
+    )
+    .await;
+    sim.join_resync(run).await;
+    sim.set_latency(list, std::time::Duration::ZERO);
+    let status: String =
+        sqlx::query_scalar("SELECT status::text FROM external_group_chats WHERE chat_id = 'wrP3'")
+            .fetch_one(&sim.app.pool)
+            .await
+            .expect("wrP3");
+    assert_eq!(status, "active", "the chat the walk skipped");
+    expect_clean(sim).await;
+}
+
+/// And for the directory, whose `user/list_id` cursor is an offset here: a member leaving between two pages
+/// makes the walk skip one who stays, whom the staff sweep must not mark `left` (their customers would drop
+/// out of `v_staff_active_customers`): each departure is confirmed with user/get (60111: no such member).
+#[tokio::test]
+async fn simcorp_found_17_a_member_an_offset_page_skipped_is_not_marked_left() {
+    let mut sim = scripted(4, &[]).await;
+    sim.step(add(2, 0), Delivery::Now).await;
+    sim.settle().await;
+    sim.truth.lock().expect("truth").get_page = 2;
+    let list = "/cgi-bin/user/list_id";
+    let asked_before = sim.api_calls_to(list);
+    sim.set_latency(list, std::time::Duration::from_millis(1500));
+    let run = sim.start_resync();
+    // The first page is [u0, u1]; while it travels u0 leaves (no callback), so the second page reads
+    // [u1, u2, u3] from offset 2: [u3]. u2 was listed by nobody.
+    sim.until_asked(list, asked_before, "the resync never listed the directory")
+        .await;
+    sim.step(Step::Depart { user: u(0) }, Delivery::Now).await;
+    sim.join_resync(run).await;
+    sim.set_latency(list, std::time::Duration::ZERO);
+    let status: String = sqlx::query_scalar("SELECT status::text FROM staff WHERE userid = $1")
+        .bind(u(2))
+        .fetch_one(&sim.app.pool)
+        .await
+        .expect("u2");
+    assert_ne!(status, "left", "the member the walk skipped");
+    // u0 left after the listing named them, with no callback: only the next resync (finish's) can know.
+    sim.check_before_resync = false;
+    expect_clean(sim).await;
+}
+
 #[tokio::test]
 async fn simcorp_directory_members_joining_departments_and_a_member_who_left_with_customers() {
     let mut sim = scripted(3, &[]).await;
