@@ -164,15 +164,22 @@ pub enum Observation {
         run_id: i64,
         run_started_at: DateTime<Utc>,
     },
+    /// A tag job read both tag lists (the earlier asked for at `listed_at`) and deleted these tags, which
+    /// neither named.
+    UnlistedTags {
+        ids: Vec<String>,
+        listed_at: DateTime<Utc>,
+    },
 }
 
 /// Kinds that are never compacted away.
-const SWEEPS: [&str; 5] = [
+const SWEEPS: [&str; 6] = [
     "sweep_follows",
     "remove_unassigned",
     "sweep_chats",
     "sweep_tags",
     "sweep_staff",
+    "unlisted_tags",
 ];
 
 impl Observation {
@@ -193,6 +200,7 @@ impl Observation {
             Observation::Departments { .. } => "departments",
             Observation::ListedStaff { .. } => "listed_staff",
             Observation::SweepStaff { .. } => "sweep_staff",
+            Observation::UnlistedTags { .. } => "unlisted_tags",
         }
     }
 
@@ -217,7 +225,8 @@ impl Observation {
             Observation::CorpTags { .. }
             | Observation::MarkTags { .. }
             | Observation::Departments { .. }
-            | Observation::ListedStaff { .. } => String::new(),
+            | Observation::ListedStaff { .. }
+            | Observation::UnlistedTags { .. } => String::new(),
             Observation::SweepStaff { run_id, .. }
             | Observation::SweepFollows { run_id, .. }
             | Observation::RemoveUnassigned { run_id, .. }
@@ -235,6 +244,7 @@ impl Observation {
             | Observation::CorpTags { fetched_at, .. }
             | Observation::StaffDetail { fetched_at, .. }
             | Observation::Departments { fetched_at, .. } => *fetched_at,
+            Observation::UnlistedTags { listed_at, .. } => *listed_at,
             Observation::ListedStaff { run_started_at, .. }
             | Observation::SweepStaff { run_started_at, .. }
             | Observation::MarkChat { run_started_at, .. }
@@ -449,6 +459,9 @@ pub(crate) async fn replay(
             run_started_at,
         } => {
             sweeps::resweep_tags(tx, corp, run_id, run_started_at, &ids).await?;
+        }
+        Observation::UnlistedTags { ids, listed_at } => {
+            sweeps::resweep_unlisted_tags(tx, corp, &ids, listed_at).await?;
         }
         Observation::StaffDetail { member, fetched_at } => {
             directory::execute(tx, &plan_dir::member_plan(corp, &member, fetched_at)).await?;

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::JobKind;
 use crate::metrics::Metrics;
-use crate::store::{enrichment, identity, jobs};
+use crate::store::{enrichment, identity, jobs, sweeps};
 use crate::sync::client::{ApiError, Credentials, Fetched, WecomApi};
 use crate::tasks::{Faults, Tasks};
 
@@ -107,7 +107,18 @@ async fn run_job(w: &Worker, creds: &Credentials, job: &jobs::Job) -> Result<(),
             // the secret may not read them) must not kill the corp-tag job: the resync records it too.
             match w.api.strategy_tag_list(creds).await {
                 Ok(rules) => {
-                    enrichment::corp_tags(&w.pool, &job.corp_id, &rules.value, rules.at).await?
+                    enrichment::corp_tags(&w.pool, &job.corp_id, &rules.value, rules.at).await?;
+                    // Both lists read: what neither names is gone, e.g. the tags of a group deleted before
+                    // any list placed them in it (WeCom calls back about the group only).
+                    let mut listed = tags.value.ids();
+                    listed.extend(rules.value.ids());
+                    let at = tags.at.min(rules.at);
+                    let deleted =
+                        sweeps::sweep_unlisted_tags(&w.pool, &job.corp_id, &listed, at).await?;
+                    if deleted > 0 {
+                        tracing::info!(job = job.id, corp_id = %job.corp_id, deleted,
+                            "tags neither tag list names any more were deleted");
+                    }
                 }
                 Err(e) if retryable(&e) => return Err(e),
                 Err(e) => {

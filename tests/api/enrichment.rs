@@ -376,3 +376,106 @@ async fn api_status_changes_notify_and_an_older_fetch_never_wins() {
     .expect("follow");
     assert_eq!(remark.as_deref(), Some("new"));
 }
+
+/// WeCom calls back about a deleted tag group, not about its tags. A tag no list ever placed in its group
+/// (created and deleted with the group between two lists) would stay live until a resync: instead, a tag job
+/// that read both complete lists deletes every tag neither names that is older than the lists (and takes it
+/// off the relations that carry it). A tag created after the lists were asked for is not theirs to judge.
+#[tokio::test]
+async fn a_tag_job_deletes_the_tags_neither_list_names() {
+    let server = fake_wecom().await;
+    Mock::given(path("/cgi-bin/externalcontact/get"))
+        .respond_with(ok(json!({
+            "external_contact": {"external_userid": "wmE1", "name": "李雷", "type": 1},
+            "follow_user": [{"userid": "alice", "remark": "r", "createtime": 1600000000,
+                "tags": [{"group_name": "意向", "tag_name": "高", "type": 1, "tag_id": "etKEEP"},
+                         {"group_name": "活动", "tag_name": "幽灵", "type": 1, "tag_id": "etGHOST"}]}],
+            "next_cursor": ""})))
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/get_corp_tag_list"))
+        .respond_with(ok(
+            json!({"tag_group": [{"group_id": "etG", "group_name": "意向", "order": 1,
+            "tag": [{"id": "etKEEP", "name": "高", "order": 1}]}]}),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(path("/cgi-bin/externalcontact/get_strategy_tag_list"))
+        .respond_with(ok(json!({"tag_group": []})))
+        .mount(&server)
+        .await;
+    let app = app_with_api(&server, 3).await;
+    app.deliver(&contact_event(
+        1_600_000_000,
+        "add_external_contact",
+        "alice",
+        "wmE1",
+        "",
+    ))
+    .await;
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM external_contact_follows WHERE jsonb_array_length(tags) = 2",
+        1,
+    )
+    .await;
+    let tag_event = |t: i64, id: &str| {
+        format!(
+            "<xml><ToUserName>{}</ToUserName><CreateTime>{t}</CreateTime><MsgType>event</MsgType>\
+             <Event>change_external_tag</Event><Id>{id}</Id><TagType>tag</TagType><ChangeType>create</ChangeType></xml>",
+            MAIN.receive_id
+        )
+    };
+    // etGHOST's group went before any list placed it there; etNEW is created after the lists are asked for.
+    app.deliver(&tag_event(1_600_000_000, "etGHOST")).await;
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM external_corp_tags WHERE id = 'etGHOST' AND deleted",
+        1,
+    )
+    .await;
+    let future = unix_now() + 3600;
+    app.deliver(&tag_event(future, "etNEW")).await;
+    // Applied (its tag job queued in the same transaction), then every tag job done.
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM external_corp_tags WHERE id = 'etNEW'",
+        1,
+    )
+    .await;
+    wait_for_count(
+        &app.pool,
+        "SELECT count(*) FROM wecom_jobs WHERE kind = 'corp_tags' AND status <> 'done'",
+        0,
+    )
+    .await;
+    let tags: Vec<(String, bool)> =
+        sqlx::query_as("SELECT id, deleted FROM external_corp_tags ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .expect("tags");
+    let tags: Vec<(&str, bool)> = tags.iter().map(|(i, d)| (i.as_str(), *d)).collect();
+    assert_eq!(
+        tags,
+        [
+            ("etG", false),
+            ("etGHOST", true),
+            ("etKEEP", false),
+            ("etNEW", false)
+        ]
+    );
+    let on_relation: Vec<String> = sqlx::query_scalar(
+        "SELECT e->>'tag_id' FROM external_contact_follows f, jsonb_array_elements(f.tags) e ORDER BY 1",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("relation tags");
+    assert_eq!(on_relation, ["etKEEP"], "etGHOST taken off the relation");
+    let logged: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM wecom_api_observations WHERE kind = 'unlisted_tags'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("log");
+    assert_eq!(logged, 1, "recorded for a rebuild");
+}

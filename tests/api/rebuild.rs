@@ -550,7 +550,9 @@ async fn rebuild_gives_back_what_events_enrichment_and_resyncs_built() {
         "mark_chat",
         "sweep_follows",
         "sweep_chats",
-        "sweep_tags",
+        // etGONE, which neither tag list names, is deleted by its create event's tag job before the resync's
+        // tag sweep could (the sweep's replay is the same kind of keyed statement).
+        "unlisted_tags",
     ] {
         assert!(
             rebuilt.observations.get(kind).is_some_and(|n| *n > 0),

@@ -29,6 +29,7 @@ pub use apply::{BatchFailed, Shard, apply_pending, apply_pending_shard, apply_pe
 pub(crate) use apply::{Planned, apply_rows, lock_cancelled_of, plan_batch};
 pub use observe::{Observed, apply_observation};
 pub(crate) use observe::{observation_tx, observe_in};
+pub(crate) use tags::untag;
 
 use sqlx::{PgPool, Postgres, Transaction};
 

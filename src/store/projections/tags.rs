@@ -130,22 +130,37 @@ pub(super) async fn untag_deleted<'a>(
     }
     let mut out = Vec::new();
     for (corp, ids) in by_corp {
-        let untagged: Vec<(String, String)> = sqlx::query_as(
-            "UPDATE external_contact_follows AS f SET tags = \
-               (SELECT COALESCE(jsonb_agg(x.e ORDER BY x.n), '[]'::jsonb) \
-                FROM jsonb_array_elements(f.tags) WITH ORDINALITY AS x(e, n) WHERE NOT (x.e->>'tag_id' = ANY($2))) \
-             WHERE f.corp_id = $1 AND jsonb_typeof(f.tags) = 'array' \
-               AND EXISTS (SELECT 1 FROM jsonb_array_elements(f.tags) AS e WHERE e->>'tag_id' = ANY($2)) \
-             RETURNING f.userid, f.external_userid",
-        )
-        .bind(corp)
-        .bind(&ids)
-        .fetch_all(&mut **tx)
-        .await?;
-        out.extend(untagged.into_iter().map(|(userid, external_userid)| {
+        out.extend(untag(tx, corp, &ids, "event").await?);
+    }
+    Ok(out)
+}
+
+/// Takes the tags `ids` off every relation of `corp` that carries one, and returns the relations' change
+/// notifications (`change: tags_deleted`, `source` as given). Also the tag sweeps' (`store::sweeps::tags`).
+pub(crate) async fn untag(
+    tx: &mut Transaction<'_, Postgres>,
+    corp: &str,
+    ids: &[&str],
+    source: &str,
+) -> Result<Vec<Value>, sqlx::Error> {
+    let untagged: Vec<(String, String)> = sqlx::query_as(
+        "UPDATE external_contact_follows AS f SET tags = \
+           (SELECT COALESCE(jsonb_agg(x.e ORDER BY x.n), '[]'::jsonb) \
+            FROM jsonb_array_elements(f.tags) WITH ORDINALITY AS x(e, n) WHERE NOT (x.e->>'tag_id' = ANY($2))) \
+         WHERE f.corp_id = $1 AND jsonb_typeof(f.tags) = 'array' \
+           AND EXISTS (SELECT 1 FROM jsonb_array_elements(f.tags) AS e WHERE e->>'tag_id' = ANY($2)) \
+         RETURNING f.userid, f.external_userid",
+    )
+    .bind(corp)
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(untagged
+        .into_iter()
+        .map(|(userid, external_userid)| {
             json!({
                 "kind": "contact",
-                "source": "event",
+                "source": source,
                 "corp_id": corp,
                 "external_userid": external_userid,
                 "userid": userid,
@@ -153,7 +168,6 @@ pub(super) async fn untag_deleted<'a>(
                 "tag_ids": ids,
                 "event_id": null,
             })
-        }));
-    }
-    Ok(out)
+        })
+        .collect())
 }

@@ -95,3 +95,80 @@ pub(crate) async fn resweep_tags(
     .fetch_all(&mut **tx)
     .await
 }
+
+/// After a tag job read both complete tag lists (`listed`: every group and tag id they name; `listed_at`: the
+/// earlier request), the tags and groups neither names that are older than that request are deleted: WeCom
+/// has none of them. So is a tag no list ever placed in its group, created and then deleted with the group
+/// between two lists (WeCom calls back about the group only). Each is taken off the relations that carry it,
+/// notified (`source: api`), and recorded for a rebuild. Returns how many it deleted.
+pub async fn sweep_unlisted_tags(
+    pool: &PgPool,
+    corp_id: &str,
+    listed: &[String],
+    listed_at: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    let mut tx = projections::observation_tx(pool).await?;
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT id FROM external_corp_tags \
+         WHERE corp_id = $1 AND NOT deleted AND NOT (id = ANY($2)) AND status_version < $3 \
+         ORDER BY id FOR UPDATE",
+    )
+    .bind(corp_id)
+    .bind(listed)
+    .bind(version_at(listed_at))
+    .fetch_all(&mut *tx)
+    .await?;
+    let (swept, mut notes) = resweep_unlisted_tags(&mut tx, corp_id, &ids, listed_at).await?;
+    if swept.is_empty() {
+        tx.rollback().await?;
+        return Ok(0);
+    }
+    notes.extend(swept.iter().map(|(id, tag_type)| {
+        serde_json::json!({
+            "kind": "tag", "source": "api", "corp_id": corp_id, "id": id, "tag_type": tag_type,
+            "change": "delete", "event_id": null,
+        })
+    }));
+    projections::notify(&mut tx, &notes).await?;
+    let ids: Vec<String> = swept.into_iter().map(|(id, _)| id).collect();
+    let n = ids.len() as u64;
+    let obs = Observation::UnlistedTags { ids, listed_at };
+    observations::record(&mut tx, corp_id, &obs, true, &[]).await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// Deletes the tags `ids` (as [`sweep_unlisted_tags`] does), each only if not deleted yet and not decided by
+/// anything newer than `listed_at`, and takes them off the relations. Returns the `(id, type)` it changed and
+/// the relations' notifications; also the rebuild's replay.
+pub(crate) async fn resweep_unlisted_tags(
+    tx: &mut Transaction<'_, Postgres>,
+    corp_id: &str,
+    ids: &[String],
+    listed_at: DateTime<Utc>,
+) -> Result<(Vec<(String, String)>, Vec<serde_json::Value>), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let swept: Vec<(String, String)> = sqlx::query_as(
+        "UPDATE external_corp_tags SET deleted = true, status_version = $3 \
+         WHERE corp_id = $1 AND NOT deleted AND status_version < $3 AND id = ANY($2) \
+         RETURNING id, type::text",
+    )
+    .bind(corp_id)
+    .bind(ids)
+    .bind(version_at(listed_at))
+    .fetch_all(&mut **tx)
+    .await?;
+    let tags: Vec<&str> = swept
+        .iter()
+        .filter(|(_, t)| t != "tag_group")
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let notes = if tags.is_empty() {
+        Vec::new()
+    } else {
+        projections::untag(tx, corp_id, &tags, "api").await?
+    };
+    Ok((swept, notes))
+}

@@ -41,10 +41,7 @@ impl Walk<'_> {
                 }
             };
             enrichment::corp_tags(self.pool, &corp, &list, at).await?;
-            for group in &list.tag_group {
-                ids.extend(group.group_id.clone());
-                ids.extend(group.tag.iter().filter_map(|t| t.id.clone()));
-            }
+            ids.extend(list.ids());
         }
         let ids: Vec<String> = ids.into_iter().collect();
         sweeps::mark_tags(self.pool, &corp, &ids, self.run).await?;

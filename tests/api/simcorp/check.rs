@@ -546,9 +546,8 @@ async fn tags(pool: &PgPool, truth: &Truth, out: &mut Vec<String>) {
                 Some(gid),
                 t.order,
                 // Deleted with its group, without a callback of its own: the service deletes the tags a list
-                // placed in the group (simcorp_found_13). (One no list named before the group went, created
-                // and deleted between two lists, only a resync could know; the history's pacing leaves the
-                // create events' list time to be read.)
+                // placed in the group (simcorp_found_13), and the group event's tag job deletes those no list
+                // named before the group went (created and deleted between two lists).
                 t.deleted,
                 g.strategy,
             ));

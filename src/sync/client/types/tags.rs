@@ -11,6 +11,21 @@ pub struct CorpTagList {
     pub tag_group: Vec<CorpTagGroup>,
 }
 
+impl CorpTagList {
+    /// Every group and tag id the list names.
+    pub fn ids(&self) -> Vec<String> {
+        self.tag_group
+            .iter()
+            .flat_map(|g| {
+                g.group_id
+                    .iter()
+                    .chain(g.tag.iter().filter_map(|t| t.id.as_ref()))
+            })
+            .cloned()
+            .collect()
+    }
+}
+
 /// A tag group and its tags.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct CorpTagGroup {
