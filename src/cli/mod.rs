@@ -200,8 +200,18 @@ impl Context {
 
     /// The database settings, with logging set up, as a ready pool: for the one-shot database commands.
     async fn database_pool(&self) -> anyhow::Result<(sqlx::PgPool, String)> {
+        self.database_pool_logging_after(config::database::SLOW_STATEMENT)
+            .await
+    }
+
+    /// [`Self::database_pool`], logging statements slower than `slow` (a bulk command's are slow by design).
+    async fn database_pool_logging_after(
+        &self,
+        slow: std::time::Duration,
+    ) -> anyhow::Result<(sqlx::PgPool, String)> {
         crate::telemetry::init(config::LogFormat::Text);
-        let db = self.locate(self.database()?)?;
+        let mut db = self.locate(self.database()?)?;
+        db.slow_statement = slow;
         let pool = prepared_pool(&db).await?;
         Ok((pool, store::describe(&db)))
     }

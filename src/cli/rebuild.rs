@@ -18,7 +18,10 @@ pub struct Args {
 
 /// Rebuilds the synced tables.
 pub async fn run(args: Args, ctx: &Context) -> anyhow::Result<()> {
-    let (pool, target) = ctx.database_pool().await?;
+    // Each statement writes up to tens of thousands of rows: seconds are expected, not worth a warning each.
+    let (pool, target) = ctx
+        .database_pool_logging_after(std::time::Duration::from_secs(60))
+        .await?;
     let started = std::time::Instant::now();
     let mut meter = super::replay::ProgressMeter::new("rebuild");
     let rebuilt = store::rebuild::rebuild_all(&pool, args.batch_size, |p| meter.update(p))

@@ -30,7 +30,13 @@ pub struct DatabaseSettings {
     pub acquire_timeout: Duration,
     /// PostgreSQL `statement_timeout` for every connection.
     pub statement_timeout: Duration,
+    /// A statement taking longer is logged at `warn`, with its SQL ([`SLOW_STATEMENT`] for the service;
+    /// `rebuild`, whose statements write tens of thousands of rows each, raises it).
+    pub slow_statement: Duration,
 }
+
+/// The default of [`DatabaseSettings::slow_statement`]: in the service, a second is a problem worth a line.
+pub const SLOW_STATEMENT: Duration = Duration::from_secs(1);
 
 impl fmt::Debug for DatabaseSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -39,6 +45,7 @@ impl fmt::Debug for DatabaseSettings {
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("statement_timeout", &self.statement_timeout)
+            .field("slow_statement", &self.slow_statement)
             .finish()
     }
 }
@@ -161,6 +168,7 @@ pub(super) fn build(
         max_connections: d.max_connections.max(1),
         acquire_timeout: Duration::from_millis(d.acquire_timeout_ms),
         statement_timeout: Duration::from_millis(d.statement_timeout_ms),
+        slow_statement: SLOW_STATEMENT,
     }
 }
 

@@ -109,7 +109,8 @@ pub enum StoreOutcome {
 pub fn pool(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
     let options = settings
         .connect_options()?
-        .log_statements(tracing::log::LevelFilter::Trace);
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, settings.slow_statement);
     Ok(PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .min_connections(0)
