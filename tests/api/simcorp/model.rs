@@ -1138,6 +1138,7 @@ const DURING_RESYNC_KINDS: &[(Kind, u32)] = &[
     (Kind::StaffDelete, 14),
     (Kind::CustomerDelete, 8),
     (Kind::Transfer, 8),
+    (Kind::UserRename, 2),
     (Kind::ChatCreate, 5),
     (Kind::ChatRename, 4),
     (Kind::ChatOwner, 2),
