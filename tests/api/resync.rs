@@ -135,13 +135,19 @@ async fn resync_pages_through_cursors_tombstones_what_wecom_no_longer_has_and_re
             .expect("resync");
     // The sweep's removal is notified like every API status change.
     let mut removed = Vec::new();
+    let mut tags_deleted = Vec::new();
     while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), listener.recv()).await {
         let p: serde_json::Value = serde_json::from_str(n.payload()).expect("JSON");
         if p["status"] == "removed" {
-            removed.push(p);
+            removed.push(p.clone());
+        }
+        // So is the tag sweep's deletion.
+        if p["kind"] == "tag" && p["change"] == "delete" {
+            tags_deleted.push((p["id"].clone(), p["source"].clone()));
         }
     }
     assert_eq!(removed.len(), 1, "{removed:?}");
+    assert_eq!(tags_deleted, [(json!("etGONE"), json!("api"))]);
     assert_eq!(removed[0]["external_userid"], "wmOLD");
     assert_eq!(removed[0]["userid"], "alice");
     assert_eq!(removed[0]["source"], "api");

@@ -48,7 +48,8 @@ pub(crate) async fn mark_tags_in(
     Ok(r.rows_affected())
 }
 
-/// Tags neither tag list of this run named become deleted (call only when both lists were read).
+/// Tags neither tag list of this run named become deleted (call only when both lists were read), are taken
+/// off the relations that carry them, and are notified (`source: api`).
 pub async fn sweep_tags(pool: &PgPool, corp_id: &str, run: &Run) -> Result<u64, sqlx::Error> {
     let mut tx = projections::observation_tx(pool).await?;
     let ids: Vec<String> = sqlx::query_scalar(
@@ -61,8 +62,11 @@ pub async fn sweep_tags(pool: &PgPool, corp_id: &str, run: &Run) -> Result<u64, 
     .bind(run_version(run))
     .fetch_all(&mut *tx)
     .await?;
-    let swept = resweep_tags(&mut tx, corp_id, run.id, run.started_at, &ids).await?;
-    commit_sweep(tx, corp_id, swept, |ids| Observation::SweepTags {
+    let (swept, mut notes) = resweep_tags(&mut tx, corp_id, run.id, run.started_at, &ids).await?;
+    notes.extend(delete_notifications(corp_id, &swept));
+    projections::notify(&mut tx, &notes).await?;
+    let ids: Vec<String> = swept.into_iter().map(|(id, _)| id).collect();
+    commit_sweep(tx, corp_id, ids, |ids| Observation::SweepTags {
         ids,
         run_id: run.id,
         run_started_at: run.started_at,
@@ -70,30 +74,63 @@ pub async fn sweep_tags(pool: &PgPool, corp_id: &str, run: &Run) -> Result<u64, 
     .await
 }
 
+/// A `tag` `delete` notification per swept `(id, type)`.
+fn delete_notifications(corp_id: &str, swept: &[(String, String)]) -> Vec<serde_json::Value> {
+    swept
+        .iter()
+        .map(|(id, tag_type)| {
+            serde_json::json!({
+                "kind": "tag", "source": "api", "corp_id": corp_id, "id": id, "tag_type": tag_type,
+                "change": "delete", "event_id": null,
+            })
+        })
+        .collect()
+}
+
+/// Takes the swept tags (not groups) off the relations that carry them; their notifications.
+async fn untag_swept(
+    tx: &mut Transaction<'_, Postgres>,
+    corp_id: &str,
+    swept: &[(String, String)],
+) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+    let tags: Vec<&str> = swept
+        .iter()
+        .filter(|(_, t)| t != "tag_group")
+        .map(|(id, _)| id.as_str())
+        .collect();
+    if tags.is_empty() {
+        return Ok(Vec::new());
+    }
+    projections::untag(tx, corp_id, &tags, "api").await
+}
+
 /// Deletes the tags `ids` of run `run_id` (as [`sweep_tags`] does), each only if not deleted yet, not seen
-/// by a later run and not decided by anything newer. Returns the ids it changed; also the rebuild's replay.
+/// by a later run and not decided by anything newer, and takes them off the relations. Returns the
+/// `(id, type)` it changed and the relations' notifications; also the rebuild's replay.
 pub(crate) async fn resweep_tags(
     tx: &mut Transaction<'_, Postgres>,
     corp_id: &str,
     run_id: i64,
     started_at: DateTime<Utc>,
     ids: &[String],
-) -> Result<Vec<String>, sqlx::Error> {
+) -> Result<(Vec<(String, String)>, Vec<serde_json::Value>), sqlx::Error> {
     if ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
-    sqlx::query_scalar(
+    let swept: Vec<(String, String)> = sqlx::query_as(
         "UPDATE external_corp_tags SET deleted = true, status_version = $3 \
          WHERE corp_id = $1 AND NOT deleted AND (resync_run IS NULL OR resync_run < $2) AND status_version < $3 \
            AND id = ANY($4) \
-         RETURNING id",
+         RETURNING id, type::text",
     )
     .bind(corp_id)
     .bind(run_id)
     .bind(version_at(started_at))
     .bind(ids)
     .fetch_all(&mut **tx)
-    .await
+    .await?;
+    let notes = untag_swept(tx, corp_id, &swept).await?;
+    Ok((swept, notes))
 }
 
 /// After a tag job read both complete tag lists (`listed`: every group and tag id they name; `listed_at`: the
@@ -123,12 +160,7 @@ pub async fn sweep_unlisted_tags(
         tx.rollback().await?;
         return Ok(0);
     }
-    notes.extend(swept.iter().map(|(id, tag_type)| {
-        serde_json::json!({
-            "kind": "tag", "source": "api", "corp_id": corp_id, "id": id, "tag_type": tag_type,
-            "change": "delete", "event_id": null,
-        })
-    }));
+    notes.extend(delete_notifications(corp_id, &swept));
     projections::notify(&mut tx, &notes).await?;
     let ids: Vec<String> = swept.into_iter().map(|(id, _)| id).collect();
     let n = ids.len() as u64;
@@ -160,15 +192,6 @@ pub(crate) async fn resweep_unlisted_tags(
     .bind(version_at(listed_at))
     .fetch_all(&mut **tx)
     .await?;
-    let tags: Vec<&str> = swept
-        .iter()
-        .filter(|(_, t)| t != "tag_group")
-        .map(|(id, _)| id.as_str())
-        .collect();
-    let notes = if tags.is_empty() {
-        Vec::new()
-    } else {
-        projections::untag(tx, corp_id, &tags, "api").await?
-    };
+    let notes = untag_swept(tx, corp_id, &swept).await?;
     Ok((swept, notes))
 }
